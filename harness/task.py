@@ -1,0 +1,161 @@
+"""The task contract: a benchmark is one module under tasks/ with one Task subclass.
+
+A task loads the benchmark's real on-disk format into Items, builds the prompt, extracts the
+answer from a model output and scores it by the official rule. The engine finds tasks through
+the `harness.tasks` entry points (pyproject.toml), so it never imports a benchmark by name.
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Literal, Sequence
+
+from harness.errors import HarnessError
+from harness.types import Item
+
+Split = Literal["train", "test"]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What statistics resample: an item, or a group of items scored together (MMBench circular)."""
+
+    id: str
+    score: float
+    category: str
+    extra: dict[str, str] | None = None  # further breakdown keys, e.g. {"l2_category": ...}
+
+
+class Task:
+    """Base class. Subclasses set `name` and implement load/prompt/extract/score."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    # Where the data lives under the data dir, shown by `harness tasks` and in errors.
+    data_layout: ClassVar[str] = ""
+    # Options a user may set from the CLI: name -> allowed values; the first is the default.
+    options: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # "generate": free generation; "choice_likelihood": rank item.choices by mean token loss.
+    request_type: ClassVar[str] = "generate"
+    max_new_tokens: ClassVar[int] = 32
+
+    def __init__(self, **opts: str) -> None:
+        self.opts: dict[str, str] = {}
+        for key, allowed in self.options.items():
+            value = opts.pop(key, None) or allowed[0]
+            if value not in allowed:
+                raise HarnessError(
+                    f"task {self.name}: --{key.replace('_', '-')} {value!r} is not one of "
+                    f"{', '.join(allowed)}"
+                )
+            self.opts[key] = value
+        if opts:
+            raise HarnessError(f"task {self.name} has no option(s) {', '.join(sorted(opts))}")
+
+    # --- the four steps every task defines -------------------------------------------------
+    def load(self, data_dir: Path, split: Split = "test") -> list[Item]:
+        raise NotImplementedError
+
+    def prompt(self, item: Item) -> str:
+        raise NotImplementedError
+
+    def extract(self, output: str, item: Item) -> str | None:
+        """The answer found in `output`, or None when unparsed (scored wrong, counted)."""
+        raise NotImplementedError
+
+    def score(self, extracted: str | None, item: Item) -> float:
+        raise NotImplementedError
+
+    # --- optional hooks --------------------------------------------------------------------
+    def target_text(self, item: Item) -> str:
+        """The reply a model should give (training target for SFT and the tiny model)."""
+        raise NotImplementedError
+
+    def units(self, items: dict[str, Item], scores: dict[str, list[float]]) -> list[Unit]:
+        """Aggregate per-item sample scores into the units statistics resample.
+
+        Default: one unit per item, its score the mean over that item's samples.
+        """
+        return [
+            Unit(item_id, sum(s) / len(s), items[item_id].category)
+            for item_id, s in scores.items()
+            if s
+        ]
+
+    def extras(self, items: dict[str, Item], scores: dict[str, list[float]]) -> dict[str, Any]:
+        """Task-specific summary fields (OCRBench points, MMBench vanilla score, ...)."""
+        return {}
+
+
+# --- registry -------------------------------------------------------------------------------
+def task_names() -> list[str]:
+    return sorted(ep.name for ep in entry_points(group="harness.tasks"))
+
+
+def get_task(name: str, **opts: str) -> Task:
+    found = {ep.name: ep for ep in entry_points(group="harness.tasks")}
+    if name not in found:
+        raise HarnessError(
+            f"unknown task {name!r}; known tasks: {', '.join(sorted(found)) or 'none'} "
+            "(is the project installed? run `make setup`)"
+        )
+    cls = found[name].load()
+    return cls(**opts)
+
+
+# --- data locations ---------------------------------------------------------------------------
+BUNDLED_DATA = Path(__file__).resolve().parent.parent / "data"
+
+
+def resolve_data_dir(arg: str | Path | None = None) -> Path:
+    """--data-dir, else $HARNESS_DATA, else the bundled mini-sets shipped in the repo."""
+    import os
+
+    chosen = arg or os.environ.get("HARNESS_DATA") or BUNDLED_DATA
+    path = Path(chosen).expanduser()
+    if not path.is_dir():
+        raise HarnessError(f"data dir not found: {path}; pass --data-dir or set HARNESS_DATA to an existing folder")
+    return path
+
+
+# --- helpers for loaders ----------------------------------------------------------------------
+def require_file(path: Path, task: str, hint: str = "") -> Path:
+    if not path.is_file():
+        fix = hint or "pass --data-dir pointing at a folder with this layout (see `harness tasks`)"
+        raise HarnessError(f"{task}: data file not found: {path}; {fix}")
+    return path
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """Yield JSON objects line by line; a malformed line is an error naming file and line."""
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise HarnessError(f"{path}:{lineno}: malformed JSON line ({e.msg}); fix or remove it") from None
+            if not isinstance(row, dict):
+                raise HarnessError(f"{path}:{lineno}: expected a JSON object per line")
+            yield row
+
+
+def read_json(path: Path) -> Any:
+    try:
+        with path.open(encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise HarnessError(f"{path}: malformed JSON at line {e.lineno} ({e.msg})") from None
+
+
+def per_category(units: Sequence[Unit], key: str | None = None) -> dict[str, float]:
+    """Percent score per category (or per `unit.extra[key]`)."""
+    buckets: dict[str, list[float]] = defaultdict(list)
+    for u in units:
+        cat = u.category if key is None else (u.extra or {}).get(key, "")
+        buckets[cat].append(u.score)
+    return {c: 100.0 * sum(v) / len(v) for c, v in sorted(buckets.items())}
