@@ -1,0 +1,198 @@
+"""`harness` command line. Heavy libraries are imported inside the commands, so --help is instant."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from harness.errors import HarnessError
+
+# CLI flags that set task options; each task declares which it understands (Task.options).
+TASK_OPTION_FLAGS = {
+    "extract": "answer extraction mode (geoqa: strict|r3v)",
+    "mc_mode": "multiple-choice mode (aokvqa_mc: generate|likelihood)",
+    "compat": "compatibility rule (aokvqa_da: none|official-raw)",
+    "rule": "scoring rule (ocrbench: ocrbench|ocr_vqa)",
+}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def _add_task_options(p: argparse.ArgumentParser) -> None:
+    for name, help_text in TASK_OPTION_FLAGS.items():
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, help=help_text)
+    p.add_argument("--data-dir", default=None, help="benchmark data root (default: $HARNESS_DATA, else the bundled mini-sets)")
+    p.add_argument("--ci", dest="ci_method", default="bootstrap", choices=["bootstrap", "wilson", "clopper-pearson"],
+                   help="confidence interval method (default: percentile bootstrap over items)")
+
+
+def _make_tasks(names: list[str], args: argparse.Namespace):
+    from harness.task import get_task, task_names
+
+    given = {k: getattr(args, k) for k in TASK_OPTION_FLAGS if getattr(args, k, None) is not None}
+    known = task_names()
+    tasks = []
+    used: set[str] = set()
+    for name in names:
+        if name not in known:
+            raise HarnessError(f"unknown task {name!r}; known tasks: {', '.join(known)} (see `harness tasks`)")
+        from importlib.metadata import entry_points
+
+        cls = next(ep for ep in entry_points(group="harness.tasks") if ep.name == name).load()
+        opts = {k: v for k, v in given.items() if k in cls.options}
+        used |= opts.keys()
+        tasks.append(get_task(name, **opts))
+    unused = set(given) - used
+    if unused:
+        flags = ", ".join("--" + u.replace("_", "-") for u in sorted(unused))
+        raise HarnessError(f"{flags} does not apply to task(s) {', '.join(names)}; see `harness tasks` for each task's options")
+    return tasks
+
+
+# --- commands ---------------------------------------------------------------------------------
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from importlib.metadata import entry_points
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="tasks")
+    for col in ("task", "description", "data (under --data-dir)", "options"):
+        table.add_column(col, overflow="fold")
+    for ep in sorted(entry_points(group="harness.tasks"), key=lambda e: e.name):
+        cls = ep.load()
+        opts = "; ".join(f"--{k.replace('_', '-')} {'|'.join(v)}" for k, v in cls.options.items())
+        table.add_row(ep.name, cls.description, cls.data_layout, opts)
+    Console().print(table)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from harness.evaluate import run_eval
+
+    names = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if not names:
+        raise HarnessError("--tasks is empty; give a comma-separated list, e.g. --tasks geoqa,mmbench")
+    tasks = _make_tasks(names, args)
+    run_eval(args, tasks)
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from harness.evaluate import run_score
+
+    (task,) = _make_tasks([args.task], args)
+    run_score(args, task)
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from harness.leaderboard import load_spec, run_leaderboard
+
+    spec = load_spec(Path(args.spec))
+    run_leaderboard(spec, build_recipe=_recipe_builder(), device=args.device)
+    print(f"wrote {spec.out_dir}/leaderboard.{{md,csv,html}} and forest.png")
+    return 0
+
+
+def _recipe_builder():
+    """Training lives in trainers/; the engine receives it as a callback (imports point one way)."""
+    try:
+        from trainers.recipes import build_recipe
+    except ImportError:
+        return None
+    return build_recipe
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="harness",
+        description="Evaluate vision-language models on benchmarks with confidence intervals.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint on tasks")
+    p.add_argument("--ckpt", required=True, help="`tiny`, a local HF checkpoint dir, or a PEFT adapter dir")
+    p.add_argument("--base", default=None, help="base checkpoint for an adapter (overrides adapter_config.json)")
+    p.add_argument("--tasks", required=True, help="comma-separated task names (see `harness tasks`)")
+    p.add_argument("--limit", type=_positive_int, default=None, help="evaluate only the first N items")
+    p.add_argument("--n-samples", type=_positive_int, default=1, help="samples per item (needs --temperature > 0)")
+    p.add_argument("--batch-size", type=_positive_int, default=16)
+    p.add_argument("--output-dir", default="runs", help="where runs/<ckpt>/<task>/ go (default: runs)")
+    p.add_argument("--temperature", type=_non_negative_float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-p", type=_probability, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=_positive_int, default=None, help="default: each task's own budget")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--blind", action="store_true", help="blank every image (measures how much the model uses the image)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--trust-remote-code", action="store_true", help="allow checkpoint code (InternVL); off by default")
+    _add_task_options(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("score", help="re-score predictions made anywhere, with no model and no images")
+    p.add_argument("--task", required=True)
+    p.add_argument("--predictions", required=True, help='JSONL: {"id": ..., "output": "...", "sample": k (optional)} per line')
+    p.add_argument("--out", required=True, help="folder for samples.jsonl and summary.json")
+    _add_task_options(p)
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("leaderboard", help="build, evaluate and render a leaderboard spec")
+    p.add_argument("--spec", default="leaderboards/default.yaml")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("tasks", help="list tasks and where each expects its data")
+    p.set_defaults(func=cmd_tasks)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    func: Callable[[Any], int] = args.func
+    try:
+        return func(args)
+    except HarnessError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

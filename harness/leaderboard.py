@@ -1,0 +1,213 @@
+"""Leaderboards: a YAML spec -> evaluate every checkpoint x task (cached) -> statistics -> renders.
+
+    harness leaderboard --spec leaderboards/default.yaml
+
+Spec keys (unknown keys are errors, so a typo never silently changes a leaderboard):
+  name: default                  # output folder leaderboards/<name>/ (default: the file's stem)
+  baseline: tiny                 # the checkpoint every other one is compared with
+  checkpoints:                   # names (`tiny`), paths, or {name, path} / {name, recipe}
+    - tiny
+    - {name: sft, recipe: {trainer: sft, base: tiny, task: geoqa, config: {}}}
+  blind: [tiny]                  # also evaluate these with blanked images, as "<name>+blind" rows
+  tasks: [geoqa, mmbench]        # task names, or {name: aokvqa_mc, options: {mc_mode: likelihood}}
+  data_dir: null                 # default: $HARNESS_DATA, else the bundled mini-sets
+  generation: {temperature: 0, max_new_tokens: null, batch_size: 16}
+  seed: 0
+  bootstrap: 10000
+Recipe checkpoints are built (trained) only when their folder does not exist yet.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from harness.errors import HarnessError
+
+SPEC_KEYS = {"name", "baseline", "checkpoints", "blind", "tasks", "data_dir", "generation", "seed", "bootstrap", "output_dir"}
+GEN_KEYS = {"temperature", "top_p", "top_k", "max_new_tokens", "batch_size"}
+
+
+@dataclass
+class CheckpointSpec:
+    name: str
+    ckpt: str  # what resolve_checkpoint takes: a name or a path
+    recipe: dict[str, Any] | None = None
+
+
+@dataclass
+class TaskSpec:
+    name: str
+    options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class LeaderboardSpec:
+    path: Path
+    name: str
+    baseline: str
+    checkpoints: list[CheckpointSpec]
+    tasks: list[TaskSpec]
+    blind: list[str] = field(default_factory=list)
+    data_dir: str | None = None
+    generation: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    bootstrap: int = 10_000
+    output_dir: str = "runs"
+
+    @property
+    def out_dir(self) -> Path:
+        return self.path.parent / self.name
+
+
+def load_spec(path: Path) -> LeaderboardSpec:
+    import yaml
+
+    if not path.is_file():
+        raise HarnessError(f"leaderboard spec not found: {path}; see leaderboards/default.yaml for the format")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise HarnessError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise HarnessError(f"{path}: expected a mapping with keys {', '.join(sorted(SPEC_KEYS))}")
+
+    def bad(msg: str) -> HarnessError:
+        return HarnessError(f"{path}: {msg}")
+
+    unknown = set(raw) - SPEC_KEYS
+    if unknown:
+        raise bad(f"unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(SPEC_KEYS))}")
+    for key in ("baseline", "checkpoints", "tasks"):
+        if key not in raw:
+            raise bad(f"missing required key {key!r}")
+    ckpts = []
+    for entry in raw["checkpoints"] or []:
+        if isinstance(entry, str):
+            ckpts.append(CheckpointSpec(Path(entry).name if "/" in entry else entry, entry))
+        elif isinstance(entry, dict) and "name" in entry and ("path" in entry or "recipe" in entry):
+            recipe = entry.get("recipe")
+            if recipe is not None and not (isinstance(recipe, dict) and "trainer" in recipe):
+                raise bad(f"checkpoint {entry['name']!r}: a recipe needs at least a 'trainer'")
+            path_ = entry.get("path") or str(Path("checkpoints") / "built" / entry["name"])
+            ckpts.append(CheckpointSpec(str(entry["name"]), path_, recipe))
+        else:
+            raise bad(f"checkpoint entry {entry!r}: give a name/path string, or {{name, path}} or {{name, recipe}}")
+    names = [c.name for c in ckpts]
+    if len(set(names)) != len(names):
+        raise bad("checkpoint names must be unique")
+    if raw["baseline"] not in names:
+        raise bad(f"baseline {raw['baseline']!r} is not one of the checkpoints ({', '.join(names)})")
+    tasks = []
+    for entry in raw["tasks"] or []:
+        if isinstance(entry, str):
+            tasks.append(TaskSpec(entry))
+        elif isinstance(entry, dict) and "name" in entry:
+            tasks.append(TaskSpec(entry["name"], {k: str(v) for k, v in (entry.get("options") or {}).items()}))
+        else:
+            raise bad(f"task entry {entry!r}: give a task name or {{name, options}}")
+    if not tasks:
+        raise bad("no tasks listed")
+    blind = list(raw.get("blind") or [])
+    for b in blind:
+        if b not in names:
+            raise bad(f"blind entry {b!r} is not one of the checkpoints")
+    gen = dict(raw.get("generation") or {})
+    if set(gen) - GEN_KEYS:
+        raise bad(f"unknown generation key(s) {', '.join(sorted(set(gen) - GEN_KEYS))}; allowed: {', '.join(sorted(GEN_KEYS))}")
+    return LeaderboardSpec(
+        path=path, name=str(raw.get("name") or path.stem), baseline=raw["baseline"], checkpoints=ckpts,
+        tasks=tasks, blind=blind, data_dir=raw.get("data_dir"), generation=gen,
+        seed=int(raw.get("seed", 0)), bootstrap=int(raw.get("bootstrap", 10_000)),
+        output_dir=str(raw.get("output_dir") or "runs"),
+    )
+
+
+class LazyBackend:
+    """Loads the model only when something must be generated: an unchanged re-run never loads it."""
+
+    def __init__(self, ref, **kwargs: Any) -> None:
+        self.ref, self.kwargs, self._backend = ref, kwargs, None
+        self.name, self.content_hash = ref.name, ref.content_hash
+
+    def _get(self):
+        if self._backend is None:
+            from harness.backend import HFBackend
+
+            self._backend = HFBackend(self.ref, **self.kwargs)
+        return self._backend
+
+    def generate(self, *args: Any, **kwargs: Any):
+        return self._get().generate(*args, **kwargs)
+
+    def choice_losses(self, *args: Any, **kwargs: Any):
+        return self._get().choice_losses(*args, **kwargs)
+
+
+def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpec], None] | None = None,
+                    device: str | None = None):
+    """Build missing recipe checkpoints, evaluate (cached), compute statistics, render everything."""
+    from collections import defaultdict
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from harness import report
+    from harness.checkpoints import resolve_checkpoint
+    from harness.runner import EvalSettings, check_images, evaluate, run_name
+    from harness.stats import leaderboard_frame
+    from harness.store import GenerationCache, read_sample_lines
+    from harness.task import get_task, resolve_data_dir
+    from harness.types import GenConfig
+
+    data_dir = resolve_data_dir(spec.data_dir)
+    tasks = [get_task(t.name, **t.options) for t in spec.tasks]
+    items = {}
+    for task in tasks:
+        items[task.name] = task.load(data_dir, "test")
+        check_images(task, items[task.name])
+    for c in spec.checkpoints:
+        if c.recipe is not None and not Path(c.ckpt).exists():
+            if build_recipe is None:
+                raise HarnessError(f"checkpoint {c.name} needs training (recipe) but no trainer is available")
+            build_recipe(c)
+    refs = {c.name: resolve_checkpoint(c.ckpt) for c in spec.checkpoints}
+
+    g = spec.generation
+    gen = GenConfig(max_new_tokens=g.get("max_new_tokens") or GenConfig().max_new_tokens,
+                    temperature=float(g.get("temperature", 0.0)), top_p=float(g.get("top_p", 1.0)),
+                    top_k=int(g.get("top_k", 0)), seed=spec.seed)
+    out = Path(spec.output_dir)
+    cache = GenerationCache(out / ".cache" / "generations.sqlite")
+    runs = [(c.name, False) for c in spec.checkpoints] + [(b, True) for b in spec.blind]
+    unit_scores: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
+    console = Console(stderr=True)
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=console, transient=True) as progress:
+            for name, blind in runs:
+                backend = LazyBackend(refs[name], device=device)
+                settings = EvalSettings(gen=gen, batch_size=int(g.get("batch_size", 16)), blind=blind)
+                for task in tasks:
+                    run_dir = out / refs[name].name / run_name(task, blind)
+                    evaluate(backend, task, items[task.name], settings, run_dir, cache, data_dir=data_dir, progress=progress)
+                    item_map = {it.id: it for it in items[task.name]}
+                    per_item: dict[str, list[float]] = defaultdict(list)
+                    for r in read_sample_lines(run_dir / "samples.jsonl"):
+                        if r["id"] in item_map:
+                            per_item[r["id"]].append(r["score"])
+                    label = f"{name}+blind" if blind else name
+                    unit_scores[label][task.name] = {u.id: u.score for u in task.units(item_map, dict(per_item))}
+    finally:
+        cache.close()
+
+    df = leaderboard_frame(unit_scores, spec.baseline, B=spec.bootstrap, seed=spec.seed)
+    spec.out_dir.mkdir(parents=True, exist_ok=True)
+    title = f"Leaderboard: {spec.name} (baseline {spec.baseline})"
+    plot = spec.out_dir / "forest.png"
+    report.forest_plot(df, plot)
+    report.write_csv(df, spec.out_dir / "leaderboard.csv")
+    report.write_markdown(df, spec.out_dir / "leaderboard.md", title)
+    report.write_html(df, spec.out_dir / "leaderboard.html", title, plot_png=plot)
+    Console().print(report.rich_table(df))
+    return df

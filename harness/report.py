@@ -1,0 +1,329 @@
+"""Leaderboard renderers: CSV, Markdown, self-contained HTML, a forest plot and a Rich table.
+
+Input: a DataFrame with one row per checkpoint x task and the columns of CSV_COLUMNS (what
+`harness.stats.leaderboard_frame` returns), plus optional `mcnemar_p` and `n_dropped`. Scores
+and bounds are percent, deltas points; the delta columns are empty (NaN) for the baseline.
+
+A delta gets the mark "*" when its paired-bootstrap CI excludes 0 — the same rule that splits
+rank bands (see harness.stats). Checkpoint and task names are untrusted text: they are escaped
+for HTML, Markdown, Rich markup and matplotlib mathtext. Every file is written atomically (a
+temp file in the same folder, then os.replace), so a crash never leaves a half-written result.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from harness.errors import HarnessError
+from harness.stats import LEADERBOARD_COLUMNS
+
+if TYPE_CHECKING:  # heavy imports stay lazy so `harness --help` is fast
+    import pandas as pd
+    from rich.table import Table
+
+CSV_COLUMNS = LEADERBOARD_COLUMNS
+OPTIONAL_COLUMNS = ("mcnemar_p", "n_dropped")
+SIGNIFICANT = "*"
+LEGEND = (
+    "Cells: score in percent [95% CI, percentile bootstrap over units]; Δ = paired difference "
+    f"from the baseline in points, marked {SIGNIFICANT} when its paired-bootstrap CI excludes 0; "
+    "band = rank band within the task (1 = best; a checkpoint opens a new band when it is "
+    "significantly below the leader of the band above)."
+)
+
+
+# --- reading the frame --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Cell:
+    """One checkpoint x task result, as the renderers show it."""
+
+    score: float
+    low: float
+    high: float
+    n: int
+    band: int
+    delta: float | None
+    delta_low: float | None
+    delta_high: float | None
+    p_value: float | None
+    mcnemar_p: float | None
+    n_dropped: int
+
+    @property
+    def significant(self) -> bool:
+        return self.delta_low is not None and (self.delta_low > 0 or (self.delta_high or 0) < 0)
+
+    @property
+    def score_text(self) -> str:
+        return f"{self.score:.1f} [{self.low:.1f}, {self.high:.1f}]"
+
+    @property
+    def delta_text(self) -> str:
+        if self.delta is None:
+            return ""
+        return f"{self.delta:+.1f}{SIGNIFICANT if self.significant else ''}"
+
+
+@dataclass(frozen=True)
+class Board:
+    """The frame pivoted: checkpoints and tasks in first-seen order, cells by (checkpoint, task)."""
+
+    checkpoints: list[str]
+    tasks: list[str]
+    cells: dict[tuple[str, str], Cell]
+    baselines: list[str]
+
+    def rows(self) -> Iterator[tuple[str, list[Cell | None]]]:
+        for ckpt in self.checkpoints:
+            yield ckpt, [self.cells.get((ckpt, task)) for task in self.tasks]
+
+    def task_n(self, task: str) -> str:
+        ns = sorted({c.n for (_, t), c in self.cells.items() if t == task})
+        return str(ns[0]) if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"
+
+
+def _optional(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
+
+
+def _check_columns(df: pd.DataFrame) -> None:
+    missing = [c for c in CSV_COLUMNS if c not in df.columns]
+    if missing:
+        raise HarnessError(
+            f"leaderboard table lacks column(s) {', '.join(missing)}; build it with "
+            "harness.stats.leaderboard_frame"
+        )
+
+
+def _board(df: pd.DataFrame) -> Board:
+    _check_columns(df)
+    checkpoints: list[str] = []
+    tasks: list[str] = []
+    cells: dict[tuple[str, str], Cell] = {}
+    for record in df.to_dict("records"):
+        ckpt, task = str(record["checkpoint"]), str(record["task"])
+        if (ckpt, task) in cells:
+            raise HarnessError(f"leaderboard table has two rows for {ckpt!r} x {task!r}; keep one")
+        checkpoints += [ckpt] if ckpt not in checkpoints else []
+        tasks += [task] if task not in tasks else []
+        dropped = _optional(record.get("n_dropped"))
+        cells[(ckpt, task)] = Cell(
+            score=float(record["score"]), low=float(record["ci_low"]), high=float(record["ci_high"]),
+            n=int(record["n"]), band=int(record["rank_band"]),
+            delta=_optional(record["delta"]), delta_low=_optional(record["delta_ci_low"]),
+            delta_high=_optional(record["delta_ci_high"]), p_value=_optional(record["p_value"]),
+            mcnemar_p=_optional(record.get("mcnemar_p")), n_dropped=int(dropped or 0),
+        )
+    # The baseline is the checkpoint with no delta anywhere.
+    baselines = [c for c in checkpoints if all(cell.delta is None for (k, _), cell in cells.items() if k == c)]
+    return Board(checkpoints, tasks, cells, baselines)
+
+
+def _dropped_note(board: Board) -> str:
+    dropped = [f"{k} / {t}: {c.n_dropped}" for (k, t), c in board.cells.items() if c.n_dropped]
+    if not dropped:
+        return ""
+    return "Units left out to compare every checkpoint on the same items: " + "; ".join(dropped) + "."
+
+
+# --- atomic writes ------------------------------------------------------------------------------
+def _atomic_write(path: str | Path, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; results are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# --- CSV and Markdown ---------------------------------------------------------------------------
+def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
+    """The contract columns first, in order, then optional and any further columns."""
+    _check_columns(df)
+    rest = [c for c in OPTIONAL_COLUMNS if c in df.columns]
+    rest += [c for c in df.columns if c not in CSV_COLUMNS and c not in rest]
+    text = df[[*CSV_COLUMNS, *rest]].to_csv(index=False, float_format="%.6g", lineterminator="\n")
+    return _atomic_write(path, text.encode("utf-8"))
+
+
+def _md(text: str) -> str:
+    """Untrusted text for a Markdown table cell: no HTML, no cell breaks, no newlines."""
+    return html.escape(" ".join(text.split())).replace("|", "\\|")
+
+
+def write_markdown(df: pd.DataFrame, path: str | Path, title: str) -> Path:
+    board = _board(df)
+    header = ["checkpoint", *(f"{_md(t)} (n={board.task_n(t)})" for t in board.tasks)]
+    lines = [f"# {_md(title)}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for ckpt, cells in board.rows():
+        name = _md(ckpt) + (" (baseline)" if ckpt in board.baselines else "")
+        texts = [
+            "—" if c is None else " · ".join(filter(None, [c.score_text, c.delta_text and f"Δ {c.delta_text}", f"band {c.band}"])).replace("*", r"\*")
+            for c in cells
+        ]
+        lines.append("| " + " | ".join([name, *texts]) + " |")
+    lines += ["", LEGEND.replace("*", r"\*")]
+    if note := _dropped_note(board):
+        lines += ["", _md(note)]
+    return _atomic_write(path, ("\n".join(lines) + "\n").encode("utf-8"))
+
+
+# --- HTML ---------------------------------------------------------------------------------------
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 0.35em 0.7em; text-align: right; vertical-align: top; }
+th:first-child, td:first-child { text-align: left; }
+th { background: #f2f2f2; }
+.ci { color: #666; font-size: 0.85em; }
+.up { color: #11772d; font-weight: bold; }
+.down { color: #b3261e; font-weight: bold; }
+.band { color: #666; font-size: 0.85em; }
+.base { font-style: italic; }
+img { max-width: 100%; }
+p.note { color: #555; max-width: 60em; }
+"""
+
+
+def _html_cell(cell: Cell | None) -> str:
+    if cell is None:
+        return "<td>—</td>"
+    tip = [f"n={cell.n}"]
+    if cell.p_value is not None:
+        tip.append(f"bootstrap p={cell.p_value:.3g}")
+    if cell.mcnemar_p is not None:
+        tip.append(f"McNemar p={cell.mcnemar_p:.3g}")
+    parts = [f"{cell.score:.1f} <span class='ci'>[{cell.low:.1f}, {cell.high:.1f}]</span>"]
+    if cell.delta is not None:
+        kind = "up" if cell.significant and cell.delta > 0 else "down" if cell.significant else "flat"
+        parts.append(f"<span class='{kind}'>Δ {html.escape(cell.delta_text)}</span>")
+    parts.append(f"<span class='band'>band {cell.band}</span>")
+    return f"<td title='{html.escape(', '.join(tip), quote=True)}'>{'<br>'.join(parts)}</td>"
+
+
+def write_html(df: pd.DataFrame, path: str | Path, title: str, plot_png: str | Path | None = None) -> Path:
+    """One self-contained page: inline CSS, the plot as a base64 data URI, all data escaped."""
+    board = _board(df)
+    esc = html.escape
+    head = "".join(f"<th>{esc(t)}<br><span class='ci'>n={board.task_n(t)}</span></th>" for t in board.tasks)
+    body = []
+    for ckpt, cells in board.rows():
+        base = " <span class='base'>(baseline)</span>" if ckpt in board.baselines else ""
+        body.append(f"<tr><td>{esc(ckpt)}{base}</td>{''.join(_html_cell(c) for c in cells)}</tr>")
+    figure = ""
+    if plot_png is not None:
+        png = Path(plot_png)
+        if not png.is_file():
+            raise HarnessError(f"plot not found: {png}; draw it with forest_plot first or pass no plot")
+        data = base64.b64encode(png.read_bytes()).decode("ascii")
+        figure = f"<img alt='scores with 95% confidence intervals' src='data:image/png;base64,{data}'>"
+    note = _dropped_note(board)
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
+<style>{_CSS}</style></head>
+<body><h1>{esc(title)}</h1>
+<table><thead><tr><th>checkpoint</th>{head}</tr></thead>
+<tbody>
+{chr(10).join(body)}
+</tbody></table>
+<p class="note">{esc(LEGEND)}</p>{f'<p class="note">{esc(note)}</p>' if note else ''}
+{figure}
+</body></html>
+"""
+    return _atomic_write(path, page.encode("utf-8"))
+
+
+# --- plot and terminal --------------------------------------------------------------------------
+def _plain(text: str) -> str:
+    # matplotlib reads $...$ as mathtext; a checkpoint name must show as typed.
+    return text.replace("$", r"\$")
+
+
+def forest_plot(df: pd.DataFrame, path: str | Path) -> Path:
+    """Score with its CI per checkpoint, one panel per task; the baseline's score dashed."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    board = _board(df)
+    cols = min(3, len(board.tasks))
+    rows = math.ceil(len(board.tasks) / cols)
+    height = 0.8 + 0.28 * len(board.checkpoints)
+    fig = Figure(figsize=(4.2 * cols, height * rows + 0.4), layout="constrained")
+    FigureCanvasAgg(fig)  # Agg, without touching pyplot's global backend
+    axes = fig.subplots(rows, cols, squeeze=False, sharey=True).ravel()
+    positions = {c: len(board.checkpoints) - 1 - i for i, c in enumerate(board.checkpoints)}
+    for index, (ax, task) in enumerate(zip(axes, board.tasks)):
+        for ckpt in board.checkpoints:
+            cell = board.cells.get((ckpt, task))
+            if cell is None:
+                continue
+            is_base = ckpt in board.baselines
+            colour = "#444444" if is_base else ("#11772d" if cell.significant and (cell.delta or 0) > 0 else "#b3261e" if cell.significant else "#1f5fa8")
+            ax.errorbar(
+                cell.score, positions[ckpt], xerr=[[cell.score - cell.low], [cell.high - cell.score]],
+                fmt="s" if is_base else "o", color=colour, capsize=3, markersize=5,
+            )
+            if is_base:
+                ax.axvline(cell.score, color="#888888", linestyle="--", linewidth=1)
+        ax.set_yticks(list(positions.values()), labels=[_plain(c) for c in positions])
+        ax.set_ylim(-0.7, len(board.checkpoints) - 0.3)
+        ax.tick_params(axis="y", labelleft=index % cols == 0)  # names once per row of panels
+        ax.set_title(_plain(f"{task} (n={board.task_n(task)})"), fontsize=10)
+        ax.set_xlabel("score (%)")
+        ax.grid(axis="x", alpha=0.3)
+    for ax in axes[len(board.tasks):]:
+        ax.set_visible(False)
+    fig.suptitle(
+        "score with 95% CI; green / red: significantly above / below the baseline (square, dashed)",
+        fontsize=9,
+    )
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return _atomic_write(path, buffer.getvalue())
+
+
+def rich_table(df: pd.DataFrame) -> Table:
+    """Score ± half-width per task and the delta vs the baseline with its mark (plain Text: no markup)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    board = _board(df)
+    table = Table(caption=LEGEND, caption_justify="left")
+    table.add_column("checkpoint", no_wrap=True)
+    for task in board.tasks:
+        table.add_column(Text(f"{task}\nn={board.task_n(task)}"), justify="right")
+    for ckpt, cells in board.rows():
+        name = Text(ckpt) + (Text(" (baseline)", style="italic") if ckpt in board.baselines else Text(""))
+        texts = []
+        for cell in cells:
+            if cell is None:
+                texts.append(Text("—"))
+                continue
+            text = Text(f"{cell.score:.1f} ±{(cell.high - cell.low) / 2:.1f}")
+            if cell.delta is not None:
+                style = ("bold green" if (cell.delta or 0) > 0 else "bold red") if cell.significant else "dim"
+                text.append(f"\n{cell.delta_text}", style=style)
+            text.append(f"  b{cell.band}", style="dim")
+            texts.append(text)
+        table.add_row(name, *texts)
+    return table
