@@ -82,17 +82,14 @@ def _make_tasks(names: list[str], args: argparse.Namespace):
 def cmd_tasks(args: argparse.Namespace) -> int:
     from importlib.metadata import entry_points
 
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="tasks")
-    for col in ("task", "description", "data (under --data-dir)", "options"):
-        table.add_column(col, overflow="fold")
+    # Plain lines rather than a table: paths must stay copyable at any terminal width.
     for ep in sorted(entry_points(group="harness.tasks"), key=lambda e: e.name):
         cls = ep.load()
-        opts = "; ".join(f"--{k.replace('_', '-')} {'|'.join(v)}" for k, v in cls.options.items())
-        table.add_row(ep.name, cls.description, cls.data_layout, opts)
-    Console().print(table)
+        print(f"{ep.name}: {cls.description}")
+        print(f"  data:    {cls.data_layout}")
+        if cls.options:
+            print("  options: " + "; ".join(f"--{k.replace('_', '-')} {'|'.join(v)}" for k, v in cls.options.items()))
+    print("Data root: --data-dir, else $HARNESS_DATA, else the bundled mini-sets (data/).")
     return 0
 
 

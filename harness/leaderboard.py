@@ -14,6 +14,7 @@ Spec keys (unknown keys are errors, so a typo never silently changes a leaderboa
   generation: {temperature: 0, max_new_tokens: null, batch_size: 16}
   seed: 0
   bootstrap: 10000
+  limit: null                    # evaluate only the first N items of each task (quick looks)
 Recipe checkpoints are built (trained) only when their folder does not exist yet.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any, Callable
 
 from harness.errors import HarnessError
 
-SPEC_KEYS = {"name", "baseline", "checkpoints", "blind", "tasks", "data_dir", "generation", "seed", "bootstrap", "output_dir"}
+SPEC_KEYS = {"name", "baseline", "checkpoints", "blind", "tasks", "data_dir", "generation", "seed", "bootstrap", "output_dir", "limit"}
 GEN_KEYS = {"temperature", "top_p", "top_k", "max_new_tokens", "batch_size"}
 
 
@@ -54,6 +55,7 @@ class LeaderboardSpec:
     seed: int = 0
     bootstrap: int = 10_000
     output_dir: str = "runs"
+    limit: int | None = None
 
     @property
     def out_dir(self) -> Path:
@@ -119,8 +121,16 @@ def load_spec(path: Path) -> LeaderboardSpec:
         path=path, name=str(raw.get("name") or path.stem), baseline=raw["baseline"], checkpoints=ckpts,
         tasks=tasks, blind=blind, data_dir=raw.get("data_dir"), generation=gen,
         seed=int(raw.get("seed", 0)), bootstrap=int(raw.get("bootstrap", 10_000)),
-        output_dir=str(raw.get("output_dir") or "runs"),
+        output_dir=str(raw.get("output_dir") or "runs"), limit=_optional_positive(raw.get("limit"), "limit", bad),
     )
+
+
+def _optional_positive(value: Any, key: str, bad: Callable[[str], HarnessError]) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise bad(f"{key} must be a positive integer or null, got {value!r}")
+    return value
 
 
 class LazyBackend:
@@ -164,7 +174,7 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
     tasks = [get_task(t.name, **t.options) for t in spec.tasks]
     items = {}
     for task in tasks:
-        items[task.name] = task.load(data_dir, "test")
+        items[task.name] = task.load(data_dir, "test")[: spec.limit]
         check_images(task, items[task.name])
     for c in spec.checkpoints:
         if c.recipe is not None and not Path(c.ckpt).exists():
@@ -189,7 +199,7 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
                 backend = LazyBackend(refs[name], device=device)
                 settings = EvalSettings(gen=gen, batch_size=int(g.get("batch_size", 16)), blind=blind)
                 for task in tasks:
-                    run_dir = out / refs[name].name / run_name(task, blind)
+                    run_dir = out / name / run_name(task, blind)
                     evaluate(backend, task, items[task.name], settings, run_dir, cache, data_dir=data_dir, progress=progress)
                     item_map = {it.id: it for it in items[task.name]}
                     per_item: dict[str, list[float]] = defaultdict(list)

@@ -104,7 +104,7 @@ class GeoQA(Task):
 
     name = "geoqa"
     description = "GeoQA geometry multiple choice (G-LLaVA layout), R3V chain-of-thought prompt"
-    data_layout = "geoqa/{split}_questions.jsonl, geoqa/{split}_answers.jsonl, geoqa/images/<image>"
+    data_layout = "geoqa/test_questions.jsonl, geoqa/test_answers.jsonl, geoqa/images/<image> (train: geoqa/train_*.jsonl)"
     options = {"extract": ("strict", "r3v")}
     request_type = "generate"
     max_new_tokens = 48
@@ -112,7 +112,7 @@ class GeoQA(Task):
     # --- loading ---------------------------------------------------------------------------
     def load(self, data_dir: Path, split: Split = "test") -> list[Item]:
         root = Path(data_dir) / "geoqa"
-        hint = f"expected the G-LLaVA layout {self.data_layout.replace('{split}', split)}"
+        hint = f"expected the G-LLaVA layout geoqa/{split}_questions.jsonl, geoqa/{split}_answers.jsonl, geoqa/images/<image>"
         q_path = require_file(root / f"{split}_questions.jsonl", self.name, hint)
         a_path = require_file(root / f"{split}_answers.jsonl", self.name, hint)
         answers = self._read_answers(a_path)

@@ -1,0 +1,41 @@
+"""Shared fixtures: where the real benchmark files are, the bundled data, a small random VLM."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REAL = REPO.parent / "shared" / "data" / "real"
+BUNDLED = REPO / "data"
+HARNESS = [sys.executable, "-m", "harness.cli"]
+
+
+def real_or_skip(*parts: str) -> Path:
+    path = REAL.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real benchmark files not present ({path})")
+    return path
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `harness ...` in a fresh process, as a user would."""
+    full_env = {k: v for k, v in os.environ.items() if k != "HARNESS_DATA"}
+    full_env.update({"PYTHONUNBUFFERED": "1", **(env or {})})
+    return subprocess.run([*HARNESS, *args], cwd=cwd or REPO, env=full_env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def random_tiny(tmp_path_factory) -> Path:
+    """A small random-weight LLaVA with a tokenizer trained on the bundled prompts."""
+    from harness.task import get_task
+    from harness.tiny import build_tiny, build_tokenizer
+
+    task = get_task("geoqa")
+    texts = [task.prompt(it) + " " + task.target_text(it) for it in task.load(BUNDLED, "test")[:200]]
+    tok = build_tokenizer(texts, vocab_size=400)
+    return build_tiny("llava", tok, tmp_path_factory.mktemp("ckpt") / "random-tiny", image_size=32,
+                      patch_size=8, hidden=32, layers=1, heads=2, vision_hidden=16, vision_layers=1, vision_heads=2)
