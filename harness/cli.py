@@ -14,6 +14,7 @@ TASK_OPTION_FLAGS = {
     "mc_mode": "multiple-choice mode (aokvqa_mc: generate|likelihood)",
     "compat": "compatibility rule (aokvqa_da: none|official-raw)",
     "rule": "scoring rule (ocrbench: ocrbench|ocr_vqa)",
+    "questions": "which questions (critic: all|with_images, the latter skips questions whose image is absent)",
 }
 
 
@@ -100,7 +101,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not names:
         raise HarnessError("--tasks is empty; give a comma-separated list, e.g. --tasks geoqa,mmbench")
     tasks = _make_tasks(names, args)
-    run_eval(args, tasks)
+    # Judged tasks (critic) are scored by a second model; harness.judge runs them.
+    judged = [t for t in tasks if getattr(t, "judged", False)]
+    if (args.judge or args.vs) and not judged:
+        raise HarnessError("--judge and --vs apply only to judged tasks (critic); add one to --tasks or drop them")
+    if len(judged) < len(tasks):
+        run_eval(args, [t for t in tasks if not getattr(t, "judged", False)])
+    if judged:
+        from harness.judge import run_judged_eval
+
+        run_judged_eval(args, judged)
     return 0
 
 
@@ -108,7 +118,22 @@ def cmd_score(args: argparse.Namespace) -> int:
     from harness.evaluate import run_score
 
     (task,) = _make_tasks([args.task], args)
+    if getattr(task, "judged", False):
+        from harness.judge import run_judged_score
+
+        run_judged_score(args, task)
+        return 0
+    if args.judge:
+        raise HarnessError(f"--judge applies only to judged tasks (critic), not {task.name}")
     run_score(args, task)
+    return 0
+
+
+def cmd_critic_agreement(args: argparse.Namespace) -> int:
+    from harness.judge import run_agreement
+    from tasks.critic import read_votes
+
+    run_agreement(args, read_votes(Path(args.votes)))
     return 0
 
 
@@ -119,6 +144,28 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     run_leaderboard(spec, build_recipe=_recipe_builder(), device=args.device)
     print(f"wrote {spec.out_dir}/leaderboard.{{md,csv,html}} and forest.png")
     return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.compare import CompareConfig, run_compare
+    from harness.selection import parse_ns
+
+    if args.ci_method != "bootstrap":
+        raise HarnessError("compare reports percentile-bootstrap CIs only (per-item scores are fractions); drop --ci")
+    config = CompareConfig(
+        ns=parse_ns(args.n), samples=args.samples, subsets=args.subsets, temperature=args.temperature,
+        top_p=args.top_p, top_k=args.top_k, max_new_tokens=args.max_new_tokens, seed=args.seed,
+        batch_size=args.batch_size, limit=args.limit, bootstrap=args.bootstrap,
+    )
+    (task,) = _make_tasks([args.task], args)
+    run_compare(args, task, config)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from trainers.cli import run_train  # the CLI may import trainers; the engine never does
+
+    return run_train(args)
 
 
 def _recipe_builder():
@@ -154,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     p.add_argument("--trust-remote-code", action="store_true", help="allow checkpoint code (InternVL); off by default")
+    p.add_argument("--judge", default=None, help="judged tasks (critic): the checkpoint that scores the answers (default: tiny)")
+    p.add_argument("--vs", default=None, help="judged tasks: compare with this checkpoint's answers (pairwise, both orders)")
     _add_task_options(p)
     p.set_defaults(func=cmd_eval)
 
@@ -161,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True)
     p.add_argument("--predictions", required=True, help='JSONL: {"id": ..., "output": "...", "sample": k (optional)} per line')
     p.add_argument("--out", required=True, help="folder for samples.jsonl and summary.json")
+    p.add_argument("--judge", default=None, help="judged tasks (critic): the checkpoint that scores the answers (default: tiny)")
+    p.add_argument("--device", default=None, help="judged tasks: where the judge runs (default: cuda if present)")
     _add_task_options(p)
     p.set_defaults(func=cmd_score)
 
@@ -169,6 +220,70 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_leaderboard)
 
+    p = sub.add_parser(
+        "compare", help="test-time scaling curves: majority vote vs self-select vs pass@n against n",
+        description="Sample K outputs per item once, then score selection methods at each n with 95% CIs. "
+                    "Methods: majority-vote, self-select (needs --ckpt), pass@n (always added).",
+    )
+    p.add_argument("methods", nargs="+", metavar="METHOD", help="majority-vote, self-select, pass@n")
+    p.add_argument("--task", required=True)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt", help="`tiny`, a local HF checkpoint dir, or a PEFT adapter dir")
+    source.add_argument("--predictions", help='JSONL made elsewhere: {"id": ..., "output": "...", "sample": k} per line')
+    p.add_argument("--n", required=True, help="n values: a range 1..10, a list 1,2,4,8 or one value")
+    p.add_argument("--samples", type=_positive_int, default=None, help="K samples per item (default: the largest n)")
+    p.add_argument("--subsets", type=_positive_int, default=8, help="self-select: candidate subsets per item and n (default 8)")
+    p.add_argument("--out", default=None, help="output folder (default: <output-dir>/compare/<ckpt>/<task>/)")
+    p.add_argument("--output-dir", default="runs", help="root of runs and the generation cache (default: runs)")
+    p.add_argument("--limit", type=_positive_int, default=None, help="use only the first N items")
+    p.add_argument("--batch-size", type=_positive_int, default=16)
+    p.add_argument("--temperature", type=_non_negative_float, default=0.7, help="sampling temperature of the K outputs (default 0.7)")
+    p.add_argument("--top-p", type=_probability, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=_positive_int, default=None, help="default: the task's own budget")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bootstrap", type=_positive_int, default=10_000, help="bootstrap resamples (default 10000)")
+    p.add_argument("--base", default=None, help="base checkpoint for an adapter (overrides adapter_config.json)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--trust-remote-code", action="store_true", help="allow checkpoint code (InternVL); off by default")
+    _add_task_options(p)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("critic", help="judge tools: agreement of a judge with reference verdicts")
+    critic = p.add_subparsers(dest="critic_command", metavar="SUBCOMMAND", required=True)
+    p = critic.add_parser("agreement", help="how often a judge agrees with reference votes (MLLM-Bench format)")
+    p.add_argument("--judge", default="tiny", help="the judge checkpoint (default: tiny)")
+    p.add_argument("--votes", required=True, help="MLLM-Bench pairwise votes JSON; images resolved beside it")
+    p.add_argument("--out", default=None, help="default: <output-dir>/<judge>/critic-agreement-<votes file stem>/")
+    p.add_argument("--output-dir", default="runs", help="root of runs and the generation cache (default: runs)")
+    p.add_argument("--limit", type=_positive_int, default=None, help="use only the first N votes")
+    p.add_argument("--batch-size", type=_positive_int, default=16)
+    p.add_argument("--max-new-tokens", type=_positive_int, default=48, help="judge reply budget (verdict first)")
+    p.add_argument("--ci", dest="ci_method", default="bootstrap", choices=["bootstrap", "wilson", "clopper-pearson"])
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--trust-remote-code", action="store_true", help="allow checkpoint code (InternVL); off by default")
+    p.set_defaults(func=cmd_critic_agreement)
+
+    p = sub.add_parser(
+        "train", help="train a treatment into a checkpoint folder (sft, average, mpo, self_critique)",
+        description="Train a treatment on a task's train split; the folder (a PEFT adapter + manifest.json) "
+                    "loads with `harness eval --ckpt DIR`. key=value arguments set config fields.",
+        epilog="treatments: sft (LoRA SFT), average (SFTe: adapters=a,b,c [mode=deltas]), mpo (Mixed Preference "
+               "Optimization), self_critique (self-judged pairs + DPO); an unknown key lists the valid ones",
+    )
+    p.add_argument("treatment", help="sft | average | mpo | self_critique")
+    p.add_argument("--base", default=None, help="`tiny` or a local checkpoint folder (average: default the adapters' base)")
+    p.add_argument("--task", default=None, help="task whose train split is used (e.g. geoqa)")
+    p.add_argument("--out", required=True, help="checkpoint folder to write")
+    p.add_argument("--config", default=None, help="YAML/JSON file of config fields (key=value arguments override it)")
+    p.add_argument("--data-dir", default=None, help="data root (default: $HARNESS_DATA, else the bundled mini-sets)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if present)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config fields, e.g. lora_r=8 epochs=2")
+    p.set_defaults(func=cmd_train)
+
     p = sub.add_parser("tasks", help="list tasks and where each expects its data")
     p.set_defaults(func=cmd_tasks)
     return parser
@@ -176,7 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # argparse cannot take positionals after options in a subcommand: fold train's key=value back in.
+    if extra and getattr(args, "command", None) == "train" and all("=" in a and not a.startswith("-") for a in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

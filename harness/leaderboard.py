@@ -15,6 +15,8 @@ Spec keys (unknown keys are errors, so a typo never silently changes a leaderboa
   seed: 0
   bootstrap: 10000
   limit: null                    # evaluate only the first N items of each task (quick looks)
+  judge: tiny                    # judged tasks (critic): the judge checkpoint; they add a column
+                                 # "<task>-vs-<baseline>" (preference over the baseline's answers)
 Recipe checkpoints are built (trained) only when their folder does not exist yet.
 """
 from __future__ import annotations
@@ -25,7 +27,8 @@ from typing import Any, Callable
 
 from harness.errors import HarnessError
 
-SPEC_KEYS = {"name", "baseline", "checkpoints", "blind", "tasks", "data_dir", "generation", "seed", "bootstrap", "output_dir", "limit"}
+SPEC_KEYS = {"name", "baseline", "checkpoints", "blind", "tasks", "data_dir", "generation", "seed", "bootstrap", "output_dir", "limit",
+             "judge"}
 GEN_KEYS = {"temperature", "top_p", "top_k", "max_new_tokens", "batch_size"}
 
 
@@ -56,6 +59,7 @@ class LeaderboardSpec:
     bootstrap: int = 10_000
     output_dir: str = "runs"
     limit: int | None = None
+    judge: str = "tiny"  # scores judged tasks (critic)
 
     @property
     def out_dir(self) -> Path:
@@ -122,6 +126,7 @@ def load_spec(path: Path) -> LeaderboardSpec:
         tasks=tasks, blind=blind, data_dir=raw.get("data_dir"), generation=gen,
         seed=int(raw.get("seed", 0)), bootstrap=int(raw.get("bootstrap", 10_000)),
         output_dir=str(raw.get("output_dir") or "runs"), limit=_optional_positive(raw.get("limit"), "limit", bad),
+        judge=str(raw.get("judge") or "tiny"),
     )
 
 
@@ -182,6 +187,7 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
                 raise HarnessError(f"checkpoint {c.name} needs training (recipe) but no trainer is available")
             build_recipe(c)
     refs = {c.name: resolve_checkpoint(c.ckpt) for c in spec.checkpoints}
+    judge_ref = resolve_checkpoint(spec.judge) if any(getattr(t, "judged", False) for t in tasks) else None
 
     g = spec.generation
     gen = GenConfig(max_new_tokens=g.get("max_new_tokens") or GenConfig().max_new_tokens,
@@ -191,6 +197,7 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
     cache = GenerationCache(out / ".cache" / "generations.sqlite")
     runs = [(c.name, False) for c in spec.checkpoints] + [(b, True) for b in spec.blind]
     unit_scores: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
+    judged = []  # (label, task, items, run_dir) of tasks a judge model scores (harness.judge)
     console = Console(stderr=True)
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -207,7 +214,16 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
                         if r["id"] in item_map:
                             per_item[r["id"]].append(r["score"])
                     label = f"{name}+blind" if blind else name
+                    if getattr(task, "judged", False):
+                        judged.append((label, task, item_map, run_dir))
+                        continue
                     unit_scores[label][task.name] = {u.id: u.score for u in task.units(item_map, dict(per_item))}
+            if judged:
+                from harness.judge import leaderboard_columns
+
+                judge = LazyBackend(judge_ref, device=device)
+                for label, columns in leaderboard_columns(judge, judged, spec.baseline, cache, progress, spec.seed).items():
+                    unit_scores[label].update(columns)
     finally:
         cache.close()
 

@@ -66,9 +66,11 @@ def run_name(task: Task, blind: bool) -> str:
     return "-".join(parts)
 
 
-def _request_key(backend: Backend, task: Task, req_hash: str, settings: EvalSettings, k: int) -> str:
+def _request_key(backend: Backend, task: Task, item_id: str, req_hash: str, settings: EvalSettings, k: int) -> str:
+    # The item id is part of the key: two items with the same prompt and image (it happens in
+    # real benchmarks) are separate requests, and their samples must not collapse into one.
     gen = replace(settings.gen, max_new_tokens=_max_new_tokens(task, settings))
-    payload = [backend.content_hash, task.request_type, req_hash, gen.as_dict(), k, settings.blind]
+    payload = [backend.content_hash, task.request_type, item_id, req_hash, gen.as_dict(), k, settings.blind]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -86,7 +88,7 @@ def build_requests(backend: Backend, task: Task, items: list[Item], settings: Ev
             h.update(image_digest(ref).encode())
         if task.request_type == "choice_likelihood":
             h.update(json.dumps(list(item.choices)).encode())
-        keys = [_request_key(backend, task, h.hexdigest(), settings, k) for k in range(settings.n_samples)]
+        keys = [_request_key(backend, task, item.id, h.hexdigest(), settings, k) for k in range(settings.n_samples)]
         reqs.append(_Request(item, prompt, keys))
     return reqs
 

@@ -167,3 +167,16 @@ def test_kill_and_resume_gives_the_same_summary(random_tiny, tmp_path):
         assert summary[key] == reference[key], key
     rows = _lines(log)
     assert len(rows) == 60 and len({(r["id"], r["sample"]) for r in rows}) == 60
+
+
+def test_items_with_identical_prompts_keep_their_own_samples(backend, tmp_path):
+    import dataclasses
+
+    task = get_task("geoqa")
+    first = task.load(BUNDLED, "test")[0]
+    twins = [first, dataclasses.replace(first, id=first.id + "-twin")]
+    cache = GenerationCache(tmp_path / "gen.sqlite")
+    summary = evaluate(backend, task, twins, EvalSettings(), tmp_path / "run", cache)
+    cache.close()
+    rows = _lines(tmp_path / "run" / "samples.jsonl")
+    assert summary["n"] == 2 and sorted(r["id"] for r in rows) == sorted(it.id for it in twins)

@@ -44,6 +44,7 @@ class PretrainConfig:
     seed: int = 0
     eval_every: int = 200
     eval_items: int = 48
+    init: str = ""  # continue from this checkpoint (its tokenizer and weights) instead of a fresh build
 
 
 @dataclass
@@ -108,13 +109,19 @@ def train(out: Path, cfg: PretrainConfig) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         pool, held = make_pool(Path(tmp), cfg)
         print(f"pool: {', '.join(f'{k}={len(v)}' for k, v in pool.items())} ({time.time() - t0:.0f}s)", flush=True)
-        texts = [e.text for v in pool.values() for e in v] + [e.target for v in pool.values() for e in v]
-        tokenizer = build_tokenizer(texts, vocab_size=cfg.vocab_size)
-        if out.exists():
-            shutil.rmtree(out)
-        build_tiny("llava", tokenizer, out, image_size=cfg.image_size, patch_size=cfg.patch_size,
-                   hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads,
-                   vision_hidden=cfg.vision_hidden, vision_layers=cfg.vision_layers, seed=cfg.seed)
+        if cfg.init:
+            if Path(cfg.init).resolve() != out.resolve():
+                if out.exists():
+                    shutil.rmtree(out)
+                shutil.copytree(cfg.init, out)
+        else:
+            texts = [e.text for v in pool.values() for e in v] + [e.target for v in pool.values() for e in v]
+            tokenizer = build_tokenizer(texts, vocab_size=cfg.vocab_size)
+            if out.exists():
+                shutil.rmtree(out)
+            build_tiny("llava", tokenizer, out, image_size=cfg.image_size, patch_size=cfg.patch_size,
+                       hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads,
+                       vision_hidden=cfg.vision_hidden, vision_layers=cfg.vision_layers, seed=cfg.seed)
         backend = HFBackend(resolve_checkpoint(str(out)), device="cpu", dtype="float32")
         model = backend.model
         n_params = sum(p.numel() for p in model.parameters())
@@ -148,6 +155,7 @@ def train(out: Path, cfg: PretrainConfig) -> dict:
                 model.eval()
                 acc = evaluate_held(backend, held)
                 history.append({"step": step, **acc})
+                model.save_pretrained(out, safe_serialization=True)  # a usable checkpoint at every check
                 print(f"  held-out: {json.dumps({k: round(v, 2) for k, v in acc.items()})}", flush=True)
         model.eval()
         final = evaluate_held(backend, held)

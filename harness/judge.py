@@ -1,0 +1,622 @@
+"""Judge pipeline: a VLM judge scores (pointwise) or compares (pairwise) stored answers.
+
+    harness eval --ckpt tiny --tasks critic --judge tiny        # pointwise: a 0-100 score per answer
+    harness eval --ckpt A --tasks critic --vs B --judge tiny    # pairwise: A's answers against B's
+    harness critic agreement --judge tiny --votes votes.json    # how often the judge agrees with reference votes
+
+LLaVA-Critic style (Xiong et al. 2024, "LLaVA-Critic: Learning to Evaluate Multimodal Models").
+The answers are an ordinary generation run (samples.jsonl from harness.runner.evaluate); this
+module reads those samples, asks a second backend (the judge) about each answer, caches every
+reply in the GenerationCache under a key of (judge content hash, judge prompt with the answer in
+it, image bytes, generation settings), and writes judgements.jsonl (raw reply, parsed score or
+verdict, missing flag) and summary.json beside the samples. Like samples.jsonl, judgements.jsonl
+holds the raw replies, so every figure can be recomputed from it without the judge.
+
+Rules:
+- Pointwise: the first integer in the reply, clamped to [0, 100]. A reply with no integer is
+  missing: counted and reported, never averaged in. Per-item score = mean of its parsed scores / 100.
+- Pairwise: each pair is judged twice, the answers' order swapped. A verdict counts only when both
+  orders name the same winner; otherwise it is a tie. A pair with an unparsable reply is missing.
+  Per-item score = win + tie / 2 (50 = no preference); win, tie and loss rates get their own CIs.
+- Position bias: consistency (share of pairs whose two verdicts agree) and the share of decisive
+  verdicts that picked whichever answer was shown first (50% for an unbiased judge).
+Scores, rates and their CIs are in percent; a figure with nothing to average over is null.
+Nothing here knows a benchmark: items give the question and images, samples give the answers.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Literal, Sequence
+
+from harness.errors import HarnessError
+from harness.store import GenerationCache, atomic_write_json, atomic_write_text
+from harness.types import GenConfig, ImageRef, Item, Prompt
+
+Verdict = Literal["1", "2", "tie"]
+PROMPT_VERSION = "critic-v1"  # change when a template changes; recorded in every summary
+
+POINTWISE_TEMPLATE = (
+    "You are a fair judge of answers to questions about an image. Look at the image, then rate how "
+    "good the answer is (correct, grounded in the image, helpful) on a scale from 0 to 100.\n"
+    "Question: {question}\n"
+    "Answer: {answer}\n"
+    "Give the score first, as a whole number from 0 to 100, then a short justification."
+)
+PAIRWISE_TEMPLATE = (
+    "You are a fair judge of answers to questions about an image. Look at the image, then decide "
+    "which answer is better (correct, grounded in the image, helpful).\n"
+    "Question: {question}\n"
+    "Answer1: {answer1}\n"
+    "Answer2: {answer2}\n"
+    "Give your verdict first: Answer1, Answer2 or Tie, then a short justification."
+)
+
+# An integer not glued to a word or a decimal point ("Q3", "0.85" -> 0, "COVID-19" -> 19).
+_INTEGER = re.compile(r"(?<![\w.])([-\u2212]?)(\d+)")
+_VERDICT = re.compile(r"answer\s*[_#-]?\s*([12])(?!\d)|\b(tie|equal(?:ly)?|unable to decide)\b", re.IGNORECASE)
+_SWAP: dict[str, Verdict] = {"1": "2", "2": "1", "tie": "tie"}
+
+
+def pointwise_prompt(question: str, answer: str) -> str:
+    return POINTWISE_TEMPLATE.format(question=question.strip(), answer=answer.strip())
+
+
+def pairwise_prompt(question: str, answer1: str, answer2: str) -> str:
+    return PAIRWISE_TEMPLATE.format(question=question.strip(), answer1=answer1.strip(), answer2=answer2.strip())
+
+
+def parse_score(reply: Any) -> int | None:
+    """The first integer of the reply, clamped to [0, 100]; None (missing) when there is none."""
+    if not isinstance(reply, str):
+        return None
+    m = _INTEGER.search(reply)
+    if m is None:
+        return None
+    value = int(m.group(2)) * (-1 if m.group(1) else 1)
+    return max(0, min(100, value))
+
+
+def parse_verdict(reply: Any) -> Verdict | None:
+    """The first verdict named in the reply: "1" (Answer1), "2" (Answer2), "tie"; else None."""
+    if not isinstance(reply, str):
+        return None
+    m = _VERDICT.search(reply)
+    if m is None:
+        return None
+    return m.group(1) or "tie"  # type: ignore[return-value]
+
+
+def combine_orders(first: Verdict | None, swapped: Verdict | None) -> tuple[str | None, bool | None]:
+    """Outcome for answer a from the verdicts on (a, b) and on (b, a), and whether they agree.
+
+    Returns ("win" | "tie" | "loss", consistent), or (None, None) when a reply is missing.
+    """
+    if first is None or swapped is None:
+        return None, None
+    consistent = first == _SWAP[swapped]
+    verdict = first if consistent else "tie"
+    return {"1": "win", "2": "loss", "tie": "tie"}[verdict], consistent
+
+
+# --- the judge: a backend whose replies are cached -------------------------------------------
+@dataclass(frozen=True)
+class JudgeSettings:
+    max_new_tokens: int = field(default=48, metadata={"help": "reply budget: the score or verdict comes first, then a short justification"})
+    batch_size: int = field(default=16, metadata={"help": "judge prompts per generate call"})
+    ci_method: str = field(default="bootstrap", metadata={"help": "CI of the mean score and of the rates (see harness.stats.score_ci)"})
+    seed: int = field(default=0, metadata={"help": "bootstrap seed"})
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise HarnessError(f"judge max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.batch_size < 1:
+            raise HarnessError(f"judge batch_size must be >= 1, got {self.batch_size}")
+        if self.ci_method not in ("bootstrap", "wilson", "clopper-pearson"):
+            raise HarnessError(f"unknown CI method {self.ci_method!r}; choose bootstrap, wilson or clopper-pearson")
+
+
+class Judge:
+    """Ask a judge backend (anything with name, content_hash and generate) with cached replies.
+
+    Greedy decoding, so a reply depends only on the key's contents and a re-run asks nothing.
+    """
+
+    def __init__(self, backend: Any, cache: GenerationCache, settings: JudgeSettings = JudgeSettings(),
+                 progress: Any = None) -> None:
+        self.backend, self.cache, self.settings, self.progress = backend, cache, settings, progress
+        self.gen = GenConfig(max_new_tokens=settings.max_new_tokens, temperature=0.0, seed=0)
+        self._digests: dict[Any, str] = {}
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return {"name": self.backend.name, "hash": self.backend.content_hash, "prompt": PROMPT_VERSION,
+                "max_new_tokens": self.settings.max_new_tokens}
+
+    def _digest(self, ref: ImageRef) -> str:
+        from harness.images import image_digest
+
+        k = ref if isinstance(ref, bytes) else str(ref)
+        if k not in self._digests:
+            self._digests[k] = image_digest(ref)
+        return self._digests[k]
+
+    def key(self, prompt: Prompt) -> str:
+        payload = [self.backend.content_hash, "judge", prompt.text, [self._digest(r) for r in prompt.images],
+                   self.gen.as_dict()]
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+    def ask(self, prompts: Sequence[Prompt], label: str = "judge") -> list[str]:
+        """One reply per prompt; cached ones are not asked again, duplicates are asked once."""
+        keys = [self.key(p) for p in prompts]
+        unique = dict(zip(keys, prompts))
+        replies = {k: out for k, (out, _) in self.cache.get_many(list(unique)).items()}
+        todo = sorted((k for k in unique if k not in replies), key=lambda k: len(unique[k].text))
+        bar = self.progress.add_task(f"{self.backend.name} {label}", total=len(todo)) if self.progress and todo else None
+        step = self.settings.batch_size
+        for start in range(0, len(todo), step):
+            batch = todo[start:start + step]
+            outs = self.backend.generate([unique[k] for k in batch], self.gen, n=1)
+            rows = [(k, out[0], {}) for k, out in zip(batch, outs)]
+            self.cache.put_many(rows)  # a killed pass resumes from here
+            replies.update((k, out) for k, out, _ in rows)
+            if bar is not None:
+                self.progress.advance(bar, len(rows))
+        return [replies[k] for k in keys]
+
+
+# --- summaries (no model needed: they read judgement records) ----------------------------------
+def _mean(xs: Sequence[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def _pct_or_none(xs: Sequence[float]) -> float | None:
+    return 100.0 * _mean(xs) if xs else None
+
+
+def _ci(per_unit: dict[str, float], settings: JudgeSettings, clusters: dict[str, str] | None = None):
+    """(mean, low, high) in percent over units (whole clusters resampled); Nones when empty."""
+    from harness.stats import score_ci
+
+    if not per_unit:
+        return None, None, None
+    ids = sorted(per_unit)
+    ci = score_ci([per_unit[i] for i in ids], clusters=[clusters[i] for i in ids] if clusters else None,
+                  method=settings.ci_method, seed=settings.seed)
+    return ci.estimate, ci.low, ci.high
+
+
+def _rate(name: str, per_unit: dict[str, float], settings: JudgeSettings, clusters=None) -> dict[str, Any]:
+    est, low, high = _ci(per_unit, settings, clusters)
+    return {name: est, f"{name}_ci": [low, high]}
+
+
+def _headline(per_unit: dict[str, float], settings: JudgeSettings) -> dict[str, Any]:
+    est, low, high = _ci(per_unit, settings)
+    return {"score": est, "ci_low": low, "ci_high": high, "ci_method": settings.ci_method}
+
+
+def _counts(records: list[dict[str, Any]], units: dict[str, float]) -> dict[str, Any]:
+    """n (scored items), sample and missing counts, per-category percent scores."""
+    ids = {r["id"] for r in records}
+    cats: dict[str, list[float]] = defaultdict(list)
+    for item_id, category in {r["id"]: r.get("category", "") for r in records}.items():
+        if item_id in units:
+            cats[category].append(units[item_id])
+    missing = sum(1 for r in records if r["missing"])
+    return {"n": len(units), "n_items": len(ids), "n_samples": len(records), "missing": missing,
+            "missing_items": len(ids) - len(units), "unparsed": missing,
+            "categories": {c: 100.0 * _mean(v) for c, v in sorted(cats.items())}}
+
+
+def pointwise_units(records: Iterable[dict[str, Any]]) -> dict[str, float]:
+    """Item id -> mean parsed score / 100 over its samples; items with no parsed score are left out."""
+    per_item: dict[str, list[float]] = defaultdict(list)
+    for r in records:
+        if not r["missing"]:
+            per_item[r["id"]].append(r["score"] / 100.0)
+    return {i: _mean(v) for i, v in per_item.items()}
+
+
+def pointwise_summary(records: list[dict[str, Any]], settings: JudgeSettings = JudgeSettings()) -> dict[str, Any]:
+    units = pointwise_units(records)
+    return {"mode": "pointwise", **_headline(units, settings), **_counts(records, units)}
+
+
+def _outcome_rates(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    per_item: dict[str, list[str]] = defaultdict(list)
+    for r in records:
+        if not r["missing"]:
+            per_item[r["id"]].append(r["outcome"])
+    return {i: {o: outs.count(o) / len(outs) for o in ("win", "tie", "loss")} for i, outs in per_item.items()}
+
+
+def pairwise_units(records: Iterable[dict[str, Any]]) -> dict[str, float]:
+    """Item id -> win + tie / 2 (1 = always preferred, 0.5 = no preference), missing pairs left out."""
+    return {i: u["win"] + u["tie"] / 2 for i, u in _outcome_rates(records).items()}
+
+
+def position_figures(verdicts: Iterable[tuple[Verdict | None, Verdict | None]]) -> dict[str, Any]:
+    """Position bias (percent) from (verdict on (a, b), verdict on (b, a)) per pair: consistency,
+    and the share of decisive verdicts that chose the first slot (50 for an unbiased judge)."""
+    pairs = [(x, y) for x, y in verdicts if x is not None and y is not None]
+    decisive = [v for pair in pairs for v in pair if v != "tie"]
+    return {
+        "position_consistency": _pct_or_none([float(x == _SWAP[y]) for x, y in pairs]),
+        "first_slot_rate": _pct_or_none([float(v == "1") for v in decisive]),
+        "always_first": sum(1 for x, y in pairs if x == y == "1"),
+        "always_second": sum(1 for x, y in pairs if x == y == "2"),
+    }
+
+
+def pairwise_summary(records: list[dict[str, Any]], settings: JudgeSettings = JudgeSettings()) -> dict[str, Any]:
+    rates = _outcome_rates(records)
+    units = pairwise_units(records)
+    out: dict[str, Any] = {"mode": "pairwise", **_headline(units, settings)}
+    for outcome in ("win", "tie", "loss"):
+        out.update(_rate(f"{outcome}_rate", {i: u[outcome] for i, u in rates.items()}, settings))
+    consistent: dict[str, list[float]] = defaultdict(list)
+    for r in records:
+        if not r["missing"]:
+            consistent[r["id"]].append(float(r["consistent"]))
+    return {**out, **position_figures((r["verdict_ab"], r["verdict_ba"]) for r in records),
+            **_rate("position_consistency", {i: _mean(v) for i, v in consistent.items()}, settings),
+            **_counts(records, units)}
+
+
+# --- passes over stored samples ----------------------------------------------------------------
+@dataclass
+class JudgeResult:
+    summary: dict[str, Any]
+    units: dict[str, float]  # item id -> score in [0, 1], what statistics and leaderboards resample
+    records: list[dict[str, Any]]
+
+
+def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def _answer(sample: dict[str, Any]) -> str:
+    # The raw output as stored: the judge sees exactly what the model said (untrusted text).
+    out = sample.get("output")
+    return out if isinstance(out, str) else ""
+
+
+def _both_orders(question: str, images: tuple[ImageRef, ...], a: str, b: str) -> tuple[Prompt, Prompt]:
+    return Prompt(pairwise_prompt(question, a, b), images), Prompt(pairwise_prompt(question, b, a), images)
+
+
+def _samples_for(items: dict[str, Item], samples: Iterable[dict[str, Any]], where: Path) -> dict[tuple[str, int], dict]:
+    rows = {(s["id"], s["sample"]): s for s in samples if s.get("id") in items}
+    if not rows:
+        raise HarnessError(f"{where}: no answers to judge for these items; generate them first (harness eval)")
+    return dict(sorted(rows.items()))
+
+
+def judge_pointwise(judge: Judge, items: dict[str, Item], samples: Iterable[dict[str, Any]], run_dir: Path,
+                    base: dict[str, Any] | None = None) -> JudgeResult:
+    """Score every stored answer; write run_dir/judgements.jsonl and run_dir/summary.json."""
+    rows = _samples_for(items, samples, run_dir)
+    prompts = [Prompt(pointwise_prompt(items[i].question, _answer(s)), items[i].images) for (i, _), s in rows.items()]
+    replies = judge.ask(prompts, "judge pointwise")
+    records = []
+    for ((item_id, k), s), reply in zip(rows.items(), replies):
+        score = parse_score(reply)
+        records.append({"id": item_id, "sample": k, "answer_key": s.get("key"), "reply": reply, "score": score,
+                        "missing": score is None, "category": items[item_id].category})
+    summary = {**(base or {}), **pointwise_summary(records, judge.settings), "judge": judge.info,
+               "unanswered": sum(1 for s in rows.values() if not _answer(s).strip())}
+    _write_jsonl(run_dir / "judgements.jsonl", records)
+    atomic_write_json(run_dir / "summary.json", summary)
+    return JudgeResult(summary, pointwise_units(records), records)
+
+
+def judge_pairwise(judge: Judge, items: dict[str, Item], samples_a: Iterable[dict[str, Any]],
+                   samples_b: Iterable[dict[str, Any]], out_dir: Path, base: dict[str, Any] | None = None) -> JudgeResult:
+    """Compare a's answers with b's (same item, same sample index), each pair in both orders."""
+    rows_a = _samples_for(items, samples_a, out_dir)
+    rows_b = _samples_for(items, samples_b, out_dir)
+    shared = [key for key in rows_a if key in rows_b]
+    if not shared:
+        raise HarnessError(f"{out_dir}: the two runs share no (item, sample); evaluate both on the same items")
+    replies = judge.ask([p for key in shared for p in _both_orders(
+        items[key[0]].question, items[key[0]].images, _answer(rows_a[key]), _answer(rows_b[key]))], "judge pairwise")
+    records = []
+    for n, (item_id, k) in enumerate(shared):
+        reply_ab, reply_ba = replies[2 * n], replies[2 * n + 1]
+        v_ab, v_ba = parse_verdict(reply_ab), parse_verdict(reply_ba)
+        outcome, consistent = combine_orders(v_ab, v_ba)
+        records.append({"id": item_id, "sample": k, "reply_ab": reply_ab, "reply_ba": reply_ba,
+                        "verdict_ab": v_ab, "verdict_ba": v_ba, "outcome": outcome, "consistent": consistent,
+                        "missing": outcome is None, "category": items[item_id].category})
+    summary = {**(base or {}), **pairwise_summary(records, judge.settings), "judge": judge.info,
+               "dropped": len(rows_a) + len(rows_b) - 2 * len(shared)}
+    _write_jsonl(out_dir / "judgements.jsonl", records)
+    atomic_write_json(out_dir / "summary.json", summary)
+    return JudgeResult(summary, pairwise_units(records), records)
+
+
+# --- agreement with reference verdicts -------------------------------------------------------
+@dataclass(frozen=True)
+class Comparison:
+    """A reference verdict on two answers to one question, in the order the reference saw them."""
+
+    id: str
+    cluster: str  # rows about the same question are resampled together
+    question: str
+    images: tuple[ImageRef, ...]
+    answer1: str
+    answer2: str
+    reference: Verdict
+
+
+def agreement(judge: Judge, comparisons: Sequence[Comparison], out_dir: Path,
+              meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """How often the judge's verdict matches the reference, with CIs over questions.
+
+    Each comparison is judged as shown and with the answers swapped (a swapped row of the votes
+    file is then served from the cache). `agreement`: the judge's verdict on the same
+    presentation the reference saw; `agreement_swapped`: the pipeline's order-checked verdict
+    (tie unless both orders agree); `agreement_decisive`: the latter where neither side says tie.
+    """
+    if not comparisons:
+        raise HarnessError("no reference verdicts to compare with; check the votes file")
+    replies = judge.ask([p for c in comparisons for p in _both_orders(c.question, c.images, c.answer1, c.answer2)],
+                        "judge agreement")
+    records = []
+    for n, c in enumerate(comparisons):
+        same, swapped = parse_verdict(replies[2 * n]), parse_verdict(replies[2 * n + 1])
+        outcome, _ = combine_orders(same, swapped)
+        combined = None if outcome is None else {"win": "1", "loss": "2", "tie": "tie"}[outcome]
+        records.append({"id": c.id, "cluster": c.cluster, "reference": c.reference, "reply": replies[2 * n],
+                        "reply_swapped": replies[2 * n + 1], "verdict": same, "verdict_swapped": swapped,
+                        "combined": combined, "missing": same is None})
+    s, clusters = judge.settings, {r["id"]: r["cluster"] for r in records}
+
+    def agree(key: str, keep=lambda r: True) -> dict[str, float]:
+        return {r["id"]: float(r[key] == r["reference"]) for r in records if r[key] is not None and keep(r)}
+
+    decisive = agree("combined", lambda r: "tie" not in (r["reference"], r["combined"]))
+    summary = {
+        "votes": len(records), "n": len(agree("verdict")), "missing": sum(r["missing"] for r in records),
+        **_rate("agreement", agree("verdict"), s, clusters),
+        **_rate("agreement_swapped", agree("combined"), s, clusters), "n_swapped": len(agree("combined")),
+        **_rate("agreement_decisive", decisive, s, clusters), "n_decisive": len(decisive),
+        "ci_method": s.ci_method,
+        **position_figures((r["verdict"], r["verdict_swapped"]) for r in records),
+        "reference_consistency": _reference_consistency(comparisons),
+        "reference_verdicts": dict(Counter(c.reference for c in comparisons)),
+        "judge_verdicts": dict(Counter(r["verdict"] or "missing" for r in records)),
+        "judge": judge.info, **(meta or {}),
+    }
+    _write_jsonl(out_dir / "judgements.jsonl", records)
+    atomic_write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def _reference_consistency(comparisons: Sequence[Comparison]) -> float | None:
+    """Percent of questions shown to the reference in both orders where its two verdicts agree."""
+    seen: dict[tuple[str, str, str], Verdict] = {}
+    agree = []
+    for c in comparisons:
+        twin = seen.get((c.cluster, c.answer2, c.answer1))
+        if twin is not None:
+            agree.append(float(c.reference == _SWAP[twin]))
+        seen[(c.cluster, c.answer1, c.answer2)] = c.reference
+    return _pct_or_none(agree)
+
+
+# --- orchestration behind the CLI and the leaderboard ------------------------------------------
+def _backends(kwargs: dict[str, Any]):
+    """One lazily loaded backend per checkpoint content: the judge may also be a checkpoint under test."""
+    from harness.leaderboard import LazyBackend
+
+    loaded: dict[str, Any] = {}
+    return lambda ref: loaded.setdefault(ref.content_hash, LazyBackend(ref, **kwargs))
+
+
+def _progress():
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=Console(stderr=True), transient=True)
+
+
+def _bootstrap_only(ci_method: str) -> None:
+    if ci_method != "bootstrap":
+        raise HarnessError(f"--ci {ci_method} needs 0/1 scores; judge scores are 0-100, so use the bootstrap (drop --ci)")
+
+
+def run_judged_eval(args: Any, tasks: list[Any]) -> list[dict[str, Any]]:
+    """`harness eval` for judged tasks: generate answers (ordinary runs), then judge them.
+
+    With --blind only the answering checkpoints see blanked images; the judge always sees them.
+    """
+    from harness.checkpoints import resolve_checkpoint
+    from harness.runner import EvalSettings, check_images, evaluate, run_name
+    from harness.store import read_sample_lines
+    from harness.task import resolve_data_dir
+
+    _bootstrap_only(args.ci_method)
+    settings = EvalSettings(
+        gen=GenConfig(max_new_tokens=args.max_new_tokens or GenConfig().max_new_tokens, temperature=args.temperature,
+                      top_p=args.top_p, top_k=args.top_k, seed=args.seed),
+        n_samples=args.n_samples, batch_size=args.batch_size, blind=args.blind, limit=args.limit,
+        ci_method=args.ci_method,
+    )
+    data_dir = resolve_data_dir(args.data_dir)
+    loaded = []
+    for task in tasks:  # fail fast: data and images before any model
+        items = task.load(data_dir, "test")[: settings.limit]
+        check_images(task, items)
+        loaded.append((task, items))
+    trust = args.trust_remote_code
+    ref = resolve_checkpoint(args.ckpt, base=args.base, trust_remote_code=trust)
+    judge_ref = resolve_checkpoint(args.judge or "tiny", trust_remote_code=trust)
+    answerers = [ref]
+    if args.vs:
+        vs_ref = resolve_checkpoint(args.vs, trust_remote_code=trust)
+        if vs_ref.content_hash == ref.content_hash:
+            raise HarnessError(f"--vs {args.vs} is the same checkpoint as --ckpt {args.ckpt}; compare two different ones")
+        if vs_ref.name == ref.name:
+            raise HarnessError(f"--ckpt and --vs are both named {ref.name!r}, so their runs would share a folder; rename one")
+        answerers.append(vs_ref)
+    backend_for = _backends({"device": args.device, "dtype": args.dtype, "trust_remote_code": trust})
+    out = Path(args.output_dir)
+    cache = GenerationCache(out / ".cache" / "generations.sqlite")
+    summaries = []
+    try:
+        with _progress() as progress:
+            judge = Judge(backend_for(judge_ref), cache, JudgeSettings(batch_size=args.batch_size,
+                          ci_method=args.ci_method, seed=args.seed), progress)
+            for task, items in loaded:
+                item_map = {it.id: it for it in items}
+                runs = []
+                for r in answerers:
+                    run_dir = out / r.name / run_name(task, settings.blind)
+                    base = evaluate(backend_for(r), task, items, settings, run_dir, cache, data_dir=data_dir,
+                                    progress=progress)
+                    runs.append((run_dir, base, list(read_sample_lines(run_dir / "samples.jsonl"))))
+                (run_dir, base, samples), *rest = runs
+                if not rest:
+                    result = judge_pointwise(judge, item_map, samples, run_dir, base)
+                else:
+                    _, vs_base, vs_samples = rest[0]
+                    pair_dir = run_dir.parent / f"{run_dir.name}-vs-{answerers[1].name}"
+                    result = judge_pairwise(judge, item_map, samples, vs_samples, pair_dir,
+                                            {**base, "vs": vs_base["checkpoint"]})
+                summaries.append(result.summary)
+    finally:
+        cache.close()
+    title = ref.name + (f" vs {answerers[1].name}" if args.vs else "") + f" (judge {judge_ref.name})"
+    print_judged(summaries, title)
+    return summaries
+
+
+def run_judged_score(args: Any, task: Any) -> dict[str, Any]:
+    """`harness score` for judged tasks: predictions made anywhere, scored by the judge."""
+    from harness.checkpoints import resolve_checkpoint
+    from harness.evaluate import read_predictions
+    from harness.scoring import sample_record
+    from harness.task import resolve_data_dir
+
+    _bootstrap_only(args.ci_method)
+    data_dir = resolve_data_dir(args.data_dir)
+    items = {it.id: it for it in task.load(data_dir, "test")}
+    preds = read_predictions(Path(args.predictions), items)
+    records = [sample_record(task, items[i], k, text) for i, k, text in preds]
+    judge_ref = resolve_checkpoint(args.judge or "tiny")
+    out = Path(args.out)
+    _write_jsonl(out / "samples.jsonl", records)
+    cache = GenerationCache(out / ".cache" / "generations.sqlite")
+    try:
+        judge = Judge(_backends({"device": args.device})(judge_ref), cache, JudgeSettings(ci_method=args.ci_method))
+        scored = {r["id"] for r in records}
+        base = {"task": task.name, "options": task.opts, "predictions": str(args.predictions),
+                "missing_predictions": len(items) - len(scored), "data": {"dir": str(data_dir)}}
+        result = judge_pointwise(judge, {i: items[i] for i in scored}, records, out, base)
+    finally:
+        cache.close()
+    print_judged([result.summary], f"{task.name} (scored from {Path(args.predictions).name}, judge {judge_ref.name})")
+    return result.summary
+
+
+def run_agreement(args: Any, comparisons: Sequence[Comparison]) -> dict[str, Any]:
+    """`harness critic agreement`: the judge against reference verdicts."""
+    from harness.checkpoints import resolve_checkpoint
+
+    comparisons = list(comparisons)[: args.limit]
+    judge_ref = resolve_checkpoint(args.judge, trust_remote_code=args.trust_remote_code)
+    out_dir = Path(args.out) if args.out else Path(args.output_dir) / judge_ref.name / f"critic-agreement-{Path(args.votes).stem}"
+    backend = _backends({"device": args.device, "dtype": args.dtype, "trust_remote_code": args.trust_remote_code})(judge_ref)
+    cache = GenerationCache(Path(args.output_dir) / ".cache" / "generations.sqlite")
+    try:
+        with _progress() as progress:
+            judge = Judge(backend, cache, JudgeSettings(batch_size=args.batch_size, ci_method=args.ci_method,
+                                                        max_new_tokens=args.max_new_tokens), progress)
+            summary = agreement(judge, comparisons, out_dir, {"votes_file": str(args.votes)})
+    finally:
+        cache.close()
+    _print_agreement(summary, f"judge {judge_ref.name} vs {Path(args.votes).name}")
+    print(f"wrote {out_dir}/judgements.jsonl and summary.json")
+    return summary
+
+
+def leaderboard_columns(judge_backend: Any, runs: list[tuple[str, Any, dict[str, Item], Path]], baseline: str,
+                        cache: GenerationCache, progress: Any = None, seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
+    """The leaderboard's judged columns: label -> {task: pointwise units, task-vs-baseline: preference units}.
+
+    `runs` holds (label, task, items, run_dir) of finished generation runs. A column whose every
+    judge reply was unparsable is left out (the summary.json beside the samples says so).
+    """
+    from harness.store import read_sample_lines
+
+    judge = Judge(judge_backend, cache, JudgeSettings(seed=seed), progress)
+    columns: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
+    baseline_dirs = {task.name: run_dir for label, task, _, run_dir in runs if label == baseline}
+    for label, task, items, run_dir in runs:
+        columns.setdefault(label, {})  # every label appears, even when no judge reply could be parsed
+        samples = list(read_sample_lines(run_dir / "samples.jsonl"))
+        base = _read_summary(run_dir)
+        point = judge_pointwise(judge, items, samples, run_dir, base)
+        if point.units:
+            columns[label][task.name] = point.units
+        if label != baseline and task.name in baseline_dirs:
+            base_samples = list(read_sample_lines(baseline_dirs[task.name] / "samples.jsonl"))
+            pair_dir = run_dir.parent / f"{run_dir.name}-vs-{baseline}"
+            pair = judge_pairwise(judge, items, samples, base_samples, pair_dir, {**base, "vs": baseline})
+            if pair.units:
+                columns[label][f"{task.name}-vs-{baseline}"] = pair.units
+    return dict(columns)
+
+
+def _read_summary(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1f}"
+
+
+def print_judged(summaries: list[dict[str, Any]], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    pairs = any(s["mode"] == "pairwise" for s in summaries)
+    table = Table(title=title)
+    for col in ("task", "mode", "n", "score", "95% CI", "missing") + (("W/T/L %", "consistent %") if pairs else ()):
+        table.add_column(col, justify="left" if col in ("task", "mode") else "right", no_wrap=True)
+    for s in summaries:
+        row = [s.get("task", ""), s["mode"], str(s["n"]), _pct(s["score"]),
+               f"[{_pct(s['ci_low'])}, {_pct(s['ci_high'])}]", f"{s['missing']}/{s['n_samples']}"]
+        if s["mode"] == "pairwise":
+            row += ["/".join(_pct(s[f"{o}_rate"]) for o in ("win", "tie", "loss")), _pct(s["position_consistency"])]
+        table.add_row(*row)
+    Console().print(table)
+    for s in summaries:
+        if s["score"] is None:
+            Console(stderr=True).print(f"warning: {s.get('task')}: no judge reply could be parsed; see judgements.jsonl")
+
+
+def _print_agreement(s: dict[str, Any], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("measure (%)")
+    table.add_column("value", justify="right", no_wrap=True)
+    for name in ("agreement", "agreement_swapped", "agreement_decisive"):
+        low, high = s[f"{name}_ci"]
+        table.add_row(name, f"{_pct(s[name])} [{_pct(low)}, {_pct(high)}]")
+    table.add_row("votes (unparsable replies)", f"{s['votes']} ({s['missing']})")
+    for name in ("position_consistency", "first_slot_rate", "reference_consistency"):
+        table.add_row(name.replace("position_", "judge position "), _pct(s[name]))
+    Console().print(table)

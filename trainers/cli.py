@@ -1,0 +1,81 @@
+"""`harness train <treatment> --base X --task T --out DIR [--config FILE] [key=value ...]`.
+
+Checks every input before loading a model (treatment, config keys and types, base, task, output
+folder), then runs the treatment; the result is a checkpoint folder that `harness eval --ckpt DIR`
+loads. Config precedence: dataclass defaults < --config FILE (YAML/JSON) < key=value arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import time
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+# name -> (module, Config class); each module has run(cfg, ...) -> manifest.
+TREATMENTS = {
+    "sft": ("trainers.sft", "SFTConfig"),
+    "average": ("trainers.average", "AverageConfig"),
+    "mpo": ("trainers.mpo", "MPOConfig"),
+    "self_critique": ("trainers.self_critique", "SelfCritiqueConfig"),
+}
+EPILOG = (
+    "treatments: sft (LoRA SFT), average (SFTe: mean of LoRA adapters, adapters=a,b,c), "
+    "mpo (Mixed Preference Optimization), self_critique (self-judged pairs + DPO). "
+    "key=value sets any config field; an unknown key lists the valid ones."
+)
+
+
+def treatment_module(name: str):
+    if name not in TREATMENTS:
+        raise HarnessError(f"unknown treatment {name!r}; choose one of {', '.join(TREATMENTS)}")
+    module_name, config_name = TREATMENTS[name]
+    # The config classes are light; mpo's module imports TRL, which only `run` needs, so load it here.
+    module = importlib.import_module(module_name)
+    return module, getattr(module, config_name)
+
+
+def build_config(name: str, config_file: str | None, overrides: list[str], values: dict | None = None):
+    from trainers.common import load_config
+
+    _, config_cls = treatment_module(name)
+    return load_config(config_cls, config_file, overrides, values)
+
+
+def train(name: str, cfg, base: str | None, task: str | None, out: Path, data_dir: str | None = None,
+          overwrite: bool = False, progress: bool = True, device: str | None = None) -> dict:
+    """Run treatment `name` with a built config; checks the cheap inputs first."""
+    from harness.task import get_task, resolve_data_dir
+
+    module, _ = treatment_module(name)
+    if Path(out).exists() and not overwrite:
+        raise HarnessError(f"{out} already exists; pass --overwrite or choose another --out")
+    if name == "average":
+        if task:
+            raise HarnessError("--task does not apply to average (it combines trained adapters: adapters=a,b,...)")
+        return module.run(cfg, Path(out), base=base, overwrite=overwrite, progress=progress)
+    if not base:
+        raise HarnessError(f"{name} needs --base (tiny, or a local checkpoint folder)")
+    if not task:
+        raise HarnessError(f"{name} needs --task (a task with a train split, e.g. geoqa)")
+    from harness.checkpoints import resolve_checkpoint
+
+    resolve_checkpoint(base)  # a missing base fails here, before any data or model is loaded
+    get_task(task)
+    resolve_data_dir(data_dir)
+    return module.run(cfg, base, task, Path(out), data_dir=data_dir, overwrite=overwrite, progress=progress,
+                      device=device)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    cfg = build_config(args.treatment, args.config, list(args.overrides or []))
+    t0 = time.time()
+    manifest = train(args.treatment, cfg, args.base, args.task, Path(args.out), data_dir=args.data_dir,
+                     overwrite=args.overwrite, progress=True, device=args.device)
+    metrics = manifest.get("metrics", {})
+    shown = {k: metrics[k] for k in ("steps", "first_loss", "last_loss", "members", "mode") if k in metrics}
+    print(f"wrote {args.out} ({args.treatment}, {time.time() - t0:.0f}s): {json.dumps(shown)}")
+    print(f"evaluate it with: harness eval --ckpt {args.out} --tasks {args.task or 'geoqa'}")
+    return 0

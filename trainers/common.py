@@ -1,0 +1,488 @@
+"""What every treatment shares: configs, training data, collators, LoRA, checkpoints, manifests.
+
+A treatment reads top to bottom as: `Config` (a dataclass below `TrainConfig`) -> load the base with
+`load_base` -> `load_examples` (a task's train split, in exactly the eval prompt format) -> TRL
+trainer over `SFTCollator` / `PairCollator` -> `save_adapter` + `write_manifest`, all written into
+a staging folder that `staged_output` renames into place only when everything succeeded.
+
+Inputs are built by `HFBackend.batch_inputs` (the same code evaluation uses), so a model is
+trained on the prompt, image tokens and reply format it is scored with. TRL's own collators are not
+used: they need a transformers `ProcessorMixin`, which the embedded tiny models (and Qwen2-VL
+without torchvision) do not have, so TRL receives the tokenizer as `processing_class` and
+our collators hand it finished tensors.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import time
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    from harness.backend import HFBackend
+    from harness.checkpoints import CheckpointRef
+    from harness.task import Task
+    from harness.types import Item
+
+TARGETS = ("cot", "answer")
+
+
+# --- configs -------------------------------------------------------------------------------------
+@dataclass
+class TrainConfig:
+    """Fields every gradient-based treatment has: LoRA shape, optimiser, data size, seed."""
+
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank r"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (the update is scaled by alpha / r)"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input"})
+    target_modules: str = field(
+        default="all-linear",
+        metadata={"help": "modules to adapt: 'all-linear' (every linear layer but the LM head) or comma-separated names"},
+    )
+    learning_rate: float = field(default=1e-3, metadata={"help": "peak learning rate (linear decay after warmup)"})
+    warmup_ratio: float = field(default=0.05, metadata={"help": "fraction of steps spent warming up"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    epochs: float = field(default=1.0, metadata={"help": "passes over the training examples"})
+    max_steps: int = field(default=-1, metadata={"help": "stop after this many optimiser steps (-1: use epochs)"})
+    batch_size: int = field(default=8, metadata={"help": "examples (or pairs) per optimiser step"})
+    limit: int | None = field(default=None, metadata={"help": "use only the first N training items (None: all)"})
+    seed: int = field(default=0, metadata={"help": "seed for LoRA init, data order and sampling"})
+    logging_steps: int = field(default=5, metadata={"help": "log the loss every N steps"})
+    qlora: bool = field(default=False, metadata={"help": "load the base in 4 bit (needs a CUDA GPU and bitsandbytes)"})
+
+    def __post_init__(self) -> None:
+        require(self.lora_r >= 1, "lora_r must be >= 1")
+        require(self.lora_alpha > 0, "lora_alpha must be > 0")
+        require(0.0 <= self.lora_dropout < 1.0, "lora_dropout must be in [0, 1)")
+        require(bool(self.target_modules.strip()), "target_modules is empty; use 'all-linear' or module names")
+        require(self.learning_rate > 0, "learning_rate must be > 0")
+        require(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio must be in [0, 1)")
+        require(self.epochs > 0 or self.max_steps > 0, "epochs must be > 0 (or set max_steps)")
+        require(self.max_steps == -1 or self.max_steps >= 1, "max_steps must be -1 or >= 1")
+        require(self.batch_size >= 1, "batch_size must be >= 1")
+        require(self.limit is None or self.limit >= 1, "limit must be >= 1 or null")
+        require(self.logging_steps >= 1, "logging_steps must be >= 1")
+
+
+def require(ok: bool, message: str) -> None:
+    if not ok:
+        raise HarnessError(f"config: {message}")
+
+
+def load_config(cls: type, path: str | Path | None = None, overrides: Sequence[str] = (),
+                values: dict[str, Any] | None = None):
+    """Build `cls` from a YAML/JSON file, then a mapping (recipes), then `key=value` strings.
+
+    Values are parsed as YAML scalars/lists (`0.1`, `true`, `[a, b]`) and checked against the
+    field's type; an unknown key or a wrong type is an error naming the valid keys.
+    """
+    import yaml
+
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise HarnessError(f"config file not found: {p}; pass --config with a YAML or JSON file")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise HarnessError(f"{p}: not valid YAML/JSON ({str(e).splitlines()[0]})") from None
+        if not isinstance(loaded, dict):
+            raise HarnessError(f"{p}: expected a mapping of config keys to values")
+        raw.update(loaded)
+    raw.update(values or {})
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise HarnessError(f"expected key=value, got {item!r}")
+        try:
+            raw[key.strip()] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            raw[key.strip()] = text
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise HarnessError(f"{cls.__name__}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(names)}")
+    return cls(**{k: _coerce(cls.__name__, k, v, hints[k]) for k, v in raw.items()})
+
+
+def _coerce(owner: str, key: str, value: Any, hint: Any) -> Any:
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    if value is None:
+        if optional:
+            return None
+        raise HarnessError(f"{owner}: {key} cannot be null")
+    base = next((a for a in args if a is not type(None)), hint) if args and typing.get_origin(hint) is not list else hint
+    origin = typing.get_origin(base)
+    bad = HarnessError(f"{owner}: {key}={value!r} is not a valid {getattr(base, '__name__', base)}")
+    if origin is list:
+        (inner,) = typing.get_args(base) or (str,)
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise bad
+        return [_coerce(owner, key, v.strip() if isinstance(v, str) else v, inner) for v in items]
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if base is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if base is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise bad from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if base is str:
+        if isinstance(value, (dict, list)):
+            raise bad
+        return str(value)
+    return value
+
+
+# --- data ----------------------------------------------------------------------------------------
+@dataclass
+class Example:
+    """One training question: the eval prompt, its opened images and the reference reply."""
+
+    item: "Item"
+    text: str
+    images: list  # PIL images, opened once
+    target: str
+
+
+def load_examples(task: "Task", data_dir: Path, limit: int | None = None, target: str = "cot",
+                  split: str = "train") -> list[Example]:
+    """A task's `split` items as training examples (prompt = task.prompt, reply = task.target_text).
+
+    target="answer" keeps only the final "Answer: ..." part of a chain-of-thought target.
+    """
+    from harness.images import open_image
+    from harness.runner import check_images
+
+    if target not in TARGETS:
+        raise HarnessError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+    items = task.load(data_dir, split)  # type: ignore[arg-type]
+    items = items[:limit] if limit else items
+    if not items:
+        raise HarnessError(f"{task.name}: the {split} split is empty; check --data-dir")
+    check_images(task, items)
+    opened: dict[Any, Any] = {}
+    out = []
+    for it in items:
+        try:
+            reply = task.target_text(it)
+        except NotImplementedError:
+            raise HarnessError(f"task {task.name} defines no training target (target_text); pick another task") from None
+        if target == "answer":
+            at = reply.rfind("Answer:")
+            reply = reply[at:] if at >= 0 else reply
+        imgs = []
+        for ref in it.images:
+            key = ref if isinstance(ref, bytes) else str(ref)
+            if key not in opened:
+                opened[key] = open_image(ref)
+            imgs.append(opened[key])
+        out.append(Example(it, task.prompt(it), imgs, reply))
+    return out
+
+
+def examples_hash(examples: Sequence[Example]) -> str:
+    from harness.scoring import data_hash
+
+    return data_hash(e.item for e in examples)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A preference pair for the question examples[index]."""
+
+    index: int
+    chosen: str
+    rejected: str
+    kind: str = "correctness"  # how it was made: correctness | dropout_ntp | critique
+
+
+class SFTCollator:
+    """Dataset rows {"idx": i} -> model inputs with labels on the reply tokens only."""
+
+    def __init__(self, backend: "HFBackend", examples: Sequence[Example]) -> None:
+        self.backend, self.examples = backend, examples
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = [self.examples[r["idx"]] for r in rows]
+        return self.backend.batch_inputs([e.text for e in batch], [e.images for e in batch], [e.target for e in batch])
+
+
+class PairCollator:
+    """Dataset rows {"idx": i} -> TRL's preference batch: chosen rows, then rejected rows, with
+    `completion_mask` marking the reply tokens (TRL scores exactly those)."""
+
+    def __init__(self, backend: "HFBackend", examples: Sequence[Example], pairs: Sequence[Pair]) -> None:
+        self.backend, self.examples, self.pairs = backend, examples, pairs
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        from harness.backend import IGNORE_INDEX
+
+        pairs = [self.pairs[r["idx"]] for r in rows]
+        ex = [self.examples[p.index] for p in pairs]
+        batch = self.backend.batch_inputs(
+            [e.text for e in ex] * 2, [e.images for e in ex] * 2,
+            [p.chosen for p in pairs] + [p.rejected for p in pairs],
+        )
+        batch["completion_mask"] = (batch.pop("labels") != IGNORE_INDEX).long()
+        return batch
+
+
+def index_dataset(n: int):
+    """A `datasets.Dataset` of row indices: TRL's trainers want a Dataset; the collators hold the data."""
+    from datasets import Dataset
+
+    return Dataset.from_dict({"idx": list(range(n))})
+
+
+# --- model ---------------------------------------------------------------------------------------
+def load_base(base: str, qlora: bool = False, device: str | None = None) -> tuple["HFBackend", str]:
+    """The base as an HFBackend (for sampling and input building) and the name adapters record."""
+    from harness.backend import HFBackend
+    from harness.checkpoints import TINY_NAME, resolve_checkpoint
+
+    if not base:
+        raise HarnessError("no base checkpoint given; pass --base tiny or a checkpoint folder")
+    ref = resolve_checkpoint(base)
+    if ref.kind != "model":
+        raise HarnessError(f"--base {base} is an adapter; train on a full model (merge the adapter first)")
+    if qlora:
+        import torch
+
+        _check_qlora()
+        # Loaded on the CPU for its tokenizer/image processor, then swapped for the 4-bit GPU copy.
+        backend = HFBackend(ref, device="cpu", dtype="bfloat16")
+        backend.model = _load_4bit(ref)
+        backend.device, backend.torch_dtype = "cuda:0", torch.bfloat16
+    else:
+        backend = HFBackend(ref, device=device)
+    # `tiny` is recorded by name so the adapter follows the repository; others by absolute path.
+    return backend, TINY_NAME if base == TINY_NAME else str(ref.path.resolve())
+
+
+def _check_qlora() -> None:
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
+        raise HarnessError(
+            "qlora=true needs a CUDA GPU and the bitsandbytes package (pip install bitsandbytes); "
+            "on this machine set qlora=false"
+        )
+
+
+def _load_4bit(ref: "CheckpointRef"):
+    import torch
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
+
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=torch.bfloat16)
+    model = AutoModelForImageTextToText.from_pretrained(ref.path, quantization_config=quant, device_map={"": 0})
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+
+
+def lora_config(cfg: TrainConfig):
+    from peft import LoraConfig
+
+    targets = cfg.target_modules.strip()
+    modules: str | list[str] = targets if targets == "all-linear" else [m.strip() for m in targets.split(",") if m.strip()]
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=modules, bias="none", task_type="CAUSAL_LM")
+
+
+def trl_args(args_cls: type, cfg: TrainConfig, workdir: Path, **extra: Any):
+    """A TRL config (SFTConfig / DPOConfig) with the settings every treatment shares."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return args_cls(
+        output_dir=str(workdir), seed=cfg.seed, data_seed=cfg.seed,
+        learning_rate=cfg.learning_rate, lr_scheduler_type="linear", warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio
+        weight_decay=cfg.weight_decay, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=1,
+        logging_steps=cfg.logging_steps, save_strategy="no", report_to="none", disable_tqdm=True,
+        # Our collators read the "idx" column; TRL would drop it as unknown to the model.
+        remove_unused_columns=False, dataloader_num_workers=0,
+        activation_checkpointing=False,  # TRL turns it on by default; small models only lose speed
+        use_cpu=not cuda, bf16=cuda and torch.cuda.is_bf16_supported(),
+        **extra,
+    )
+
+
+def prepare_trainer(trainer, progress: bool, label: str):
+    """Swap transformers' printed log dicts for a progress bar (or silence, in tests)."""
+    from transformers import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if progress:
+        trainer.add_callback(_rich_progress_callback(label))
+    return trainer
+
+
+def _rich_progress_callback(label: str):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from transformers import TrainerCallback
+
+    class RichProgress(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(label, total=state.max_steps)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.bar.update(self.task, completed=state.global_step)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                self.bar.update(self.task, description=f"{label} loss {logs['loss']:.3f}")
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.bar.stop()
+
+    return RichProgress()
+
+
+def sampling_progress(enabled: bool, label: str, total: int):
+    """A context manager yielding advance(n): a Rich bar on stderr, or a no-op."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    @contextlib.contextmanager
+    def bar():
+        if not enabled:
+            yield lambda n=1: None
+            return
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=Console(stderr=True), transient=True) as p:
+            t = p.add_task(label, total=total)
+            yield lambda n=1: p.advance(t, n)
+
+    return bar()
+
+
+def train_metrics(trainer) -> dict[str, Any]:
+    """What the manifest keeps of a run: step count, time, first/last logged loss and the last
+    logged value of every other metric."""
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    summary = next((h for h in reversed(trainer.state.log_history) if "train_runtime" in h), {})
+    out: dict[str, Any] = {
+        "steps": trainer.state.global_step,
+        "train_seconds": round(float(summary.get("train_runtime", 0.0)), 1),
+        "train_loss": summary.get("train_loss"),
+        "first_loss": logs[0]["loss"] if logs else None,
+        "last_loss": logs[-1]["loss"] if logs else None,
+        "loss_history": [[h["step"], round(h["loss"], 4)] for h in logs],
+    }
+    if logs:
+        out["last_logged"] = {k: v for k, v in logs[-1].items() if k not in ("loss", "step", "epoch")}
+    return out
+
+
+# --- output ---------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def staged_output(out: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a staging folder next to `out`; on success it replaces `out`, on failure it is removed,
+    so `out` is either the previous content or a complete checkpoint, never half of one."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise HarnessError(f"{out} already exists; pass --overwrite or choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = out.parent / f".{out.name}.staging-{os.getpid()}"
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir()
+    try:
+        yield stage
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(stage, out)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def save_adapter(model, folder: Path, base_name: str) -> None:
+    """save_pretrained a PEFT model, then point adapter_config.json at `base_name` (PEFT records
+    the path the base was loaded from, which for `tiny` would tie the adapter to this clone)."""
+    model.save_pretrained(str(folder))
+    set_adapter_base(folder, base_name)
+
+
+def set_adapter_base(folder: Path, base_name: str) -> None:
+    from harness.store import atomic_write_json
+
+    cfg_path = folder / "adapter_config.json"
+    config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = base_name
+    atomic_write_json(cfg_path, config)
+
+
+def write_manifest(folder: Path, treatment: str, config: Any, base: str | None, base_hash: str | None,
+                   data: dict[str, Any], metrics: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """manifest.json: how the checkpoint was made, enough to re-make it."""
+    from harness.scoring import library_versions
+    from harness.store import atomic_write_json
+
+    manifest = {
+        "treatment": treatment,
+        "config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config,
+        "base": base,
+        "base_hash": base_hash,
+        "data": data,
+        "seed": getattr(config, "seed", None),
+        "versions": library_versions(),
+        "metrics": metrics,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **extra,
+    }
+    atomic_write_json(folder / "manifest.json", manifest)
+    return manifest
+
+
+def quiet_libraries() -> None:
+    """Deprecation notices and per-step info from transformers/TRL/datasets drown the progress bar."""
+    import logging
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    for name in ("trl", "datasets", "accelerate", "peft"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(trl|transformers|peft|torch)\..*")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+__all__ = [
+    "Example", "Pair", "PairCollator", "SFTCollator", "TrainConfig", "examples_hash",
+    "index_dataset", "load_base", "load_config", "load_examples", "lora_config", "prepare_trainer",
+    "quiet_libraries", "require", "sampling_progress", "save_adapter", "set_adapter_base", "staged_output",
+    "train_metrics", "trl_args", "write_manifest",
+]

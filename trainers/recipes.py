@@ -1,0 +1,81 @@
+"""Leaderboard recipes: a checkpoint row that says how to train itself.
+
+    checkpoints:
+      - {name: sft, recipe: {trainer: sft, base: tiny, task: geoqa, config: {epochs: 2}}}
+      - name: sfte
+        recipe: {trainer: average, base: tiny, task: geoqa, seeds: [1, 2], include: [checkpoints/built/sft],
+                 members: {trainer: sft, config: {epochs: 2}}, config: {mode: adapters}}
+
+`harness leaderboard` calls `build_recipe(spec)` for a recipe row whose folder (spec.ckpt,
+default checkpoints/built/<name>) does not exist yet. An `average` recipe trains its members
+(one per seed) into <ckpt>-members/seed<k> first, reusing members already there, and averages
+them with the adapters listed under `include` (e.g. an earlier row's SFT run, built first because
+rows are built in spec order; this saves training that seed twice).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+
+RECIPE_KEYS = {"trainer", "base", "task", "config", "data_dir", "seeds", "members", "include"}
+
+
+def build_recipe(spec: Any) -> dict[str, Any]:
+    """Train `spec` (harness.leaderboard.CheckpointSpec) into spec.ckpt; returns its manifest."""
+    from trainers.cli import build_config, train
+
+    recipe = dict(spec.recipe or {})
+    where = f"checkpoint {spec.name}"
+    unknown = set(recipe) - RECIPE_KEYS
+    if unknown:
+        raise HarnessError(f"{where}: unknown recipe key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(RECIPE_KEYS))}")
+    trainer = recipe.get("trainer")
+    config = recipe.get("config") or {}
+    if not isinstance(config, dict):
+        raise HarnessError(f"{where}: recipe config must be a mapping of config keys to values")
+    out = Path(spec.ckpt)
+    t0 = time.time()
+    print(f"building {spec.name}: {trainer} on {recipe.get('task') or '-'} -> {out}", file=sys.stderr, flush=True)
+    if trainer == "average":
+        include = recipe.get("include") or []
+        if not isinstance(include, list) or not all(isinstance(p, str) for p in include):
+            raise HarnessError(f"{where}: include must be a list of adapter folders")
+        adapters = include + [str(p) for p in _build_members(spec, recipe, where, len(include))]
+        cfg = build_config("average", None, [], {**config, "adapters": adapters})
+        manifest = train("average", cfg, recipe.get("base"), None, out)
+    else:
+        if {"members", "seeds", "include"} & set(recipe):
+            raise HarnessError(f"{where}: 'members', 'seeds' and 'include' apply to an average recipe only")
+        cfg = build_config(str(trainer), None, [], config)
+        manifest = train(str(trainer), cfg, recipe.get("base"), recipe.get("task"), out, data_dir=recipe.get("data_dir"))
+    print(f"built {spec.name} in {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
+    return manifest
+
+
+def _build_members(spec: Any, recipe: dict[str, Any], where: str, n_included: int) -> list[Path]:
+    from trainers.cli import build_config, train
+
+    members = recipe.get("members") or {}
+    seeds = recipe.get("seeds") or []
+    if not isinstance(members, dict) or "trainer" not in members:
+        raise HarnessError(f"{where}: an average recipe needs members: {{trainer: sft, config: {{...}}}}")
+    if not isinstance(seeds, list) or len(seeds) + n_included < 2 or not all(isinstance(s, int) for s in seeds):
+        raise HarnessError(f"{where}: an average recipe needs seeds: a list of integers (2 or more adapters in all)")
+    extra = set(members) - {"trainer", "config", "task", "base", "data_dir"}
+    if extra:
+        raise HarnessError(f"{where}: unknown members key(s) {', '.join(sorted(extra))}")
+    base = members.get("base") or recipe.get("base")
+    task = members.get("task") or recipe.get("task")
+    folder = Path(spec.ckpt).parent / f"{Path(spec.ckpt).name}-members"
+    paths = []
+    for seed in seeds:
+        path = folder / f"seed{seed}"
+        if not path.exists():
+            cfg = build_config(members["trainer"], None, [], {**(members.get("config") or {}), "seed": seed})
+            train(members["trainer"], cfg, base, task, path, data_dir=members.get("data_dir") or recipe.get("data_dir"))
+        paths.append(path)
+    return paths

@@ -1,0 +1,69 @@
+"""`sft`: supervised fine-tuning of a LoRA adapter on a task's train split (TRL's SFTTrainer).
+
+    harness train sft --base tiny --task geoqa --out checkpoints/built/sft [lora_r=8 epochs=2 ...]
+
+The loss is the mean negative log-likelihood of the assistant reply only (prompt, image and
+padding tokens carry label -100): `SFTCollator` builds each example with `HFBackend.batch_inputs`,
+the eval code path, so training sees the exact eval prompt and `task.target_text` as the reply
+(target=cot: the task's chain-of-thought target; target=answer: only its final "Answer: ..." part).
+TRL does the rest: PEFT wrapping, the fused LM-head loss, the optimiser and schedule. With
+qlora=true the base is loaded in 4 bit (bitsandbytes, CUDA only; a clear error elsewhere).
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainers.common import TARGETS, TrainConfig, require
+
+
+@dataclass
+class SFTConfig(TrainConfig):
+    """LoRA SFT settings (plus the shared TrainConfig fields)."""
+
+    target: str = field(default="cot", metadata={"help": "reply to learn: 'cot' (task target_text) or 'answer' (its 'Answer: ...' part)"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.target in TARGETS, f"target must be one of {', '.join(TARGETS)}")
+
+
+def run(cfg: SFTConfig, base: str, task_name: str, out: Path, data_dir: str | Path | None = None,
+        overwrite: bool = False, progress: bool = True, device: str | None = None) -> dict[str, Any]:
+    """Train, then write `out` (a PEFT adapter + manifest.json). Returns the manifest."""
+    from trl import SFTConfig as TRLSFTConfig
+    from trl import SFTTrainer
+
+    from harness.task import get_task, resolve_data_dir
+    from trainers.common import (SFTCollator, examples_hash, index_dataset, load_base, load_examples, lora_config,
+                                 prepare_trainer, quiet_libraries, save_adapter, staged_output, train_metrics,
+                                 trl_args, write_manifest)
+
+    quiet_libraries()
+    task = get_task(task_name)
+    data_root = resolve_data_dir(data_dir)
+    examples = load_examples(task, data_root, cfg.limit, cfg.target)
+    t0 = time.time()
+    with staged_output(Path(out), overwrite) as stage:
+        backend, base_name = load_base(base, cfg.qlora, device)
+        with tempfile.TemporaryDirectory() as work:
+            args = trl_args(TRLSFTConfig, cfg, Path(work), dataset_kwargs={"skip_prepare_dataset": True})
+            trainer = SFTTrainer(
+                model=backend.model, args=args, train_dataset=index_dataset(len(examples)),
+                data_collator=SFTCollator(backend, examples), processing_class=backend.tokenizer,
+                peft_config=lora_config(cfg),
+            )
+            prepare_trainer(trainer, progress, f"sft {task.name}")
+            trainer.train()
+        metrics = train_metrics(trainer)
+        metrics["wall_seconds"] = round(time.time() - t0, 1)
+        save_adapter(trainer.model, stage, base_name)
+        return write_manifest(
+            stage, "sft", cfg, base=base_name, base_hash=backend.content_hash,
+            data={"task": task.name, "split": "train", "dir": str(data_root), "n": len(examples),
+                  "hash": examples_hash(examples)},
+            metrics=metrics,
+        )
