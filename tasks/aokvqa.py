@@ -188,10 +188,9 @@ class AOKVQAMultipleChoice(Task):
         return float(extracted is not None and extracted == item.target)
 
     def target_text(self, item: Item) -> str:
-        gold_text = item.choices[LETTERS.index(item.target)]
-        if self.request_type == "choice_likelihood":
-            return gold_text  # the continuation the likelihood prompt is scored on
-        return f"{gold_text} ({item.target})"
+        # The choice's own text, not its letter: extraction maps it back to the letter, and a
+        # small model learns "what is in the image" far sooner than "which letter names it".
+        return item.choices[LETTERS.index(item.target)]
 
 
 # --- direct answer ---------------------------------------------------------------------------

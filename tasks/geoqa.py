@@ -198,7 +198,10 @@ class GeoQA(Task):
         meta = item.metadata
         template = _COT.get(str(meta.get("type", "")))
         if template and "x" in meta and "answer_value" in meta:
-            return template.format(x=meta["x"], v=meta["answer_value"]) + f" Answer: {item.target}"
+            # Ends with the chosen value, which strict extraction maps to its letter: the tiny
+            # model then needs no letter lookup (a skill it learns late).
+            gold = item.choices[ord(item.target) - ord("A")]
+            return template.format(x=meta["x"], v=meta["answer_value"]) + f" Answer: {gold}"
         return f"Answer: {item.target}"
 
     # --- extraction and scoring -----------------------------------------------------------

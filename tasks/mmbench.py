@@ -289,8 +289,9 @@ class MMBench(Task):
         return 1.0 if extracted is not None and extracted == item.target else 0.0
 
     def target_text(self, item: Item) -> str:
-        letters = self._letters(item)
-        return f"{item.choices[letters.index(item.target)]} ({item.target})"
+        # The option's text (extraction maps it to its letter): the image-to-content skill is what
+        # a small model learns first; the letter lookup comes later, if at all.
+        return item.choices[self._letters(item).index(item.target)]
 
     def units(self, items: dict[str, Item], scores: dict[str, list[float]]) -> list[Unit]:
         """One unit per question: the minimum over its scored copies (all must be right)."""

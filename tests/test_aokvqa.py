@@ -193,7 +193,7 @@ def test_mc_prompts_modes_and_scoring():
         "Answer with the option's letter from the given choices directly."
     )
     assert "(A)" not in lik.prompt(item) and lik.prompt(item).startswith("What color is the circle?\n")
-    assert gen.target_text(item) == "blue (B)" and lik.target_text(item) == "blue"
+    assert gen.target_text(item) == "blue" and lik.target_text(item) == "blue"
     assert gen.score(gen.extract("blue (B)", item), item) == 1.0
     assert lik.score(lik.extract("blue", item), item) == 1.0
     assert gen.score(gen.extract("C", item), item) == 0.0

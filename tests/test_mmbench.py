@@ -212,7 +212,7 @@ def test_option_text_holding_a_capital_letter(real_dir: Path) -> None:
 
 
 def test_target_text_shape() -> None:
-    assert MMBench().target_text(COLOR_ITEM) == "red (B)"
+    assert MMBench().target_text(COLOR_ITEM) == "red"
 
 
 # --- the bundled generator ---------------------------------------------------------------------

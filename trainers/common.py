@@ -42,7 +42,10 @@ class TrainConfig:
 
     lora_r: int = field(default=16, metadata={"help": "LoRA rank r"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (the update is scaled by alpha / r)"})
-    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input"})
+    lora_dropout: float = field(
+        default=0.0,
+        metadata={"help": "dropout on the LoRA input (0, PEFT's default: on a CPU it costs ~15% of a step)"},
+    )
     target_modules: str = field(
         default="all-linear",
         metadata={"help": "modules to adapt: 'all-linear' (every linear layer but the LM head) or comma-separated names"},
