@@ -80,8 +80,10 @@ def test_staged_output_leaves_nothing_on_failure(tmp_path):
             (stage / "half.bin").write_bytes(b"x")
             raise RuntimeError("killed mid-way")
     assert not out.exists() and list(tmp_path.iterdir()) == []
+    (tmp_path / ".ckpt.staging-999999999").mkdir()  # left by a run killed with SIGKILL
     with staged_output(out) as stage:
         (stage / "done.txt").write_text("ok")
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
     assert (out / "done.txt").read_text() == "ok"
     with pytest.raises(HarnessError, match="already exists"):
         with staged_output(out):

@@ -416,9 +416,11 @@ def staged_output(out: Path, overwrite: bool = False) -> Iterator[Path]:
     if out.exists() and not overwrite:
         raise HarnessError(f"{out} already exists; pass --overwrite or choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
+    for old in out.parent.glob(f".{out.name}.staging-*"):  # left by a killed run (SIGKILL skips cleanup)
+        pid = old.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or int(pid) == os.getpid() or not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
     stage = out.parent / f".{out.name}.staging-{os.getpid()}"
-    if stage.exists():
-        shutil.rmtree(stage)
     stage.mkdir()
     try:
         yield stage
@@ -428,6 +430,16 @@ def staged_output(out: Path, overwrite: bool = False) -> Iterator[Path]:
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def save_adapter(model, folder: Path, base_name: str) -> None:

@@ -23,6 +23,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 TASKS = ("geoqa", "aokvqa_mc", "aokvqa_da", "mmbench", "ocrbench")
+# Sampling weight per task after the warm-up: geometry needs the most steps to read its figures.
+TASK_WEIGHTS = {"geoqa": 2.0, "aokvqa_mc": 1.0, "aokvqa_da": 1.0, "mmbench": 1.0, "ocrbench": 1.0}
+# The curriculum: single-object colour questions first. Measured here: trained alone they reach
+# 68% in 400 steps, while in the full mix from the start every task stayed at chance after 1,200
+# steps; once the reply has learned to read the image tokens, the other skills follow.
+WARMUP_CATEGORIES = {"color_single"}
 
 
 @dataclass
@@ -44,12 +50,14 @@ class PretrainConfig:
     seed: int = 0
     eval_every: int = 200
     eval_items: int = 48
+    curriculum_steps: int = 500  # steps on the warm-up curriculum alone (steps, not time: a busy CPU must not shorten it)
     init: str = ""  # continue from this checkpoint (its tokenizer and weights) instead of a fresh build
 
 
 @dataclass
 class Example:
     task: str
+    category: str
     text: str
     image: object  # PIL image, opened once
     target: str
@@ -74,7 +82,7 @@ def make_pool(workdir: Path, cfg: PretrainConfig) -> tuple[dict[str, list[Exampl
             key = ref if isinstance(ref, bytes) else str(ref)
             if key not in images:
                 images[key] = open_image(ref)
-            examples.append(Example(name, task.prompt(it), images[key], task.target_text(it)))
+            examples.append(Example(name, it.category, task.prompt(it), images[key], task.target_text(it)))
         n_held = min(cfg.eval_items, len(items) // 10)
         held[name] = [(task, it, images[it.images[0] if isinstance(it.images[0], bytes) else str(it.images[0])])
                       for it in items[-n_held:]]
@@ -132,13 +140,19 @@ def train(out: Path, cfg: PretrainConfig) -> dict:
         start = time.time()
         step, losses, history = 0, [], []
         names = list(pool)
+        weights = [TASK_WEIGHTS[n] for n in names]
+        warmup = [e for v in pool.values() for e in v if e.category in WARMUP_CATEGORIES]
+        print(f"warm-up pool: {len(warmup)} items", flush=True)
         while time.time() - start < budget:
             frac = (time.time() - start) / budget
             lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) * 0.5 * (1 + math.cos(math.pi * frac))
             for g in opt.param_groups:
                 g["lr"] = lr
-            # Balanced over tasks, so the small OCR and geometry sets are not drowned out.
-            batch = [rng.choice(pool[rng.choice(names)]) for _ in range(cfg.batch_size)]
+            # After the warm-up, tasks are drawn by TASK_WEIGHTS, whatever their pool sizes.
+            if step < cfg.curriculum_steps and warmup:
+                batch = [rng.choice(warmup) for _ in range(cfg.batch_size)]
+            else:
+                batch = [rng.choice(pool[rng.choices(names, weights)[0]]) for _ in range(cfg.batch_size)]
             model.train()
             inputs = backend.batch_inputs([e.text for e in batch], [[e.image] for e in batch],
                                           targets=[e.target for e in batch])
