@@ -105,7 +105,9 @@ def test_sft_labels_cover_the_reply_only(random_tiny):
         assert reply.strip() == ex.target + backend.tokenizer.eos_token
         assert "Answer:" in ex.target and ex.text not in reply
     answer_only = load_examples(get_task("geoqa"), BUNDLED, limit=3, target="answer")
-    assert answer_only[0].target == "Answer: " + answer_only[0].item.target
+    item = answer_only[0].item
+    # The final answer only: the gold choice as the worked target names it ("Answer: 130°").
+    assert answer_only[0].target == "Answer: " + item.choices["ABCD".index(item.target)]
 
 
 def test_sft_trains_a_lora_that_harness_eval_loads(random_tiny, base_weights, tmp_path):

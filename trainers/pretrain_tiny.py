@@ -118,6 +118,8 @@ def train(out: Path, cfg: PretrainConfig) -> dict:
         pool, held = make_pool(Path(tmp), cfg)
         print(f"pool: {', '.join(f'{k}={len(v)}' for k, v in pool.items())} ({time.time() - t0:.0f}s)", flush=True)
         if cfg.init:
+            if (Path(cfg.init) / "manifest.json").is_file():
+                shutil.copy(Path(cfg.init) / "manifest.json", Path(tempfile.gettempdir()) / "pretrain_tiny_previous_manifest.json")
             if Path(cfg.init).resolve() != out.resolve():
                 if out.exists():
                     shutil.rmtree(out)
@@ -185,6 +187,12 @@ def train(out: Path, cfg: PretrainConfig) -> dict:
         "parameters": n_params,
         "command": "make tiny",
     }
+    if cfg.init:  # keep the history of the stage this one continues
+        earlier = Path(cfg.init) / "manifest.json"
+        if earlier.resolve() == (out / "manifest.json").resolve():
+            earlier = Path(tempfile.gettempdir()) / "pretrain_tiny_previous_manifest.json"
+        if earlier.is_file():
+            manifest["continues"] = json.loads(earlier.read_text())
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
