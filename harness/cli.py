@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("treatment", help="sft | average | mpo | self_critique")
     p.add_argument("--base", default=None, help="`tiny` or a local checkpoint folder (average: default the adapters' base)")
-    p.add_argument("--task", default=None, help="task whose train split is used (e.g. geoqa)")
+    p.add_argument("--task", default=None, help="task(s) whose train split is used: geoqa, or geoqa,mmbench")
     p.add_argument("--out", required=True, help="checkpoint folder to write")
     p.add_argument("--config", default=None, help="YAML/JSON file of config fields (key=value arguments override it)")
     p.add_argument("--data-dir", default=None, help="data root (default: $HARNESS_DATA, else the bundled mini-sets)")

@@ -294,7 +294,7 @@ def test_mpo_trainer_uses_model_logprobs_and_the_running_shift(random_tiny, tmp_
     delta = (0.3 + batch_reward) / 2
     expected = mpo_loss(pol[:2], pol[2:], ref[:2], ref[2:], nll, 0.1, delta)["loss"]
     loss = trainer.compute_loss(model, batch)
-    assert float(loss) == pytest.approx(float(expected), rel=1e-4)
+    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-4)
     assert trainer.reward_shift.mean == pytest.approx(delta) and trainer.reward_shift.count == 2
     assert trainer._metrics["train"]["bco_delta"] == [pytest.approx(delta)]
 
@@ -313,13 +313,13 @@ def test_mpo_correctness_pairs():
         [f"Answer: {gold[1]}"] * 4,  # all correct: no pair
         [f"Answer: {gold[2]}", f"Answer: {gold[2]} or maybe Answer: {wrong[2]}"],  # chosen inside rejected
     ]
-    pairs, stats = correctness_pairs(task, ex, samples, max_pairs=3, rng=random.Random(0))
+    pairs, stats = correctness_pairs(ex, samples, max_pairs=3, rng=random.Random(0))
     assert stats["all_correct"] == 1 and stats["skipped_substring"] == 1 and stats["questions_with_pairs"] == 1
     assert len(pairs) == 3 and {p.index for p in pairs} == {0}  # 2 correct x 2 wrong, capped at 3
     for p in pairs:
         assert task.score(task.extract(p.chosen, ex[0].item), ex[0].item) == 1.0
         assert task.score(task.extract(p.rejected, ex[0].item), ex[0].item) == 0.0
-    capped, _ = correctness_pairs(task, ex, samples, max_pairs=1, rng=random.Random(0))
+    capped, _ = correctness_pairs(ex, samples, max_pairs=1, rng=random.Random(0))
     assert len(capped) == 1
 
 
@@ -426,14 +426,29 @@ def test_train_cli_bad_inputs(random_tiny, tmp_path, capsys):
     assert "temperature must be in [0.7, 1.0]" in err("train", "mpo", "--out", out, "temperature=0.2")
 
 
-def test_train_cli_end_to_end(random_tiny, tmp_path):
+def test_train_cli_end_to_end_on_two_tasks(random_tiny, tmp_path):
     out = tmp_path / "cli-sft"
-    res = run_cli("train", "sft", "--base", str(random_tiny), "--task", "geoqa", "--out", str(out),
-                  "max_steps=2", "batch_size=2", "limit=4", "lora_r=2")
+    res = run_cli("train", "sft", "--base", str(random_tiny), "--task", "geoqa,mmbench", "--out", str(out),
+                  "max_steps=2", "batch_size=2", "limit=3", "lora_r=2")
     assert res.returncode == 0, res.stderr
     assert f"wrote {out}" in res.stdout
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config"]["lora_r"] == 2 and manifest["metrics"]["steps"] == 2
+    assert manifest["data"]["n_per_task"] == {"geoqa": 3, "mmbench": 3} and manifest["data"]["n"] == 6
+
+
+def test_train_data_of_several_tasks_keeps_each_task():
+    from trainers.common import load_train_data
+
+    examples, data = load_train_data("geoqa, aokvqa_mc", BUNDLED, limit=2)
+    assert [e.task.name for e in examples] == ["geoqa", "geoqa", "aokvqa_mc", "aokvqa_mc"]
+    assert data["task"] == "geoqa,aokvqa_mc" and data["n"] == 4
+    for e in examples:  # each example is scored by its own task
+        assert e.task.score(e.task.extract(e.target, e.item), e.item) == 1.0
+    with pytest.raises(HarnessError, match="lists a task twice"):
+        load_train_data("geoqa,geoqa", BUNDLED, limit=1)
+    with pytest.raises(HarnessError, match="unknown task 'nope'"):
+        load_train_data("geoqa,nope", BUNDLED, limit=1)
 
 
 def test_leaderboard_builds_a_recipe_row_then_reuses_it(random_tiny, tmp_path):

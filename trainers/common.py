@@ -56,7 +56,7 @@ class TrainConfig:
     epochs: float = field(default=1.0, metadata={"help": "passes over the training examples"})
     max_steps: int = field(default=-1, metadata={"help": "stop after this many optimiser steps (-1: use epochs)"})
     batch_size: int = field(default=8, metadata={"help": "examples (or pairs) per optimiser step"})
-    limit: int | None = field(default=None, metadata={"help": "use only the first N training items (None: all)"})
+    limit: int | None = field(default=None, metadata={"help": "use only the first N train items of each task (None: all)"})
     seed: int = field(default=0, metadata={"help": "seed for LoRA init, data order and sampling"})
     logging_steps: int = field(default=5, metadata={"help": "log the loss every N steps"})
     qlora: bool = field(default=False, metadata={"help": "load the base in 4 bit (needs a CUDA GPU and bitsandbytes)"})
@@ -167,6 +167,7 @@ class Example:
     text: str
     images: list  # PIL images, opened once
     target: str
+    task: "Task"  # extracts and scores this item's answers (MPO's correctness pairs)
 
 
 def load_examples(task: "Task", data_dir: Path, limit: int | None = None, target: str = "cot",
@@ -201,8 +202,40 @@ def load_examples(task: "Task", data_dir: Path, limit: int | None = None, target
             if key not in opened:
                 opened[key] = open_image(ref)
             imgs.append(opened[key])
-        out.append(Example(it, task.prompt(it), imgs, reply))
+        out.append(Example(it, task.prompt(it), imgs, reply, task))
     return out
+
+
+def task_names(spec: str) -> list[str]:
+    """`geoqa` or `geoqa,aokvqa_mc` -> the task names, checked to exist."""
+    from harness.task import get_task
+
+    names = [t.strip() for t in spec.split(",") if t.strip()]
+    if not names:
+        raise HarnessError("--task is empty; give a task name or a comma-separated list, e.g. geoqa,aokvqa_mc")
+    if len(set(names)) != len(names):
+        raise HarnessError(f"--task {spec} lists a task twice")
+    for name in names:
+        get_task(name)  # an unknown name is an error listing the known tasks
+    return names
+
+
+def load_train_data(spec: str, data_dir: str | Path | None, limit: int | None,
+                    target: str = "cot") -> tuple[list[Example], dict[str, Any]]:
+    """Training examples of one or more tasks (the first `limit` train items of each) and the
+    manifest's description of them."""
+    from harness.task import get_task, resolve_data_dir
+
+    root = resolve_data_dir(data_dir)
+    examples: list[Example] = []
+    per_task = {}
+    for name in task_names(spec):
+        loaded = load_examples(get_task(name), root, limit, target)
+        per_task[name] = len(loaded)
+        examples += loaded
+    data = {"task": ",".join(per_task), "split": "train", "dir": str(root), "n": len(examples),
+            "n_per_task": per_task, "hash": examples_hash(examples)}
+    return examples, data
 
 
 def examples_hash(examples: Sequence[Example]) -> str:
@@ -497,7 +530,7 @@ def quiet_libraries() -> None:
 
 __all__ = [
     "Example", "Pair", "PairCollator", "SFTCollator", "TrainConfig", "examples_hash",
-    "index_dataset", "load_base", "load_config", "load_examples", "lora_config", "prepare_trainer",
-    "quiet_libraries", "require", "sampling_progress", "save_adapter", "set_adapter_base", "staged_output",
+    "index_dataset", "load_base", "load_config", "load_examples", "load_train_data", "lora_config", "prepare_trainer",
+    "quiet_libraries", "require", "sampling_progress", "save_adapter", "set_adapter_base", "staged_output", "task_names",
     "train_metrics", "trl_args", "write_manifest",
 ]

@@ -36,7 +36,6 @@ from trainers.common import Example, Pair, TrainConfig, require
 
 if TYPE_CHECKING:
     from harness.backend import HFBackend
-    from harness.task import Task
 
 
 @dataclass
@@ -146,7 +145,7 @@ class MPOTrainer(PairDPOTrainer):
 
 
 # --- pairs ---------------------------------------------------------------------------------------
-def correctness_pairs(task: "Task", examples: Sequence[Example], samples: Sequence[Sequence[str]],
+def correctness_pairs(examples: Sequence[Example], samples: Sequence[Sequence[str]],
                       max_pairs: int, rng: random.Random) -> tuple[list[Pair], dict[str, int]]:
     """Chosen = a correct, parsed sample; rejected = a wrong or unparsed one; <= max_pairs each."""
     pairs: list[Pair] = []
@@ -155,8 +154,8 @@ def correctness_pairs(task: "Task", examples: Sequence[Example], samples: Sequen
         good: list[str] = []
         bad: list[str] = []
         for out in dict.fromkeys(o.strip() for o in outs if o.strip()):  # unique, in sample order
-            extracted = task.extract(out, ex.item)
-            ok = extracted is not None and task.score(extracted, ex.item) >= 1.0
+            extracted = ex.task.extract(out, ex.item)
+            ok = extracted is not None and ex.task.score(extracted, ex.item) >= 1.0
             (good if ok else bad).append(out)
         if not bad:
             stats["all_correct"] += bool(good)
@@ -232,30 +231,28 @@ def sample_answers(backend: "HFBackend", examples: Sequence[Example], n: int, ge
 
 
 # --- the treatment ---------------------------------------------------------------------------------
-def run(cfg: MPOConfig, base: str, task_name: str, out: Path, data_dir: str | Path | None = None,
+def run(cfg: MPOConfig, base: str, tasks: str, out: Path, data_dir: str | Path | None = None,
         overwrite: bool = False, progress: bool = True, device: str | None = None) -> dict[str, Any]:
-    """Sample, build pairs, train a LoRA adapter with MPO, write `out` + manifest.json."""
+    """Sample, build pairs, train a LoRA adapter with MPO on the train split of `tasks` (a name or
+    comma-separated names), write `out` + manifest.json."""
     from trl import DPOConfig
 
     from harness.errors import HarnessError
-    from harness.task import get_task, resolve_data_dir
     from harness.types import GenConfig
-    from trainers.common import (PairCollator, examples_hash, index_dataset, load_base, load_examples,
-                                 lora_config, prepare_trainer, quiet_libraries, sampling_progress, save_adapter,
-                                 staged_output, train_metrics, trl_args, write_manifest)
+    from trainers.common import (PairCollator, index_dataset, load_base, load_train_data, lora_config,
+                                 prepare_trainer, quiet_libraries, sampling_progress, save_adapter, staged_output,
+                                 train_metrics, trl_args, write_manifest)
 
     quiet_libraries()
-    task = get_task(task_name)
-    data_root = resolve_data_dir(data_dir)
-    examples = load_examples(task, data_root, cfg.limit)
+    examples, data = load_train_data(tasks, data_dir, cfg.limit)
     t0 = time.time()
     with staged_output(Path(out), overwrite) as stage:
         backend, base_name = load_base(base, cfg.qlora, device)
-        gen = GenConfig(max_new_tokens=cfg.max_new_tokens or task.max_new_tokens, temperature=cfg.temperature,
-                        top_p=cfg.top_p, seed=cfg.seed)
-        with sampling_progress(progress, f"mpo sampling {task.name}", len(examples)) as advance:
+        budget = cfg.max_new_tokens or max(e.task.max_new_tokens for e in examples)
+        gen = GenConfig(max_new_tokens=budget, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
+        with sampling_progress(progress, f"mpo sampling {data['task']}", len(examples)) as advance:
             samples = sample_answers(backend, examples, cfg.samples_per_question, gen, cfg.sample_batch_size, advance)
-        pairs, stats = correctness_pairs(task, examples, samples, cfg.max_pairs_per_question, random.Random(cfg.seed))
+        pairs, stats = correctness_pairs(examples, samples, cfg.max_pairs_per_question, random.Random(cfg.seed))
         if cfg.dropout_ntp:
             ntp = dropout_ntp_pairs(backend, examples, pairs, gen, cfg.sample_batch_size)
             stats["dropout_ntp_pairs"] = len(ntp)
@@ -274,7 +271,7 @@ def run(cfg: MPOConfig, base: str, task_name: str, out: Path, data_dir: str | Pa
                 data_collator=PairCollator(backend, examples, pairs), processing_class=backend.tokenizer,
                 peft_config=lora_config(cfg), weights=(cfg.dpo_weight, cfg.bco_weight, cfg.sft_weight),
             )
-            prepare_trainer(trainer, progress, f"mpo {task.name}")
+            prepare_trainer(trainer, progress, f"mpo {data['task']}")
             trainer.train()
         metrics = train_metrics(trainer)
         metrics.update(sample_seconds=round(sample_seconds, 1), wall_seconds=round(time.time() - t0, 1),
@@ -282,13 +279,11 @@ def run(cfg: MPOConfig, base: str, task_name: str, out: Path, data_dir: str | Pa
         save_adapter(trainer.model, stage, base_name)
         return write_manifest(
             stage, "mpo", cfg, base=base_name, base_hash=backend.content_hash,
-            data={"task": task.name, "split": "train", "dir": str(data_root), "n": len(examples),
-                  "hash": examples_hash(examples), "pairs": len(pairs), **stats,
-                  "sample_accuracy": _sample_accuracy(task, examples, samples)},
+            data={**data, "pairs": len(pairs), **stats, "sample_accuracy": _sample_accuracy(examples, samples)},
             metrics=metrics,
         )
 
 
-def _sample_accuracy(task: "Task", examples: Sequence[Example], samples: Sequence[Sequence[str]]) -> float:
-    scores = [task.score(task.extract(o, e.item), e.item) for e, outs in zip(examples, samples) for o in outs]
+def _sample_accuracy(examples: Sequence[Example], samples: Sequence[Sequence[str]]) -> float:
+    scores = [e.task.score(e.task.extract(o, e.item), e.item) for e, outs in zip(examples, samples) for o in outs]
     return round(sum(scores) / max(1, len(scores)), 4)

@@ -115,41 +115,40 @@ def judge(backend: "HFBackend", examples: Sequence[Example], jobs: Sequence[tupl
 
 
 # --- the treatment ---------------------------------------------------------------------------------
-def run(cfg: SelfCritiqueConfig, base: str, task_name: str, out: Path, data_dir: str | Path | None = None,
+def run(cfg: SelfCritiqueConfig, base: str, tasks: str, out: Path, data_dir: str | Path | None = None,
         overwrite: bool = False, progress: bool = True, device: str | None = None) -> dict[str, Any]:
-    """Sample, self-judge, filter, DPO; write `out` (a PEFT adapter) + manifest.json."""
+    """Sample, self-judge, filter, DPO on the train split of `tasks` (a name or comma-separated
+    names); write `out` (a PEFT adapter) + manifest.json."""
     from dataclasses import replace
 
     from trl import DPOConfig
 
-    from harness.task import get_task, resolve_data_dir
     from harness.types import GenConfig
-    from trainers.common import (PairCollator, examples_hash, index_dataset, load_base, load_examples,
-                                 lora_config, prepare_trainer, quiet_libraries, sampling_progress, save_adapter,
-                                 staged_output, train_metrics, trl_args, write_manifest)
+    from trainers.common import (PairCollator, index_dataset, load_base, load_train_data, lora_config,
+                                 prepare_trainer, quiet_libraries, sampling_progress, save_adapter, staged_output,
+                                 train_metrics, trl_args, write_manifest)
     from trainers.mpo import PairDPOTrainer, sample_answers
 
     quiet_libraries()
-    task = get_task(task_name)
-    data_root = resolve_data_dir(data_dir)
-    examples = load_examples(task, data_root, cfg.limit)
+    examples, data = load_train_data(tasks, data_dir, cfg.limit)
+    label = data["task"]
     t0 = time.time()
     with staged_output(Path(out), overwrite) as stage:
         backend, base_name = load_base(base, cfg.qlora, device)
-        budget = cfg.max_new_tokens or task.max_new_tokens
+        budget = cfg.max_new_tokens or max(e.task.max_new_tokens for e in examples)
         gen = GenConfig(max_new_tokens=budget, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
-        with sampling_progress(progress, f"self_critique sampling {task.name}", len(examples)) as advance:
+        with sampling_progress(progress, f"self_critique sampling {label}", len(examples)) as advance:
             samples = sample_answers(backend, examples, 2, gen, cfg.sample_batch_size, advance)
         candidates = [(i, a.strip(), b.strip()) for i, (a, b) in enumerate(samples) if a.strip() != b.strip()]
         judge_gen = replace(gen, temperature=0.0, max_new_tokens=8)
-        with sampling_progress(progress, f"self_critique judging {task.name}", 2 * len(candidates)) as advance:
+        with sampling_progress(progress, f"self_critique judging {label}", 2 * len(candidates)) as advance:
             forward = judge(backend, examples, candidates, cfg, judge_gen, advance)
             swapped = judge(backend, examples, [(i, b, a) for i, a, b in candidates], cfg, judge_gen, advance)
         pairs = agreed_pairs(candidates, forward, swapped)
         stats = {"candidates": len(candidates), "identical_samples": len(examples) - len(candidates),
                  "agreed": len(pairs), "no_verdict": sum(v is None for v in forward + swapped),
-                 "chosen_correct": _correct_rate(task, examples, pairs, "chosen"),
-                 "rejected_correct": _correct_rate(task, examples, pairs, "rejected")}
+                 "chosen_correct": _correct_rate(examples, pairs, "chosen"),
+                 "rejected_correct": _correct_rate(examples, pairs, "rejected")}
         sample_seconds = time.time() - t0
         if not pairs:
             raise HarnessError(
@@ -163,22 +162,24 @@ def run(cfg: SelfCritiqueConfig, base: str, task_name: str, out: Path, data_dir:
                 data_collator=PairCollator(backend, examples, pairs), processing_class=backend.tokenizer,
                 peft_config=lora_config(cfg),
             )
-            prepare_trainer(trainer, progress, f"self_critique {task.name}")
+            prepare_trainer(trainer, progress, f"self_critique {label}")
             trainer.train()
         metrics = train_metrics(trainer)
         metrics.update(sample_seconds=round(sample_seconds, 1), wall_seconds=round(time.time() - t0, 1))
         save_adapter(trainer.model, stage, base_name)
         return write_manifest(
             stage, "self_critique", cfg, base=base_name, base_hash=backend.content_hash,
-            data={"task": task.name, "split": "train", "dir": str(data_root), "n": len(examples),
-                  "hash": examples_hash(examples), "pairs": len(pairs), **stats},
+            data={**data, "pairs": len(pairs), **stats},
             metrics=metrics,
         )
 
 
-def _correct_rate(task, examples: Sequence[Example], pairs: Sequence[Pair], side: str) -> float | None:
+def _correct_rate(examples: Sequence[Example], pairs: Sequence[Pair], side: str) -> float | None:
     """How often the self-judged winner (or loser) is right by the gold answer: a diagnostic only."""
     if not pairs:
         return None
-    hits = [task.score(task.extract(getattr(p, side), examples[p.index].item), examples[p.index].item) for p in pairs]
+    hits = []
+    for p in pairs:
+        ex = examples[p.index]
+        hits.append(ex.task.score(ex.task.extract(getattr(p, side), ex.item), ex.item))
     return round(sum(hits) / len(hits), 4)

@@ -1,6 +1,7 @@
 """`sft`: supervised fine-tuning of a LoRA adapter on a task's train split (TRL's SFTTrainer).
 
     harness train sft --base tiny --task geoqa --out checkpoints/built/sft [lora_r=8 epochs=2 ...]
+    harness train sft --base tiny --task geoqa,aokvqa_mc,mmbench --out ckpts/sft-mix limit=200
 
 The loss is the mean negative log-likelihood of the assistant reply only (prompt, image and
 padding tokens carry label -100): `SFTCollator` builds each example with `HFBackend.batch_inputs`,
@@ -31,21 +32,19 @@ class SFTConfig(TrainConfig):
         require(self.target in TARGETS, f"target must be one of {', '.join(TARGETS)}")
 
 
-def run(cfg: SFTConfig, base: str, task_name: str, out: Path, data_dir: str | Path | None = None,
+def run(cfg: SFTConfig, base: str, tasks: str, out: Path, data_dir: str | Path | None = None,
         overwrite: bool = False, progress: bool = True, device: str | None = None) -> dict[str, Any]:
-    """Train, then write `out` (a PEFT adapter + manifest.json). Returns the manifest."""
+    """Train on the train split of `tasks` (a name or comma-separated names), then write `out`
+    (a PEFT adapter + manifest.json). Returns the manifest."""
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
-    from harness.task import get_task, resolve_data_dir
-    from trainers.common import (SFTCollator, examples_hash, index_dataset, load_base, load_examples, lora_config,
+    from trainers.common import (SFTCollator, index_dataset, load_base, load_train_data, lora_config,
                                  prepare_trainer, quiet_libraries, save_adapter, staged_output, train_metrics,
                                  trl_args, write_manifest)
 
     quiet_libraries()
-    task = get_task(task_name)
-    data_root = resolve_data_dir(data_dir)
-    examples = load_examples(task, data_root, cfg.limit, cfg.target)
+    examples, data = load_train_data(tasks, data_dir, cfg.limit, cfg.target)
     t0 = time.time()
     with staged_output(Path(out), overwrite) as stage:
         backend, base_name = load_base(base, cfg.qlora, device)
@@ -56,14 +55,11 @@ def run(cfg: SFTConfig, base: str, task_name: str, out: Path, data_dir: str | Pa
                 data_collator=SFTCollator(backend, examples), processing_class=backend.tokenizer,
                 peft_config=lora_config(cfg),
             )
-            prepare_trainer(trainer, progress, f"sft {task.name}")
+            prepare_trainer(trainer, progress, f"sft {data['task']}")
             trainer.train()
         metrics = train_metrics(trainer)
         metrics["wall_seconds"] = round(time.time() - t0, 1)
         save_adapter(trainer.model, stage, base_name)
         return write_manifest(
-            stage, "sft", cfg, base=base_name, base_hash=backend.content_hash,
-            data={"task": task.name, "split": "train", "dir": str(data_root), "n": len(examples),
-                  "hash": examples_hash(examples)},
-            metrics=metrics,
+            stage, "sft", cfg, base=base_name, base_hash=backend.content_hash, data=data, metrics=metrics,
         )
