@@ -108,7 +108,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if len(judged) < len(tasks):
         run_eval(args, [t for t in tasks if not getattr(t, "judged", False)])
     if judged:
-        from harness.judge import run_judged_eval
+        from harness.judge_runs import run_judged_eval
 
         run_judged_eval(args, judged)
     return 0
@@ -119,7 +119,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     (task,) = _make_tasks([args.task], args)
     if getattr(task, "judged", False):
-        from harness.judge import run_judged_score
+        from harness.judge_runs import run_judged_score
 
         run_judged_score(args, task)
         return 0
@@ -130,7 +130,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_critic_agreement(args: argparse.Namespace) -> int:
-    from harness.judge import run_agreement
+    from harness.judge_runs import run_agreement
     from tasks.critic import read_votes
 
     run_agreement(args, read_votes(Path(args.votes)))
@@ -266,14 +266,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-remote-code", action="store_true", help="allow checkpoint code (InternVL); off by default")
     p.set_defaults(func=cmd_critic_agreement)
 
+    from trainers.cli import EPILOG, TREATMENTS  # names only (no torch): the list lives with the trainers
+
     p = sub.add_parser(
-        "train", help="train a treatment into a checkpoint folder (sft, average, mpo, self_critique)",
+        "train", help=f"train a treatment into a checkpoint folder ({', '.join(TREATMENTS)})",
         description="Train a treatment on a task's train split; the folder (a PEFT adapter + manifest.json) "
                     "loads with `harness eval --ckpt DIR`. key=value arguments set config fields.",
-        epilog="treatments: sft (LoRA SFT), average (SFTe: adapters=a,b,c [mode=deltas]), mpo (Mixed Preference "
-               "Optimization), self_critique (self-judged pairs + DPO); an unknown key lists the valid ones",
+        epilog=EPILOG,
     )
-    p.add_argument("treatment", help="sft | average | mpo | self_critique")
+    p.add_argument("treatment", help=" | ".join(TREATMENTS))
     p.add_argument("--base", default=None, help="`tiny` or a local checkpoint folder (average: default the adapters' base)")
     p.add_argument("--task", default=None, help="task(s) whose train split is used: geoqa, or geoqa,mmbench")
     p.add_argument("--out", required=True, help="checkpoint folder to write")

@@ -219,7 +219,7 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
                         continue
                     unit_scores[label][task.name] = {u.id: u.score for u in task.units(item_map, dict(per_item))}
             if judged:
-                from harness.judge import leaderboard_columns
+                from harness.judge_runs import leaderboard_columns
 
                 judge = LazyBackend(judge_ref, device=device)
                 for label, columns in leaderboard_columns(judge, judged, spec.baseline, cache, progress, spec.seed).items():
