@@ -12,7 +12,11 @@ $(VENV_STAMP): pyproject.toml constraints.txt
 	.venv/bin/python -m pip install -q --upgrade pip
 	# torch first, from the local CPU wheel; the constraints file keeps every later install on it.
 	.venv/bin/python -m pip install -q -c constraints.txt torch==2.13.0
-	.venv/bin/python -m pip install -q -c constraints.txt -e '.[test]'
+	.venv/bin/python -m pip install -q -c constraints.txt -e '.[test,lmms-deps]'
+	# lmms-eval without its dependency list (it would pull a CUDA torchvision; see pyproject.toml).
+	.venv/bin/python -m pip install -q -c constraints.txt --no-deps 'lmms-eval==0.7.3'
+	# VLMEvalKit's packaged copy, only for the extraction conformance test (it reads one module).
+	.venv/bin/python -m pip install -q -c constraints.txt --no-deps 'ms-vlmeval==0.0.20'
 	touch $@
 
 test: setup

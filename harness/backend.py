@@ -250,15 +250,56 @@ class HFBackend:
         if not texts:
             return []
         inputs = self.batch_inputs(texts, images)
-        gen_config = self._generation_config(gen, n)
-        torch.manual_seed(gen.seed)
-        with torch.inference_mode():
-            out = self.model.generate(**inputs, generation_config=gen_config)
+        if gen.greedy or n == 1:
+            gen_config = self._generation_config(gen, n)
+            torch.manual_seed(gen.seed)
+            with torch.inference_mode():
+                out = self.model.generate(**inputs, generation_config=gen_config)
+        else:
+            out = self.generate_expanded(inputs, gen, n)
         new_tokens = out[:, inputs["input_ids"].shape[1]:]
         outs = [t.strip() for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
         per_prompt = 1 if gen.greedy else n
         grouped = [outs[i * per_prompt:(i + 1) * per_prompt] for i in range(len(texts))]
         return [g * n if gen.greedy else g for g in grouped]
+
+    def generate_expanded(self, inputs: dict[str, Any], gen: GenConfig, n: int) -> "torch.Tensor":
+        """`n` continuations per row of `inputs`, encoding each prompt and its images ONCE.
+
+        `num_return_sequences` copies every prompt n times before the first forward pass, so the
+        prompt's prefill runs on all n copies (transformers 5 encodes the images before copying).
+        Here the prompt minus its last token is prefilled once (a 1-token `generate`, which
+        builds each family's positions and image features itself), the KV cache is repeated n
+        times along the batch, and `generate` continues from that cache (the prefix-caching use
+        Hugging Face documents): only the last prompt token and the sampled tokens run on the n
+        copies. Rows come back grouped by prompt, like num_return_sequences. Returns prompt + new
+        token ids for B * n rows.
+        """
+        import torch
+
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        if bool((ids[:, -1] == self.image_token_id).any()):  # a template ending in an image: no split point
+            torch.manual_seed(gen.seed)
+            with torch.inference_mode():
+                return self.model.generate(**inputs, generation_config=self._generation_config(gen, n))
+        prefix = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
+        if "mm_token_type_ids" in prefix:
+            prefix["mm_token_type_ids"] = prefix["mm_token_type_ids"][:, :-1]
+        once = self._generation_config(GenConfig(max_new_tokens=1), 1)
+        once.return_dict_in_generate = True
+        with torch.inference_mode():
+            first = self.model.generate(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], **prefix,
+                                        generation_config=once)
+            cache = first.past_key_values  # holds exactly the n-1 prompt tokens' keys and values
+            cache.batch_repeat_interleave(n)
+            # Qwen2-VL keeps the M-RoPE offset of each row from the prefill; it must follow the copies.
+            inner = getattr(self.model, "model", None)
+            if getattr(inner, "rope_deltas", None) is not None:
+                inner.rope_deltas = inner.rope_deltas.repeat_interleave(n, dim=0)
+            torch.manual_seed(gen.seed)
+            return self.model.generate(input_ids=ids.repeat_interleave(n, dim=0),
+                                       attention_mask=mask.repeat_interleave(n, dim=0), past_key_values=cache,
+                                       generation_config=self._generation_config(gen, 1))
 
     def _generation_config(self, gen: GenConfig, n: int):
         import copy

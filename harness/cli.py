@@ -15,6 +15,7 @@ TASK_OPTION_FLAGS = {
     "compat": "compatibility rule (aokvqa_da: none|official-raw)",
     "rule": "scoring rule (ocrbench: ocrbench|ocr_vqa)",
     "questions": "which questions (critic: all|with_images, the latter skips questions whose image is absent)",
+    "tsv": "LMUData TSV (lmudata_mc: NAME for <data-dir>/LMUData/NAME.tsv, or a path to a .tsv file)",
 }
 
 
@@ -100,6 +101,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     names = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if not names:
         raise HarnessError("--tasks is empty; give a comma-separated list, e.g. --tasks geoqa,mmbench")
+    if args.engine == "lmms-eval":
+        return _eval_with_lmms(args, names)
+    if args.lmms_metric:
+        raise HarnessError("--lmms-metric applies only with --engine lmms-eval")
     tasks = _make_tasks(names, args)
     # Judged tasks (critic) are scored by a second model; harness.judge runs them.
     judged = [t for t in tasks if getattr(t, "judged", False)]
@@ -109,8 +114,45 @@ def cmd_eval(args: argparse.Namespace) -> int:
         run_eval(args, [t for t in tasks if not getattr(t, "judged", False)])
     if judged:
         from harness.judge_runs import run_judged_eval
+        from harness.parallel import current_shard
 
+        if not current_shard().is_main:
+            return 0  # judged tasks are not sharded: under a parallel launch rank 0 runs them whole
         run_judged_eval(args, judged)
+    return 0
+
+
+def _eval_with_lmms(args: argparse.Namespace, specs: list[str]) -> int:
+    from harness.bridges.lmms import run_lmms_eval
+
+    given = [k for k in TASK_OPTION_FLAGS if getattr(args, k, None) is not None]
+    if given or args.judge or args.vs:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given + [k for k in ("judge", "vs") if getattr(args, k)])
+        raise HarnessError(f"{flags} do not apply with --engine lmms-eval (its tasks carry their own settings)")
+    if getattr(args, "backend", None) not in (None, "hf"):
+        raise HarnessError("--backend does not apply with --engine lmms-eval (its wrappers run transformers)")
+    if args.data_dir:
+        raise HarnessError("--data-dir does not apply with --engine lmms-eval: a task YAML names its data "
+                           "(re-export ours with `harness export-lmms-task TASK --data-dir D`)")
+    run_lmms_eval(args, specs)
+    return 0
+
+
+def cmd_export_lmms_task(args: argparse.Namespace) -> int:
+    from harness.bridges.lmms_export import export_task
+    from harness.task import resolve_data_dir
+
+    (task,) = _make_tasks([args.task], args)
+    path = export_task(task, resolve_data_dir(args.data_dir), Path(args.out))
+    print(f"wrote {path} and {path.stem}_utils.py; run: lmms-eval --tasks {path.stem} --include_path {path.parent} ...")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from harness.bridges.vlmeval import export_predictions
+
+    path = export_predictions(Path(args.run), Path(args.out), data_dir=args.data_dir)
+    print(f"wrote {path}")
     return 0
 
 
@@ -162,6 +204,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    import harness
+
+    # The benchmark lives in the repository's bench/ (not an installed package): load it from there.
+    script = Path(harness.__file__).resolve().parents[1] / "bench" / "throughput.py"
+    if not script.is_file():
+        raise HarnessError(f"{script} not found; `harness bench` runs from a checkout of the repository")
+    spec = importlib.util.spec_from_file_location("harness_bench_throughput", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(args.bench_args)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from trainers.cli import run_train  # the CLI may import trainers; the engine never does
 
@@ -203,6 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-remote-code", action="store_true", help="allow checkpoint code (InternVL); off by default")
     p.add_argument("--judge", default=None, help="judged tasks (critic): the checkpoint that scores the answers (default: tiny)")
     p.add_argument("--vs", default=None, help="judged tasks: compare with this checkpoint's answers (pairwise, both orders)")
+    p.add_argument("--engine", default="harness", choices=["harness", "lmms-eval"],
+                   help="lmms-eval: run lmms-eval's simple_evaluate (--tasks: its task names or task YAML paths) "
+                        "and import its samples (needs pip install '.[lmms]')")
+    p.add_argument("--lmms-metric", default=None, help="--engine lmms-eval: the per-sample metric to score by "
+                   "(default: the task's first numeric one)")
+    p.add_argument("--backend", default="hf", choices=["hf", "vllm"],
+                   help="hf: transformers generate (default); vllm: vLLM engine for fast N-sample decoding on a GPU "
+                        "(pip install vllm; untested here)")
     _add_task_options(p)
     p.set_defaults(func=cmd_eval)
 
@@ -285,8 +350,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config fields, e.g. lora_r=8 epochs=2")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("export-lmms-task", help="write an lmms-eval task YAML + utils module for one of our tasks",
+                       description="lmms-eval then runs it over the data dir in place (geoqa, aokvqa_mc, aokvqa_da).")
+    p.add_argument("task", help="geoqa | aokvqa_mc | aokvqa_da")
+    p.add_argument("--out", required=True, help="folder for harness_<task>.yaml and its utils module")
+    _add_task_options(p)
+    p.set_defaults(func=cmd_export_lmms_task)
+
+    p = sub.add_parser("export", help="write a run's predictions in another tool's result layout")
+    p.add_argument("--format", required=True, choices=["vlmeval"], help="vlmeval: VLMEvalKit's <model>_<dataset>.xlsx/.tsv")
+    p.add_argument("--run", required=True, help="a run folder (samples.jsonl + summary.json) of an LMUData TSV task")
+    p.add_argument("--out", required=True, help="file to write: .tsv, or .xlsx (needs openpyxl)")
+    p.add_argument("--data-dir", default=None, help="where the run's TSV lives (default: the run's own data dir)")
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("tasks", help="list tasks and where each expects its data")
     p.set_defaults(func=cmd_tasks)
+
+    p = sub.add_parser("bench", add_help=False, help="throughput: our eval vs lmms-eval vs a naive loop, N-sample cost "
+                       "(bench/throughput.py; `harness bench --help` lists its options)")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 
@@ -296,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     # argparse cannot take positionals after options in a subcommand: fold train's key=value back in.
     if extra and getattr(args, "command", None) == "train" and all("=" in a and not a.startswith("-") for a in extra):
         args.overrides = [*args.overrides, *extra]
+    elif getattr(args, "command", None) == "bench":
+        args.bench_args = extra  # bench/throughput.py parses (and documents, with --help) its own flags
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):

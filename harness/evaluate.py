@@ -20,6 +20,7 @@ def run_eval(args: argparse.Namespace, tasks: list[Task]) -> list[dict[str, Any]
 
     from harness.backend import HFBackend
     from harness.checkpoints import resolve_checkpoint
+    from harness.parallel import current_shard
 
     settings = EvalSettings(
         gen=GenConfig(
@@ -39,7 +40,20 @@ def run_eval(args: argparse.Namespace, tasks: list[Task]) -> list[dict[str, Any]
         check_images(task, items)
         loaded.append((task, items))
     ref = resolve_checkpoint(args.ckpt, base=args.base, trust_remote_code=args.trust_remote_code)
-    backend = HFBackend(ref, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+    # Under `accelerate launch` / torchrun each rank evaluates a shard on its own device (harness.parallel).
+    shard = current_shard()
+    if getattr(args, "backend", "hf") == "vllm":
+        from harness.vllm_backend import VLLMBackend, require_vllm
+
+        require_vllm()
+        if any(t.request_type != "generate" for t, _ in loaded):
+            raise HarnessError("--backend vllm only generates; likelihood-scored tasks (--mc-mode likelihood) "
+                               "need the default backend")
+        backend = VLLMBackend(ref, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+                              max_images=max((len(it.images) for _, items in loaded for it in items), default=1))
+    else:
+        backend = HFBackend(ref, device=args.device or shard.device, dtype=args.dtype,
+                            trust_remote_code=args.trust_remote_code)
 
     out = Path(args.output_dir)
     cache = GenerationCache(out / ".cache" / "generations.sqlite")
@@ -47,13 +61,15 @@ def run_eval(args: argparse.Namespace, tasks: list[Task]) -> list[dict[str, Any]
     summaries = []
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), console=console, transient=True) as progress:
+                      TimeRemainingColumn(), console=console, transient=True, disable=not shard.is_main) as progress:
             for task, items in loaded:
                 run_dir = out / backend.name / run_name(task, settings.blind)
                 summaries.append(evaluate(backend, task, items, settings, run_dir, cache,
-                                          data_dir=data_dir, progress=progress))
+                                          data_dir=data_dir, progress=progress, shard=shard))
     finally:
         cache.close()
+    if not shard.is_main:
+        return []  # rank 0 merged the shards and reports
     print_summaries(summaries, title=f"{backend.name}{' (blind)' if settings.blind else ''}")
     return summaries
 

@@ -17,7 +17,9 @@ Spec keys (unknown keys are errors, so a typo never silently changes a leaderboa
   limit: null                    # evaluate only the first N items of each task (quick looks)
   judge: tiny                    # judged tasks (critic): the judge checkpoint; they add a column
                                  # "<task>-vs-<baseline>" (preference over the baseline's answers)
-Recipe checkpoints are built (trained) only when their folder does not exist yet.
+Recipe checkpoints are built (trained) only when their folder does not exist yet. A recipe with
+`out: DIR` trains DIR, a folder of several checkpoints, and the row's `path` is one of them: rows
+sharing the recipe (self_train_iter1..K) share one build (trainers/recipes.py).
 """
 from __future__ import annotations
 
@@ -170,7 +172,6 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
     from harness import report
     from harness.checkpoints import resolve_checkpoint
     from harness.runner import EvalSettings, check_images, evaluate, run_name
-    from harness.stats import leaderboard_frame
     from harness.store import GenerationCache, read_sample_lines
     from harness.task import get_task, resolve_data_dir
     from harness.types import GenConfig
@@ -182,10 +183,17 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
         items[task.name] = task.load(data_dir, "test")[: spec.limit]
         check_images(task, items[task.name])
     for c in spec.checkpoints:
-        if c.recipe is not None and not Path(c.ckpt).exists():
-            if build_recipe is None:
-                raise HarnessError(f"checkpoint {c.name} needs training (recipe) but no trainer is available")
-            build_recipe(c)
+        if c.recipe is None:
+            continue
+        if Path(c.ckpt).exists():
+            check_recipe_current(c)
+            continue
+        if build_recipe is None:
+            raise HarnessError(f"checkpoint {c.name} needs training (recipe) but no trainer is available")
+        build_recipe(c)
+        for other in spec.checkpoints:  # rows one build made (self_train's iterations) share its stamp
+            if other.recipe == c.recipe and Path(other.ckpt).is_dir():
+                stamp_recipe(other)
     refs = {c.name: resolve_checkpoint(c.ckpt) for c in spec.checkpoints}
     judge_ref = resolve_checkpoint(spec.judge) if any(getattr(t, "judged", False) for t in tasks) else None
 
@@ -195,15 +203,27 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
                     top_k=int(g.get("top_k", 0)), seed=spec.seed)
     out = Path(spec.output_dir)
     cache = GenerationCache(out / ".cache" / "generations.sqlite")
-    runs = [(c.name, False) for c in spec.checkpoints] + [(b, True) for b in spec.blind]
+    # A checkpoint's blind run follows its own run, so both use one model load; at most one model
+    # is loaded at a time (a GPU never holds two checkpoints). Rows keep the spec's order.
+    runs = [(c.name, blind) for c in spec.checkpoints for blind in (False, True) if not blind or c.name in spec.blind]
     unit_scores: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
+    for label in [c.name for c in spec.checkpoints] + [f"{b}+blind" for b in spec.blind]:
+        unit_scores[label] = {}
+    loaded: dict[str, LazyBackend] = {}
+
+    def backend_for(name: str, ref) -> LazyBackend:
+        if name not in loaded:
+            loaded.clear()  # drop the previous model before the next one loads
+            loaded[name] = LazyBackend(ref, device=device)
+        return loaded[name]
+
     judged = []  # (label, task, items, run_dir) of tasks a judge model scores (harness.judge)
     console = Console(stderr=True)
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=console, transient=True) as progress:
             for name, blind in runs:
-                backend = LazyBackend(refs[name], device=device)
+                backend = backend_for(name, refs[name])
                 settings = EvalSettings(gen=gen, batch_size=int(g.get("batch_size", 16)), blind=blind)
                 for task in tasks:
                     run_dir = out / name / run_name(task, blind)
@@ -221,19 +241,113 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
             if judged:
                 from harness.judge_runs import leaderboard_columns
 
-                judge = LazyBackend(judge_ref, device=device)
+                judge = backend_for(f"judge:{judge_ref.name}", judge_ref)
                 for label, columns in leaderboard_columns(judge, judged, spec.baseline, cache, progress, spec.seed).items():
                     unit_scores[label].update(columns)
     finally:
         cache.close()
 
-    df = leaderboard_frame(unit_scores, spec.baseline, B=spec.bootstrap, seed=spec.seed)
-    spec.out_dir.mkdir(parents=True, exist_ok=True)
+    unit_scores = {label: columns for label, columns in unit_scores.items() if columns}
     title = f"Leaderboard: {spec.name} (baseline {spec.baseline})"
-    plot = spec.out_dir / "forest.png"
-    report.forest_plot(df, plot)
-    report.write_csv(df, spec.out_dir / "leaderboard.csv")
-    report.write_markdown(df, spec.out_dir / "leaderboard.md", title)
-    report.write_html(df, spec.out_dir / "leaderboard.html", title, plot_png=plot)
+    # Statistics and renders are a pure function of the unit scores and these settings: an
+    # unchanged re-run reads the frame back instead of bootstrapping and plotting again.
+    key = render_key(unit_scores, spec.baseline, spec.bootstrap, spec.seed, title)
+    df = read_render_cache(spec.out_dir, key)
+    if df is None:
+        from harness.stats import leaderboard_frame
+
+        df = leaderboard_frame(unit_scores, spec.baseline, B=spec.bootstrap, seed=spec.seed)
+        spec.out_dir.mkdir(parents=True, exist_ok=True)
+        plot = spec.out_dir / "forest.png"
+        report.forest_plot(df, plot)
+        report.write_csv(df, spec.out_dir / "leaderboard.csv")
+        report.write_markdown(df, spec.out_dir / "leaderboard.md", title)
+        report.write_html(df, spec.out_dir / "leaderboard.html", title, plot_png=plot)
+        write_render_cache(spec.out_dir, key, df)
     Console().print(report.rich_table(df))
     return df
+
+
+RECIPE_STAMP = "recipe.json"
+
+
+def recipe_fingerprint(c: CheckpointSpec) -> dict[str, Any]:
+    """What a built checkpoint was made from: its recipe as written and its base's content hash."""
+    from harness.checkpoints import resolve_checkpoint
+
+    base = (c.recipe or {}).get("base")
+    return {"recipe": c.recipe, "base_hash": resolve_checkpoint(base).content_hash if base else None}
+
+
+def stamp_recipe(c: CheckpointSpec) -> None:
+    import json
+
+    from harness.store import atomic_write_text
+
+    atomic_write_text(Path(c.ckpt) / RECIPE_STAMP, json.dumps(recipe_fingerprint(c), sort_keys=True, indent=1))
+
+
+def check_recipe_current(c: CheckpointSpec) -> None:
+    """A built folder made from another recipe or base would be scored under the wrong name: stop.
+    A folder without a stamp (built by hand, or by `harness train`) is used as it is."""
+    import json
+
+    stamp = Path(c.ckpt) / RECIPE_STAMP
+    if not stamp.is_file():
+        return
+    try:
+        built = json.loads(stamp.read_text(encoding="utf-8"))
+    except ValueError:
+        built = None
+    now = recipe_fingerprint(c)
+    if built != json.loads(json.dumps(now, sort_keys=True)):
+        what = "base checkpoint" if isinstance(built, dict) and built.get("recipe") == now["recipe"] else "recipe"
+        raise HarnessError(f"checkpoint {c.name}: {c.ckpt} was built from a different {what}; "
+                           f"delete {c.ckpt} (and any -members folder beside it) to rebuild it")
+
+
+RENDERED = ("leaderboard.csv", "leaderboard.md", "leaderboard.html", "forest.png")
+RENDER_CACHE = ".render-cache.json"
+
+
+def render_key(unit_scores: dict, baseline: str, bootstrap: int, seed: int, title: str) -> str:
+    """Hash of everything the statistics and renders depend on, the code that makes them included."""
+    import hashlib
+    import json
+
+    order = [[label, list(columns)] for label, columns in unit_scores.items()]  # row order of the frame
+    h = hashlib.sha256(json.dumps([unit_scores, order, baseline, bootstrap, seed, title], sort_keys=True).encode())
+    for module in ("stats.py", "report.py", "leaderboard.py"):
+        h.update((Path(__file__).parent / module).read_bytes())
+    return h.hexdigest()
+
+
+def read_render_cache(out_dir: Path, key: str):
+    """The cached leaderboard frame when `key` matches and every render is still there, else None."""
+    import json
+
+    path = out_dir / RENDER_CACHE
+    if not path.is_file() or not all((out_dir / name).is_file() for name in RENDERED):
+        return None
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+        if cached.get("key") != key:
+            return None
+        import pandas as pd
+
+        frame = cached["frame"]
+        return pd.DataFrame({c: pd.Series(frame["data"][c], dtype=frame["dtypes"][c]) for c in frame["columns"]},
+                            columns=frame["columns"])
+    except (ValueError, KeyError, TypeError):  # a damaged cache is recomputed, never trusted
+        return None
+
+
+def write_render_cache(out_dir: Path, key: str, df) -> None:
+    import json
+
+    from harness.store import atomic_write_text
+
+    # Column lists of Python scalars: json writes floats with repr, so the frame reads back exactly.
+    frame = {"columns": [str(c) for c in df.columns], "dtypes": {str(c): str(t) for c, t in df.dtypes.items()},
+             "data": {str(c): df[c].tolist() for c in df.columns}}
+    atomic_write_text(out_dir / RENDER_CACHE, json.dumps({"key": key, "frame": frame}))

@@ -15,6 +15,7 @@ from typing import Any, Protocol, Sequence
 
 from harness.errors import HarnessError
 from harness.images import image_digest, missing_images
+from harness.parallel import Shard, merge_samples, shard_logs, shard_positions
 from harness.scoring import data_hash, library_versions, sample_record, summarize
 from harness.store import GenerationCache, SampleLog, atomic_write_json, read_sample_lines
 from harness.task import Task
@@ -111,22 +112,35 @@ def evaluate(
     cache: GenerationCache,
     data_dir: Path | None = None,
     progress=None,
-) -> dict[str, Any]:
-    """Evaluate `items` and write run_dir/samples.jsonl and run_dir/summary.json."""
+    shard: Shard | None = None,
+) -> dict[str, Any] | None:
+    """Evaluate `items` and write run_dir/samples.jsonl and run_dir/summary.json.
+
+    Under data parallelism (`shard` of a launched run, see harness.parallel) this rank evaluates
+    its share of the items into its own shard log; rank 0 then merges the shards and returns the
+    summary, the other ranks return None.
+    """
+    shard = shard or Shard()
     if settings.limit:
         items = items[: settings.limit]
     if not items:
         raise HarnessError(f"{task.name}: no items to evaluate")
     check_images(task, items)
     reqs = build_requests(backend, task, items, settings)
-    wanted = {key: (r, k) for r in reqs for k, key in enumerate(r.keys)}
+    final = run_dir / "samples.jsonl"
+    if shard.active:
+        mine = [reqs[i] for i in shard_positions([len(r.prompt.text) for r in reqs], shard.rank, shard.world)]
+    else:
+        mine = reqs
+    wanted = {key: (r, k) for r in mine for k, key in enumerate(r.keys)}
 
     # Keep what an earlier (possibly killed) run already logged; drop torn, stale or duplicate lines.
-    log = SampleLog(run_dir / "samples.jsonl")
+    log = SampleLog(shard.log_path(run_dir) if shard.active else final)
     done: dict[str, dict[str, Any]] = {}
-    for row in read_sample_lines(log.path):
-        if row.get("key") in wanted and row["key"] not in done:
-            done[row["key"]] = row
+    for path in [log.path, final] if shard.active else [log.path]:
+        for row in read_sample_lines(path):
+            if row.get("key") in wanted and row["key"] not in done:
+                done[row["key"]] = row
     log.reset_to(done.values())
 
     todo = [key for key in wanted if key not in done]
@@ -151,8 +165,32 @@ def evaluate(
             if progress:
                 progress.advance(task_id, len(rows))
     log.close()
+    positions = {key: (pos, k) for pos, r in enumerate(reqs) for k, key in enumerate(r.keys)}
+    extra: dict[str, Any] = {}
+    if not shard.active:
+        # Lines were appended in prompt-length order; put them back in item order (as a merged
+        # parallel run has them) unless they already are, so an unchanged re-run writes nothing.
+        rows = list(read_sample_lines(final))
+        ordered = merge_samples([rows], positions)
+        if [r.get("key") for r in rows] != [r["key"] for r in ordered]:
+            SampleLog(final).reset_to(ordered)
+    else:
+        shard.barrier()  # every rank's shard is complete
+        if not shard.is_main:
+            return None
+        shards = {p.name: list(read_sample_lines(p)) for p in shard_logs(run_dir)}
+        merged = merge_samples([read_sample_lines(final), *shards.values()], positions)
+        missing = len(positions) - len(merged)
+        if missing:  # a rank died between its last batch and the barrier: never summarize a partial run
+            raise HarnessError(f"{task.name}: {missing} sample(s) missing after merging the shards in {run_dir}; "
+                               "re-run the same command to resume")
+        SampleLog(final).reset_to(merged)
+        for path in shard_logs(run_dir):
+            path.unlink()
+        wanted = {key: (r, k) for r in reqs for k, key in enumerate(r.keys)}
+        extra["data_parallel"] = {"world_size": shard.world, "shard_lines": {n: len(v) for n, v in shards.items()}}
 
-    records = [r for r in read_sample_lines(log.path) if r.get("key") in wanted]
+    records = [r for r in read_sample_lines(final) if r.get("key") in wanted]
     item_map = {it.id: it for it in items}
     summary = summarize(
         task, item_map, records, ci_method=settings.ci_method, seed=settings.gen.seed,
@@ -163,6 +201,7 @@ def evaluate(
         limit=settings.limit,
         data={"dir": str(data_dir) if data_dir else None, "hash": data_hash(items)},
         versions=library_versions(),
+        **extra,
     )
     atomic_write_json(run_dir / "summary.json", summary)
     return summary

@@ -4,6 +4,7 @@ Nothing here needs a model or images, so any stored samples can be re-scored.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import platform
@@ -84,11 +85,16 @@ def data_hash(items: Iterable[Item]) -> str:
     return h.hexdigest()[:16]
 
 
-def library_versions() -> dict[str, str]:
+@functools.lru_cache(maxsize=1)  # package metadata lookups cost ~60 ms per call; versions cannot change mid-process
+def _library_versions() -> tuple[tuple[str, str], ...]:
     versions = {"python": platform.python_version()}
     for name in ("vlm-harness", "torch", "transformers", "peft", "trl", "numpy", "scipy"):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             pass
-    return versions
+    return tuple(versions.items())
+
+
+def library_versions() -> dict[str, str]:
+    return dict(_library_versions())

@@ -11,6 +11,8 @@ same options rotated, so copy j of a k-option question lists option (i + j) % k 
 official dev file already holds the copies; a question found without them gets them built here.
 A question scores 1 only when every copy is answered right; `vanilla` scores the index < 1e6 copy.
 
+Reading the LMUData TSV, the prompt and the answer extraction are shared with the generic
+`lmudata_mc` task (tasks/lmudata.py); this module adds the circular copies and CircularEval.
 Answer extraction is a deterministic rule in the spirit of VLMEvalKit's `can_infer` (one option
 letter, else one option text). It differs on purpose:
 - no GPT judge and no random fallback: an output the rule cannot read is unparsed (scored 0),
@@ -29,18 +31,15 @@ letter, else one option text). It differs on purpose:
 """
 from __future__ import annotations
 
-import base64
-import binascii
-import csv
-import re
-import sys
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
 from harness.task import Split, Task, Unit, per_category, require_file
 from harness.types import Item
+from tasks.lmudata import extract_option, letters_of, mc_prompt, read_items
 
 COPY_STRIDE = 1_000_000  # circular copy j of question g has index g + j * COPY_STRIDE
 FILES = {"test": "MMBench_DEV_EN.tsv", "train": "MMBench_TRAIN_EN.tsv"}
@@ -49,106 +48,12 @@ COLUMNS = (
     "index", "question", "hint", "A", "B", "C", "D", "answer", "category", "image",
     "source", "l2-category", "comment", "split",
 )
-REQUIRED = ("index", "question", "answer", "image", "A", "B")
-INSTRUCTION = "Answer with the option's letter from the given choices directly."
-# Capital letters that are also English words: counted as options only when marked as letters.
-_WORD_LETTERS = frozenset("AI")
-_IMAGE_REF_MAX = 64  # VLMEvalKit's rule: an image cell this short names another row's index
-
-_LETTER = re.compile(r"(?<![A-Za-z0-9])([A-Z])(?![A-Za-z0-9])")
-_ANSWER_CUE = re.compile(r"(?i:\banswer\b(?:\s+is)?\s*[:：]?\s*)[(\[*\s]*([A-Z])(?![A-Za-z0-9])")
-_OPTION_CUE = re.compile(r"(?i:\b(?:option|choice)\s*)$")
-_AFTER_MARK = re.compile(r"^[*\s]*(?:[.):\],;]|$)")
-_MASK = " <option> "
-
-
-def _missing(cell: str | None) -> bool:
-    return cell is None or not cell.strip() or cell.strip() == "nan"
 
 
 def rotate_options(texts: tuple[str, ...], answer_pos: int, shift: int) -> tuple[tuple[str, ...], int]:
     """Circular copy `shift` of a question: option (i + shift) % k moves to slot i."""
     k = len(texts)
     return tuple(texts[(i + shift) % k] for i in range(k)), (answer_pos - shift) % k
-
-
-def read_tsv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    """Header and rows of an MMBench TSV (csv with a raised field limit: base64 cells are large)."""
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            reader = csv.DictReader(f, delimiter="\t")
-            rows = list(reader)
-            header = list(reader.fieldnames or [])
-    except (csv.Error, UnicodeDecodeError) as e:
-        raise HarnessError(f"{path}: not a readable tab-separated file ({e}); expected the LMUData TSV layout") from None
-    lacking = [c for c in REQUIRED if c not in header]
-    if lacking:
-        fix = (
-            "MMBench test-split files hold no answers: use MMBench_DEV_EN.tsv"
-            if lacking == ["answer"]
-            else f"expected columns {', '.join(COLUMNS)}"
-        )
-        raise HarnessError(f"{path}: missing column(s) {', '.join(lacking)}; {fix}")
-    return header, rows
-
-
-def _decode_images(path: Path, rows: list[dict[str, str]], indices: list[int]) -> dict[int, bytes | None]:
-    """index -> image bytes, resolving short cells that name another row (decoded once per image)."""
-    cells = {idx: (row.get("image") or "").strip() for idx, row in zip(indices, rows)}
-    decoded: dict[int, bytes | None] = {}
-    for idx, cell in cells.items():
-        source = idx
-        if cell and len(cell) <= _IMAGE_REF_MAX and cell.isdigit():
-            source = int(cell)
-            if source not in cells or len(cells[source]) <= _IMAGE_REF_MAX:
-                raise HarnessError(
-                    f"{path}: row index {idx}: image cell refers to row {cell}, which holds no image; "
-                    "fix the reference or put the base64 image in the cell"
-                )
-        if source not in decoded:
-            raw = cells[source]
-            try:
-                # An image-less TSV still loads (None), e.g. for `harness score` on outputs.
-                decoded[source] = base64.b64decode(raw, validate=True) if raw else None
-            except (binascii.Error, ValueError):
-                raise HarnessError(f"{path}: row index {source}: image cell is not valid base64; re-export the TSV") from None
-        decoded[idx] = decoded[source]
-    return decoded
-
-
-def _row_item(path: Path, row: dict[str, str], index: int, letters_all: list[str], image: bytes | None) -> Item:
-    where = f"{path}: row index {index}"
-    letters = tuple(c for c in letters_all if not _missing(row.get(c)))
-    if len(letters) < 2:
-        raise HarnessError(f"{where}: fewer than two options; fill the option columns A, B, ...")
-    answer = (row.get("answer") or "").strip()
-    if answer not in letters:
-        raise HarnessError(f"{where}: answer {answer!r} is not one of its options {', '.join(letters)}")
-    question = (row.get("question") or "").strip()
-    if not question:
-        raise HarnessError(f"{where}: empty question")
-    hint = "" if _missing(row.get("hint")) else row["hint"].strip()
-    g_index = index % COPY_STRIDE
-    return Item(
-        id=str(index),
-        question=question,
-        target=answer,
-        choices=tuple(row[c].strip() for c in letters),
-        images=(image,) if image is not None else (),
-        category=(row.get("category") or "").strip(),
-        group=str(g_index),
-        metadata={
-            "letters": letters,
-            "hint": hint,
-            "l2_category": (row.get("l2-category") or "").strip(),
-            "split": (row.get("split") or "").strip(),
-            "source": (row.get("source") or "").strip(),
-            "index": index,
-            "g_index": g_index,
-            "copy": index // COPY_STRIDE,
-        },
-    )
 
 
 def build_circular_copies(base: Item) -> list[Item]:
@@ -169,23 +74,17 @@ def build_circular_copies(base: Item) -> list[Item]:
     return copies
 
 
+def _with_copy_fields(item: Item) -> Item:
+    """An LMUData row as an MMBench item: grouped with its circular copies by index % 1e6."""
+    index = item.metadata["index"]
+    g_index = index % COPY_STRIDE
+    return replace(item, group=str(g_index),
+                   metadata={**item.metadata, "g_index": g_index, "copy": index // COPY_STRIDE})
+
+
 def load_tsv(path: Path) -> list[Item]:
     """Items of one MMBench TSV, with circular copies built for questions that lack them."""
-    header, rows = read_tsv(path)
-    letters_all = [c for c in header if len(c) == 1 and "A" <= c <= "Z"]
-    indices: list[int] = []
-    for n, row in enumerate(rows, 2):  # line 1 is the header
-        try:
-            indices.append(int(float((row.get("index") or "").strip())))
-        except ValueError:
-            raise HarnessError(f"{path}: data row {n - 1}: index {row.get('index')!r} is not an integer") from None
-    seen: set[int] = set()
-    for idx in indices:
-        if idx in seen:
-            raise HarnessError(f"{path}: index {idx} appears more than once; each row needs its own index")
-        seen.add(idx)
-    images = _decode_images(path, rows, indices)
-    items = [_row_item(path, row, idx, letters_all, images[idx]) for row, idx in zip(rows, indices)]
+    items = [_with_copy_fields(it) for it in read_items(path)]
     by_group: dict[int, list[Item]] = defaultdict(list)
     for it in items:
         by_group[it.metadata["g_index"]].append(it)
@@ -200,60 +99,6 @@ def load_tsv(path: Path) -> list[Item]:
         if len(members) == 1:
             out.extend(build_circular_copies(base))
     return out
-
-
-def _marked(text: str, start: int, end: int) -> bool:
-    """Is the word-like capital at text[start:end] written as an option letter?"""
-    before = text[:start].rstrip("*")
-    return before.endswith(("(", "[")) or bool(_AFTER_MARK.match(text[end:])) or bool(_OPTION_CUE.search(before))
-
-
-def _letter_mentions(text: str, letters: tuple[str, ...]) -> list[str]:
-    found = []
-    for m in _LETTER.finditer(text):
-        letter = m.group(1)
-        if letter in letters and (letter not in _WORD_LETTERS or _marked(text, m.start(1), m.end(1))):
-            found.append(letter)
-    return found
-
-
-def _option_pattern(text: str) -> re.Pattern[str] | None:
-    core = text.strip().rstrip(".!?。").strip().lower()
-    return re.compile(r"(?<!\w)" + re.escape(core) + r"(?!\w)") if core else None
-
-
-def extract_option(output: str, letters: tuple[str, ...], options: tuple[str, ...]) -> str | None:
-    """The option letter an output picks, or None (see the module docstring for the rule)."""
-    text = output.strip()
-    if not text:
-        return None
-    single = re.fullmatch(r"[\s(\[*]*([A-Za-z])[\s)\].:*]*", text)
-    if single and single.group(1).upper() in letters:
-        return single.group(1).upper()
-    # Option texts that hold a capital letter ("Solution A") would read as letters: mask them.
-    for option in sorted(options, key=len, reverse=True):
-        if _LETTER.search(option) and option.strip():
-            text = re.sub(re.escape(option.strip()), _MASK, text, flags=re.IGNORECASE)
-    cued = [
-        m.group(1) for m in _ANSWER_CUE.finditer(text)
-        if m.group(1) in letters and (m.group(1) not in _WORD_LETTERS or _marked(text, m.start(1), m.end(1)))
-    ]
-    if cued:
-        return cued[-1]
-    mentioned = set(_letter_mentions(text, letters))
-    if len(mentioned) == 1:
-        return mentioned.pop()
-    if mentioned:
-        return None  # several letters and no "answer is": ambiguous
-    low = output.lower()
-    hits = {}
-    for letter, option in zip(letters, options):
-        pattern = _option_pattern(option)
-        if pattern and pattern.search(low):
-            hits[letter] = option.strip().rstrip(".!?。").strip().lower()
-    # A matched option inside a longer matched option ("red" in "dark red") yields to it.
-    kept = [k for k, v in hits.items() if not any(v != w and v in w for w in hits.values())]
-    return kept[0] if len(kept) == 1 else None
 
 
 class MMBench(Task):
@@ -273,14 +118,7 @@ class MMBench(Task):
         return load_tsv(require_file(path, self.name, hint))
 
     def prompt(self, item: Item) -> str:
-        lines = []
-        if item.metadata.get("hint"):
-            lines.append(f"Hint: {item.metadata['hint']}")
-        lines.append(f"Question: {item.question}")
-        lines.append("Options:")
-        lines.extend(f"{letter}. {text}" for letter, text in zip(self._letters(item), item.choices))
-        lines.append(INSTRUCTION)
-        return "\n".join(lines)
+        return mc_prompt(item)
 
     def extract(self, output: str, item: Item) -> str | None:
         return extract_option(output, self._letters(item), item.choices)
@@ -327,7 +165,7 @@ class MMBench(Task):
 
     @staticmethod
     def _letters(item: Item) -> tuple[str, ...]:
-        return tuple(item.metadata.get("letters") or "ABCDEFGHIJ"[: len(item.choices)])
+        return letters_of(item)
 
     @staticmethod
     def _groups(items: dict[str, Item], scores: dict[str, list[float]]) -> dict[str, tuple[list[Item], list[float]]]:

@@ -93,3 +93,34 @@ bootstrap: 2000
     finally:
         backend_module.HFBackend = original
     assert again.equals(df)
+
+
+def test_a_built_recipe_row_is_rebuilt_only_after_its_folder_goes(tmp_path, random_tiny):
+    import shutil
+
+    built = []
+
+    def fake_build(c):  # stands in for trainers.recipes.build_recipe: "trains" by copying a model
+        built.append(c.name)
+        shutil.copytree(random_tiny, c.ckpt)
+
+    def spec(epochs: int):
+        return load_spec(_spec(tmp_path, f"""
+baseline: base
+checkpoints:
+  - {{name: base, path: {random_tiny}}}
+  - {{name: tuned, path: {tmp_path / 'built' / 'tuned'}, recipe: {{trainer: sft, base: {random_tiny}, config: {{epochs: {epochs}}}}}}}
+tasks: [geoqa]
+output_dir: {tmp_path / 'runs'}
+limit: 4
+bootstrap: 200
+"""))
+
+    run_leaderboard(spec(1), build_recipe=fake_build)
+    run_leaderboard(spec(1), build_recipe=fake_build)
+    assert built == ["tuned"]  # built once, then reused: its stamp matches the recipe
+    with pytest.raises(HarnessError, match=r"checkpoint tuned: .*tuned was built from a different recipe; delete"):
+        run_leaderboard(spec(2), build_recipe=fake_build)
+    shutil.rmtree(tmp_path / "built" / "tuned")
+    run_leaderboard(spec(2), build_recipe=fake_build)
+    assert built == ["tuned", "tuned"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -20,10 +21,16 @@ TREATMENTS = {
     "average": ("trainers.average", "AverageConfig"),
     "mpo": ("trainers.mpo", "MPOConfig"),
     "self_critique": ("trainers.self_critique", "SelfCritiqueConfig"),
+    "self_train": ("trainers.self_train", "SelfTrainConfig"),
+    "remgcl": ("trainers.remgcl", "REMGCLConfig"),
+    "data_engine": ("trainers.data_engine", "DataEngineConfig"),
 }
 EPILOG = (
     "treatments: sft (LoRA SFT), average (SFTe: mean of LoRA adapters, adapters=a,b,c), "
-    "mpo (Mixed Preference Optimization), self_critique (self-judged pairs + DPO). "
+    "mpo (Mixed Preference Optimization), self_critique (self-judged pairs + DPO), "
+    "self_train (R3V self-training: writes OUT/iter1..K), "
+    "remgcl (SFT + image-text alignment loss; negatives=in_batch for InfoNCE), "
+    "data_engine (MLLM-DataEngine: per-type error -> targeted items -> SFT, R rounds; one task, e.g. geoqa). "
     "key=value sets any config field; an unknown key lists the valid ones."
 )
 
@@ -75,8 +82,11 @@ def run_train(args: argparse.Namespace) -> int:
     t0 = time.time()
     manifest = train(args.treatment, cfg, args.base, args.task, Path(args.out), data_dir=args.data_dir,
                      overwrite=args.overwrite, progress=True, device=args.device)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under accelerate launch / torchrun rank 0 wrote the checkpoint and reports it
     metrics = manifest.get("metrics", {})
     shown = {k: metrics[k] for k in ("steps", "first_loss", "last_loss", "members", "mode") if k in metrics}
     print(f"wrote {args.out} ({args.treatment}, {time.time() - t0:.0f}s): {json.dumps(shown)}")
-    print(f"evaluate it with: harness eval --ckpt {args.out} --tasks {args.task or 'geoqa'}")
+    # A multi-checkpoint treatment (self_train: OUT/iter1..K) names the one to evaluate.
+    print(f"evaluate it with: harness eval --ckpt {manifest.get('evaluate', args.out)} --tasks {args.task or 'geoqa'}")
     return 0

@@ -60,6 +60,11 @@ class TrainConfig:
     seed: int = field(default=0, metadata={"help": "seed for LoRA init, data order and sampling"})
     logging_steps: int = field(default=5, metadata={"help": "log the loss every N steps"})
     qlora: bool = field(default=False, metadata={"help": "load the base in 4 bit (needs a CUDA GPU and bitsandbytes)"})
+    deepspeed: str | None = field(
+        default=None,
+        metadata={"help": "DeepSpeed config JSON, passed to TrainingArguments(deepspeed=...); needs the deepspeed "
+                          "package and a launcher: accelerate launch / deepspeed -m harness train ..."},
+    )
 
     def __post_init__(self) -> None:
         require(self.lora_r >= 1, "lora_r must be >= 1")
@@ -73,6 +78,8 @@ class TrainConfig:
         require(self.batch_size >= 1, "batch_size must be >= 1")
         require(self.limit is None or self.limit >= 1, "limit must be >= 1 or null")
         require(self.logging_steps >= 1, "logging_steps must be >= 1")
+        require(self.deepspeed is None or Path(self.deepspeed).is_file(),
+                f"deepspeed config file not found: {self.deepspeed}; give the path of a DeepSpeed JSON config")
 
 
 def require(ok: bool, message: str) -> None:
@@ -312,6 +319,12 @@ def load_base(base: str, qlora: bool = False, device: str | None = None) -> tupl
         backend.model = _load_4bit(ref)
         backend.device, backend.torch_dtype = "cuda:0", torch.bfloat16
     else:
+        # Under a parallel launch each rank loads onto its own GPU, not all onto cuda:0.
+        local_rank = os.environ.get("LOCAL_RANK")
+        if device is None and local_rank is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            import torch
+
+            device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
         backend = HFBackend(ref, device=device)
     # `tiny` is recorded by name so the adapter follows the repository; others by absolute path.
     return backend, TINY_NAME if base == TINY_NAME else str(ref.path.resolve())
@@ -354,6 +367,13 @@ def trl_args(args_cls: type, cfg: TrainConfig, workdir: Path, **extra: Any):
     import torch
 
     cuda = torch.cuda.is_available()
+    if cfg.deepspeed:
+        import importlib.util
+
+        if importlib.util.find_spec("deepspeed") is None:
+            raise HarnessError(f"deepspeed={cfg.deepspeed} needs the deepspeed package (pip install deepspeed, "
+                               "on a CUDA machine); or drop deepspeed= to train with plain DDP")
+        extra["deepspeed"] = cfg.deepspeed  # TrainingArguments hands it to accelerate's DeepSpeed plugin
     return args_cls(
         output_dir=str(workdir), seed=cfg.seed, data_seed=cfg.seed,
         learning_rate=cfg.learning_rate, lr_scheduler_type="linear", warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio
@@ -457,6 +477,8 @@ def staged_output(out: Path, overwrite: bool = False) -> Iterator[Path]:
     stage.mkdir()
     try:
         yield stage
+        if int(os.environ.get("RANK", "0")) != 0:
+            return  # under a parallel launch (accelerate/torchrun) only rank 0 publishes `out`
         if out.exists():
             shutil.rmtree(out)
         os.replace(stage, out)

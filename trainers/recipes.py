@@ -11,9 +11,18 @@ default checkpoints/built/<name>) does not exist yet. An `average` recipe trains
 (one per seed) into <ckpt>-members/seed<k> first, reusing members already there, and averages
 them with the adapters listed under `include` (e.g. an earlier row's SFT run, built first because
 rows are built in spec order; this saves training that seed twice).
+
+A treatment that writes several checkpoints in one run (self_train: <out>/iter1..K) names that
+folder as the recipe's `out`; each row's path is one checkpoint inside it, and the first missing
+row builds them all (a YAML anchor shares the recipe):
+
+      - {name: self_train_iter1, path: checkpoints/built/self_train/iter1,
+         recipe: &st {trainer: self_train, base: tiny, task: geoqa, out: checkpoints/built/self_train}}
+      - {name: self_train_iter2, path: checkpoints/built/self_train/iter2, recipe: *st}
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,7 +30,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 
-RECIPE_KEYS = {"trainer", "base", "task", "config", "data_dir", "seeds", "members", "include"}
+RECIPE_KEYS = {"trainer", "base", "task", "config", "data_dir", "seeds", "members", "include", "out"}
 
 
 def build_recipe(spec: Any) -> dict[str, Any]:
@@ -41,6 +50,8 @@ def build_recipe(spec: Any) -> dict[str, Any]:
     t0 = time.time()
     print(f"building {spec.name}: {trainer} on {recipe.get('task') or '-'} -> {out}", file=sys.stderr, flush=True)
     if trainer == "average":
+        if "out" in recipe:
+            raise HarnessError(f"{where}: 'out' applies to treatments that write several checkpoints (self_train), not average")
         include = recipe.get("include") or []
         if not isinstance(include, list) or not all(isinstance(p, str) for p in include):
             raise HarnessError(f"{where}: include must be a list of adapter folders")
@@ -51,9 +62,28 @@ def build_recipe(spec: Any) -> dict[str, Any]:
         if {"members", "seeds", "include"} & set(recipe):
             raise HarnessError(f"{where}: 'members', 'seeds' and 'include' apply to an average recipe only")
         cfg = build_config(str(trainer), None, [], config)
-        manifest = train(str(trainer), cfg, recipe.get("base"), recipe.get("task"), out, data_dir=recipe.get("data_dir"))
+        build = _build_folder(recipe, out, where)
+        manifest = train(str(trainer), cfg, recipe.get("base"), recipe.get("task"), build, data_dir=recipe.get("data_dir"))
+        if not out.exists():
+            raise HarnessError(f"{where}: the {trainer} build wrote {build} but no {os.path.relpath(out, build)}; "
+                               "check the recipe's config (e.g. iterations) against the row's path")
     print(f"built {spec.name} in {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
     return manifest
+
+
+def _build_folder(recipe: dict[str, Any], out: Path, where: str) -> Path:
+    """What the trainer writes: the row's own folder, or the recipe's `out` holding it."""
+    if recipe.get("out") is None:
+        return out
+    if not isinstance(recipe["out"], str):
+        raise HarnessError(f"{where}: recipe out must be a folder path")
+    build = Path(recipe["out"])
+    if Path(os.path.abspath(build)) not in Path(os.path.abspath(out)).parents:
+        raise HarnessError(f"{where}: its path {out} must lie inside the recipe's out folder {build}")
+    if build.exists():  # built before, by a recipe that did not make this row's checkpoint
+        raise HarnessError(f"{where}: {build} exists but has no {os.path.relpath(out, build)}; "
+                           f"delete {build} to rebuild it with the current recipe")
+    return build
 
 
 def _build_members(spec: Any, recipe: dict[str, Any], where: str, n_included: int) -> list[Path]:

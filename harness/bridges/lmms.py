@@ -1,0 +1,321 @@
+"""lmms-eval as an engine: its tasks, run offline on a local checkpoint, land in our store.
+
+    harness eval --engine lmms-eval --ckpt tiny --tasks lmms_tasks/harness_geoqa.yaml --limit 20
+    harness eval --engine lmms-eval --ckpt /ckpts/Qwen2-VL-2B-Instruct --tasks ok_vqa_val2014
+
+`--tasks` takes lmms-eval task names or local task YAML files / folders. lmms-eval's
+`simple_evaluate` runs with its `llava_hf` (LLaVA) or `qwen2_vl` / `qwen2_5_vl` wrapper, device_map
+set to the device, sample logging on and the Hub offline. Its native logs go to
+`runs/<ckpt>/lmms-eval-logs/` (its --log_samples layout: <model>/<date>_samples_<task>.jsonl and
+<date>_results.json) and each task becomes `runs/<ckpt>/lmms-<task>/samples.jsonl` +
+`summary.json` in our contract, so it gets our CIs and pairs item by item with any run on the same
+ids (a leaderboard spec cannot name lmms-eval tasks yet).
+
+Per-sample score: the task's first metric with a number per sample (or `--lmms-metric`). Tasks
+whose metric only exists after aggregation (GPT-judged ones such as mmbench_en_dev) have no
+per-sample score and are refused. A task exported by `harness export-lmms-task` is re-scored by
+our own task class on the same outputs (`lmms_disagreements` counts samples where lmms-eval's
+logged score differs; 0 expected).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.util
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.bridges.lmms_import import import_task_samples
+from harness.checkpoints import CheckpointRef
+from harness.errors import HarnessError
+from harness.scoring import library_versions
+from harness.store import atomic_write_json
+
+INSTALL_HINT = "pip install '.[lmms]' (with CUDA torch; with CPU torch `make setup` installs it, see README: Bridges)"
+WRAPPERS = {"llava": "llava_hf", "qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_5_vl"}
+
+
+def require_lmms():
+    """Import lmms-eval (and decord, which its wrappers import at load) or say how to install it."""
+    try:
+        import decord  # noqa: F401
+        import lmms_eval
+        import lmms_eval.evaluator  # noqa: F401  (imports transformers' image utilities: torchvision trouble shows here)
+    except ImportError as e:
+        raise HarnessError(f"lmms-eval or a module it needs is not installed ({e.name or e}); run {INSTALL_HINT}") from None
+    except Exception as e:  # a broken dependency, e.g. a CUDA torchvision beside CPU torch
+        hint = " (a CUDA torchvision beside CPU torch: `pip uninstall torchvision`)" if "torchvision" in str(e) else ""
+        raise HarnessError(f"lmms-eval failed to import: {str(e).splitlines()[0]}{hint}") from None
+    return lmms_eval
+
+
+# --- task specs ---------------------------------------------------------------------------------
+def _yaml_task_names(path: Path) -> list[str]:
+    """The `task:` names of lmms-eval YAML files (their `!function` tags are skipped, not run)."""
+    import yaml
+
+    class _Loader(yaml.SafeLoader):
+        pass
+
+    _Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
+    names = []
+    for f in files:
+        try:
+            doc = yaml.load(f.read_text(encoding="utf-8"), Loader=_Loader)
+        except yaml.YAMLError as e:
+            raise HarnessError(f"{f}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if isinstance(doc, dict) and isinstance(doc.get("task"), str):
+            names.append(doc["task"])
+        elif f == path:
+            raise HarnessError(f"{f}: no `task:` name; an lmms-eval task YAML names its task")
+    if not names:
+        raise HarnessError(f"{path}: no lmms-eval task YAML inside; export one with `harness export-lmms-task`")
+    return names
+
+
+def parse_task_specs(specs: list[str]) -> tuple[list[str], list[str]]:
+    """(task names, include paths): a spec ending in .yaml/.yml or naming a folder is local."""
+    names: list[str] = []
+    include: list[str] = []
+    for spec in specs:
+        path = Path(spec).expanduser()
+        if spec.endswith((".yaml", ".yml")) or path.is_dir():
+            if not path.exists():
+                raise HarnessError(f"task YAML not found: {path}")
+            names += _yaml_task_names(path)
+            folder = str((path if path.is_dir() else path.parent).resolve())
+            if folder not in include:
+                include.append(folder)
+        else:
+            names.append(spec)
+    return names, include
+
+
+# --- the checkpoint as lmms-eval's wrappers load it ------------------------------------------------
+def model_dir(ref: CheckpointRef, cache_root: Path) -> Path:
+    """A folder lmms-eval's wrappers load with AutoProcessor and no download.
+
+    A full checkpoint with a complete processor is used as it is. Otherwise a view is built once
+    under cache_root/<content hash>/: adapters merged into their base (the wrappers load no PEFT
+    adapter), and for LLaVA the processor_config.json that llava-hf checkpoints ship (patch size,
+    feature strategy) added when missing, as in the embedded tiny, whose tokenizer and image
+    processor are saved without a LlavaProcessor.
+    """
+    needs_processor = ref.model_type == "llava" and not _has_llava_processor(ref.base_path or ref.path)
+    if ref.kind == "model" and not needs_processor:
+        return ref.path
+    view = cache_root / ref.content_hash
+    if (view / "config.json").is_file():
+        return view
+    import shutil
+
+    staging = cache_root / f".{ref.content_hash}.tmp{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    source = ref.base_path if ref.kind == "adapter" else ref.path
+    if ref.kind == "adapter":
+        _merge_adapter(ref, staging)  # real files first: nothing may be written through a symlink
+    for f in source.iterdir():
+        # The base's weights (and weight index, manifest) are not the merged model's.
+        base_only = ref.kind == "adapter" and (f.suffix in (".safetensors", ".bin", ".pt")
+                                               or f.name.endswith(".index.json") or f.name == "manifest.json")
+        if f.is_file() and not base_only and not (staging / f.name).exists():
+            (staging / f.name).symlink_to(f.resolve())  # tokenizer, processor, chat template
+    if needs_processor:
+        _write_llava_processor_config(source, staging)
+    if view.exists():  # another run built it meanwhile
+        shutil.rmtree(staging)
+    else:
+        os.replace(staging, view)
+    return view
+
+
+def _has_llava_processor(folder: Path) -> bool:
+    path = folder / "processor_config.json"
+    return path.is_file() and "patch_size" in json.loads(path.read_text(encoding="utf-8"))
+
+
+def _write_llava_processor_config(source: Path, dest: Path) -> None:
+    from transformers import AutoConfig, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(source)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    vision = config.vision_config
+    processor = {
+        "processor_class": "LlavaProcessor",
+        "patch_size": vision.patch_size,
+        "vision_feature_select_strategy": config.vision_feature_select_strategy,
+        # A CLIP tower adds a CLS token that the "default" strategy then drops.
+        "num_additional_image_tokens": 1 if vision.model_type == "clip_vision_model" else 0,
+        "image_token": tokenizer.convert_ids_to_tokens(config.image_token_index),
+    }
+    (dest / "processor_config.json").unlink(missing_ok=True)  # a symlink: never write through it
+    atomic_write_json(dest / "processor_config.json", processor)
+
+
+def _merge_adapter(ref: CheckpointRef, dest: Path) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    base = AutoModelForImageTextToText.from_pretrained(ref.base_path, dtype="auto")
+    merged = PeftModel.from_pretrained(base, ref.path).merge_and_unload()
+    merged.save_pretrained(dest)
+
+
+# --- running ---------------------------------------------------------------------------------------
+def run_lmms_eval(args: argparse.Namespace, specs: list[str]) -> list[dict[str, Any]]:
+    """Run lmms-eval on the checkpoint and import every task's samples into our store.
+
+    A task whose run folder already holds a summary made with the same checkpoint, task files,
+    lmms-eval version and settings is not run again (delete the folder to force it).
+    """
+    from harness.checkpoints import resolve_checkpoint
+    from harness.evaluate import print_summaries
+
+    if args.blind:
+        raise HarnessError("--blind is not available with --engine lmms-eval (its tasks load the images); drop it")
+    if args.n_samples > 1 and args.temperature <= 0:
+        raise HarnessError("--n-samples > 1 needs sampling: set --temperature > 0")
+    names, include = parse_task_specs(specs)
+    ref = resolve_checkpoint(args.ckpt, base=args.base, trust_remote_code=args.trust_remote_code)
+    wrapper = WRAPPERS.get(ref.model_type)
+    if wrapper is None:
+        raise HarnessError(
+            f"{ref.path}: lmms-eval bridge supports model types {', '.join(WRAPPERS)}, not {ref.model_type!r}; "
+            "use the default engine"
+        )
+    if wrapper != "llava_hf" and importlib.util.find_spec("torchvision") is None:
+        # transformers builds Qwen2-VL's processor with a torchvision video processor, and
+        # qwen-vl-utils needs torchvision too; no CPU torchvision matches the CPU torch wheel here.
+        raise HarnessError(
+            f"lmms-eval's {wrapper} wrapper needs torchvision (Qwen2-VL's video processor), which is not installed; "
+            "run it where torch and torchvision are a matching (CUDA) pair, see README: Bridges"
+        )
+    gen: dict[str, Any] = {}  # only what the user set overrides the task YAML's generation_kwargs
+    if args.max_new_tokens:
+        gen["max_new_tokens"] = args.max_new_tokens
+    if args.temperature > 0:
+        gen.update(temperature=args.temperature, do_sample=True, top_p=args.top_p)
+    out = Path(args.output_dir)
+    keys = {name: _run_key(ref, wrapper, name, include, gen, args) for name in names}
+    done = {name: _finished(out / ref.name / f"lmms-{name}", keys[name]) for name in names}
+    todo = [name for name in names if done[name] is None]
+    if todo:
+        require_lmms()
+        results, samples, meta = _simple_evaluate(ref, wrapper, todo, include, gen, args)
+        for name in todo:
+            info = {**meta["lmms_eval"], "task": name, "key": keys[name], "results": results["results"].get(name, {})}
+            done[name] = import_task_samples(
+                name, samples[name], results["configs"].get(name, {}), out / ref.name / f"lmms-{name}", args.ci_method,
+                metric=getattr(args, "lmms_metric", None), meta={**meta, "lmms_eval": info},
+            )
+    summaries = [done[name] for name in names]
+    print_summaries(summaries, title=f"{ref.name} (lmms-eval, {wrapper})")
+    return summaries
+
+
+def _run_key(ref: CheckpointRef, wrapper: str, name: str, include: list[str], gen: dict[str, Any],
+             args: argparse.Namespace) -> str:
+    import hashlib
+
+    files = sorted(p for d in include for p in Path(d).iterdir() if p.suffix in (".yaml", ".yml", ".py"))
+    payload = [ref.content_hash, wrapper, name, args.limit, gen, args.seed, args.n_samples, args.dtype,
+               args.ci_method, getattr(args, "lmms_metric", None), _version("lmms_eval"),
+               [(p.name, hashlib.sha256(p.read_bytes()).hexdigest()) for p in files]]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def _finished(run_dir: Path, key: str) -> dict[str, Any] | None:
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return summary if (summary.get("lmms_eval") or {}).get("key") == key else None
+
+
+def _simple_evaluate(ref: CheckpointRef, wrapper: str, names: list[str], include: list[str], gen: dict[str, Any],
+                     args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]], dict[str, Any]]:
+    """lmms-eval's simple_evaluate, offline, sample logging on; its native logs written too."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local model, local data: never reach the Hub
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    import torch
+    from lmms_eval.evaluator import simple_evaluate
+    from lmms_eval.loggers import EvaluationTracker
+    from lmms_eval.tasks import TaskManager
+
+    _quiet_loguru()
+    local = {n for folder in include for n in _yaml_task_names(Path(folder))}
+    # Indexing lmms-eval's own few hundred task YAMLs takes seconds: only when a name needs them.
+    manager = TaskManager("WARNING", include_path=include or None, include_defaults=bool(set(names) - local))
+    unknown = [n for n in names if n not in manager.all_tasks]
+    if unknown:
+        raise HarnessError(
+            f"lmms-eval has no task {unknown[0]!r}; give an lmms-eval task name or a task YAML path "
+            "(`harness export-lmms-task` writes ours)"
+        )
+    out = Path(args.output_dir)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pretrained = model_dir(ref, out / ".cache" / "lmms-models")
+    if "," in str(pretrained):
+        raise HarnessError(f"{pretrained}: lmms-eval's model_args cannot hold a path with a comma; move the checkpoint")
+    model_args = f"pretrained={pretrained},device_map={device}"  # the device itself goes as device=
+    if wrapper == "llava_hf":
+        model_args += f",dtype={args.dtype or 'auto'}"
+    log_root = out / ref.name / "lmms-eval-logs"
+    tracker = EvaluationTracker(output_path=str(log_root))
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    try:
+        results = simple_evaluate(
+            model=wrapper, model_args=model_args, tasks=names, batch_size=1, device=device,
+            limit=args.limit, log_samples=True, task_manager=manager, evaluation_tracker=tracker,
+            gen_kwargs=",".join(f"{k}={v}" for k, v in gen.items()) or None, bootstrap_iters=0,
+            random_seed=args.seed, numpy_random_seed=args.seed, torch_random_seed=args.seed,
+            repeats=args.n_samples, verbosity="WARNING", datetime_str=stamp,
+        )
+    except HarnessError:
+        raise
+    except Exception as e:  # lmms-eval raises bare asserts and ValueErrors for bad setups
+        if "ConnectionError" in repr(e) or "offline" in str(e).lower():
+            raise HarnessError(
+                f"lmms-eval task(s) {', '.join(names)} load data from the Hugging Face Hub, and the bridge runs offline; "
+                "fetch the dataset into the HF cache first (or run with HF_HUB_OFFLINE=0 HF_DATASETS_OFFLINE=0), "
+                "or use a local task YAML"
+            ) from e
+        raise HarnessError(f"lmms-eval failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+    if results is None:
+        raise HarnessError("lmms-eval returned no results (a non-zero rank?); run it in a single process")
+    samples = results.pop("samples")
+    imported = {name: copy.deepcopy(samples[name]) for name in samples}  # saving pops their "doc"
+    tracker.save_results_aggregated(results=results, samples=samples, datetime_str=stamp)
+    for name in samples:
+        tracker.save_results_samples(task_name=name, samples=samples[name])
+    meta = {
+        "engine": "lmms-eval",
+        "lmms_eval": {"version": _version("lmms_eval"), "model": wrapper, "model_args": model_args, "logs": str(log_root)},
+        "checkpoint": {"name": ref.name, "hash": ref.content_hash},
+        "generation": {**gen, "n_samples": args.n_samples}, "limit": args.limit, "seed": args.seed,
+        "versions": {**library_versions(), "lmms-eval": _version("lmms_eval")},
+    }
+    return results, imported, meta
+
+
+def _quiet_loguru() -> None:
+    import sys
+
+    from loguru import logger
+
+    logger.remove()  # lmms-eval logs every step at INFO; keep warnings and errors
+    logger.add(sys.stderr, level="WARNING")
+
+
+def _version(dist: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist.replace("_", "-"))
+    except metadata.PackageNotFoundError:
+        return "unknown"

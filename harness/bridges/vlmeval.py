@@ -1,0 +1,120 @@
+"""A run's predictions in VLMEvalKit's result layout: `harness export --format vlmeval`.
+
+    harness export --format vlmeval --run runs/tiny/mmbench --out outputs/tiny/tiny_MMBench_DEV_EN.tsv
+
+VLMEvalKit writes one file per model and dataset, `<work_dir>/<model>_<dataset>.xlsx` (or `.tsv`
+with PRED_FORMAT=tsv): the dataset TSV's columns without `image`, plus `prediction` (the raw model
+output), one row per `index`; its evaluation then re-extracts answers from `prediction`. This
+writes the same for a run of an LMUData TSV task (mmbench, lmudata_mc): `.tsv` (tab-separated,
+every field quoted, as VLMEvalKit dumps it) or `.xlsx` (needs openpyxl). MMBench circular copies
+that the harness built (the file lacked them) become rows with their rotated options and answer.
+For samples drawn more than once the first (sample 0) is written.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+from harness.store import read_sample_lines
+from harness.task import get_task
+
+TSV_TASKS = ("mmbench", "lmudata_mc")
+
+
+def _source_tsv(summary: dict[str, Any], data_dir: str | None) -> Path:
+    task = summary.get("task")
+    if task == "mmbench":
+        root = data_dir or (summary.get("data") or {}).get("dir")
+        if not root:
+            raise HarnessError("the run's summary.json names no data dir; pass --data-dir")
+        return Path(root) / "mmbench" / "MMBench_DEV_EN.tsv"
+    if data_dir:
+        return Path(data_dir) / "LMUData" / f"{summary['options']['tsv']}.tsv"
+    if not summary.get("source_file"):
+        raise HarnessError("the run's summary.json names no source TSV; pass --data-dir")
+    return Path(summary["source_file"])
+
+
+def _read_rows(path: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # base64 image cells are large
+    if not path.is_file():
+        raise HarnessError(f"source TSV not found: {path}; pass --data-dir pointing at the data the run used")
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t")
+        rows = list(reader)
+        header = list(reader.fieldnames or [])
+    return header, {str(int(float(r["index"]))): r for r in rows}
+
+
+def prediction_rows(run_dir: Path, data_dir: str | None = None) -> tuple[list[str], list[dict[str, str]]]:
+    """(columns, rows) of the VLMEvalKit result table for a run folder."""
+    summary_path = run_dir / "summary.json"
+    if not summary_path.is_file():
+        raise HarnessError(f"{run_dir} is not a run folder (no summary.json); pass e.g. --run runs/tiny/mmbench")
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    if summary.get("task") not in TSV_TASKS:
+        raise HarnessError(
+            f"--format vlmeval exports runs of LMUData TSV tasks ({', '.join(TSV_TASKS)}), not {summary.get('task')!r}"
+        )
+    outputs = {r["id"]: r["output"] for r in read_sample_lines(run_dir / "samples.jsonl") if r["sample"] == 0}
+    if not outputs:
+        raise HarnessError(f"{run_dir}/samples.jsonl holds no sample 0 outputs")
+    tsv = _source_tsv(summary, data_dir)
+    header, rows = _read_rows(tsv)
+    # The task's own loader gives each row's options (and MMBench's built copies) exactly as scored.
+    if summary["task"] == "mmbench":
+        task, root = get_task("mmbench"), tsv.parents[1]
+    else:
+        task, root = get_task("lmudata_mc", tsv=str(tsv)), tsv.parent
+    items = {it.id: it for it in task.load(root, "test")}
+    columns = [c for c in header if c != "image"] + ["prediction"]
+    out = []
+    for item_id in [i for i in rows if i in outputs] + [i for i in outputs if i not in rows]:
+        if item_id not in items:
+            raise HarnessError(f"{run_dir}: id {item_id!r} is not in {tsv}; pass the --data-dir the run used")
+        item = items[item_id]
+        row = dict(rows.get(item_id) or rows[item.group])  # a built circular copy starts from its base row
+        row.update(zip(item.metadata["letters"], item.choices))
+        row.update(index=item_id, answer=str(item.target), prediction=outputs[item_id])
+        out.append({c: row.get(c, "") for c in columns})
+    return columns, out
+
+
+def export_predictions(run_dir: Path, out: Path, data_dir: str | None = None) -> Path:
+    if out.suffix not in (".tsv", ".xlsx"):
+        raise HarnessError(f"--out {out}: name a .tsv or .xlsx file (VLMEvalKit reads <model>_<dataset>.xlsx or .tsv)")
+    columns, rows = prediction_rows(run_dir, data_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=out.suffix)
+    os.close(fd)
+    try:
+        if out.suffix == ".xlsx":
+            _write_xlsx(Path(tmp), columns, rows)
+        else:
+            with open(tmp, "w", encoding="utf-8", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=columns, delimiter="\t", quoting=csv.QUOTE_ALL)
+                writer.writeheader()
+                writer.writerows(rows)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def _write_xlsx(path: Path, columns: list[str], rows: list[dict[str, str]]) -> None:
+    try:
+        import openpyxl  # noqa: F401  (pandas' Excel writer)
+    except ImportError:
+        raise HarnessError("writing .xlsx needs openpyxl (pip install openpyxl); or write .tsv and run VLMEvalKit with PRED_FORMAT=tsv") from None
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["index"] = frame["index"].astype(int)  # VLMEvalKit matches rows by integer index
+    frame.to_excel(path, index=False, engine="openpyxl")

@@ -1,0 +1,149 @@
+"""Performance paths: N samples from one prompt encoding, one model load per checkpoint in a
+leaderboard, cached leaderboard statistics, and the throughput benchmark's JSON."""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from conftest import BUNDLED, REPO
+from harness.types import GenConfig
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def backends(tmp_path_factory):
+    from harness.backend import HFBackend
+    from harness.checkpoints import resolve_checkpoint
+    from harness.tiny import build_tiny, build_tokenizer
+
+    tok = build_tokenizer(["Which shape is red? A. circle B. square", "Answer: B"] * 20, vocab_size=300)
+    root = tmp_path_factory.mktemp("perf")
+    small = dict(image_size=32, patch_size=8, hidden=32, layers=1, heads=2, vision_hidden=16, vision_layers=1,
+                 vision_heads=2)
+    return {arch: HFBackend(resolve_checkpoint(str(build_tiny(arch, tok, root / arch, **small))), device="cpu")
+            for arch in ("llava", "qwen2vl")}
+
+
+def _inputs(backend):
+    from harness.images import open_image
+    from harness.task import get_task
+
+    task = get_task("geoqa")
+    items = task.load(BUNDLED, "test")[:3]
+    return backend.batch_inputs([task.prompt(it) for it in items], [[open_image(r) for r in it.images] for it in items])
+
+
+def _encoded(backend, run) -> tuple[int, int]:
+    """(pixel rows the vision tower sees, prompt tokens prefilled in multi-token LM passes) during `run`."""
+    inner = backend.model.model
+    tower = getattr(inner, "vision_tower", None) or inner.visual
+    pixels, prefill = [], []
+
+    def first_tensor(args, kwargs):
+        names = ("inputs_embeds", "input_ids", "pixel_values", "hidden_states")
+        return args[0] if args else next(v for k, v in kwargs.items() if k in names and v is not None)
+
+    def on_lm(mod, args, kwargs):
+        x = first_tensor(args, kwargs)
+        if x.shape[1] > 1:  # one-token steps are decoding, not prompt encoding
+            prefill.append(x.shape[0] * x.shape[1])
+
+    hooks = [tower.register_forward_pre_hook(lambda m, a, k: pixels.append(first_tensor(a, k).shape[0]),
+                                             with_kwargs=True),
+             inner.language_model.register_forward_pre_hook(on_lm, with_kwargs=True)]
+    try:
+        run()
+    finally:
+        for h in hooks:
+            h.remove()
+    return sum(pixels), sum(prefill)
+
+
+@pytest.mark.parametrize("arch", ["llava", "qwen2vl"])
+def test_n_samples_encode_prompt_and_image_once(backends, arch):
+    backend = backends[arch]
+    inputs = _inputs(backend)
+    greedy = GenConfig(max_new_tokens=5)
+    with torch.inference_mode():
+        plain = backend.model.generate(**inputs, generation_config=backend._generation_config(greedy, 1))
+    # Continuing from the copied prompt cache decodes exactly what one generate call does.
+    assert torch.equal(backend.generate_expanded(inputs, greedy, 1), plain)
+    assert torch.equal(backend.generate_expanded(inputs, greedy, 3), plain.repeat_interleave(3, dim=0))
+
+    sampled = GenConfig(max_new_tokens=5, temperature=1.0, seed=3)
+    pixels, prefill = _encoded(backend, lambda: backend.generate_expanded(inputs, sampled, 4))
+    with torch.inference_mode():
+        rs_pixels, rs_prefill = _encoded(backend, lambda: backend.model.generate(
+            **inputs, generation_config=backend._generation_config(sampled, 4)))
+    rows, width = inputs["input_ids"].shape
+    assert prefill == rows * (width - 1)  # each prompt once (its last token then runs on the 4 copies)
+    assert rs_prefill == 4 * rows * width  # num_return_sequences prefills every copy of the prompt
+    assert pixels == rs_pixels == inputs["pixel_values"].shape[0]  # images encoded once either way
+    out = backend.generate_expanded(inputs, sampled, 4)
+    assert out.shape[0] == 12 and torch.equal(out, backend.generate_expanded(inputs, sampled, 4))  # seeded
+
+
+def test_leaderboard_loads_a_checkpoint_once_and_caches_its_statistics(tmp_path, random_tiny, monkeypatch):
+    import harness.backend as backend_module
+    import harness.stats as stats_module
+    from harness.leaderboard import load_spec, run_leaderboard
+
+    loads = []
+    original = backend_module.HFBackend
+
+    def counting(*a, **k):
+        loads.append(1)
+        return original(*a, **k)
+
+    monkeypatch.setattr(backend_module, "HFBackend", counting)
+    spec = tmp_path / "lb.yaml"
+    spec.write_text(f"baseline: a\ncheckpoints: [{{name: a, path: {random_tiny}}}]\nblind: [a]\ntasks: [geoqa]\n"
+                    f"limit: 4\nbootstrap: 200\noutput_dir: {tmp_path / 'runs'}\ngeneration: {{max_new_tokens: 4}}\n")
+    first = run_leaderboard(load_spec(spec))
+    assert len(loads) == 1  # "a" and "a+blind" share one model load
+    assert list(first.checkpoint) == ["a", "a+blind"]
+
+    def refuse(*a, **k):
+        raise AssertionError("statistics recomputed on an unchanged re-run")
+
+    monkeypatch.setattr(stats_module, "leaderboard_frame", refuse)
+    assert run_leaderboard(load_spec(spec)).equals(first)
+    (spec.parent / "lb" / "forest.png").unlink()  # a missing render is rebuilt, not trusted to the cache
+    with pytest.raises(AssertionError, match="recomputed"):
+        run_leaderboard(load_spec(spec))
+
+
+def test_bench_writes_its_json(tmp_path, random_tiny, monkeypatch):
+    spec = importlib.util.spec_from_file_location("throughput", REPO / "bench" / "throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "lmms_available", lambda: False)
+    out = tmp_path / "t.json"
+    assert bench.main(["--ckpt", str(random_tiny), "--limit", "3", "--batch-size", "2", "--samples", "2",
+                       "--max-new-tokens", "4", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["items"] == 3 and result["max_new_tokens"] == 4 and result["samples"] == 2
+    for path in ("ours", "naive", "sampled", "sampled_rs"):
+        row = result["paths"][path]
+        assert row["seconds"] > 0 and row["items_per_s"] == pytest.approx(3 / row["seconds"], rel=0.01)
+        assert row["peak_memory_mb"] > 0 and row["memory_kind"] == "rss"
+    assert result["paths"]["lmms"]["status"].startswith("not installed")
+    assert result["greedy_mismatches"] == {"naive": []}  # same greedy outputs, item by item
+    ratios = result["ratios"]
+    assert ratios["ours_vs_naive_items_per_s"] == pytest.approx(
+        result["paths"]["ours"]["items_per_s"] / result["paths"]["naive"]["items_per_s"], rel=0.01)
+    assert ratios["ours_vs_lmms_items_per_s"] is None
+
+
+def test_vllm_backend_names_its_install():
+    import importlib.util
+
+    from conftest import run_cli
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed")
+    done = run_cli("eval", "--ckpt", "tiny", "--tasks", "geoqa", "--limit", "2", "--backend", "vllm")
+    assert done.returncode == 2 and "pip install vllm" in done.stderr
