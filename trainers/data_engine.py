@@ -185,15 +185,12 @@ def run(cfg: DataEngineConfig, base: str, tasks: str, out: Path, data_dir: str |
     """R data-engine rounds on one task with question types; writes `out` (adapter, weight.json, manifest)."""
     from dataclasses import replace
 
-    from trl import SFTConfig as TRLSFTConfig
-    from trl import SFTTrainer
-
     from harness.store import atomic_write_json
     from harness.task import get_task, resolve_data_dir
     from harness.types import GenConfig
-    from trainers.common import (SFTCollator, examples_hash, index_dataset, load_base, load_examples, lora_config,
-                                 prepare_trainer, quiet_libraries, save_adapter, sampling_progress, staged_output,
-                                 task_names, train_metrics, trl_args, write_manifest)
+    from trainers.common import (examples_hash, load_base, load_examples, quiet_libraries, save_adapter,
+                                 sampling_progress, staged_output, task_names, train_metrics, write_manifest)
+    from trainers.sft import fit_lora_sft
 
     quiet_libraries()
     names = task_names(tasks)
@@ -233,16 +230,9 @@ def run(cfg: DataEngineConfig, base: str, tasks: str, out: Path, data_dir: str |
                 examples, short = draw(pool, counts, rng)
             if not examples:
                 raise HarnessError(f"data_engine round {r}: the train pool is used up; lower items_per_round or rounds")
-            with tempfile.TemporaryDirectory() as trl_dir:
-                args = trl_args(TRLSFTConfig, replace(cfg, seed=cfg.seed + r - 1), Path(trl_dir),
-                                dataset_kwargs={"skip_prepare_dataset": True})
-                trainer = SFTTrainer(
-                    model=model, args=args, train_dataset=index_dataset(len(examples)),
-                    data_collator=SFTCollator(backend, examples), processing_class=backend.tokenizer,
-                    peft_config=lora_config(cfg) if r == 1 else None,  # later rounds continue this adapter
-                )
-                prepare_trainer(trainer, progress, f"data_engine round {r}/{cfg.rounds}")
-                trainer.train()
+            trainer = fit_lora_sft(backend, model, examples, replace(cfg, seed=cfg.seed + r - 1), progress,
+                                   f"data_engine round {r}/{cfg.rounds}",
+                                   new_adapter=r == 1)  # later rounds continue this adapter
             model = trainer.model
             if r < cfg.rounds:
                 save_adapter(model, stage / "rounds" / f"round{r}", base_name)

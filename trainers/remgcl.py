@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -321,12 +320,11 @@ def _summary(values: list[float]) -> dict[str, Any]:
 def run(cfg: REMGCLConfig, base: str, tasks: str, out: Path, data_dir: str | Path | None = None,
         overwrite: bool = False, progress: bool = True, device: str | None = None) -> dict[str, Any]:
     """SFT with the alignment loss on the train split of `tasks`; writes `out` (adapter + manifest)."""
-    from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
-    from trainers.common import (index_dataset, load_base, load_train_data, lora_config, prepare_trainer,
-                                 quiet_libraries, save_adapter, staged_output, train_metrics, trl_args,
-                                 write_manifest)
+    from trainers.common import (load_base, load_train_data, quiet_libraries, save_adapter, staged_output,
+                                 train_metrics, write_manifest)
+    from trainers.sft import fit_lora_sft
 
     quiet_libraries()
     examples, data = load_train_data(tasks, data_dir, cfg.limit, cfg.target)
@@ -335,16 +333,12 @@ def run(cfg: REMGCLConfig, base: str, tasks: str, out: Path, data_dir: str | Pat
     with staged_output(Path(out), overwrite) as stage:
         backend, base_name = load_base(base, cfg.qlora, device)
         _decoder(backend.model)  # an unsupported architecture fails before training starts
-        with tempfile.TemporaryDirectory() as work:
-            args = trl_args(TRLSFTConfig, cfg, Path(work), dataset_kwargs={"skip_prepare_dataset": True})
-            trainer = _make_trainer(SFTTrainer)(
-                model=backend.model, args=args, train_dataset=index_dataset(len(examples)),
-                data_collator=REMGCLCollator(backend, examples), processing_class=backend.tokenizer,
-                peft_config=lora_config(cfg), image_token_id=backend.image_token_id,
-                align=(cfg.global_weight, cfg.local_weight, cfg.temperature, cfg.negatives),
-            )
-            prepare_trainer(trainer, progress, f"remgcl {data['task']}")
-            trainer.train()
+        trainer = fit_lora_sft(
+            backend, backend.model, examples, cfg, progress, f"remgcl {data['task']}",
+            collator=REMGCLCollator(backend, examples), trainer_cls=_make_trainer(SFTTrainer),
+            image_token_id=backend.image_token_id,
+            align=(cfg.global_weight, cfg.local_weight, cfg.temperature, cfg.negatives),
+        )
         metrics = train_metrics(trainer)
         metrics["wall_seconds"] = round(time.time() - t0, 1)
         metrics["alignment"] = {

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import random
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -298,21 +297,10 @@ def run(cfg: SelfTrainConfig, base: str, tasks: str, out: Path, data_dir: str | 
 def _train(backend: "HFBackend", cfg: SelfTrainConfig, train: list[Example], progress: bool, label: str):
     """A fresh LoRA on the base: the previous iteration's adapter is removed (not merged) first."""
     from peft import PeftModel
-    from trl import SFTConfig as TRLSFTConfig
-    from trl import SFTTrainer
 
-    from trainers.common import SFTCollator, index_dataset, lora_config, prepare_trainer, trl_args
+    from trainers.sft import fit_lora_sft
 
     if isinstance(backend.model, PeftModel):
         backend.model = backend.model.unload()
-    with tempfile.TemporaryDirectory() as work:
-        args = trl_args(TRLSFTConfig, cfg, Path(work), dataset_kwargs={"skip_prepare_dataset": True})
-        trainer = SFTTrainer(
-            model=backend.model, args=args, train_dataset=index_dataset(len(train)),
-            data_collator=SFTCollator(backend, train), processing_class=backend.tokenizer,
-            peft_config=lora_config(cfg),
-        )
-        prepare_trainer(trainer, progress, label)
-        trainer.train()
-    return trainer
+    return fit_lora_sft(backend, backend.model, train, cfg, progress, label)
 

@@ -36,30 +36,41 @@ def run(cfg: SFTConfig, base: str, tasks: str, out: Path, data_dir: str | Path |
         overwrite: bool = False, progress: bool = True, device: str | None = None) -> dict[str, Any]:
     """Train on the train split of `tasks` (a name or comma-separated names), then write `out`
     (a PEFT adapter + manifest.json). Returns the manifest."""
-    from trl import SFTConfig as TRLSFTConfig
-    from trl import SFTTrainer
-
-    from trainers.common import (SFTCollator, index_dataset, load_base, load_train_data, lora_config,
-                                 prepare_trainer, quiet_libraries, save_adapter, staged_output, train_metrics,
-                                 trl_args, write_manifest)
+    from trainers.common import (load_base, load_train_data, quiet_libraries, save_adapter, staged_output,
+                                 train_metrics, write_manifest)
 
     quiet_libraries()
     examples, data = load_train_data(tasks, data_dir, cfg.limit, cfg.target)
     t0 = time.time()
     with staged_output(Path(out), overwrite) as stage:
         backend, base_name = load_base(base, cfg.qlora, device)
-        with tempfile.TemporaryDirectory() as work:
-            args = trl_args(TRLSFTConfig, cfg, Path(work), dataset_kwargs={"skip_prepare_dataset": True})
-            trainer = SFTTrainer(
-                model=backend.model, args=args, train_dataset=index_dataset(len(examples)),
-                data_collator=SFTCollator(backend, examples), processing_class=backend.tokenizer,
-                peft_config=lora_config(cfg),
-            )
-            prepare_trainer(trainer, progress, f"sft {data['task']}")
-            trainer.train()
+        trainer = fit_lora_sft(backend, backend.model, examples, cfg, progress, f"sft {data['task']}")
         metrics = train_metrics(trainer)
         metrics["wall_seconds"] = round(time.time() - t0, 1)
         save_adapter(trainer.model, stage, base_name)
         return write_manifest(
             stage, "sft", cfg, base=base_name, base_hash=backend.content_hash, data=data, metrics=metrics,
         )
+
+
+def fit_lora_sft(backend: Any, model: Any, examples: list, cfg: TrainConfig, progress: bool, label: str, *,
+                 new_adapter: bool = True, collator: Any = None, trainer_cls: type | None = None,
+                 **trainer_kwargs: Any):
+    """TRL SFTTrainer over `examples` (reply-only loss via SFTCollator unless `collator` is given):
+    a new LoRA on `model`, or (new_adapter=False) further training of the adapter `model` carries.
+    The shared loop of sft, remgcl, self_train and data_engine; returns the trained trainer."""
+    from trl import SFTConfig as TRLSFTConfig
+    from trl import SFTTrainer
+
+    from trainers.common import SFTCollator, index_dataset, lora_config, prepare_trainer, trl_args
+
+    with tempfile.TemporaryDirectory() as work:
+        args = trl_args(TRLSFTConfig, cfg, Path(work), dataset_kwargs={"skip_prepare_dataset": True})
+        trainer = (trainer_cls or SFTTrainer)(
+            model=model, args=args, train_dataset=index_dataset(len(examples)),
+            data_collator=collator or SFTCollator(backend, examples), processing_class=backend.tokenizer,
+            peft_config=lora_config(cfg) if new_adapter else None, **trainer_kwargs,
+        )
+        prepare_trainer(trainer, progress, label)
+        trainer.train()
+    return trainer
