@@ -203,7 +203,7 @@ def test_lmms_eval_loads_the_exported_task(tmp_path):
     assert got["images"] == 1 and got["result"] == {"accuracy": task.score("B", item), "parsed": 1.0}
 
 
-@pytest.mark.slow
+# In CI on purpose (about 20 s): the issue asks for lmms-eval on tiny with a local task YAML.
 @pytest.mark.skipif(not HAS_LMMS, reason="lmms-eval not installed (make setup installs it; README: Bridges)")
 def test_lmms_eval_runs_the_exported_task_on_tiny(tmp_path):
     """lmms-eval's simple_evaluate + llava_hf wrapper on the exported task, imported into our store;
