@@ -9,7 +9,7 @@ from typing import Any
 from harness.errors import HarnessError
 from harness.runner import EvalSettings, check_images, evaluate, run_name
 from harness.scoring import sample_record, summarize
-from harness.store import GenerationCache, atomic_write_json, atomic_write_text
+from harness.store import GenerationCache, atomic_write_json, atomic_write_jsonl
 from harness.task import Task, resolve_data_dir
 from harness.types import GenConfig
 
@@ -133,7 +133,7 @@ def run_score(args: argparse.Namespace, task: Task) -> dict[str, Any]:
         data={"dir": str(data_dir)},
     )
     out = Path(args.out)
-    atomic_write_text(out / "samples.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    atomic_write_jsonl(out / "samples.jsonl", records)
     atomic_write_json(out / "summary.json", summary)
     print_summaries([summary], title=f"{task.name} (scored from {Path(args.predictions).name})")
     return summary

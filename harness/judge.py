@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
 from harness.errors import HarnessError
-from harness.store import GenerationCache, atomic_write_json, atomic_write_text
+from harness.store import GenerationCache, atomic_write_json, atomic_write_jsonl
 from harness.types import GenConfig, ImageRef, Item, Prompt
 
 Verdict = Literal["1", "2", "tie"]
@@ -276,10 +276,6 @@ class JudgeResult:
     records: list[dict[str, Any]]
 
 
-def write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-
-
 def _answer(sample: dict[str, Any]) -> str:
     # The raw output as stored: the judge sees exactly what the model said (untrusted text).
     out = sample.get("output")
@@ -310,7 +306,7 @@ def judge_pointwise(judge: Judge, items: dict[str, Item], samples: Iterable[dict
                         "missing": score is None, "category": items[item_id].category})
     summary = {**(base or {}), **pointwise_summary(records, judge.settings), "judge": judge.info,
                "unanswered": sum(1 for s in rows.values() if not _answer(s).strip())}
-    write_jsonl(run_dir / "judgements.jsonl", records)
+    atomic_write_jsonl(run_dir / "judgements.jsonl", records)
     atomic_write_json(run_dir / "summary.json", summary)
     return JudgeResult(summary, pointwise_units(records), records)
 
@@ -335,7 +331,7 @@ def judge_pairwise(judge: Judge, items: dict[str, Item], samples_a: Iterable[dic
                         "missing": outcome is None, "category": items[item_id].category})
     summary = {**(base or {}), **pairwise_summary(records, judge.settings), "judge": judge.info,
                "dropped": len(rows_a) + len(rows_b) - 2 * len(shared)}
-    write_jsonl(out_dir / "judgements.jsonl", records)
+    atomic_write_jsonl(out_dir / "judgements.jsonl", records)
     atomic_write_json(out_dir / "summary.json", summary)
     return JudgeResult(summary, pairwise_units(records), records)
 
@@ -393,7 +389,7 @@ def agreement(judge: Judge, comparisons: Sequence[Comparison], out_dir: Path,
         "judge_verdicts": dict(Counter(r["verdict"] or "missing" for r in records)),
         "judge": judge.info, **(meta or {}),
     }
-    write_jsonl(out_dir / "judgements.jsonl", records)
+    atomic_write_jsonl(out_dir / "judgements.jsonl", records)
     atomic_write_json(out_dir / "summary.json", summary)
     return summary
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness.errors import HarnessError
-from harness.judge import Comparison, Judge, JudgeSettings, agreement, judge_pairwise, judge_pointwise, write_jsonl
-from harness.store import GenerationCache
+from harness.judge import Comparison, Judge, JudgeSettings, agreement, judge_pairwise, judge_pointwise
+from harness.store import GenerationCache, atomic_write_jsonl
 from harness.types import GenConfig, Item
 
 def _backends(kwargs: dict[str, Any]):
@@ -116,7 +116,7 @@ def run_judged_score(args: Any, task: Any) -> dict[str, Any]:
     records = [sample_record(task, items[i], k, text) for i, k, text in preds]
     judge_ref = resolve_checkpoint(args.judge or "tiny")
     out = Path(args.out)
-    write_jsonl(out / "samples.jsonl", records)
+    atomic_write_jsonl(out / "samples.jsonl", records)
     cache = GenerationCache(out / ".cache" / "generations.sqlite")
     try:
         judge = Judge(_backends({"device": args.device})(judge_ref), cache, JudgeSettings(ci_method=args.ci_method))

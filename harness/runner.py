@@ -171,9 +171,9 @@ def evaluate(
         # Lines were appended in prompt-length order; put them back in item order (as a merged
         # parallel run has them) unless they already are, so an unchanged re-run writes nothing.
         rows = list(read_sample_lines(final))
-        ordered = merge_samples([rows], positions)
-        if [r.get("key") for r in rows] != [r["key"] for r in ordered]:
-            SampleLog(final).reset_to(ordered)
+        merged = merge_samples([rows], positions)
+        if [r.get("key") for r in rows] != [r["key"] for r in merged]:
+            SampleLog(final).reset_to(merged)
     else:
         shard.barrier()  # every rank's shard is complete
         if not shard.is_main:
@@ -187,10 +187,9 @@ def evaluate(
         SampleLog(final).reset_to(merged)
         for path in shard_logs(run_dir):
             path.unlink()
-        wanted = {key: (r, k) for r in reqs for k, key in enumerate(r.keys)}
         extra["data_parallel"] = {"world_size": shard.world, "shard_lines": {n: len(v) for n, v in shards.items()}}
 
-    records = [r for r in read_sample_lines(final) if r.get("key") in wanted]
+    records = merged  # every requested sample, in item order: what samples.jsonl now holds
     item_map = {it.id: it for it in items}
     summary = summarize(
         task, item_map, records, ci_method=settings.ci_method, seed=settings.gen.seed,

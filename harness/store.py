@@ -35,6 +35,10 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+def atomic_write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
 def read_sample_lines(path: Path) -> Iterator[dict[str, Any]]:
     """Valid sample records of a samples.jsonl; a torn or foreign line (from a kill) is skipped."""
     if not path.is_file():
@@ -58,7 +62,7 @@ class SampleLog:
 
     def reset_to(self, records: Iterable[dict[str, Any]]) -> None:
         """Rewrite the file atomically with exactly `records` (dropping torn/stale lines)."""
-        atomic_write_text(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        atomic_write_jsonl(self.path, records)
 
     def append(self, records: Iterable[dict[str, Any]]) -> None:
         if self._fh is None:

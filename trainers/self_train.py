@@ -31,7 +31,6 @@ output takes no part in refine/select items.
 """
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections import Counter
@@ -222,18 +221,13 @@ def as_examples(items: Sequence[SelfItem], examples: Sequence[Example]) -> list[
     return [replace(examples[it.index], text=it.prompt, target=it.target) for it in items]
 
 
-def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    from harness.store import atomic_write_text
-
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
-
-
 # --- the treatment -------------------------------------------------------------------------------------
 def run(cfg: SelfTrainConfig, base: str, tasks: str, out: Path, data_dir: str | Path | None = None,
         overwrite: bool = False, progress: bool = True, device: str | None = None) -> dict[str, Any]:
     """K rounds of sample -> judge -> build -> train a fresh LoRA; writes <out>/iter1..K (adapters with
     manifests) and <out>/manifest.json. Returns the top-level manifest."""
     from harness.errors import HarnessError
+    from harness.store import atomic_write_jsonl
     from harness.types import GenConfig
     from trainers.common import (load_base, load_train_data, quiet_libraries, sampling_progress, save_adapter,
                                  staged_output, train_metrics, write_manifest)
@@ -276,8 +270,8 @@ def run(cfg: SelfTrainConfig, base: str, tasks: str, out: Path, data_dir: str | 
             stats["train"] = {key: metrics[key] for key in ("steps", "train_seconds", "first_loss", "last_loss")}
             stats["seconds"] = round(time.time() - t_iter, 1)
             history.append(stats)
-            write_jsonl(folder / "train_items.jsonl", [it.record(examples, k) for it in items])
-            write_jsonl(folder / "samples.jsonl", [
+            atomic_write_jsonl(folder / "train_items.jsonl", [it.record(examples, k) for it in items])
+            atomic_write_jsonl(folder / "samples.jsonl", [
                 {"id": ex.item.id, "outputs": [x.text for x in row], "extracted": [x.extracted for x in row],
                  "scores": [x.score for x in row]} for ex, row in zip(examples, judged)])
             write_manifest(folder, "self_train", cfg, base=base_name, base_hash=backend.content_hash,

@@ -16,7 +16,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.scoring import sample_record, summarize
-from harness.store import atomic_write_json, atomic_write_text
+from harness.store import atomic_write_json, atomic_write_jsonl
 from harness.task import Task, get_task, task_names
 from harness.types import Item
 
@@ -60,7 +60,7 @@ def import_task_samples(name: str, samples: list[dict[str, Any]], config: dict[s
     summary = summarize(task, items, records, ci_method=ci_method, **(meta or {}), **extra)
     summary["task"] = f"lmms-{name}"
     summary["empty_outputs"] = sum(1 for r in records if not (r["output"] or "").strip())
-    atomic_write_text(run_dir / "samples.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    atomic_write_jsonl(run_dir / "samples.jsonl", records)
     atomic_write_json(run_dir / "summary.json", summary)
     return summary
 
