@@ -12,7 +12,9 @@ costs excluded), each with a fresh generation cache so nothing is read back:
            lmms-eval is importable (LLaVA gets our rendered prompt, so its greedy outputs must
            match; Qwen2-VL's wrapper builds its own prompt, so mismatches there are expected)
   naive    one `model.generate` call per item, same inputs as ours, greedy
-  sampled  ours with --samples N at --temperature (prompt and image encoded once per item)
+  sampled  ours with --samples N at --temperature: prompt and image encoded once per item, the N
+           rows attend to one shared copy of the prompt's keys/values (harness/shared_prefix.py)
+  sampled_copied  the same, with the prompt's prefilled cache copied to each of the N rows
   sampled_rs  the same N samples with `num_return_sequences` (the prompt prefilled N times), for
            comparison
 Greedy outputs are compared across paths by item id. Peak memory is the peak RSS during the
@@ -58,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default on a CPU: 1, so timings stay steady when other work shares "
                         "the cores; on a GPU: torch's default)")
-    p.add_argument("--skip", default="", help="comma-separated phases to skip: lmms, naive, sampled, sampled_rs")
+    p.add_argument("--skip", default="", help="comma-separated phases to skip: lmms, naive, sampled, sampled_copied, sampled_rs")
     p.add_argument("--out", default="bench/results/throughput.json", help="JSON file to write")
     args = p.parse_args(argv)
     if min(args.limit, args.batch_size, args.repeats) < 1 or args.samples < 2 or args.temperature <= 0:
@@ -157,6 +159,15 @@ def naive(backend, task, items, gen) -> dict[str, str]:
         text = backend.tokenizer.decode(ids[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
         outs[it.id] = text.strip()
     return outs
+
+
+def sampled_copied(backend, task, items, settings) -> dict[str, str]:
+    """Ours with the prompt's prefilled cache copied N times instead of shared."""
+    shared, backend.shared_prefix = backend.shared_prefix, False
+    try:
+        return ours(backend, task, items, settings)
+    finally:
+        backend.shared_prefix = shared
 
 
 def sampled_rs(backend, task, items, gen, n: int, batch_size: int) -> dict[str, str]:
@@ -349,6 +360,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             phases["naive"] = lambda: naive(backend, task, items, gen)
         if "sampled" not in skip:
             phases["sampled"] = lambda: ours(backend, task, items, sampling)
+        if "sampled_copied" not in skip:
+            phases["sampled_copied"] = lambda: sampled_copied(backend, task, items, sampling)
         if "sampled_rs" not in skip:
             phases["sampled_rs"] = lambda: sampled_rs(backend, task, items, sampling.gen, args.samples, args.batch_size)
         # Phases take turns, --repeats times; each keeps its fastest run (the one least slowed by
@@ -392,6 +405,8 @@ def ratios(paths: dict[str, dict[str, Any]]) -> dict[str, float | None]:
         "ours_vs_lmms_cpu": div(get("lmms", "cpu_seconds"), get("ours", "cpu_seconds")),
         "sampled_vs_greedy_seconds": div(get("sampled", "seconds"), get("ours", "seconds")),
         "sampled_vs_greedy_cpu_seconds": div(get("sampled", "cpu_seconds"), get("ours", "cpu_seconds")),
+        "sampled_copied_vs_greedy_seconds": div(get("sampled_copied", "seconds"), get("ours", "seconds")),
+        "sampled_copied_vs_greedy_cpu_seconds": div(get("sampled_copied", "cpu_seconds"), get("ours", "cpu_seconds")),
         "sampled_rs_vs_greedy_seconds": div(get("sampled_rs", "seconds"), get("ours", "seconds")),
         "sampled_rs_vs_greedy_cpu_seconds": div(get("sampled_rs", "cpu_seconds"), get("ours", "cpu_seconds")),
     }

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from harness.checkpoints import CheckpointRef
 from harness.errors import HarnessError
 from harness.images import open_image
+from harness.shared_prefix import supports_shared_prefix
 from harness.types import GenConfig, Prompt
 
 if TYPE_CHECKING:
@@ -64,6 +65,8 @@ class HFBackend:
         self.trust_remote_code = trust_remote_code or ref.model_type == "internvl_chat"
         self.model = self._load_model()
         self.model_family = str(self.model.config.model_type)
+        # N samples per prompt share the prompt's keys and values (harness/shared_prefix.py).
+        self.shared_prefix = supports_shared_prefix(self.model)
         self._load_processors()
 
     # ---- loading -------------------------------------------------------------------------
@@ -269,11 +272,12 @@ class HFBackend:
         `num_return_sequences` copies every prompt n times before the first forward pass, so the
         prompt's prefill runs on all n copies (transformers 5 encodes the images before copying).
         Here the prompt minus its last token is prefilled once (a 1-token `generate`, which
-        builds each family's positions and image features itself), the KV cache is repeated n
-        times along the batch, and `generate` continues from that cache (the prefix-caching use
-        Hugging Face documents): only the last prompt token and the sampled tokens run on the n
-        copies. Rows come back grouped by prompt, like num_return_sequences. Returns prompt + new
-        token ids for B * n rows.
+        builds each family's positions and image features itself) and `generate` continues from
+        that cache (the prefix-caching use Hugging Face documents): only the last prompt token
+        and the sampled tokens run on the n rows. With `self.shared_prefix` the n rows attend to
+        ONE copy of the prompt's keys and values and draw tokens by inverse CDF
+        (harness/shared_prefix.py); otherwise the cache is repeated n times. Rows come back
+        grouped by prompt, like num_return_sequences. Returns prompt + new token ids for B * n rows.
         """
         import torch
 
@@ -291,15 +295,25 @@ class HFBackend:
             first = self.model.generate(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], **prefix,
                                         generation_config=once)
             cache = first.past_key_values  # holds exactly the n-1 prompt tokens' keys and values
-            cache.batch_repeat_interleave(n)
             # Qwen2-VL keeps the M-RoPE offset of each row from the prefill; it must follow the copies.
             inner = getattr(self.model, "model", None)
             if getattr(inner, "rope_deltas", None) is not None:
                 inner.rope_deltas = inner.rope_deltas.repeat_interleave(n, dim=0)
+            rows = {"input_ids": ids.repeat_interleave(n, dim=0), "attention_mask": mask.repeat_interleave(n, dim=0)}
             torch.manual_seed(gen.seed)
-            return self.model.generate(input_ids=ids.repeat_interleave(n, dim=0),
-                                       attention_mask=mask.repeat_interleave(n, dim=0), past_key_values=cache,
-                                       generation_config=self._generation_config(gen, 1))
+            if not self.shared_prefix:
+                cache.batch_repeat_interleave(n)
+                return self.model.generate(**rows, past_key_values=cache,
+                                           generation_config=self._generation_config(gen, 1))
+            from harness.shared_prefix import decoding_with, sampling_processors, shared_prefix_cache
+
+            # +1: the last prompt token is written to each row's own part too.
+            shared = shared_prefix_cache(cache, mask[:, :-1], n, capacity=gen.max_new_tokens + 1)
+            greedy_mode = self._generation_config(GenConfig(max_new_tokens=gen.max_new_tokens), 1)
+            sampler = [] if gen.greedy else sampling_processors(gen.temperature, gen.top_k, gen.top_p)
+            with decoding_with(self.model, shared):
+                return self.model.generate(**rows, past_key_values=shared, generation_config=greedy_mode,
+                                           logits_processor=sampler)
 
     def _generation_config(self, gen: GenConfig, n: int):
         import copy

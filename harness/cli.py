@@ -267,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the task's first numeric one)")
     p.add_argument("--backend", default="hf", choices=["hf", "vllm"],
                    help="hf: transformers generate (default); vllm: vLLM engine for fast N-sample decoding on a GPU "
-                        "(pip install vllm; untested here)")
+                        "(pip install vllm; tested here only against a stand-in of its API)")
     _add_task_options(p)
     p.set_defaults(func=cmd_eval)
 

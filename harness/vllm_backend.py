@@ -1,6 +1,7 @@
 """Optional vLLM backend: `harness eval --backend vllm ...` on a CUDA machine with `pip install vllm`.
 
-UNTESTED here (no GPU, vLLM not installed): written against vLLM's documented offline API,
+Written against vLLM's documented offline API and tested against a logging stand-in of it
+(tests/test_performance.py), never against vLLM itself (it needs a CUDA GPU):
 `LLM(model=...)` and `LLM.generate([{"prompt": text, "multi_modal_data": {"image": ...}}],
 SamplingParams(n=..., ...))`. vLLM schedules all prompts at once (continuous batching) and the n
 samples of a request share its prompt's KV cache, which is where it beats HF generate for

@@ -147,3 +147,80 @@ def test_vllm_backend_names_its_install():
         pytest.skip("vLLM is installed")
     done = run_cli("eval", "--ckpt", "tiny", "--tasks", "geoqa", "--limit", "2", "--backend", "vllm")
     assert done.returncode == 2 and "pip install vllm" in done.stderr
+
+
+FAKE_VLLM = '''"""A stand-in for vLLM's documented offline API (LLM, SamplingParams) that logs what it is given."""
+import json
+import os
+
+
+class SamplingParams:
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+
+
+class _Completion:
+    def __init__(self, text):
+        self.text = text
+
+
+class _RequestOutput:
+    def __init__(self, outputs):
+        self.outputs = outputs
+
+
+def _log(row):
+    with open(os.environ["FAKE_VLLM_LOG"], "a") as f:
+        f.write(json.dumps(row) + "\\n")
+
+
+class LLM:
+    def __init__(self, **kwargs):
+        _log({"init": {k: str(v) for k, v in kwargs.items()}})
+
+    def generate(self, requests, params, use_tqdm=True):
+        _log({"params": params.kwargs, "requests": [
+            {"prompt": r["prompt"], "image": list(r["multi_modal_data"]["image"].size)} for r in requests]})
+        letters = "ABCD"
+        return [_RequestOutput([_Completion(f" Answer: {letters[(i + k) % 4]} ") for k in range(params.kwargs["n"])])
+                for i, _ in enumerate(requests)]
+'''
+
+
+def test_vllm_backend_speaks_the_documented_api(tmp_path, random_tiny):
+    """`harness eval --backend vllm` end to end against a logging stand-in for vLLM's offline API
+    (vLLM itself needs a CUDA GPU): prompts from the checkpoint's chat template with one image
+    placeholder and no doubled BOS, the item's image, sampling parameters, n outputs per item."""
+    from conftest import run_cli
+    from harness.task import get_task
+    from transformers import AutoTokenizer
+
+    (tmp_path / "fake" / "vllm").mkdir(parents=True)
+    (tmp_path / "fake" / "vllm" / "__init__.py").write_text(FAKE_VLLM)
+    log = tmp_path / "vllm.jsonl"
+    env = {"PYTHONPATH": str(tmp_path / "fake"), "FAKE_VLLM_LOG": str(log)}
+    base = ("eval", "--ckpt", str(random_tiny), "--tasks", "geoqa", "--limit", "3", "--backend", "vllm")
+    done = run_cli(*base, "--output-dir", str(tmp_path / "greedy"), env=env)
+    assert done.returncode == 0, done.stderr
+    done = run_cli(*base, "--output-dir", str(tmp_path / "sampled"), "--n-samples", "4", "--temperature", "0.7",
+                   "--top-k", "20", env=env)
+    assert done.returncode == 0, done.stderr
+
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert calls[0]["init"]["model"] == str(random_tiny) and calls[0]["init"]["trust_remote_code"] == "False"
+    greedy, sampled = (c for c in calls if "params" in c)
+    assert greedy["params"]["n"] == 1 and greedy["params"]["temperature"] == 0.0
+    assert sampled["params"] | {"seed": 0} == {"n": 4, "temperature": 0.7, "top_p": 1.0, "top_k": 20, "seed": 0,
+                                              "max_tokens": greedy["params"]["max_tokens"]}
+    tok = AutoTokenizer.from_pretrained(random_tiny)
+    items = get_task("geoqa").load(BUNDLED, "test")[:3]
+    for request in greedy["requests"]:
+        assert request["prompt"].count("<image>") == 1 and not request["prompt"].startswith(tok.bos_token * 2)
+    assert sorted(r["prompt"] for r in greedy["requests"]) == sorted(r["prompt"] for r in sampled["requests"])
+    from harness.images import open_image
+
+    assert sorted(r["image"] for r in greedy["requests"]) == sorted(
+        list(open_image(it.images[0]).size) for it in items)
+    rows = [json.loads(line) for line in (tmp_path / "sampled" / random_tiny.name / "geoqa" / "samples.jsonl")
+            .read_text().splitlines()]
+    assert len(rows) == 12 and {r["output"] for r in rows} == {f"Answer: {c}" for c in "ABCD"}
