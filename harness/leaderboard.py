@@ -9,7 +9,9 @@ Spec keys (unknown keys are errors, so a typo never silently changes a leaderboa
     - tiny
     - {name: sft, recipe: {trainer: sft, base: tiny, task: geoqa, config: {}}}
   blind: [tiny]                  # also evaluate these with blanked images, as "<name>+blind" rows
-  tasks: [geoqa, mmbench]        # task names, or {name: aokvqa_mc, options: {mc_mode: likelihood}}
+  tasks: [geoqa, mmbench]        # task names, or {name: aokvqa_mc, options: {mc_mode: likelihood}},
+                                 # or {lmms: <lmms-eval task name or task YAML>, metric: ...}: run by
+                                 # lmms-eval (harness/bridges/lmms.py), column "lmms-<task>", not blind
   data_dir: null                 # default: $HARNESS_DATA, else the bundled mini-sets
   generation: {temperature: 0, max_new_tokens: null, batch_size: 16}
   seed: 0
@@ -43,8 +45,9 @@ class CheckpointSpec:
 
 @dataclass
 class TaskSpec:
-    name: str
+    name: str  # our task name; for engine "lmms-eval" an lmms-eval task name or task YAML path
     options: dict[str, str] = field(default_factory=dict)
+    engine: str = "harness"
 
 
 @dataclass
@@ -112,8 +115,11 @@ def load_spec(path: Path) -> LeaderboardSpec:
             tasks.append(TaskSpec(entry))
         elif isinstance(entry, dict) and "name" in entry:
             tasks.append(TaskSpec(entry["name"], {k: str(v) for k, v in (entry.get("options") or {}).items()}))
+        elif isinstance(entry, dict) and isinstance(entry.get("lmms"), str) and set(entry) <= {"lmms", "metric"}:
+            tasks.append(TaskSpec(entry["lmms"], {"metric": str(entry["metric"])} if entry.get("metric") else {},
+                                  engine="lmms-eval"))
         else:
-            raise bad(f"task entry {entry!r}: give a task name or {{name, options}}")
+            raise bad(f"task entry {entry!r}: give a task name, {{name, options}} or {{lmms: TASK, metric: M}}")
     if not tasks:
         raise bad("no tasks listed")
     blind = list(raw.get("blind") or [])
@@ -177,7 +183,8 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
     from harness.types import GenConfig
 
     data_dir = resolve_data_dir(spec.data_dir)
-    tasks = [get_task(t.name, **t.options) for t in spec.tasks]
+    tasks = [get_task(t.name, **t.options) for t in spec.tasks if t.engine == "harness"]
+    lmms_tasks = [t for t in spec.tasks if t.engine == "lmms-eval"]
     items = {}
     for task in tasks:
         items[task.name] = task.load(data_dir, "test")[: spec.limit]
@@ -223,6 +230,12 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=console, transient=True) as progress:
             for name, blind in runs:
+                lmms_cols = {}
+                if lmms_tasks and not blind:  # lmms-eval loads its own model: before ours, not beside it
+                    from harness.bridges.lmms import leaderboard_columns as lmms_columns
+
+                    loaded.clear()
+                    lmms_cols = lmms_columns(name, refs[name], lmms_tasks, spec, gen, device)
                 backend = backend_for(name, refs[name])
                 settings = EvalSettings(gen=gen, batch_size=int(g.get("batch_size", 16)), blind=blind)
                 for task in tasks:
@@ -238,6 +251,7 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
                         judged.append((label, task, item_map, run_dir))
                         continue
                     unit_scores[label][task.name] = {u.id: u.score for u in task.units(item_map, dict(per_item))}
+                unit_scores[name].update(lmms_cols)  # after our tasks, in the spec's column order
             if judged:
                 from harness.judge_runs import leaderboard_columns
 

@@ -28,6 +28,16 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> sub
     return subprocess.run([*HARNESS, *args], cwd=cwd or REPO, env=full_env, capture_output=True, text=True, timeout=600)
 
 
+def geoqa_inputs(backend, k: int = 3) -> dict:
+    """`backend`'s batched, left-padded inputs for the first k bundled geoqa test items."""
+    from harness.images import open_image
+    from harness.task import get_task
+
+    task = get_task("geoqa")
+    items = task.load(BUNDLED, "test")[:k]
+    return backend.batch_inputs([task.prompt(it) for it in items], [[open_image(r) for r in it.images] for it in items])
+
+
 @pytest.fixture(scope="session")
 def random_tiny(tmp_path_factory) -> Path:
     """A small random-weight LLaVA with a tokenizer trained on the bundled prompts."""
@@ -39,3 +49,18 @@ def random_tiny(tmp_path_factory) -> Path:
     tok = build_tokenizer(texts, vocab_size=400)
     return build_tiny("llava", tok, tmp_path_factory.mktemp("ckpt") / "random-tiny", image_size=32,
                       patch_size=8, hidden=32, layers=1, heads=2, vision_hidden=16, vision_layers=1, vision_heads=2)
+
+
+@pytest.fixture(scope="session")
+def small_backends(tmp_path_factory) -> dict:
+    """Loaded HFBackends of small random LLaVA and Qwen2-VL checkpoints (2 layers), by arch."""
+    from harness.backend import HFBackend
+    from harness.checkpoints import resolve_checkpoint
+    from harness.tiny import build_tiny, build_tokenizer
+
+    tok = build_tokenizer(["Which angle is it? A. 30 B. 60", "Answer: B because"] * 20, vocab_size=300)
+    root = tmp_path_factory.mktemp("small")
+    small = dict(image_size=32, patch_size=8, hidden=32, layers=2, heads=2, vision_hidden=16, vision_layers=1,
+                 vision_heads=2)
+    return {arch: HFBackend(resolve_checkpoint(str(build_tiny(arch, tok, root / arch, **small))), device="cpu")
+            for arch in ("llava", "qwen2vl")}

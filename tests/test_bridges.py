@@ -226,6 +226,40 @@ def test_lmms_eval_runs_the_exported_task_on_tiny(tmp_path):
     assert list((tmp_path / "runs" / "tiny" / "lmms-eval-logs").glob("*/*_samples_harness_geoqa.jsonl"))
 
 
+@pytest.mark.skipif(not HAS_LMMS, reason="lmms-eval not installed (make setup installs it; README: Bridges)")
+def test_leaderboard_spec_names_an_lmms_eval_task(tmp_path, random_tiny, monkeypatch):
+    """`{lmms: task.yaml}` in a spec: each row (not its blind run) gets an lmms-<task> column with our
+    statistics, paired item by item; an unchanged re-run does not run lmms-eval again."""
+    from harness.leaderboard import load_spec, run_leaderboard
+
+    assert run_cli("export-lmms-task", "geoqa", "--out", str(tmp_path / "t")).returncode == 0
+    spec = tmp_path / "lb.yaml"
+    spec.write_text(
+        f"baseline: tiny\ncheckpoints: [tiny, {{name: other, path: {random_tiny}}}]\nblind: [tiny]\n"
+        f"tasks: [geoqa, {{lmms: {tmp_path / 't' / 'harness_geoqa.yaml'}}}]\nlimit: 4\nbootstrap: 200\n"
+        f"output_dir: {tmp_path / 'runs'}\ngeneration: {{max_new_tokens: 24}}\n")
+    df = run_leaderboard(load_spec(spec), device="cpu")
+    cells = {(r.checkpoint, r.task): r for r in df.itertuples()}
+    assert ("tiny+blind", "lmms-harness_geoqa") not in cells
+    ours, theirs = cells[("tiny", "geoqa")], cells[("tiny", "lmms-harness_geoqa")]
+    assert theirs.n == 4 and theirs.score == ours.score  # same outputs, scored by the same rule
+    assert cells[("other", "lmms-harness_geoqa")].n == 4 and "delta" in df.columns
+    assert (tmp_path / "runs" / "other" / "lmms-harness_geoqa" / "samples.jsonl").is_file()
+
+    monkeypatch.setattr(lmms, "_simple_evaluate", lambda *a, **k: pytest.fail("lmms-eval ran again"))
+    again = run_leaderboard(load_spec(spec), device="cpu")
+    assert again.equals(df)
+
+
+def test_leaderboard_spec_rejects_a_malformed_lmms_entry(tmp_path):
+    from harness.leaderboard import load_spec
+
+    spec = tmp_path / "lb.yaml"
+    spec.write_text("baseline: tiny\ncheckpoints: [tiny]\ntasks: [{lmms: geo.yaml, metrc: acc}]\n")
+    with pytest.raises(HarnessError, match=r"task entry .*\{lmms: TASK, metric: M\}"):
+        load_spec(spec)
+
+
 # --- LMUData TSVs and VLMEvalKit result files -----------------------------------------------------
 def _png() -> str:
     from PIL import Image

@@ -7,33 +7,10 @@ import json
 
 import pytest
 
-from conftest import BUNDLED, REPO
+from conftest import BUNDLED, REPO, geoqa_inputs
 from harness.types import GenConfig
 
 torch = pytest.importorskip("torch")
-
-
-@pytest.fixture(scope="module")
-def backends(tmp_path_factory):
-    from harness.backend import HFBackend
-    from harness.checkpoints import resolve_checkpoint
-    from harness.tiny import build_tiny, build_tokenizer
-
-    tok = build_tokenizer(["Which shape is red? A. circle B. square", "Answer: B"] * 20, vocab_size=300)
-    root = tmp_path_factory.mktemp("perf")
-    small = dict(image_size=32, patch_size=8, hidden=32, layers=1, heads=2, vision_hidden=16, vision_layers=1,
-                 vision_heads=2)
-    return {arch: HFBackend(resolve_checkpoint(str(build_tiny(arch, tok, root / arch, **small))), device="cpu")
-            for arch in ("llava", "qwen2vl")}
-
-
-def _inputs(backend):
-    from harness.images import open_image
-    from harness.task import get_task
-
-    task = get_task("geoqa")
-    items = task.load(BUNDLED, "test")[:3]
-    return backend.batch_inputs([task.prompt(it) for it in items], [[open_image(r) for r in it.images] for it in items])
 
 
 def _encoded(backend, run) -> tuple[int, int]:
@@ -63,9 +40,9 @@ def _encoded(backend, run) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("arch", ["llava", "qwen2vl"])
-def test_n_samples_encode_prompt_and_image_once(backends, arch):
-    backend = backends[arch]
-    inputs = _inputs(backend)
+def test_n_samples_encode_prompt_and_image_once(small_backends, arch):
+    backend = small_backends[arch]
+    inputs = geoqa_inputs(backend)
     greedy = GenConfig(max_new_tokens=5)
     with torch.inference_mode():
         plain = backend.model.generate(**inputs, generation_config=backend._generation_config(greedy, 1))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import geoqa_inputs
 from harness.types import GenConfig
 
 torch = pytest.importorskip("torch")
@@ -49,40 +50,16 @@ def test_attention_over_one_prompt_copy_equals_attention_over_n_copies(q_len):
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.fixture(scope="module")
-def backends(tmp_path_factory):
-    from harness.backend import HFBackend
-    from harness.checkpoints import resolve_checkpoint
-    from harness.tiny import build_tiny, build_tokenizer
-
-    tok = build_tokenizer(["Which angle is it? A. 30 B. 60", "Answer: B because"] * 20, vocab_size=300)
-    root = tmp_path_factory.mktemp("shared")
-    small = dict(image_size=32, patch_size=8, hidden=32, layers=2, heads=2, vision_hidden=16, vision_layers=1,
-                 vision_heads=2)
-    return {arch: HFBackend(resolve_checkpoint(str(build_tiny(arch, tok, root / arch, **small))), device="cpu")
-            for arch in ("llava", "qwen2vl")}
-
-
-def _geoqa_inputs(backend, k=3):
-    from harness.images import open_image
-    from harness.task import get_task
-    from conftest import BUNDLED
-
-    task = get_task("geoqa")
-    items = task.load(BUNDLED, "test")[:k]
-    return backend.batch_inputs([task.prompt(it) for it in items], [[open_image(r) for r in it.images] for it in items])
-
-
 @pytest.mark.parametrize("arch", ["llava", "qwen2vl"])
-def test_shared_prefix_decoding_gives_the_logits_of_repeated_prompts(backends, arch):
+def test_shared_prefix_decoding_gives_the_logits_of_repeated_prompts(small_backends, arch):
     """Greedy decode steps through `generate`: shared-prefix cache vs the prompt cache copied n times."""
     import contextlib
 
     from harness.shared_prefix import decoding_with, shared_prefix_cache
 
-    backend, n, steps = backends[arch], 3, 5
+    backend, n, steps = small_backends[arch], 3, 5
     model = backend.model
-    inputs = _geoqa_inputs(backend)
+    inputs = geoqa_inputs(backend)
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     assert bool((mask == 0).any())  # the batch really is left padded
     extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
@@ -118,10 +95,10 @@ def test_shared_prefix_decoding_gives_the_logits_of_repeated_prompts(backends, a
 
 
 @pytest.mark.parametrize("arch", ["llava", "qwen2vl"])
-def test_near_zero_temperature_sampling_reproduces_greedy_decoding(backends, arch):
-    backend = backends[arch]
+def test_near_zero_temperature_sampling_reproduces_greedy_decoding(small_backends, arch):
+    backend = small_backends[arch]
     assert backend.shared_prefix
-    inputs = _geoqa_inputs(backend)
+    inputs = geoqa_inputs(backend)
     greedy = backend.generate_expanded(inputs, GenConfig(max_new_tokens=6), 1)
     cold = backend.generate_expanded(inputs, GenConfig(max_new_tokens=6, temperature=1e-4), 4)
     assert torch.equal(cold, greedy.repeat_interleave(4, dim=0))

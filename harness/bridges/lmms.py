@@ -9,7 +9,7 @@ set to the device, sample logging on and the Hub offline. Its native logs go to
 `runs/<ckpt>/lmms-eval-logs/` (its --log_samples layout: <model>/<date>_samples_<task>.jsonl and
 <date>_results.json) and each task becomes `runs/<ckpt>/lmms-<task>/samples.jsonl` +
 `summary.json` in our contract, so it gets our CIs and pairs item by item with any run on the same
-ids (a leaderboard spec cannot name lmms-eval tasks yet).
+ids; a leaderboard spec names them as `{lmms: TASK}` (harness/leaderboard.py).
 
 Per-sample score: the task's first metric with a number per sample (or `--lmms-metric`). Tasks
 whose metric only exists after aggregation (GPT-judged ones such as mmbench_en_dev) have no
@@ -200,9 +200,9 @@ def run_lmms_eval(args: argparse.Namespace, specs: list[str]) -> list[dict[str, 
         gen["max_new_tokens"] = args.max_new_tokens
     if args.temperature > 0:
         gen.update(temperature=args.temperature, do_sample=True, top_p=args.top_p)
-    out = Path(args.output_dir)
+    out = Path(args.output_dir) / (getattr(args, "run_label", None) or ref.name)
     keys = {name: _run_key(ref, wrapper, name, include, gen, args) for name in names}
-    done = {name: _finished(out / ref.name / f"lmms-{name}", keys[name]) for name in names}
+    done = {name: _finished(out / f"lmms-{name}", keys[name]) for name in names}
     todo = [name for name in names if done[name] is None]
     if todo:
         require_lmms()
@@ -210,12 +210,40 @@ def run_lmms_eval(args: argparse.Namespace, specs: list[str]) -> list[dict[str, 
         for name in todo:
             info = {**meta["lmms_eval"], "task": name, "key": keys[name], "results": results["results"].get(name, {})}
             done[name] = import_task_samples(
-                name, samples[name], results["configs"].get(name, {}), out / ref.name / f"lmms-{name}", args.ci_method,
+                name, samples[name], results["configs"].get(name, {}), out / f"lmms-{name}", args.ci_method,
                 metric=getattr(args, "lmms_metric", None), meta={**meta, "lmms_eval": info},
             )
     summaries = [done[name] for name in names]
     print_summaries(summaries, title=f"{ref.name} (lmms-eval, {wrapper})")
     return summaries
+
+
+def leaderboard_columns(label: str, ref: CheckpointRef, tasks: list, spec: Any, gen: Any,
+                        device: str | None) -> dict[str, dict[str, float]]:
+    """A leaderboard row's lmms-eval columns: {"lmms-<task>": {item id: mean sample score}}.
+
+    `tasks` are the spec's `{lmms: ..., metric: ...}` entries; runs land in
+    <output_dir>/<row name>/lmms-<task>/ beside the row's own runs, cached like `harness eval`.
+    """
+    from collections import defaultdict
+
+    from harness.store import read_sample_lines
+
+    args = argparse.Namespace(
+        ckpt=str(ref.path), base=str(ref.base_path) if ref.base_path else None, trust_remote_code=False,
+        blind=False, n_samples=1, temperature=gen.temperature, top_p=gen.top_p,
+        max_new_tokens=(spec.generation or {}).get("max_new_tokens"), output_dir=spec.output_dir,
+        limit=spec.limit, seed=spec.seed, dtype=None, ci_method="bootstrap", device=device, run_label=label,
+    )
+    columns: dict[str, dict[str, float]] = {}
+    for task in tasks:
+        args.lmms_metric = task.options.get("metric")
+        for summary in run_lmms_eval(args, [task.name]):
+            per_item: dict[str, list[float]] = defaultdict(list)
+            for row in read_sample_lines(Path(spec.output_dir) / args.run_label / summary["task"] / "samples.jsonl"):
+                per_item[row["id"]].append(float(row["score"]))
+            columns[summary["task"]] = {i: sum(v) / len(v) for i, v in per_item.items()}
+    return columns
 
 
 def _run_key(ref: CheckpointRef, wrapper: str, name: str, include: list[str], gen: dict[str, Any],
