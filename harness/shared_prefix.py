@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import torch
 
 ATTENTION_NAME = "harness_shared_prefix"
-_active: list[list["SharedPrefixLayer"]] = []  # the layers of the cache `generate` is decoding with
+_active: list[list[Any]] = []  # the SharedPrefixLayers of the cache `generate` is decoding with
 
 
 def _layer_class():

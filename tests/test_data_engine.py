@@ -51,7 +51,7 @@ def test_proportions_reject_bad_inputs():
 
 def test_draw_without_replacement_and_hold_out():
     from harness.types import Item
-    from trainers.common import Example
+    from trainers.data import Example
     from trainers.data_engine import draw, hold_out
 
     pool = {"a": list(range(5)), "b": list(range(10, 13))}

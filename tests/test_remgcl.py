@@ -81,7 +81,8 @@ def test_trainer_loss_is_sft_plus_weighted_terms(random_tiny, tmp_path):
     from harness.backend import HFBackend
     from harness.checkpoints import resolve_checkpoint
     from harness.task import get_task
-    from trainers.common import index_dataset, load_examples, lora_config, trl_args
+    from trainers.common import lora_config, trl_args
+    from trainers.data import index_dataset, load_examples
     from trainers.remgcl import REMGCLCollator, REMGCLConfig, _make_trainer
 
     backend = HFBackend(resolve_checkpoint(str(random_tiny)), device="cpu")  # PEFT wraps it in place
@@ -156,7 +157,7 @@ def test_box_mapping_matches_the_image_processor(backend, size):
 
 def test_bundled_ocr_regions_cover_the_ink(backend):
     from harness.task import get_task
-    from trainers.common import load_examples
+    from trainers.data import load_examples
     from trainers.remgcl import box_to_patches, clip_grid
 
     patch = backend.model.config.vision_config.patch_size
@@ -183,7 +184,7 @@ def test_content_tokens_drop_stop_words(backend):
 
 def test_collator_marks_regions_for_ocr_items_only(backend):
     from harness.task import get_task
-    from trainers.common import load_examples
+    from trainers.data import load_examples
     from trainers.remgcl import REMGCLCollator
 
     examples = load_examples(get_task("ocrbench"), BUNDLED, limit=2) + load_examples(get_task("geoqa"), BUNDLED, limit=2)

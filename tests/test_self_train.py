@@ -20,7 +20,7 @@ TINY_RUN = dict(iterations=2, samples_per_question=3, max_steps=2, batch_size=4,
 
 def _examples(n: int = 6):
     from harness.task import get_task
-    from trainers.common import load_examples
+    from trainers.data import load_examples
 
     return load_examples(get_task("geoqa"), BUNDLED, limit=n)  # targets: the reference rationales
 

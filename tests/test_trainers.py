@@ -95,7 +95,7 @@ def test_sft_labels_cover_the_reply_only(random_tiny):
     from harness.backend import HFBackend
     from harness.checkpoints import resolve_checkpoint
     from harness.task import get_task
-    from trainers.common import SFTCollator, load_examples
+    from trainers.data import SFTCollator, load_examples
 
     backend = HFBackend(resolve_checkpoint(str(random_tiny)), device="cpu")
     examples = load_examples(get_task("geoqa"), BUNDLED, limit=3)
@@ -256,7 +256,8 @@ def test_mpo_trainer_uses_model_logprobs_and_the_running_shift(random_tiny, tmp_
     from harness.backend import HFBackend
     from harness.checkpoints import resolve_checkpoint
     from harness.task import get_task
-    from trainers.common import Pair, PairCollator, TrainConfig, index_dataset, load_examples, lora_config, trl_args
+    from trainers.common import TrainConfig, lora_config, trl_args
+    from trainers.data import Pair, PairCollator, index_dataset, load_examples
     from trainers.mpo import MPOTrainer, mpo_loss
 
     backend = HFBackend(resolve_checkpoint(str(random_tiny)), device="cpu")
@@ -301,7 +302,7 @@ def test_mpo_trainer_uses_model_logprobs_and_the_running_shift(random_tiny, tmp_
 
 def test_mpo_correctness_pairs():
     from harness.task import get_task
-    from trainers.common import load_examples
+    from trainers.data import load_examples
     from trainers.mpo import correctness_pairs
 
     task = get_task("geoqa")
@@ -348,7 +349,7 @@ def test_dropout_ntp_continues_without_the_image(random_tiny):
     from harness.checkpoints import resolve_checkpoint
     from harness.task import get_task
     from harness.types import GenConfig
-    from trainers.common import Pair, load_examples
+    from trainers.data import Pair, load_examples
     from trainers.mpo import dropout_ntp_pairs
 
     backend = HFBackend(resolve_checkpoint(str(random_tiny)), device="cpu")
@@ -438,7 +439,7 @@ def test_train_cli_end_to_end_on_two_tasks(random_tiny, tmp_path):
 
 
 def test_train_data_of_several_tasks_keeps_each_task():
-    from trainers.common import load_train_data
+    from trainers.data import load_train_data
 
     examples, data = load_train_data("geoqa, aokvqa_mc", BUNDLED, limit=2)
     assert [e.task.name for e in examples] == ["geoqa", "geoqa", "aokvqa_mc", "aokvqa_mc"]

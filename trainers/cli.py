@@ -68,7 +68,7 @@ def train(name: str, cfg, base: str | None, task: str | None, out: Path, data_di
     if not task:
         raise HarnessError(f"{name} needs --task (a task with a train split, e.g. geoqa, or a list geoqa,mmbench)")
     from harness.checkpoints import resolve_checkpoint
-    from trainers.common import task_names
+    from trainers.data import task_names
 
     resolve_checkpoint(base)  # a missing base fails here, before any data or model is loaded
     task_names(task)

@@ -1,8 +1,8 @@
-"""What every treatment shares: configs, training data, collators, LoRA, checkpoints, manifests.
+"""What every treatment shares: configs, loading the base, LoRA, TRL arguments, checkpoints, manifests.
 
 A treatment reads top to bottom as: `Config` (a dataclass below `TrainConfig`) -> load the base with
-`load_base` -> `load_examples` (a task's train split, in exactly the eval prompt format) -> TRL
-trainer over `SFTCollator` / `PairCollator` -> `save_adapter` + `write_manifest`, all written into
+`load_base` -> `trainers.data.load_examples` (a task's train split, in exactly the eval prompt
+format) -> TRL trainer over `SFTCollator` / `PairCollator` (trainers/data.py) -> `save_adapter` + `write_manifest`, all written into
 a staging folder that `staged_output` renames into place only when everything succeeded.
 
 Inputs are built by `HFBackend.batch_inputs` (the same code evaluation uses), so a model is
@@ -29,10 +29,6 @@ from harness.errors import HarnessError
 if TYPE_CHECKING:
     from harness.backend import HFBackend
     from harness.checkpoints import CheckpointRef
-    from harness.task import Task
-    from harness.types import Item
-
-TARGETS = ("cot", "answer")
 
 
 # --- configs -------------------------------------------------------------------------------------
@@ -163,140 +159,6 @@ def _coerce(owner: str, key: str, value: Any, hint: Any) -> Any:
             raise bad
         return str(value)
     return value
-
-
-# --- data ----------------------------------------------------------------------------------------
-@dataclass
-class Example:
-    """One training question: the eval prompt, its opened images and the reference reply."""
-
-    item: "Item"
-    text: str
-    images: list  # PIL images, opened once
-    target: str
-    task: "Task"  # extracts and scores this item's answers (MPO's correctness pairs)
-
-
-def load_examples(task: "Task", data_dir: Path, limit: int | None = None, target: str = "cot",
-                  split: str = "train") -> list[Example]:
-    """A task's `split` items as training examples (prompt = task.prompt, reply = task.target_text).
-
-    target="answer" keeps only the final "Answer: ..." part of a chain-of-thought target.
-    """
-    from harness.images import open_image
-    from harness.runner import check_images
-
-    if target not in TARGETS:
-        raise HarnessError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
-    items = task.load(data_dir, split)  # type: ignore[arg-type]
-    items = items[:limit] if limit else items
-    if not items:
-        raise HarnessError(f"{task.name}: the {split} split is empty; check --data-dir")
-    check_images(task, items)
-    opened: dict[Any, Any] = {}
-    out = []
-    for it in items:
-        try:
-            reply = task.target_text(it)
-        except NotImplementedError:
-            raise HarnessError(f"task {task.name} defines no training target (target_text); pick another task") from None
-        if target == "answer":
-            at = reply.rfind("Answer:")
-            reply = reply[at:] if at >= 0 else reply
-        imgs = []
-        for ref in it.images:
-            key = ref if isinstance(ref, bytes) else str(ref)
-            if key not in opened:
-                opened[key] = open_image(ref)
-            imgs.append(opened[key])
-        out.append(Example(it, task.prompt(it), imgs, reply, task))
-    return out
-
-
-def task_names(spec: str) -> list[str]:
-    """`geoqa` or `geoqa,aokvqa_mc` -> the task names, checked to exist."""
-    from harness.task import get_task
-
-    names = [t.strip() for t in spec.split(",") if t.strip()]
-    if not names:
-        raise HarnessError("--task is empty; give a task name or a comma-separated list, e.g. geoqa,aokvqa_mc")
-    if len(set(names)) != len(names):
-        raise HarnessError(f"--task {spec} lists a task twice")
-    for name in names:
-        get_task(name)  # an unknown name is an error listing the known tasks
-    return names
-
-
-def load_train_data(spec: str, data_dir: str | Path | None, limit: int | None,
-                    target: str = "cot") -> tuple[list[Example], dict[str, Any]]:
-    """Training examples of one or more tasks (the first `limit` train items of each) and the
-    manifest's description of them."""
-    from harness.task import get_task, resolve_data_dir
-
-    root = resolve_data_dir(data_dir)
-    examples: list[Example] = []
-    per_task = {}
-    for name in task_names(spec):
-        loaded = load_examples(get_task(name), root, limit, target)
-        per_task[name] = len(loaded)
-        examples += loaded
-    data = {"task": ",".join(per_task), "split": "train", "dir": str(root), "n": len(examples),
-            "n_per_task": per_task, "hash": examples_hash(examples)}
-    return examples, data
-
-
-def examples_hash(examples: Sequence[Example]) -> str:
-    from harness.scoring import data_hash
-
-    return data_hash(e.item for e in examples)
-
-
-@dataclass(frozen=True)
-class Pair:
-    """A preference pair for the question examples[index]."""
-
-    index: int
-    chosen: str
-    rejected: str
-    kind: str = "correctness"  # how it was made: correctness | dropout_ntp | critique
-
-
-class SFTCollator:
-    """Dataset rows {"idx": i} -> model inputs with labels on the reply tokens only."""
-
-    def __init__(self, backend: "HFBackend", examples: Sequence[Example]) -> None:
-        self.backend, self.examples = backend, examples
-
-    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        batch = [self.examples[r["idx"]] for r in rows]
-        return self.backend.batch_inputs([e.text for e in batch], [e.images for e in batch], [e.target for e in batch])
-
-
-class PairCollator:
-    """Dataset rows {"idx": i} -> TRL's preference batch: chosen rows, then rejected rows, with
-    `completion_mask` marking the reply tokens (TRL scores exactly those)."""
-
-    def __init__(self, backend: "HFBackend", examples: Sequence[Example], pairs: Sequence[Pair]) -> None:
-        self.backend, self.examples, self.pairs = backend, examples, pairs
-
-    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        from harness.backend import IGNORE_INDEX
-
-        pairs = [self.pairs[r["idx"]] for r in rows]
-        ex = [self.examples[p.index] for p in pairs]
-        batch = self.backend.batch_inputs(
-            [e.text for e in ex] * 2, [e.images for e in ex] * 2,
-            [p.chosen for p in pairs] + [p.rejected for p in pairs],
-        )
-        batch["completion_mask"] = (batch.pop("labels") != IGNORE_INDEX).long()
-        return batch
-
-
-def index_dataset(n: int):
-    """A `datasets.Dataset` of row indices: TRL's trainers want a Dataset; the collators hold the data."""
-    from datasets import Dataset
-
-    return Dataset.from_dict({"idx": list(range(n))})
 
 
 # --- model ---------------------------------------------------------------------------------------
@@ -548,11 +410,3 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module=r"(trl|transformers|peft|torch)\..*")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-__all__ = [
-    "Example", "Pair", "PairCollator", "SFTCollator", "TrainConfig", "examples_hash",
-    "index_dataset", "load_base", "load_config", "load_examples", "load_train_data", "lora_config", "prepare_trainer",
-    "quiet_libraries", "require", "sampling_progress", "save_adapter", "set_adapter_base", "staged_output", "task_names",
-    "train_metrics", "trl_args", "write_manifest",
-]

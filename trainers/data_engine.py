@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from harness.errors import HarnessError
-from trainers.common import TARGETS, Example, TrainConfig, require
+from trainers.common import TrainConfig, require
+from trainers.data import TARGETS, Example
 
 # Tasks whose bundled generator makes items of a chosen question type (item.category = its type).
 GENERATORS = {"geoqa": "tasks.synth.geoqa", "ocrbench": "tasks.synth.ocrbench", "aokvqa_mc": "tasks.synth.aokvqa"}
@@ -145,7 +146,7 @@ def generator(task_name: str):
 
 def generate_examples(task, counts: Mapping[str, int], folder: Path, seeds: Mapping[str, int], target: str) -> list[Example]:
     """New items of each type (counts[type] of them, seeds[type]) written under `folder`, loaded as examples."""
-    from trainers.common import load_examples
+    from trainers.data import load_examples
 
     gen = generator(task.name)
     out: list[Example] = []
@@ -188,8 +189,9 @@ def run(cfg: DataEngineConfig, base: str, tasks: str, out: Path, data_dir: str |
     from harness.store import atomic_write_json
     from harness.task import get_task, resolve_data_dir
     from harness.types import GenConfig
-    from trainers.common import (examples_hash, load_base, load_examples, quiet_libraries, save_adapter,
-                                 sampling_progress, staged_output, task_names, train_metrics, write_manifest)
+    from trainers.common import (load_base, quiet_libraries, save_adapter, sampling_progress, staged_output,
+        train_metrics, write_manifest)
+    from trainers.data import examples_hash, load_examples, task_names
     from trainers.sft import fit_lora_sft
 
     quiet_libraries()

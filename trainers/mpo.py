@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from trl import DPOTrainer
 
-from trainers.common import Example, Pair, TrainConfig, require
+from trainers.common import TrainConfig, require
+from trainers.data import Example, Pair
 
 if TYPE_CHECKING:
     from harness.backend import HFBackend
@@ -239,9 +240,9 @@ def run(cfg: MPOConfig, base: str, tasks: str, out: Path, data_dir: str | Path |
 
     from harness.errors import HarnessError
     from harness.types import GenConfig
-    from trainers.common import (PairCollator, index_dataset, load_base, load_train_data, lora_config,
-                                 prepare_trainer, quiet_libraries, sampling_progress, save_adapter, staged_output,
-                                 train_metrics, trl_args, write_manifest)
+    from trainers.common import (load_base, lora_config, prepare_trainer, quiet_libraries, sampling_progress,
+        save_adapter, staged_output, train_metrics, trl_args, write_manifest)
+    from trainers.data import PairCollator, index_dataset, load_train_data
 
     quiet_libraries()
     examples, data = load_train_data(tasks, data_dir, cfg.limit)

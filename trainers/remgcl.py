@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from harness.errors import HarnessError
-from trainers.common import SFTCollator, require
+from trainers.common import require
+from trainers.data import SFTCollator
 from trainers.sft import SFTConfig
 
 if TYPE_CHECKING:
@@ -322,8 +323,8 @@ def run(cfg: REMGCLConfig, base: str, tasks: str, out: Path, data_dir: str | Pat
     """SFT with the alignment loss on the train split of `tasks`; writes `out` (adapter + manifest)."""
     from trl import SFTTrainer
 
-    from trainers.common import (load_base, load_train_data, quiet_libraries, save_adapter, staged_output,
-                                 train_metrics, write_manifest)
+    from trainers.common import load_base, quiet_libraries, save_adapter, staged_output, train_metrics, write_manifest
+    from trainers.data import load_train_data
     from trainers.sft import fit_lora_sft
 
     quiet_libraries()

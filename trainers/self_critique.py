@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from harness.errors import HarnessError
-from trainers.common import Example, Pair, TrainConfig, require
+from trainers.common import TrainConfig, require
+from trainers.data import Example, Pair
 
 if TYPE_CHECKING:
     from harness.backend import HFBackend
@@ -124,9 +125,9 @@ def run(cfg: SelfCritiqueConfig, base: str, tasks: str, out: Path, data_dir: str
     from trl import DPOConfig
 
     from harness.types import GenConfig
-    from trainers.common import (PairCollator, index_dataset, load_base, load_train_data, lora_config,
-                                 prepare_trainer, quiet_libraries, sampling_progress, save_adapter, staged_output,
-                                 train_metrics, trl_args, write_manifest)
+    from trainers.common import (load_base, lora_config, prepare_trainer, quiet_libraries, sampling_progress,
+        save_adapter, staged_output, train_metrics, trl_args, write_manifest)
+    from trainers.data import PairCollator, index_dataset, load_train_data
     from trainers.mpo import PairDPOTrainer, sample_answers
 
     quiet_libraries()

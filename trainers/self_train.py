@@ -38,7 +38,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from trainers.common import Example, TrainConfig, require
+from trainers.common import TrainConfig, require
+from trainers.data import Example
 
 if TYPE_CHECKING:
     from harness.backend import HFBackend
@@ -229,8 +230,9 @@ def run(cfg: SelfTrainConfig, base: str, tasks: str, out: Path, data_dir: str | 
     from harness.errors import HarnessError
     from harness.store import atomic_write_jsonl
     from harness.types import GenConfig
-    from trainers.common import (load_base, load_train_data, quiet_libraries, sampling_progress, save_adapter,
-                                 staged_output, train_metrics, write_manifest)
+    from trainers.common import (load_base, quiet_libraries, sampling_progress, save_adapter, staged_output,
+        train_metrics, write_manifest)
+    from trainers.data import load_train_data
     from trainers.mpo import sample_answers
 
     quiet_libraries()

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainers.common import TARGETS, TrainConfig, require
+from trainers.common import TrainConfig, require
+from trainers.data import TARGETS
 
 
 @dataclass
@@ -36,8 +37,8 @@ def run(cfg: SFTConfig, base: str, tasks: str, out: Path, data_dir: str | Path |
         overwrite: bool = False, progress: bool = True, device: str | None = None) -> dict[str, Any]:
     """Train on the train split of `tasks` (a name or comma-separated names), then write `out`
     (a PEFT adapter + manifest.json). Returns the manifest."""
-    from trainers.common import (load_base, load_train_data, quiet_libraries, save_adapter, staged_output,
-                                 train_metrics, write_manifest)
+    from trainers.common import load_base, quiet_libraries, save_adapter, staged_output, train_metrics, write_manifest
+    from trainers.data import load_train_data
 
     quiet_libraries()
     examples, data = load_train_data(tasks, data_dir, cfg.limit, cfg.target)
@@ -62,7 +63,8 @@ def fit_lora_sft(backend: Any, model: Any, examples: list, cfg: TrainConfig, pro
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
-    from trainers.common import SFTCollator, index_dataset, lora_config, prepare_trainer, trl_args
+    from trainers.common import lora_config, prepare_trainer, trl_args
+    from trainers.data import SFTCollator, index_dataset
 
     with tempfile.TemporaryDirectory() as work:
         args = trl_args(TRLSFTConfig, cfg, Path(work), dataset_kwargs={"skip_prepare_dataset": True})
