@@ -1,15 +1,9 @@
 """What every treatment shares: configs, loading the base, LoRA, TRL arguments, checkpoints, manifests.
 
 A treatment reads top to bottom as: `Config` (a dataclass below `TrainConfig`) -> load the base with
-`load_base` -> `trainers.data.load_examples` (a task's train split, in exactly the eval prompt
-format) -> TRL trainer over `SFTCollator` / `PairCollator` (trainers/data.py) -> `save_adapter` + `write_manifest`, all written into
-a staging folder that `staged_output` renames into place only when everything succeeded.
-
-Inputs are built by `HFBackend.batch_inputs` (the same code evaluation uses), so a model is
-trained on the prompt, image tokens and reply format it is scored with. TRL's own collators are not
-used: they need a transformers `ProcessorMixin`, which the embedded tiny models (and Qwen2-VL
-without torchvision) do not have, so TRL receives the tokenizer as `processing_class` and
-our collators hand it finished tensors.
+`load_base` -> `load_train_data` (trainers/data.py: a task's train split in exactly the eval prompt
+format, and its collators) -> TRL trainer -> `save_adapter` + `write_manifest`, all written into a
+staging folder that `staged_output` renames into place only when everything succeeded.
 """
 from __future__ import annotations
 
