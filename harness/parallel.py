@@ -11,9 +11,12 @@ ranks are done, rank 0 merges the shards (and any earlier samples.jsonl) into sa
 line per wanted sample key, in item order, nothing lost or duplicated; then it writes
 summary.json. A killed run resumes per shard: each rank keeps the valid lines of its shard, and
 the shared generation cache holds every batch any rank finished (under any world size).
+
+Treatments build their sampled training data on rank 0 and share it (`computed_on_main`).
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,11 +69,23 @@ def current_shard() -> Shard:
 
     # Without cpu=True accelerate sets up no process group on a machine without GPUs.
     state = PartialState(cpu=not torch.cuda.is_available())
+    _destroy_group_at_exit()
     if state.num_processes != world:
         raise HarnessError(f"WORLD_SIZE={world} but the process group has {state.num_processes} processes; "
                            "start the run with `accelerate launch` or `torchrun`")
     return Shard(rank=state.process_index, world=state.num_processes, device=str(state.device),
                  barrier=state.wait_for_everyone)
+
+
+@functools.cache
+def _destroy_group_at_exit() -> None:
+    """Tear the process group down before the interpreter does: a group left to the interpreter's
+    own teardown sometimes aborts the process (SIGABRT) after all the work is done."""
+    import atexit
+
+    import torch.distributed as dist
+
+    atexit.register(lambda: dist.destroy_process_group() if dist.is_initialized() else None)
 
 
 def shard_positions(lengths: Sequence[int], rank: int, world: int) -> list[int]:
@@ -102,3 +117,34 @@ def merge_samples(sources: Iterable[Iterable[Mapping[str, Any]]],
 def shard_logs(run_dir: Path) -> list[Path]:
     """Every shard log in run_dir, of any world size (a resumed run may change it)."""
     return sorted(run_dir.glob(SHARD_GLOB))
+
+
+def computed_on_main(fn: Callable[[], Any]) -> Any:
+    """fn() run by rank 0 alone, its result sent to every rank; fn() itself in a single process.
+
+    Treatments that sample their own training data (mpo, self_critique, self_train, data_engine)
+    must give every rank the same data. The same seed on every rank is not enough on GPUs, whose
+    kernels are not bitwise deterministic: ranks with different pair or item counts would stall in
+    the trainer's first collective. A failure on rank 0 ends every rank (the others get its message)
+    instead of leaving them waiting. Not for DeepSpeed ZeRO-3, where generation needs every rank.
+    """
+    shard = current_shard()
+    if not shard.active:
+        return fn()
+    from accelerate.utils import broadcast_object_list
+
+    box: list[Any] = [None]
+    failure = None
+    if shard.is_main:
+        try:
+            box = [("ok", fn())]
+        except BaseException as e:  # tell the other ranks before raising here
+            failure = e
+            box = [("error", f"{type(e).__name__}: {e}" if not isinstance(e, HarnessError) else str(e))]
+    broadcast_object_list(box, from_process=0)
+    status, value = box[0]
+    if failure is not None:
+        raise failure
+    if status == "error":
+        raise HarnessError(f"rank 0 failed while building the training data: {value}")
+    return value

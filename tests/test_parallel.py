@@ -181,3 +181,53 @@ def test_sft_trains_under_two_processes(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sft"]  # no staging folder left by rank 1
     metrics = json.loads((out / "manifest.json").read_text())["metrics"]
     assert metrics["steps"] == 2 and (out / "adapter_model.safetensors").is_file()
+
+
+SHARE_SCRIPT = '''
+import json, os, sys
+from harness.errors import HarnessError
+from harness.parallel import computed_on_main
+
+def fail():
+    raise HarnessError("mpo: no preference pairs")
+
+value = computed_on_main(lambda: {"rank": int(os.environ["RANK"]), "pid": os.getpid()})
+print("GOT " + json.dumps(value), flush=True)
+if sys.argv[1] == "fail":
+    computed_on_main(fail)
+'''
+
+
+def _two_ranks(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    script = tmp_path / "share.py"
+    script.write_text(SHARE_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           str(script), *args]
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_training_data_built_on_rank_0_reaches_every_rank(tmp_path):
+    """What a treatment samples on rank 0 is what every rank trains on; a failure there ends all ranks."""
+    done = _two_ranks(tmp_path, "ok")
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = [json.loads(line[4:]) for line in done.stdout.splitlines() if line.startswith("GOT ")]
+    assert len(got) == 2 and got[0] == got[1] and got[0]["rank"] == 0
+
+    failed = _two_ranks(tmp_path, "fail")
+    assert failed.returncode != 0
+    assert "rank 0 failed while building the training data: mpo: no preference pairs" in failed.stderr
+
+
+@pytest.mark.slow
+def test_mpo_trains_under_two_processes_on_rank_0_pairs(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "HARNESS_DATA"}
+    env["OMP_NUM_THREADS"] = "1"
+    out = tmp_path / "mpo"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "harness", "train", "mpo", "--base", "tiny", "--task", "geoqa", "--out", str(out),
+           "limit=8", "max_steps=2", "batch_size=2", "samples_per_question=2"]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["metrics"]["steps"] == 2 and manifest["data"]["pairs"] > 0

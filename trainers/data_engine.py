@@ -186,6 +186,7 @@ def run(cfg: DataEngineConfig, base: str, tasks: str, out: Path, data_dir: str |
     """R data-engine rounds on one task with question types; writes `out` (adapter, weight.json, manifest)."""
     from dataclasses import replace
 
+    from harness.parallel import computed_on_main
     from harness.store import atomic_write_json
     from harness.task import get_task, resolve_data_dir
     from harness.types import GenConfig
@@ -216,8 +217,12 @@ def run(cfg: DataEngineConfig, base: str, tasks: str, out: Path, data_dir: str |
 
         def measure(label: str) -> dict[str, dict[str, Any]]:
             backend.model.eval()
-            with sampling_progress(progress, label, len(held)) as advance:
-                return type_errors(backend, held, gen, cfg.eval_batch_size, advance)
+
+            def errors():
+                with sampling_progress(progress, label, len(held)) as advance:
+                    return type_errors(backend, held, gen, cfg.eval_batch_size, advance)
+
+            return computed_on_main(errors)  # the next round's allocation is rank 0's, on every rank
 
         history = [measure("data_engine: error before round 1")]
         rounds, trained, model, trainer = [], [], backend.model, None

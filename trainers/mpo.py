@@ -239,6 +239,7 @@ def run(cfg: MPOConfig, base: str, tasks: str, out: Path, data_dir: str | Path |
     from trl import DPOConfig
 
     from harness.errors import HarnessError
+    from harness.parallel import computed_on_main
     from harness.types import GenConfig
     from trainers.common import (load_base, lora_config, prepare_trainer, quiet_libraries, sampling_progress,
         save_adapter, staged_output, train_metrics, trl_args, write_manifest)
@@ -251,13 +252,19 @@ def run(cfg: MPOConfig, base: str, tasks: str, out: Path, data_dir: str | Path |
         backend, base_name = load_base(base, cfg.qlora, device)
         budget = cfg.max_new_tokens or max(e.task.max_new_tokens for e in examples)
         gen = GenConfig(max_new_tokens=budget, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
-        with sampling_progress(progress, f"mpo sampling {data['task']}", len(examples)) as advance:
-            samples = sample_answers(backend, examples, cfg.samples_per_question, gen, cfg.sample_batch_size, advance)
-        pairs, stats = correctness_pairs(examples, samples, cfg.max_pairs_per_question, random.Random(cfg.seed))
-        if cfg.dropout_ntp:
-            ntp = dropout_ntp_pairs(backend, examples, pairs, gen, cfg.sample_batch_size)
-            stats["dropout_ntp_pairs"] = len(ntp)
-            pairs += ntp
+
+        def build_pairs():
+            with sampling_progress(progress, f"mpo sampling {data['task']}", len(examples)) as advance:
+                samples = sample_answers(backend, examples, cfg.samples_per_question, gen, cfg.sample_batch_size,
+                                         advance)
+            pairs, stats = correctness_pairs(examples, samples, cfg.max_pairs_per_question, random.Random(cfg.seed))
+            if cfg.dropout_ntp:
+                ntp = dropout_ntp_pairs(backend, examples, pairs, gen, cfg.sample_batch_size)
+                stats["dropout_ntp_pairs"] = len(ntp)
+                pairs += ntp
+            return samples, pairs, stats
+
+        samples, pairs, stats = computed_on_main(build_pairs)  # every rank trains on rank 0's pairs
         sample_seconds = time.time() - t0
         if not pairs:
             raise HarnessError(

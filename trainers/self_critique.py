@@ -124,6 +124,7 @@ def run(cfg: SelfCritiqueConfig, base: str, tasks: str, out: Path, data_dir: str
 
     from trl import DPOConfig
 
+    from harness.parallel import computed_on_main
     from harness.types import GenConfig
     from trainers.common import (load_base, lora_config, prepare_trainer, quiet_libraries, sampling_progress,
         save_adapter, staged_output, train_metrics, trl_args, write_manifest)
@@ -138,13 +139,18 @@ def run(cfg: SelfCritiqueConfig, base: str, tasks: str, out: Path, data_dir: str
         backend, base_name = load_base(base, cfg.qlora, device)
         budget = cfg.max_new_tokens or max(e.task.max_new_tokens for e in examples)
         gen = GenConfig(max_new_tokens=budget, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
-        with sampling_progress(progress, f"self_critique sampling {label}", len(examples)) as advance:
-            samples = sample_answers(backend, examples, 2, gen, cfg.sample_batch_size, advance)
-        candidates = [(i, a.strip(), b.strip()) for i, (a, b) in enumerate(samples) if a.strip() != b.strip()]
-        judge_gen = replace(gen, temperature=0.0, max_new_tokens=8)
-        with sampling_progress(progress, f"self_critique judging {label}", 2 * len(candidates)) as advance:
-            forward = judge(backend, examples, candidates, cfg, judge_gen, advance)
-            swapped = judge(backend, examples, [(i, b, a) for i, a, b in candidates], cfg, judge_gen, advance)
+
+        def sample_and_judge():
+            with sampling_progress(progress, f"self_critique sampling {label}", len(examples)) as advance:
+                samples = sample_answers(backend, examples, 2, gen, cfg.sample_batch_size, advance)
+            candidates = [(i, a.strip(), b.strip()) for i, (a, b) in enumerate(samples) if a.strip() != b.strip()]
+            judge_gen = replace(gen, temperature=0.0, max_new_tokens=8)
+            with sampling_progress(progress, f"self_critique judging {label}", 2 * len(candidates)) as advance:
+                forward = judge(backend, examples, candidates, cfg, judge_gen, advance)
+                swapped = judge(backend, examples, [(i, b, a) for i, a, b in candidates], cfg, judge_gen, advance)
+            return candidates, forward, swapped
+
+        candidates, forward, swapped = computed_on_main(sample_and_judge)  # every rank trains on rank 0's pairs
         pairs = agreed_pairs(candidates, forward, swapped)
         stats = {"candidates": len(candidates), "identical_samples": len(examples) - len(candidates),
                  "agreed": len(pairs), "no_verdict": sum(v is None for v in forward + swapped),

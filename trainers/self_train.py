@@ -228,6 +228,7 @@ def run(cfg: SelfTrainConfig, base: str, tasks: str, out: Path, data_dir: str | 
     """K rounds of sample -> judge -> build -> train a fresh LoRA; writes <out>/iter1..K (adapters with
     manifests) and <out>/manifest.json. Returns the top-level manifest."""
     from harness.errors import HarnessError
+    from harness.parallel import computed_on_main
     from harness.store import atomic_write_jsonl
     from harness.types import GenConfig
     from trainers.common import (load_base, quiet_libraries, sampling_progress, save_adapter, staged_output,
@@ -250,8 +251,13 @@ def run(cfg: SelfTrainConfig, base: str, tasks: str, out: Path, data_dir: str | 
             gen = GenConfig(max_new_tokens=budget, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
                             seed=cfg.seed + 10_000 * k)  # each iteration draws fresh samples
             backend.model.eval()
-            with sampling_progress(progress, f"self_train iter{k} sampling {data['task']}", len(examples)) as advance:
-                samples = sample_answers(backend, examples, cfg.samples_per_question, gen, cfg.sample_batch_size, advance)
+
+            def draw(gen=gen, k=k):
+                with sampling_progress(progress, f"self_train iter{k} sampling {data['task']}", len(examples)) as advance:
+                    return sample_answers(backend, examples, cfg.samples_per_question, gen, cfg.sample_batch_size,
+                                          advance)
+
+            samples = computed_on_main(draw)  # every rank trains on rank 0's samples
             judged, stats = judge(examples, samples, k)
             for row, new in zip(pool, judged):
                 row += new
