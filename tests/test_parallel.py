@@ -165,17 +165,25 @@ def test_deepspeed_config_passes_through_or_names_the_install(tmp_path):
         trl_args(dict, cfg, tmp_path / "work")  # refused before any TrainingArguments is built
 
 
+ACCELERATE_TWO = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                  "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+TORCHRUN_TWO = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+
+
+def _train_two_processes(launcher: list[str], treatment: str, out, *fields: str) -> subprocess.CompletedProcess:
+    """`harness train <treatment>` on tiny's geoqa (8 questions, 2 steps) under a 2-process launcher."""
+    env = {k: v for k, v in os.environ.items() if k != "HARNESS_DATA"}
+    env["OMP_NUM_THREADS"] = "1"  # two ranks on a shared CPU
+    cmd = [*launcher, "-m", "harness", "train", treatment, "--base", "tiny", "--task", "geoqa", "--out", str(out),
+           "limit=8", "max_steps=2", "batch_size=2", *fields]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
 @pytest.mark.slow
 def test_sft_trains_under_two_processes(tmp_path):
     """TRL's trainer runs data parallel under accelerate; only rank 0 publishes the checkpoint."""
-    env = {k: v for k, v in os.environ.items() if k != "HARNESS_DATA"}
-    env["OMP_NUM_THREADS"] = "1"
     out = tmp_path / "sft"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "harness",
-           "train", "sft", "--base", "tiny", "--task", "geoqa", "--out", str(out),
-           "limit=8", "max_steps=2", "batch_size=2", "logging_steps=1"]
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    done = _train_two_processes(ACCELERATE_TWO, "sft", out, "logging_steps=1")
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("wrote ") == 1  # rank 0 reports
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sft"]  # no staging folder left by rank 1
@@ -202,8 +210,7 @@ def _two_ranks(tmp_path, *args: str) -> subprocess.CompletedProcess:
     script = tmp_path / "share.py"
     script.write_text(SHARE_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           str(script), *args]
+    cmd = [*TORCHRUN_TWO, str(script), *args]
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -221,13 +228,8 @@ def test_training_data_built_on_rank_0_reaches_every_rank(tmp_path):
 
 @pytest.mark.slow
 def test_mpo_trains_under_two_processes_on_rank_0_pairs(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "HARNESS_DATA"}
-    env["OMP_NUM_THREADS"] = "1"
     out = tmp_path / "mpo"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "harness", "train", "mpo", "--base", "tiny", "--task", "geoqa", "--out", str(out),
-           "limit=8", "max_steps=2", "batch_size=2", "samples_per_question=2"]
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    done = _train_two_processes(TORCHRUN_TWO, "mpo", out, "samples_per_question=2")
     assert done.returncode == 0, done.stderr[-2000:]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["metrics"]["steps"] == 2 and manifest["data"]["pairs"] > 0
