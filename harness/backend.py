@@ -308,7 +308,7 @@ class HFBackend:
             from harness.shared_prefix import decoding_with, sampling_processors, shared_prefix_cache
 
             # +1: the last prompt token is written to each row's own part too.
-            shared = shared_prefix_cache(cache, mask[:, :-1], n, capacity=gen.max_new_tokens + 1)
+            shared = shared_prefix_cache(cache, mask[:, :-1], capacity=gen.max_new_tokens + 1)
             greedy_mode = self._generation_config(GenConfig(max_new_tokens=gen.max_new_tokens), 1)
             sampler = [] if gen.greedy else sampling_processors(gen.temperature, gen.top_k, gen.top_p)
             with decoding_with(self.model, shared):

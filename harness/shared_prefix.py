@@ -19,6 +19,7 @@ greedy mode and skips `torch.multinomial`, which on a CPU costs as much as the m
 """
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -29,6 +30,7 @@ ATTENTION_NAME = "harness_shared_prefix"
 _active: list[list[Any]] = []  # the SharedPrefixLayers of the cache `generate` is decoding with
 
 
+@functools.cache
 def _layer_class():
     from transformers.cache_utils import CacheLayerMixin
 
@@ -36,16 +38,17 @@ def _layer_class():
         """One attention layer's cache: the prompt's keys/values once per prompt, generated ones per row."""
 
         def __init__(self, prefix_keys: "torch.Tensor", prefix_values: "torch.Tensor",
-                     prefix_valid: "torch.Tensor", repeats: int, capacity: int) -> None:
+                     prefix_valid: "torch.Tensor", capacity: int) -> None:
             super().__init__()
             self.prefix_keys, self.prefix_values = prefix_keys, prefix_values  # [B, kv_heads, P, d]
             self.prefix_valid = prefix_valid  # [B, P] bool: False at left padding
-            self.repeats, self.capacity, self.length = repeats, capacity, 0
+            self.capacity, self.length = capacity, 0
             self.is_initialized = True
 
         def lazy_initialization(self, key_states, value_states) -> None:
             import torch
 
+            # The first tokens written fix the row count: B prompts x N samples.
             rows, heads, _, dim = key_states.shape
             shape = (rows, heads, self.capacity, dim)
             self.keys = torch.empty(shape, dtype=key_states.dtype, device=key_states.device)
@@ -74,13 +77,13 @@ def _layer_class():
     return SharedPrefixLayer
 
 
-def shared_prefix_cache(prefix_cache: Any, prefix_valid: "torch.Tensor", repeats: int, capacity: int):
-    """A cache for `repeats` rows per prompt continuing `prefix_cache` (a filled DynamicCache of
-    the B prompts); `capacity` bounds the tokens each row may add."""
+def shared_prefix_cache(prefix_cache: Any, prefix_valid: "torch.Tensor", capacity: int):
+    """A cache for N rows per prompt continuing `prefix_cache` (a filled DynamicCache of the B
+    prompts; N follows from the rows first written); `capacity` bounds the tokens each row may add."""
     from transformers.cache_utils import Cache
 
     layer_class = _layer_class()
-    layers = [layer_class(layer.keys, layer.values, prefix_valid.bool(), repeats, capacity)
+    layers = [layer_class(layer.keys, layer.values, prefix_valid.bool(), capacity)
               for layer in prefix_cache.layers]
     return Cache(layers=layers)
 
@@ -139,8 +142,11 @@ def shared_prefix_attention(module: Any, query: "torch.Tensor", key: "torch.Tens
 def supports_shared_prefix(model: Any) -> bool:
     """Full causal attention in the language model (no sliding window), via AttentionInterface."""
     text = model.config.get_text_config()
-    return (getattr(text, "sliding_window", None) is None or not getattr(text, "use_sliding_window", False)) \
-        and model._can_set_attn_implementation()
+    # A sliding window is on when one is set, unless the config switches it off (Qwen2's
+    # use_sliding_window=False); per-layer types may also name sliding layers.
+    sliding = getattr(text, "sliding_window", None) is not None and getattr(text, "use_sliding_window", True)
+    sliding = sliding or "sliding_attention" in (getattr(text, "layer_types", None) or ())
+    return not sliding and model._can_set_attn_implementation()
 
 
 @contextmanager

@@ -87,7 +87,7 @@ def test_shared_prefix_decoding_gives_the_logits_of_repeated_prompts(small_backe
         return cache
 
     plain_ids, plain = decode(repeated, lambda cache: contextlib.nullcontext())
-    shared_ids, shared = decode(lambda cache: shared_prefix_cache(cache, mask[:, :-1], n, capacity=steps + 1),
+    shared_ids, shared = decode(lambda cache: shared_prefix_cache(cache, mask[:, :-1], capacity=steps + 1),
                                 lambda cache: decoding_with(model, cache))
     assert plain.shape[1] == steps
     torch.testing.assert_close(shared, plain, rtol=1e-4, atol=1e-4)
@@ -128,3 +128,19 @@ def test_inverse_cdf_sampler_draws_from_the_warped_distribution():
     for processor in sampling_processors(1.0, top_k=2, top_p=1.0):
         scores = processor(None, scores)
     assert set(scores.argmax(-1).tolist()) == {0, 1}  # top-k keeps the two largest only
+
+
+@pytest.mark.parametrize("text, expected", [
+    ({}, True),  # Llama: no sliding window
+    ({"sliding_window": 4096, "use_sliding_window": False}, True),  # Qwen2: set but switched off
+    ({"sliding_window": 4096}, False),  # Mistral: set, so on
+    ({"layer_types": ["full_attention", "sliding_attention"]}, False),
+])
+def test_sliding_window_models_keep_the_copied_cache(text, expected):
+    from types import SimpleNamespace
+
+    from harness.shared_prefix import supports_shared_prefix
+
+    config = SimpleNamespace(get_text_config=lambda: SimpleNamespace(**text))
+    model = SimpleNamespace(config=config, _can_set_attn_implementation=lambda: True)
+    assert supports_shared_prefix(model) is expected
