@@ -67,9 +67,13 @@ def make_pool(workdir: Path, cfg: PretrainConfig) -> tuple[dict[str, list[Exampl
     """Fresh synthetic training items per task, plus held-out items for progress checks."""
     from harness.images import open_image
     from harness.task import get_task
+    from tasks.synth import geoqa
     from tasks.synth.__main__ import build_all
 
-    build_all(workdir, scale=cfg.pool_scale, seed_offset=1000 + cfg.seed, splits=("train",))
+    # GeoQA with the middle angle values only: the bundled splits' outer values are left for
+    # post-training to teach (README "The seeds in miniature").
+    build_all(workdir, scale=cfg.pool_scale, seed_offset=1000 + cfg.seed, splits=("train",),
+              options={"geoqa": {"x_values": geoqa.PRETRAIN_X_VALUES}})
     pool: dict[str, list[Example]] = {}
     held: dict[str, list] = {}
     for name in TASKS:

@@ -14,12 +14,15 @@ SIZES = {"geoqa": (300, 600), "aokvqa": (300, 600), "mmbench": (150, 300), "ocrb
 SEEDS = {"test": 1, "train": 2}
 
 
-def build_all(out: Path, scale: float = 1.0, seed_offset: int = 0, splits=("test", "train")) -> None:
+def build_all(out: Path, scale: float = 1.0, seed_offset: int = 0, splits=("test", "train"),
+              options: dict[str, dict] | None = None) -> None:
+    """Every generator's splits; `options` passes extra build() arguments per generator (pretraining
+    narrows geoqa's angle values with it)."""
     for name, (n_test, n_train) in SIZES.items():
         gen = importlib.import_module(f"tasks.synth.{name}")
         for split in splits:
             n = n_test if split == "test" else n_train
-            gen.build(out, split, max(1, int(n * scale)), SEEDS[split] + seed_offset)
+            gen.build(out, split, max(1, int(n * scale)), SEEDS[split] + seed_offset, **(options or {}).get(name, {}))
 
 
 def main() -> None:

@@ -26,7 +26,10 @@ TYPES: tuple[str, ...] = ("vertical", "supplementary", "complementary", "central
 
 # x values that keep the four candidate values distinct and positive (45 makes x = 90-x,
 # 30 makes 2x = 90-x, 60 makes 2x = 180-x).
-X_VALUES: tuple[int, ...] = (20, 25, 35, 40, 50, 55, 65, 70)
+X_VALUES: tuple[int, ...] = (10, 15, 20, 25, 35, 40, 50, 55, 65, 70, 75, 80)
+# What `tiny` is pretrained on (trainers/pretrain_tiny.py): the middle values only, so the bundled
+# splits' outer values (10, 15, 75, 80) are something post-training has to teach.
+PRETRAIN_X_VALUES: tuple[int, ...] = (20, 25, 35, 40, 50, 55, 65, 70)
 LETTERS = "ABCD"
 TRAIN_ID_OFFSET = 100000  # train ids never collide with test ids
 
@@ -61,7 +64,7 @@ class Spec:
     rng_seed: int  # drives the drawing jitter
 
 
-def _plan(split: str, n: int, seed: int, kinds: Sequence[str]) -> list[Spec]:
+def _plan(split: str, n: int, seed: int, kinds: Sequence[str], x_values: Sequence[int] = X_VALUES) -> list[Spec]:
     rng = random.Random(f"geoqa:{split}:{seed}")
     # Balanced slots: types cycle, and within a type the gold letter cycles over A-D (from a
     # different start per type, so no letter is always the one left short).
@@ -71,7 +74,7 @@ def _plan(split: str, n: int, seed: int, kinds: Sequence[str]) -> list[Spec]:
     offset = TRAIN_ID_OFFSET if split == "train" else 0
     specs = []
     for i, (kind, gold_letter) in enumerate(slots):
-        x = rng.choice(X_VALUES)
+        x = rng.choice(x_values)
         gold = answer_value(kind, x)
         others = [answer_value(k, x) for k in TYPES if k != kind]
         rng.shuffle(others)
@@ -171,7 +174,8 @@ def _question_text(spec: Spec) -> str:
     return f"\n{INSTRUCTION}\nQuestion:{QUESTION.format(x=spec.x)}\nChoices:\n{choices}"
 
 
-def build(out_dir: Path, split: str, n: int, seed: int, types: Sequence[str] | None = None) -> None:
+def build(out_dir: Path, split: str, n: int, seed: int, types: Sequence[str] | None = None,
+          x_values: Sequence[int] = X_VALUES) -> None:
     """Write `n` items of `split` under out_dir/geoqa in the G-LLaVA layout, deterministically."""
     kinds = tuple(types) if types else TYPES
     unknown = [k for k in kinds if k not in TYPES]
@@ -179,7 +183,7 @@ def build(out_dir: Path, split: str, n: int, seed: int, types: Sequence[str] | N
         raise ValueError(f"unknown GeoQA types {unknown}; known: {', '.join(TYPES)}")
     root = Path(out_dir) / "geoqa"
     (root / "images" / split).mkdir(parents=True, exist_ok=True)
-    specs = _plan(split, n, seed, kinds)
+    specs = _plan(split, n, seed, kinds, x_values)
     questions, answers, meta = [], [], []
     for spec in specs:
         image = f"{split}/{spec.qid}.png"
