@@ -30,6 +30,9 @@ def _geoqa(ckpt: str, out: Path) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="measured (README 'The seeds in miniature'): the 2-epoch LoRA recipe scores "
+                   "41.3 vs tiny 44.3 (-3.0 [-5.3, -0.7]); it does not learn the outer angle values. "
+                   "Remove this mark when a recipe closes that gap (strict: an unexpected pass fails).")
 def test_sft_recipe_lifts_tiny_on_geoqa(tmp_path):
     recipe = _sft_recipe()
     assert recipe["trainer"] == "sft" and recipe["base"] == "tiny"
