@@ -33,7 +33,6 @@ import os
 import tempfile
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -132,16 +131,15 @@ def measure(name: str, device: str, n_items: int,
 # ---- the paths -------------------------------------------------------------------------------------
 def ours(backend, task, items, settings) -> dict[str, str]:
     from harness.core.runner import evaluate
-    from harness.core.store import GenerationCache, read_sample_lines
+    from harness.core.store import GenerationCache
 
     with tempfile.TemporaryDirectory() as tmp:  # a fresh cache: every output is generated
         cache = GenerationCache(Path(tmp) / "cache.sqlite")
         try:
-            evaluate(backend, task, items, settings, Path(tmp) / "run", cache)
+            result = evaluate(backend, task, items, settings, Path(tmp) / "run", cache)
         finally:
             cache.close()
-        rows = read_sample_lines(Path(tmp) / "run" / "samples.jsonl")
-        return {r["id"]: r["output"] for r in rows if r["sample"] == 0}
+        return {r["id"]: r["output"] for r in result.records if r["sample"] == 0}
 
 
 def naive(backend, task, items, gen) -> dict[str, str]:
@@ -309,7 +307,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from harness.models.backend import HFBackend
     from harness.models.checkpoints import resolve_checkpoint
-    from harness.core.runner import EvalSettings, _max_new_tokens
+    from harness.core.runner import EvalSettings
     from harness.core.task import get_task, resolve_data_dir
     from harness.core.types import GenConfig, Prompt
 
@@ -328,9 +326,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.config == "qwen2-vl-2b":
             ckpt = str(build_qwen2vl_2b(Path(args.build_dir or tmp) / "qwen2-vl-2b-random", device))
         backend = HFBackend(resolve_checkpoint(ckpt), device=device, dtype=args.dtype)
-        greedy = EvalSettings(gen=GenConfig(max_new_tokens=args.max_new_tokens or GenConfig().max_new_tokens),
-                              batch_size=args.batch_size)
-        gen = replace(greedy.gen, max_new_tokens=_max_new_tokens(task, greedy))
+        greedy = EvalSettings(gen=GenConfig(max_new_tokens=args.max_new_tokens), batch_size=args.batch_size)
+        gen = greedy.gen_for(task)
         sampling = EvalSettings(gen=GenConfig(max_new_tokens=gen.max_new_tokens, temperature=args.temperature),
                                 n_samples=args.samples, batch_size=args.batch_size)
         skip = {s.strip() for s in args.skip.split(",") if s.strip()}

@@ -308,8 +308,8 @@ class HFBackend:
             from harness.models.shared_prefix import decoding_with, sampling_processors, shared_prefix_cache
 
             # +1: the last prompt token is written to each row's own part too.
-            shared = shared_prefix_cache(cache, mask[:, :-1], capacity=gen.max_new_tokens + 1)
-            greedy_mode = self._generation_config(GenConfig(max_new_tokens=gen.max_new_tokens), 1)
+            shared = shared_prefix_cache(cache, mask[:, :-1], capacity=gen.budget + 1)
+            greedy_mode = self._generation_config(GenConfig(max_new_tokens=gen.budget), 1)
             sampler = [] if gen.greedy else sampling_processors(gen.temperature, gen.top_k, gen.top_p)
             with decoding_with(self.model, shared):
                 return self.model.generate(**rows, past_key_values=shared, generation_config=greedy_mode,
@@ -319,7 +319,7 @@ class HFBackend:
         import copy
 
         config = copy.deepcopy(self.model.generation_config)
-        config.max_new_tokens = gen.max_new_tokens
+        config.max_new_tokens = gen.budget
         config.pad_token_id = self.pad_token_id
         if config.eos_token_id is None:
             config.eos_token_id = self.tokenizer.eos_token_id

@@ -62,7 +62,7 @@ class VLLMBackend:
 
         params = SamplingParams(
             n=1 if gen.greedy else n, temperature=0.0 if gen.greedy else gen.temperature, top_p=gen.top_p,
-            top_k=gen.top_k if gen.top_k > 0 else -1, max_tokens=gen.max_new_tokens, seed=gen.seed,
+            top_k=gen.top_k if gen.top_k > 0 else -1, max_tokens=gen.budget, seed=gen.seed,
         )
         requests = []
         for p in prompts:
