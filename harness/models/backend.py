@@ -45,7 +45,9 @@ class HFBackend:
     """A loaded checkpoint plus its tokenizer and image processor."""
 
     def __init__(self, ref: CheckpointRef, device: str | None = None, dtype: str | None = None,
-                 trust_remote_code: bool = False):
+                 trust_remote_code: bool = False, model: Any = None):
+        """`model`: an already loaded (in-memory, possibly PEFT-wrapped) model to run instead of
+        loading ref's weights; ref then only supplies the tokenizer, processor and family."""
         import torch
         from transformers.utils import logging as hf_logging
 
@@ -55,6 +57,9 @@ class HFBackend:
         self.ref = ref
         self.name = ref.name
         self.content_hash = ref.content_hash
+        if model is not None:
+            param = next(model.parameters())
+            device, dtype = str(param.device), param.dtype
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if dtype is None:
             cuda_bf16 = self.device.startswith("cuda") and torch.cuda.is_bf16_supported()
@@ -63,7 +68,7 @@ class HFBackend:
             self.torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         self.dtype = str(self.torch_dtype).removeprefix("torch.")
         self.trust_remote_code = trust_remote_code or ref.model_type == "internvl_chat"
-        self.model = self._load_model()
+        self.model = self._load_model() if model is None else model.eval()
         self.model_family = str(self.model.config.model_type)
         # N samples per prompt share the prompt's keys and values (harness/shared_prefix.py).
         self.shared_prefix = supports_shared_prefix(self.model)
