@@ -148,7 +148,7 @@ def naive(backend, task, items, gen) -> dict[str, str]:
 
     from harness.core.images import open_image
 
-    config = backend._generation_config(gen, 1)
+    config = backend.generation_config(gen, 1)
     outs = {}
     for it in items:
         inputs = backend.batch_inputs([task.prompt(it)], [[open_image(ref) for ref in it.images]])
@@ -174,7 +174,7 @@ def sampled_rs(backend, task, items, gen, n: int, batch_size: int) -> dict[str, 
 
     from harness.core.images import open_image
 
-    config = backend._generation_config(gen, n)
+    config = backend.generation_config(gen, n)
     order = sorted(items, key=lambda it: len(task.prompt(it)))
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]

@@ -127,6 +127,20 @@ class HFBackend:
             self.pad_token_id = self.model.generation_config.pad_token_id or self.tokenizer.eos_token_id
         self._reply_prefix, self._reply_suffix = self._reply_format()
 
+    @property
+    def reply_prefix(self) -> str:
+        """What the chat template puts before an assistant reply (after the generation prompt)."""
+        return self._reply_prefix
+
+    @property
+    def reply_suffix(self) -> str:
+        """The end-of-turn text the chat template puts after an assistant reply."""
+        return self._reply_suffix
+
+    def generation_config(self, gen: GenConfig, n: int = 1):
+        """The transformers GenerationConfig `generate` uses for `gen` and n samples."""
+        return self._generation_config(gen, n)
+
     def _reply_format(self) -> tuple[str, str]:
         """The text the chat template puts before and after an assistant reply (after the
         generation prompt), found once by rendering a marker reply."""
