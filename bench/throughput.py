@@ -7,13 +7,13 @@ naive per-item `model.generate` loop, and the cost of N sampled outputs per item
 
 Measured, in this order, in one process after a warm-up call (one-time import and allocation
 costs excluded), each with a fresh generation cache so nothing is read back:
-  ours     `harness.runner.evaluate` (batched by prompt length, left padded), greedy
+  ours     `harness.core.runner.evaluate` (batched by prompt length, left padded), greedy
   lmms     lmms-eval's `llava_hf` / `qwen2_vl` model on the same checkpoint and items, when
            lmms-eval is importable (LLaVA gets our rendered prompt, so its greedy outputs must
            match; Qwen2-VL's wrapper builds its own prompt, so mismatches there are expected)
   naive    one `model.generate` call per item, same inputs as ours, greedy
   sampled  ours with --samples N at --temperature: prompt and image encoded once per item, the N
-           rows attend to one shared copy of the prompt's keys/values (harness/shared_prefix.py)
+           rows attend to one shared copy of the prompt's keys/values (harness/models/shared_prefix.py)
   sampled_copied  the same, with the prompt's prefilled cache copied to each of the N rows
   sampled_rs  the same N samples with `num_return_sequences` (the prompt prefilled N times), for
            comparison

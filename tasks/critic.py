@@ -8,7 +8,7 @@ capability, "question type"}}, images under `critic/images/` by the file name of
 `reference` answer per question: the training target; the judge never sees it.
 
 Scoring is not done here. The checkpoint's answers are an ordinary generation run
-(samples.jsonl); harness/judge.py then has a judge checkpoint score each answer 0-100
+(samples.jsonl); harness/judge/ then has a judge checkpoint score each answer 0-100
 (pointwise, LLaVA-Critic style) or compare it with another checkpoint's answer (`--vs`), and
 rewrites summary.json with the judged score. `score()` below only records whether an answer was
 given at all.

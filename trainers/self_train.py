@@ -13,7 +13,7 @@ and build from the pool, per question:
           refine it." -> a correct rationale (questions with both kinds);
 - select: the question + 2-3 shuffled candidates mixing correct and wrong (2 right + 1 wrong and
           1 right + 2 wrong, when there are enough; else 1 + 1), in exactly the prompt
-          `harness compare ... self-select` asks (`harness.selection.selection_prompt`) -> the final
+          `harness compare ... self-select` asks (`harness.stats.selection.selection_prompt`) -> the final
           answer of a correct candidate ("Answer: ...");
 - qa:     the question + "Answer directly, without reasoning." -> the gold final answer (from the
           train split, not sampled; qa=cot: the task prompt -> its reference rationale).
@@ -56,7 +56,7 @@ QA_INSTRUCTION = "Answer directly, without reasoning."
 
 def refine_prompt(question: str, prediction: str) -> str:
     """The self-refine request: the question as the task prompts it, one prediction, the instruction
-    (the line format follows `harness.selection.selection_prompt`)."""
+    (the line format follows `harness.stats.selection.selection_prompt`)."""
     return "\n".join([question, f"Model's Prediction: {prediction}", REFINE_INSTRUCTION])
 
 

@@ -8,14 +8,14 @@ are drawn once through the runner into <output-dir>/compare/<ckpt>/<task>/sample
 generation cache, so a re-run, or one with other n values or methods, reuses them. Methods:
 
   majority-vote  plurality of the extracted answers, the exact expectation over all C(K, n)
-                 subsets of the K samples (harness.selection.majority_at_n)
+                 subsets of the K samples (harness.stats.selection.majority_at_n)
   self-select    R3V's test-time selection: the model reads the question and n candidates and
                  names the correct one; its reply is extracted and scored by the task. Averaged
                  over R random subsets per item (all subsets when C(K, n) <= R); the Monte Carlo
                  standard error of that average is reported (mc_se, points). Greedy replies.
   pass@n         oracle ceiling, the best of the n (always added)
 
-A method is any object with `name`, `needs_model` and `curve(pool, ns, ctx)` (harness.selection);
+A method is any object with `name`, `needs_model` and `curve(pool, ns, ctx)` (harness.stats.selection);
 pass your own to `compare()` (a critic-scored best-of-n is the natural next one).
 Statistics per n: percentile-bootstrap 95% CI over items (items of a group resampled together)
 and the paired difference of every method minus majority vote on the same resamples. Outputs in

@@ -5,7 +5,7 @@
     harness critic agreement --judge tiny --votes votes.json    # how often the judge agrees with reference votes
 
 LLaVA-Critic style (Xiong et al. 2024, "LLaVA-Critic: Learning to Evaluate Multimodal Models").
-The answers are an ordinary generation run (samples.jsonl from harness.runner.evaluate); this
+The answers are an ordinary generation run (samples.jsonl from harness.core.runner.evaluate); this
 module reads those samples, asks a second backend (the judge) about each answer, caches every
 reply in the GenerationCache under a key of (judge content hash, judge prompt with the answer in
 it, image bytes, generation settings), and writes judgements.jsonl (raw reply, parsed score or

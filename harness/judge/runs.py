@@ -1,6 +1,6 @@
 """The judge's commands: `harness eval` / `harness score` on judged tasks (critic), `harness critic
 agreement`, and the leaderboard's judged columns. The pipeline itself (prompts, parsing, cached
-judge, passes over stored samples, summaries) is harness.judge; this module wires it to
+judge, passes over stored samples, summaries) is harness.judge.pipeline; this module wires it to
 checkpoints, run folders and the terminal.
 """
 from __future__ import annotations

@@ -70,7 +70,7 @@ class HFBackend:
         self.trust_remote_code = trust_remote_code or ref.model_type == "internvl_chat"
         self.model = self._load_model() if model is None else model.eval()
         self.model_family = str(self.model.config.model_type)
-        # N samples per prompt share the prompt's keys and values (harness/shared_prefix.py).
+        # N samples per prompt share the prompt's keys and values (harness/models/shared_prefix.py).
         self.shared_prefix = supports_shared_prefix(self.model)
         self._load_processors()
 
@@ -295,7 +295,7 @@ class HFBackend:
         that cache (the prefix-caching use Hugging Face documents): only the last prompt token
         and the sampled tokens run on the n rows. With `self.shared_prefix` the n rows attend to
         ONE copy of the prompt's keys and values and draw tokens by inverse CDF
-        (harness/shared_prefix.py); otherwise the cache is repeated n times. Rows come back
+        (harness/models/shared_prefix.py); otherwise the cache is repeated n times. Rows come back
         grouped by prompt, like num_return_sequences. Returns prompt + new token ids for B * n rows.
         """
         import torch

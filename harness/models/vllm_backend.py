@@ -29,7 +29,7 @@ def require_vllm() -> None:
 
 
 class VLLMBackend:
-    """The Backend protocol of harness.runner over a vLLM engine."""
+    """The Backend protocol of harness.core.runner over a vLLM engine."""
 
     def __init__(self, ref: CheckpointRef, dtype: str | None = None, trust_remote_code: bool = False,
                  max_images: int = 1) -> None:

@@ -1,11 +1,11 @@
 """Leaderboard renderers: CSV, Markdown, self-contained HTML, a forest plot and a Rich table.
 
 Input: a DataFrame with one row per checkpoint x task and the columns of CSV_COLUMNS (what
-`harness.stats.leaderboard_frame` returns), plus optional `mcnemar_p` and `n_dropped`. Scores
+`harness.stats.ci.leaderboard_frame` returns), plus optional `mcnemar_p` and `n_dropped`. Scores
 and bounds are percent, deltas points; the delta columns are empty (NaN) for the baseline.
 
 A delta gets the mark "*" when its paired-bootstrap CI excludes 0 — the same rule that splits
-rank bands (see harness.stats). Checkpoint and task names are untrusted text: they are escaped
+rank bands (see harness.stats.ci). Checkpoint and task names are untrusted text: they are escaped
 for HTML, Markdown, Rich markup and matplotlib mathtext. Every file is written atomically (a
 temp file in the same folder, then os.replace), so a crash never leaves a half-written result.
 """
