@@ -44,16 +44,9 @@ def rescore(task: Task, items: dict[str, Item], records: Iterable[dict[str, Any]
 _DERIVED = {"id", "sample", "output", "extracted", "score", "category", "group"}
 
 
-def summarize(
-    task: Task,
-    items: dict[str, Item],
-    records: list[dict[str, Any]],
-    ci_method: str = "bootstrap",
-    seed: int = 0,
-    **meta: Any,
-) -> dict[str, Any]:
+def summarize(task: Task, items: dict[str, Item], records: list[dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
     """summary.json: headline score (percent) with CI, per-category scores, unparsed count."""
-    return summarize_units(task, items, records, ci_method, seed, **meta)[0]
+    return summarize_units(task, items, records, **kwargs)[0]
 
 
 def summarize_units(
