@@ -108,7 +108,7 @@ def load_train_data(spec: str | None, data_dir: str | Path | None, limit: int | 
     if sources:
         extra, data["sources"] = load_data_files(sources, limit)
         examples += extra
-        data["n"] = len(examples)
+        data["n"], data["hash"] = len(examples), examples_hash(examples)
     if not examples:
         raise HarnessError("no training data; give --task (a task's train split) and/or --data FILE")
     return examples, data

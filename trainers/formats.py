@@ -359,6 +359,19 @@ def file_hash(paths: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
+def source_hash(src: Source) -> str:
+    """Content hash of a source's files (an MMPR meta file and its annotations); images are not
+    hashed (millions of them in MMPR), their names are, inside the annotation files."""
+    if not src.path.exists():
+        raise HarnessError(f"data: {src.path} not found; give a JSON/JSONL/parquet file or a save_to_disk folder")
+    if (src.format or detect(src.path)) != "mmpr":
+        return file_hash([src.path])
+    meta = _read_json(src.path)
+    entries = meta.values() if isinstance(meta, dict) else []
+    anns = [_near(src.path.parent, e["annotation"]) for e in entries if isinstance(e, dict) and isinstance(e.get("annotation"), str)]
+    return file_hash([src.path] + [a for a in anns if a.is_file()])
+
+
 def _rows_of(path: Path, fmt: str, folder: Path, name: str, limit: int | None) -> Iterator[Row]:
     raws, unit = _read_rows(path)
     kept = 0
@@ -386,8 +399,8 @@ def load_source(src: Source, limit: int | None = None, seed: int = 0) -> Loaded:
     rng = random.Random(seed)
     record: dict[str, Any] = {"path": str(src.path), "format": fmt, "ratio": src.ratio}
     if fmt == "mmpr":
-        rows, record["datasets"], hashed = _load_mmpr(src, limit, rng)
-        record["hash"] = file_hash(hashed)
+        rows, record["datasets"] = _load_mmpr(src, limit, rng)
+        record["hash"] = source_hash(src)
         record["rows_read"] = sum(d["rows_read"] for d in record["datasets"])
     else:
         folder = src.image_folder or src.path.parent
@@ -396,7 +409,7 @@ def load_source(src: Source, limit: int | None = None, seed: int = 0) -> Loaded:
         read = list(_rows_of(src.path, fmt, folder, src.path.stem, limit))
         if not read:
             raise HarnessError(f"data: {src.path} has no rows")
-        record["hash"] = file_hash([src.path])
+        record["hash"] = source_hash(src)
         record["rows_read"] = len(read)
         rows = repeat(read, src.ratio, rng)
     record["rows"] = len(rows)
@@ -406,11 +419,13 @@ def load_source(src: Source, limit: int | None = None, seed: int = 0) -> Loaded:
     return Loaded(rows, record)
 
 
-def _load_mmpr(src: Source, limit: int | None, rng: random.Random) -> tuple[list[Row], list[dict], list[Path]]:
+def _load_mmpr(src: Source, limit: int | None, rng: random.Random) -> tuple[list[Row], list[dict]]:
     meta = _read_json(src.path)
+    if not isinstance(meta, dict) or not all(isinstance(v, dict) for v in meta.values()):
+        raise HarnessError(f"{src.path}: an MMPR meta file maps dataset names to {{root, annotation, repeat_time}}")
     base = src.path.parent
     rows: list[Row] = []
-    datasets, hashed = [], [src.path]
+    datasets = []
     for name, entry in meta.items():
         where = f"{src.path} dataset {name!r}"
         for key in ("root", "annotation"):
@@ -429,11 +444,10 @@ def _load_mmpr(src: Source, limit: int | None, rng: random.Random) -> tuple[list
         kept = repeat(read, float(rt) * src.ratio, rng)
         datasets.append({"name": name, "annotation": str(ann), "repeat_time": rt, "rows_read": len(read),
                          "rows": len(kept)})
-        hashed.append(ann)
         rows += kept
     if not rows:
         raise HarnessError(f"data: {src.path}: the MMPR meta file lists no rows")
-    return rows, datasets, hashed
+    return rows, datasets
 
 
 def _near(base: Path, name: str) -> Path:

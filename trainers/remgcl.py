@@ -40,6 +40,7 @@ from trainers.data import SFTCollator
 from trainers.sft import SFTConfig
 
 if TYPE_CHECKING:
+    from trainers.formats import Source
     import torch
 
 NEGATIVES = ("none", "in_batch")
@@ -319,7 +320,8 @@ def _summary(values: list[float]) -> dict[str, Any]:
 
 # --- the treatment ---------------------------------------------------------------------------------
 def run(cfg: REMGCLConfig, base: str, tasks: str, out: Path, data_dir: str | Path | None = None,
-        overwrite: bool = False, progress: bool = True, device: str | None = None) -> dict[str, Any]:
+        overwrite: bool = False, progress: bool = True, device: str | None = None,
+        sources: Sequence[Source] = ()) -> dict[str, Any]:
     """SFT with the alignment loss on the train split of `tasks`; writes `out` (adapter + manifest)."""
     from trl import SFTTrainer
 
@@ -328,7 +330,7 @@ def run(cfg: REMGCLConfig, base: str, tasks: str, out: Path, data_dir: str | Pat
     from trainers.sft import fit_lora_sft
 
     quiet_libraries()
-    examples, data = load_train_data(tasks, data_dir, cfg.limit, cfg.target)
+    examples, data = load_train_data(tasks, data_dir, cfg.limit, cfg.target, sources)
     data["with_regions"] = sum(bool(e.item.metadata.get("text_regions")) for e in examples)
     t0 = time.time()
     with staged_output(Path(out), overwrite) as stage:
