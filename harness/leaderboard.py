@@ -310,7 +310,7 @@ def stamp_recipe(c: CheckpointSpec, data_fingerprint: Callable[[dict], Any] | No
 
 
 def check_recipe_current(c: CheckpointSpec, data_fingerprint: Callable[[dict], Any] | None = None) -> None:
-    """A built folder made from another recipe or base would be scored under the wrong name: stop.
+    """A built folder made from another recipe, base or data files would be scored under the wrong name: stop.
     A folder without a stamp (built by hand, or by `harness train`) is used as it is."""
     import json
 
@@ -324,9 +324,9 @@ def check_recipe_current(c: CheckpointSpec, data_fingerprint: Callable[[dict], A
     now = json.loads(json.dumps(recipe_fingerprint(c, data_fingerprint), sort_keys=True))
     if built != now:
         same_recipe = isinstance(built, dict) and built.get("recipe") == now["recipe"]
-        what = ("data files" if same_recipe and built.get("base_hash") == now["base_hash"] else
-                "base checkpoint" if same_recipe else "recipe")
-        raise HarnessError(f"checkpoint {c.name}: {c.ckpt} was built from a different {what}; "
+        what = ("different data files" if same_recipe and built.get("base_hash") == now["base_hash"] else
+                "a different base checkpoint" if same_recipe else "a different recipe")
+        raise HarnessError(f"checkpoint {c.name}: {c.ckpt} was built from {what}; "
                            f"delete {c.ckpt} (and any -members folder beside it) to rebuild it")
 
 

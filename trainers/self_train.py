@@ -270,7 +270,7 @@ def run(cfg: SelfTrainConfig, base: str, tasks: str, out: Path, data_dir: str | 
             stats["sampled_from"] = "base" if k == 1 else f"iter{k - 1}"
             stats["sample_seconds"] = round(time.time() - t_iter, 1)
             items = base_items + build_items(examples, pool, rng, cfg.select_per_question, cfg.refine)
-            stats["train_items"] = item_counts(items)
+            stats["train_items"] = {**item_counts(items), **({"data_files": len(extra)} if extra else {})}
             if not items:
                 raise HarnessError(
                     f"self_train iteration {k}: no correct sample in {stats['samples']} and qa=none, so "
