@@ -337,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "train", help=f"train a treatment into a checkpoint folder ({', '.join(TREATMENTS)})",
-        description="Train a treatment on a task's train split; the folder (a PEFT adapter + manifest.json) "
+        description="Train a treatment on a task's train split and/or your own data files (--data); the folder (a PEFT adapter + manifest.json) "
                     "loads with `harness eval --ckpt DIR`. key=value arguments set config fields.",
         epilog=EPILOG,
     )

@@ -39,8 +39,8 @@ from trainers.common import TrainConfig, require
 from trainers.data import Example, Pair
 
 if TYPE_CHECKING:
-    from trainers.formats import Source
     from harness.backend import HFBackend
+    from trainers.formats import Source
 
 
 @dataclass

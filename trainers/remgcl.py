@@ -2,6 +2,7 @@
 
     harness train remgcl --base tiny --task ocrbench --out ckpts/remgcl [negatives=in_batch ...]
     harness train remgcl --base tiny --task ocrbench,aokvqa_mc --out ckpts/remgcl-mix limit=200
+    harness train remgcl --base tiny --data my/llava.json --out ckpts/remgcl-mine   (global term: the last reply)
 
 loss = SFT (reply tokens, as trainers/sft.py) + global_weight * L_global + local_weight * L_local.
 Both terms compare image features *as they enter the language model* (the projector's output,
@@ -40,8 +41,9 @@ from trainers.data import SFTCollator
 from trainers.sft import SFTConfig
 
 if TYPE_CHECKING:
-    from trainers.formats import Source
     import torch
+
+    from trainers.formats import Source
 
 NEGATIVES = ("none", "in_batch")
 # Function words whose embeddings say nothing about the image (a short fixed list: no NLTK download),

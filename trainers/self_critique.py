@@ -29,8 +29,8 @@ from trainers.common import TrainConfig, require
 from trainers.data import Example, Pair
 
 if TYPE_CHECKING:
-    from trainers.formats import Source
     from harness.backend import HFBackend
+    from trainers.formats import Source
 
 JUDGE_TEMPLATE = (
     "{question}\n\nTwo candidate replies to the question above.\n"

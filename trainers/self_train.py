@@ -42,8 +42,8 @@ from trainers.common import TrainConfig, require
 from trainers.data import Example
 
 if TYPE_CHECKING:
-    from trainers.formats import Source
     from harness.backend import HFBackend
+    from trainers.formats import Source
 
 KINDS = ("qa", "cot", "refine", "select")
 QA_MODES = ("direct", "cot", "none")

@@ -2,6 +2,10 @@
 
     harness train sft --base tiny --task geoqa --out checkpoints/built/sft [lora_r=8 epochs=2 ...]
     harness train sft --base tiny --task geoqa,aokvqa_mc,mmbench --out ckpts/sft-mix limit=200
+    harness train sft --base tiny --data my/llava.json,mmpr/meta.json:0.5 --out ckpts/sft-mine
+
+With --data (trainers/formats.py) a data file's conversation is one sequence with labels on every
+assistant turn (`trainers.data.encode_conversation`); a preference row trains on its chosen reply.
 
 The loss is the mean negative log-likelihood of the assistant reply only (prompt, image and
 padding tokens carry label -100): `SFTCollator` builds each example with `HFBackend.batch_inputs`,
