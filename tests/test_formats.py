@@ -234,7 +234,7 @@ def test_mixed_task_and_mmpr_run_records_both(tmp_path):
 
 
 def test_recipe_stamp_goes_stale_when_a_data_file_changes(tmp_path):
-    from harness.leaderboard import CheckpointSpec, check_recipe_current, stamp_recipe
+    from harness.report.leaderboard import CheckpointSpec, check_recipe_current, stamp_recipe
     from trainers.recipes import data_fingerprint
 
     shutil.copytree(EX / "images", tmp_path / "images")

@@ -61,7 +61,7 @@ def train(name: str, cfg, base: str | None, task: str | None, out: Path, data_di
           image_folder: str | None = None) -> dict:
     """Run treatment `name` with a built config; checks the cheap inputs first. `data`: a --data
     SPEC string or a recipe's list of sources (trainers/formats.py)."""
-    from harness.task import resolve_data_dir
+    from harness.core.task import resolve_data_dir
     from trainers.formats import parse_spec
 
     module, _ = treatment_module(name)
@@ -79,7 +79,7 @@ def train(name: str, cfg, base: str | None, task: str | None, out: Path, data_di
     if not task and not (sources and DATA_TREATMENTS[name]):
         alone = " and/or --data FILE" if DATA_TREATMENTS.get(name) else ""
         raise HarnessError(f"{name} needs --task (a task with a train split, e.g. geoqa, or a list geoqa,mmbench){alone}")
-    from harness.checkpoints import resolve_checkpoint
+    from harness.models.checkpoints import resolve_checkpoint
     from trainers.data import task_names
 
     resolve_checkpoint(base)  # a missing base fails here, before any data or model is loaded

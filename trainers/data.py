@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
-    from harness.backend import HFBackend
+    from harness.core.task import Task
+    from harness.core.types import Item
+    from harness.models.backend import HFBackend
     from trainers.formats import Source
-    from harness.task import Task
-    from harness.types import Item
 
 TARGETS = ("cot", "answer")
 
@@ -45,8 +45,8 @@ def load_examples(task: "Task", data_dir: Path, limit: int | None = None, target
 
     target="answer" keeps only the final "Answer: ..." part of a chain-of-thought target.
     """
-    from harness.images import open_image
-    from harness.runner import check_images
+    from harness.core.images import open_image
+    from harness.core.runner import check_images
 
     if target not in TARGETS:
         raise HarnessError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
@@ -77,7 +77,7 @@ def load_examples(task: "Task", data_dir: Path, limit: int | None = None, target
 
 def task_names(spec: str) -> list[str]:
     """`geoqa` or `geoqa,aokvqa_mc` -> the task names, checked to exist."""
-    from harness.task import get_task
+    from harness.core.task import get_task
 
     names = [t.strip() for t in spec.split(",") if t.strip()]
     if not names:
@@ -94,7 +94,7 @@ def load_train_data(spec: str | None, data_dir: str | Path | None, limit: int | 
     """Training examples of one or more tasks (the first `limit` train items of each) and of the
     data files `sources` (--data; validated and summarised on stderr before any model loads),
     and the manifest's description of them."""
-    from harness.task import get_task, resolve_data_dir
+    from harness.core.task import get_task, resolve_data_dir
 
     root = resolve_data_dir(data_dir)
     examples: list[Example] = []
@@ -119,8 +119,8 @@ def load_data_files(sources: Sequence["Source"], limit: int | None = None) -> tu
     one-line summary of what was loaded."""
     import sys
 
-    from harness.images import open_image
-    from harness.types import Item
+    from harness.core.images import open_image
+    from harness.core.types import Item
     from trainers.formats import load_sources, strip_placeholders
 
     loaded, summary = load_sources(list(sources), limit)
@@ -147,7 +147,7 @@ def load_data_files(sources: Sequence["Source"], limit: int | None = None) -> tu
 
 
 def examples_hash(examples: Sequence[Example]) -> str:
-    from harness.scoring import data_hash
+    from harness.core.scoring import data_hash
 
     return data_hash(e.item for e in examples)
 
@@ -176,7 +176,7 @@ def encode_conversation(backend: "HFBackend", messages: Sequence[dict[str, str]]
     """A whole conversation as one training sequence: the chat template renders it turn by turn, the
     assistant replies (all of them, or only the last) carry labels, every other token -100; each
     image token is expanded to the image's vision-token count (as HFBackend._encode does)."""
-    from harness.backend import IGNORE_INDEX, _Encoded
+    from harness.models.backend import IGNORE_INDEX, _Encoded
 
     tok = backend.tokenizer
     chat = [{"role": m["role"], "content": image_content(backend, m["content"]) if m["role"] == "user"
@@ -255,7 +255,7 @@ class PairCollator:
         self.backend, self.examples, self.pairs = backend, examples, pairs
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        from harness.backend import IGNORE_INDEX
+        from harness.models.backend import IGNORE_INDEX
 
         pairs = [self.pairs[r["idx"]] for r in rows]
         ex = [self.examples[p.index] for p in pairs]
