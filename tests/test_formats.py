@@ -266,6 +266,7 @@ def test_self_critique_judges_data_file_prompts(tmp_path):
     assert 0 < data["pairs"] <= data["candidates"] <= 14 and data["chosen_correct"] is None
 
 
+@pytest.mark.slow  # ~20 s: sampling and an error measurement before the SFT
 def test_self_train_and_data_engine_add_data_files_to_their_sft(tmp_path):
     # max_steps=-1, batch_size=1: one step per trained example, so the step count shows the files were trained on
     st, _ = _train(tmp_path, "self_train", str(EX / "sharegpt.json"), task="geoqa", limit=2, iterations=1,
@@ -276,3 +277,18 @@ def test_self_train_and_data_engine_add_data_files_to_their_sft(tmp_path):
     de, _ = _train(tmp_path, "data_engine", str(EX / "messages.jsonl"), task="geoqa", rounds=1, items_per_round=2,
                    eval_per_type=1, max_new_tokens=8, max_steps=-1, batch_size=1)
     assert de["data"]["sources"][0]["rows"] == 3 and de["metrics"]["steps"] == de["metrics"]["rounds"][0]["n"] + 3
+
+
+def test_sharegpt_preference_rows_and_format_override(tmp_path):
+    from trainers.formats import load_source, parse_spec
+
+    row = {"conversations": [{"from": "human", "value": "<image>Colour?"}], "images": ["images/red_circle.png"],
+           "chosen": {"from": "gpt", "value": "red"}, "rejected": {"from": "gpt", "value": "blue"}}
+    path = _write(tmp_path, "dpo.json", [row])
+    (src,) = parse_spec(path)
+    loaded = load_source(src)
+    assert loaded.record["format"] == "sharegpt" and loaded.record["kind"] == "preference"
+    assert loaded.rows[0].messages[-1] == {"role": "assistant", "content": "red"} and loaded.rows[0].rejected == "blue"
+    (forced,) = parse_spec([{"path": str(EX / "messages.jsonl"), "format": "preference"}])
+    with pytest.raises(HarnessError, match=r"messages\.jsonl line 1: missing key 'prompt' \(or 'question'\)"):
+        load_source(forced)
