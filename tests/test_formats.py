@@ -292,3 +292,14 @@ def test_sharegpt_preference_rows_and_format_override(tmp_path):
     (forced,) = parse_spec([{"path": str(EX / "messages.jsonl"), "format": "preference"}])
     with pytest.raises(HarnessError, match=r"messages\.jsonl line 1: missing key 'prompt' \(or 'question'\)"):
         load_source(forced)
+
+
+def test_recipe_data_key_trains_the_files(tmp_path):
+    from harness.report.leaderboard import CheckpointSpec
+    from trainers.recipes import build_recipe
+
+    recipe = {"trainer": "sft", "base": "tiny", "data": [{"path": str(EX / "llava.json"), "ratio": 2}],
+              "config": {"max_steps": 1, "batch_size": 2, "lora_r": 2}}
+    manifest = build_recipe(CheckpointSpec("mine", str(tmp_path / "mine"), recipe))
+    (src,) = manifest["data"]["sources"]
+    assert (src["format"], src["ratio"], src["rows_read"], src["rows"]) == ("llava", 2.0, 4, 8)

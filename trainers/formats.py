@@ -175,8 +175,16 @@ def detect(path: Path) -> str:
         data = _read_json(path)
         if isinstance(data, dict) and data and all(isinstance(v, dict) and "annotation" in v for v in data.values()):
             return "mmpr"
-    rows, _ = _read_rows(path)
-    first = next((r for r in rows if r is not None), None)
+    if path.suffix == ".jsonl":  # the first row is enough (MMPR annotation files run to gigabytes)
+        with path.open(encoding="utf-8") as f:
+            line = next((ln for ln in f if ln.strip()), "null")
+        try:
+            first = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise HarnessError(f"{path}: its first row is not valid JSON ({e.msg}); one JSON object per line") from None
+    else:
+        rows, _ = _read_rows(path)
+        first = next((r for r in rows if r is not None), None)
     if not isinstance(first, dict):
         raise HarnessError(f"{path}: no rows, or rows that are not objects; give rows like {{messages, images}}")
     return detect_row(first, path)
