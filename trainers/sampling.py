@@ -15,12 +15,17 @@ if TYPE_CHECKING:
     from trainers.data import Example
 
 
+# The reply budget (tokens) when no example comes from a task (data files name none).
+DATA_BUDGET = 256
+
+
 def sampling_gen(cfg: Any, examples: Sequence["Example"], seed: int | None = None) -> "GenConfig":
     """The samples' GenConfig from a treatment config's temperature, top_p, top_k (if it has one),
-    max_new_tokens (None: the largest budget of the examples' tasks) and seed."""
+    max_new_tokens (None: the largest budget of the examples' tasks, else DATA_BUDGET) and seed."""
     from harness.core.types import GenConfig
 
-    budget = cfg.max_new_tokens or max(e.task.max_new_tokens for e in examples)
+    budget = cfg.max_new_tokens or max((e.task.max_new_tokens for e in examples if e.task is not None),
+                                       default=DATA_BUDGET)
     return GenConfig(max_new_tokens=budget, temperature=cfg.temperature, top_p=cfg.top_p,
                      top_k=getattr(cfg, "top_k", 0), seed=cfg.seed if seed is None else seed)
 
