@@ -178,3 +178,12 @@ def test_tasks_describe_their_generators_and_exports():
         assert all((REPO / "data" / d).is_dir() for d in dirs), module
     assert exportable() == ["aokvqa_da", "aokvqa_mc", "geoqa"]
     assert set(tsv_tasks()) == {"mmbench", "lmudata_mc"}
+
+
+def test_trainers_use_the_backends_public_members():
+    import re
+
+    reach_ins = [f"{p.name}:{n}" for p in sorted((REPO / "trainers").glob("*.py"))
+                 for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+                 if re.search(r"\b(backend|b)\._[a-z]", line)]
+    assert not reach_ins, reach_ins

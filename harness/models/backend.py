@@ -141,6 +141,17 @@ class HFBackend:
         """The transformers GenerationConfig `generate` uses for `gen` and n samples."""
         return self._generation_config(gen, n)
 
+    # Input building for training code (trainers/data.py): the same steps evaluation uses.
+    def encode_images(self, images: Sequence["Image"]) -> tuple[Any, Any, list[int]]:
+        return self._encode_images(images)
+
+    def encode(self, text: str, images: Sequence["Image"], target: str | None,
+               image_feats: tuple[Any, Any, list[int]] | None = None) -> _Encoded:
+        return self._encode(text, images, target, image_feats)
+
+    def collate(self, examples: Sequence[_Encoded], with_labels: bool) -> dict[str, Any]:
+        return self._collate(examples, with_labels)
+
     def _reply_format(self) -> tuple[str, str]:
         """The text the chat template puts before and after an assistant reply (after the
         generation prompt), found once by rendering a marker reply."""
