@@ -58,7 +58,9 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         print(f"{ep.name}: {cls.description}")
         print(f"  data:    {cls.data_layout}")
         if cls.options:
-            print("  options: " + "; ".join(f"--{k.replace('_', '-')} {'|'.join(v)}" for k, v in cls.options.items()))
+            print("  options: " + "; ".join(f"--{k.replace('_', '-')} {'|'.join(v)}"
+                                            + (f" ({cls.option_help[k]})" if k in cls.option_help else "")
+                                            for k, v in cls.options.items()))
     print("Data root: --data-dir, else $HARNESS_DATA, else the bundled mini-sets (data/).")
     return 0
 
