@@ -45,3 +45,17 @@ def test_sft_recipe_lifts_tiny_on_geoqa(tmp_path):
     half_width = (trained["ci_high"] - trained["ci_low"]) / 2
     assert trained["n"] == base["n"] >= 300
     assert trained["score"] - base["score"] > half_width, (base["score"], trained["score"], half_width)
+
+
+def test_pretraining_values_leave_the_outer_angles_to_post_training(tmp_path):
+    """The bundled splits hold angle values tiny's pretraining pool never draws (its headroom)."""
+    from tasks.synth import geoqa
+
+    outer = set(geoqa.X_VALUES) - set(geoqa.PRETRAIN_X_VALUES)
+    assert outer and set(geoqa.PRETRAIN_X_VALUES) < set(geoqa.X_VALUES)
+    for split in ("train", "test"):
+        xs = [json.loads(line)["x"] for line in (REPO / "data" / "geoqa" / f"{split}_meta.jsonl").open()]
+        assert outer <= set(xs), split  # every outer value occurs in both bundled splits
+    geoqa.build(tmp_path, "train", 40, seed=1001, x_values=geoqa.PRETRAIN_X_VALUES)
+    xs = {json.loads(line)["x"] for line in (tmp_path / "geoqa" / "train_meta.jsonl").open()}
+    assert xs <= set(geoqa.PRETRAIN_X_VALUES)
