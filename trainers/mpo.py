@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from trl import DPOTrainer
 
+from harness.families import trim_right
 from trainers.common import TrainConfig, require
 from trainers.data import Example, Pair
 
@@ -203,16 +204,15 @@ def continue_reply(backend: "HFBackend", texts: Sequence[str], prefixes: Sequenc
     """
     inputs = backend.batch_inputs(list(texts), [[] for _ in texts], list(prefixes))
     inputs.pop("labels")
-    suffix = backend.tokenizer(backend._reply_suffix, add_special_tokens=False)["input_ids"]
+    suffix = backend.tokenizer(backend.reply_suffix, add_special_tokens=False)["input_ids"]
     if suffix:
         tail = torch.tensor(suffix, device=inputs["input_ids"].device)
         if not bool((inputs["input_ids"][:, -len(suffix):] == tail).all()):
             raise RuntimeError("reply suffix tokens not where expected; cannot continue replies")
-        inputs = {k: (v[:, :-len(suffix)] if k in ("input_ids", "attention_mask", "mm_token_type_ids") else v)
-                  for k, v in inputs.items()}
+        inputs = trim_right(inputs, len(suffix))
     torch.manual_seed(gen.seed)
     with torch.inference_mode():
-        out = backend.model.generate(**inputs, generation_config=backend._generation_config(gen, 1))
+        out = backend.model.generate(**inputs, generation_config=backend.generation_config(gen, 1))
     new = out[:, inputs["input_ids"].shape[1]:]
     return backend.tokenizer.batch_decode(new, skip_special_tokens=True)
 

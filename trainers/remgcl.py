@@ -218,8 +218,6 @@ class REMGCLCollator(SFTCollator):
     token indices under its box and the region text's ids."""
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        from harness.backend import QWEN_FAMILIES
-
         batch = super().__call__(rows)
         b = self.backend
         grids = batch.get("image_grid_thw")
@@ -227,25 +225,28 @@ class REMGCLCollator(SFTCollator):
         infos = []
         for r in rows:
             ex = self.examples[r["idx"]]
-            info = {"answer_ids": content_token_ids(b.tokenizer, b._reply_prefix, ex.target), "regions": [], "offset": 0}
+            info = {"answer_ids": content_token_ids(b.tokenizer, b.reply_prefix, ex.target), "regions": [], "offset": 0}
             regions = ex.item.metadata.get("text_regions") or []
             if regions and ex.images:
                 width, height = ex.images[0].size
-                if b.model_family in QWEN_FAMILIES:
+                if b.family.grid == "qwen":
                     grid = qwen_grid(grids[image_cursor].tolist(), b.image_processor.patch_size,
                                      b.image_processor.merge_size, width, height)
-                else:
+                elif b.family.grid == "clip":
                     vision = b.model.config.vision_config
                     grid = clip_grid(b.image_processor, vision.patch_size, width, height)
                     # a CLIP tower keeps its CLS token in front of the patches unless "default" drops it
                     info["offset"] = int(vision.model_type == "clip_vision_model"
                                          and b.model.config.vision_feature_select_strategy == "full")
+                else:
+                    raise HarnessError(f"remgcl: text regions need the visual-token grid of the model family, and "
+                                       f"{b.model_family!r} has none in harness/families.py; train with local_weight=0")
                 for region in regions:
                     if not (isinstance(region, dict) and isinstance(region.get("text"), str)
                             and isinstance(region.get("box"), (list, tuple)) and len(region["box"]) == 4):
                         raise HarnessError(f"item {ex.item.id}: text_regions entries must be {{text, box: [x0, y0, x1, y1]}}")
                     info["regions"].append((box_to_patches(region["box"], grid),
-                                            content_token_ids(b.tokenizer, b._reply_prefix, region["text"], False)))
+                                            content_token_ids(b.tokenizer, b.reply_prefix, region["text"], False)))
             image_cursor += len(ex.images)
             infos.append(info)
         batch["remgcl"] = infos
@@ -334,6 +335,9 @@ def run(cfg: REMGCLConfig, base: str, tasks: str, out: Path, data_dir: str | Pat
     with staged_output(Path(out), overwrite) as stage:
         backend, base_name = load_base(base, cfg.qlora, device)
         _decoder(backend.model)  # an unsupported architecture fails before training starts
+        if not backend.family.visual_tokens:
+            raise HarnessError(f"remgcl: {backend.model_family} models read images by cross-attention; there are no "
+                               "visual tokens in the sequence to align; use sft")
         trainer = fit_lora_sft(
             backend, backend.model, examples, cfg, progress, f"remgcl {data['task']}",
             collator=REMGCLCollator(backend, examples), trainer_cls=_make_trainer(SFTTrainer),

@@ -31,11 +31,12 @@ from typing import Any
 from harness.bridges.lmms_import import import_task_samples
 from harness.checkpoints import CheckpointRef
 from harness.errors import HarnessError
+from harness.families import family_of, lmms_wrappers, processor_defaults
 from harness.scoring import library_versions
 from harness.store import atomic_write_json
 
 INSTALL_HINT = "pip install '.[lmms]' (with CUDA torch; with CPU torch `make setup` installs it, see README: Bridges)"
-WRAPPERS = {"llava": "llava_hf", "qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_5_vl"}
+WRAPPERS = lmms_wrappers()  # model_type -> lmms-eval model name (harness/families.py)
 
 
 def require_lmms():
@@ -105,7 +106,7 @@ def model_dir(ref: CheckpointRef, cache_root: Path) -> Path:
     feature strategy) added when missing, as in the embedded tiny, whose tokenizer and image
     processor are saved without a LlavaProcessor.
     """
-    needs_processor = ref.model_type == "llava" and not _has_llava_processor(ref.base_path or ref.path)
+    needs_processor = ref.model_type in ("llava", "llava_next") and not _has_llava_processor(ref.base_path or ref.path)
     if ref.kind == "model" and not needs_processor:
         return ref.path
     view = cache_root / ref.content_hash
@@ -144,13 +145,9 @@ def _write_llava_processor_config(source: Path, dest: Path) -> None:
 
     config = AutoConfig.from_pretrained(source)
     tokenizer = AutoTokenizer.from_pretrained(source)
-    vision = config.vision_config
     processor = {
-        "processor_class": "LlavaProcessor",
-        "patch_size": vision.patch_size,
-        "vision_feature_select_strategy": config.vision_feature_select_strategy,
-        # A CLIP tower adds a CLS token that the "default" strategy then drops.
-        "num_additional_image_tokens": 1 if vision.model_type == "clip_vision_model" else 0,
+        "processor_class": "LlavaNextProcessor" if config.model_type == "llava_next" else "LlavaProcessor",
+        **processor_defaults(config, family_of(config.model_type)),
         "image_token": tokenizer.convert_ids_to_tokens(config.image_token_index),
     }
     (dest / "processor_config.json").unlink(missing_ok=True)  # a symlink: never write through it
