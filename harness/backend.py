@@ -68,7 +68,12 @@ class HFBackend:
     def _load_model(self):
         from transformers import AutoModelForImageTextToText
 
+        from harness.families import missing_remote_code
+
         model_dir = self.ref.base_path if self.ref.kind == "adapter" else self.ref.path
+        if self.trust_remote_code and (missing := missing_remote_code(model_dir)):
+            raise HarnessError(f"{model_dir} ({self.ref.model_type}) runs code shipped with the checkpoint, but "
+                               f"{', '.join(missing)} is not in the folder; download the checkpoint's .py files too")
         try:
             model = AutoModelForImageTextToText.from_pretrained(
                 model_dir, dtype=self.torch_dtype, use_safetensors=True,

@@ -50,6 +50,8 @@ class Family:
     visual_tokens: bool = True  # image features sit in the sequence at the image-token positions (remgcl reads them)
     mrope: bool = False  # Qwen-style M-RoPE: mm_token_type_ids input, rope_deltas kept across the prefill
     prefix_split: bool = True  # sampling may prefill prompt[:-1] once and continue (else num_return_sequences)
+    # processor class transformers only offers with torchvision; the stand-in below is used without it
+    lite: str | None = None
     tested: str = "tiny random checkpoint: eval, likelihood, sampling, blind, adapter"
     limits: str = ""
 
@@ -81,7 +83,9 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("mllama", "llama_vision", prefix_split=False, visual_tokens=False, tested=_TESTED_PROC,
            limits="cross-attention images: no visual tokens in the sequence (remgcl refused); "
                   "sampling uses num_return_sequences"),
-    Family("mistral3", None, tested=_TESTED_PROC, limits="remgcl local alignment off"),
+    Family("mistral3", None, lite="PixtralProcessor", tested=_TESTED_PROC,
+           limits="without torchvision the harness's own PixtralProcessor stand-in expands [IMG] tokens; "
+                  "remgcl local alignment off"),
     Family("aya_vision", None, tested=_TESTED_PROC, limits="remgcl local alignment off"),
     Family("glm4v", None, mrope=True, tested=_TESTED_PROC, limits="remgcl local alignment off"),
     Family("lfm2_vl", None, needs_torchvision=True, tested="one-line error without torchvision",
@@ -145,6 +149,46 @@ def _without_video(cls: type) -> type:
     return type(cls.__name__, (cls,), {"__init__": namespace["__init__"], "__module__": cls.__module__})
 
 
+@functools.cache
+def _lite_processors() -> dict[str, type]:
+    """Processors transformers gates behind torchvision although their logic needs only PIL."""
+    from transformers import ProcessorMixin
+
+    class PixtralProcessor(ProcessorMixin):  # the real class's name: saved configs stay loadable by it
+        """Mistral 3 / Pixtral: each image becomes rows of [IMG] (one per merged patch column), each row
+        ended by [IMG_BREAK], the last by [IMG_END]."""
+
+        def __init__(self, image_processor=None, tokenizer=None, patch_size: int = 16, spatial_merge_size: int = 1,
+                     chat_template=None, image_token="[IMG]", image_break_token="[IMG_BREAK]",
+                     image_end_token="[IMG_END]", **kwargs):
+            super().__init__(image_processor, tokenizer, chat_template=chat_template)
+            self.patch_size, self.spatial_merge_size = patch_size, spatial_merge_size
+            self.image_token, self.image_break_token, self.image_end_token = (
+                image_token, image_break_token, image_end_token)
+            self.image_token_id = tokenizer.convert_tokens_to_ids(image_token)
+
+        def _process_images(self, images, **images_kwargs):
+            images_kwargs["patch_size"] = self.patch_size * self.spatial_merge_size
+            return super()._process_images(images, **images_kwargs)
+
+        def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:
+            step = self.patch_size * self.spatial_merge_size
+            height, width = (int(v) for v in image_inputs["image_sizes"][image_idx])
+            row = self.image_token * (width // step)
+            return (row + self.image_break_token) * (height // step - 1) + row + self.image_end_token
+
+    return {"PixtralProcessor": PixtralProcessor}
+
+
+def _needs_missing_backend(cls: type) -> bool:
+    """True for transformers' placeholder of a class whose backend (torchvision) is not installed."""
+    try:
+        cls.from_pretrained  # noqa: B018  (the placeholder raises ImportError on any attribute)
+    except ImportError:
+        return True
+    return False
+
+
 def _processor_class(model_dir: Path, family: Family) -> type | None:
     import transformers
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
@@ -182,6 +226,8 @@ def load_processor(model_dir: Path, family: Family, config: Any, trust_remote_co
             raise HarnessError(f"{model_dir}: the {family.name} processor needs the package {package}; "
                                f"pip install {package}")
     cls = _processor_class(model_dir, family)
+    if family.lite and (cls is None or _needs_missing_backend(cls)):
+        cls = _lite_processors()[family.lite]
     kwargs = {"backend": "pil", "trust_remote_code": trust_remote_code, **processor_defaults(config, family)}
     try:
         if cls is None:
@@ -203,6 +249,14 @@ def _missing_package(message: str) -> str:
         if name in message:
             return name
     return message.split("`")[1] if message.count("`") >= 2 else "(see the error of the import)"
+
+
+def missing_remote_code(model_dir: Path) -> list[str]:
+    """The .py files a remote-code checkpoint's config.json names (auto_map) that its folder lacks."""
+    path = Path(model_dir) / "config.json"
+    auto_map = json.loads(path.read_text(encoding="utf-8")).get("auto_map") if path.is_file() else None
+    files = {f"{ref.split('--')[-1].rsplit('.', 1)[0]}.py" for ref in (auto_map or {}).values() if isinstance(ref, str)}
+    return sorted(f for f in files if not (Path(model_dir) / f).is_file())
 
 
 def image_token_id(processor: Any, config: Any) -> int | None:

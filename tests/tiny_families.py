@@ -234,6 +234,21 @@ def _glm4v(tok):
     return Glm4vForConditionalGeneration(config), _without_video(Glm4vProcessor)(ip, tok)
 
 
+def _mistral3(tok):
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration, PixtralImageProcessorPil
+
+    from harness.families import _lite_processors
+
+    config = Mistral3Config(
+        vision_config=dict(model_type="pixtral", hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                           num_attention_heads=2, head_dim=16, image_size=2 * S, patch_size=P),
+        text_config=dict(model_type="mistral", vocab_size=len(tok), **TEXT, sliding_window=None),
+        spatial_merge_size=2, vision_feature_layer=-1, image_token_index=tok.convert_tokens_to_ids("[IMG]"))
+    ip = PixtralImageProcessorPil(size={"longest_edge": S}, patch_size=P)
+    return Mistral3ForConditionalGeneration(config), _lite_processors()["PixtralProcessor"](
+        ip, tok, patch_size=P, spatial_merge_size=2)
+
+
 FAMILIES: dict[str, tuple[Callable, dict[str, str], list[str], str]] = {
     # family: (builder, tokenizer attribute tokens, other special tokens, image placeholder in the template)
     "llava": (_llava, {}, ["<image>"], "<image>"),
@@ -257,6 +272,7 @@ FAMILIES: dict[str, tuple[Callable, dict[str, str], list[str], str]] = {
     "glm4v": (_glm4v, {}, ["<|image|>", "<|video|>", "<|begin_of_image|>", "<|end_of_image|>", "<|begin_of_video|>",
                            "<|end_of_video|>"], "<|begin_of_image|><|image|><|end_of_image|>"),
 }
+FAMILIES["mistral3"] = (_mistral3, {}, ["[IMG]", "[IMG_BREAK]", "[IMG_END]"], "[IMG]")
 BOS = {"paligemma": "<bos>", "mllama": "<|begin_of_text|>"}
 
 
@@ -264,12 +280,24 @@ def build_family(family: str, out: Path, seed: int = 0) -> Path:
     """Build and save the tiny random checkpoint of `family` in `out`."""
     import torch
     from transformers import GenerationConfig
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     builder, extra, tokens, image = FAMILIES[family]
     bos = BOS.get(family)
     tok = tokenizer(extra, tokens, _template(image, "{{ bos_token }}" if bos else ""), bos=bos)
     torch.manual_seed(seed)
     model, processor = builder(tok)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            # Some families start their image path closed (Gemma 3's zero projection, Mllama's zero
+            # cross-attention gates) so a pretrained LM is unchanged; a random tiny must see its images.
+            if not bool(param.any()):
+                param.fill_(1.0) if "gate" in name else param.normal_(0, 0.02)
+    for config in (model.config, getattr(model.config, "text_config", None)):
+        if config is not None:  # the family's defaults name ids of its real vocabulary
+            config.bos_token_id, config.eos_token_id, config.pad_token_id = tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
     model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

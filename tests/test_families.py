@@ -1,0 +1,238 @@
+"""Every family harness/families.py knows, on a tiny random checkpoint built from its config class:
+`harness eval` on geoqa with images of mixed sizes, our batch against the family processor's own
+output, likelihoods, sampling, --blind, adapters; the one-line errors of families that cannot load."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from harness.errors import HarnessError
+from harness.types import GenConfig, Prompt
+from conftest import BUNDLED, run_cli
+from tiny_families import FAMILIES, build_family
+
+ALL = sorted(FAMILIES)
+SIZES = [(32, 48), (48, 32), (40, 40), (64, 24)]  # (width, height): every batch mixes shapes and aspect ratios
+
+
+@pytest.fixture(scope="session")
+def family_dirs(tmp_path_factory) -> dict[str, Path]:
+    """One tiny checkpoint per family, built once per session."""
+    root = tmp_path_factory.mktemp("families")
+    return {name: build_family(name, root / name) for name in ALL}
+
+
+@pytest.fixture(scope="session")
+def family_backends(family_dirs) -> dict:
+    from harness.backend import HFBackend
+    from harness.checkpoints import resolve_checkpoint
+
+    return {name: HFBackend(resolve_checkpoint(str(path)), device="cpu") for name, path in family_dirs.items()}
+
+
+@pytest.fixture(scope="session")
+def mixed_geoqa(tmp_path_factory) -> Path:
+    """The first 4 bundled geoqa test items with their images resized to 4 different shapes."""
+    root = tmp_path_factory.mktemp("mixed")
+    (root / "geoqa" / "images").mkdir(parents=True)
+    keep = 4
+    for name in ("test_questions.jsonl", "test_answers.jsonl", "test_meta.jsonl"):
+        lines = (BUNDLED / "geoqa" / name).read_text().splitlines()[:keep]
+        (root / "geoqa" / name).write_text("\n".join(lines) + "\n")
+    for line, size in zip((root / "geoqa" / "test_questions.jsonl").read_text().splitlines(), SIZES):
+        image = json.loads(line)["image"]
+        (root / "geoqa" / "images" / image).parent.mkdir(parents=True, exist_ok=True)
+        Image.open(BUNDLED / "geoqa" / "images" / image).convert("RGB").resize(size).save(root / "geoqa" / "images" / image)
+    return root
+
+
+def _images(k: int = 2) -> list[list[Image.Image]]:
+    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]
+    return [[Image.new("RGB", SIZES[i], colours[i])] for i in range(k)]
+
+
+# ---- harness eval, every family ------------------------------------------------------------------
+@pytest.mark.parametrize("family", ALL)
+def test_eval_geoqa_with_mixed_image_sizes(family, family_dirs, mixed_geoqa, tmp_path, capsys):
+    from harness.cli import main
+
+    out = tmp_path / "runs"
+    code = main(["eval", "--ckpt", str(family_dirs[family]), "--tasks", "geoqa", "--limit", "4", "--batch-size", "4",
+                 "--max-new-tokens", "4", "--data-dir", str(mixed_geoqa), "--output-dir", str(out)])
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((out / family / "geoqa" / "summary.json").read_text())
+    assert summary["n"] == 4
+    rows = [json.loads(line) for line in (out / family / "geoqa" / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all(isinstance(r["output"], str) for r in rows)
+
+
+def test_eval_cli_in_a_fresh_process(family_dirs, mixed_geoqa, tmp_path):
+    res = run_cli("eval", "--ckpt", str(family_dirs["qwen3_vl"]), "--tasks", "geoqa", "--limit", "4",
+                  "--max-new-tokens", "4", "--data-dir", str(mixed_geoqa), "--output-dir", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / "qwen3_vl" / "geoqa" / "summary.json").read_text())["n"] == 4
+
+
+# ---- our batch = the family processor's own output ------------------------------------------------
+def _messages(text: str, images: list) -> list[dict]:
+    return [{"role": "user", "content": [*({"type": "image", "image": im} for im in images),
+                                         {"type": "text", "text": text}]}]
+
+
+# SmolVLM's processor.apply_chat_template reads its video processor, which the harness never loads.
+PROCESSOR_TEMPLATE = [f for f in ALL if f != "smolvlm"]
+
+
+@pytest.mark.parametrize("family", PROCESSOR_TEMPLATE)
+def test_batch_equals_the_processors_own_output(family, family_backends):
+    backend = family_backends[family]
+    texts = ["Which angle?", "Answer: B because it is"]
+    images = _images(2)
+    for idx in ([0], [0, 1]):  # one prompt, then a padded batch of two
+        ours = backend.batch_inputs([texts[i] for i in idx], [images[i] for i in idx])
+        theirs = backend.processor.apply_chat_template(
+            [_messages(texts[i], images[i]) for i in idx], add_generation_prompt=True, tokenize=True,
+            return_dict=True, return_tensors="pt", padding=True, padding_side="left",
+            chat_template=backend.chat_template)
+        for key in ("input_ids", "attention_mask", "pixel_values"):
+            assert torch.equal(ours[key].cpu(), theirs[key].to(ours[key].dtype)), (family, key, len(idx))
+
+
+@pytest.mark.parametrize("family", ALL)
+def test_reply_labels_are_the_reply_tokens(family, family_backends):
+    backend = family_backends[family]
+    targets = ["B", "A. 30 is it"]
+    batch = backend.batch_inputs(["Which angle?", "Answer: B because"], _images(2), targets)
+    plain = backend.batch_inputs(["Which angle?", "Answer: B because"], _images(2))
+    for row, target in enumerate(targets):
+        reply = backend.tokenizer(backend.reply_prefix + target + backend.reply_suffix, add_special_tokens=False)["input_ids"]
+        labelled = batch["labels"][row][batch["labels"][row] != -100].tolist()
+        assert labelled == reply
+        # the prompt part is the processor's prompt, unchanged
+        prompt = plain["input_ids"][row][plain["attention_mask"][row].bool()].tolist()
+        full = batch["input_ids"][row][batch["attention_mask"][row].bool()].tolist()
+        assert full == prompt + reply
+    if family == "paligemma":  # prefix-LM: reply tokens are the causal suffix
+        assert bool((batch["token_type_ids"][batch["labels"] != -100] == 1).all())
+
+
+# ---- likelihoods, sampling, blind ------------------------------------------------------------------
+@pytest.mark.parametrize("family", ALL)
+def test_likelihood_sampling_and_blind(family, family_backends, tmp_path):
+    from harness.backend import sequence_losses
+
+    backend = family_backends[family]
+    paths = []
+    for i, [im] in enumerate(_images(2)):
+        paths.append(tmp_path / f"{i}.png")
+        im.save(paths[-1])
+    prompts = [Prompt("Which angle?", (paths[0],)), Prompt("Answer: B because it is", (paths[1],))]
+    losses = backend.choice_losses(prompts, [["A", "B"], ["C"]])
+    assert [len(x) for x in losses] == [2, 1] and all(torch.isfinite(torch.tensor(x)).all() for x in losses)
+    # one prompt alone scores the same as in the batch (padding and batching change nothing)
+    alone = backend.choice_losses(prompts[1:], [["C"]])
+    assert alone[0][0] == pytest.approx(losses[1][0], rel=1e-4, abs=1e-5)
+    batch = backend.batch_inputs(["Which angle?"], [[Image.open(paths[0]).convert("RGB")]], ["B"])
+    labels = batch.pop("labels")
+    with torch.inference_mode():
+        manual = sequence_losses(backend.model(**batch).logits.float(), labels)
+    assert float(manual[0]) == pytest.approx(losses[0][1], rel=1e-4, abs=1e-5)
+
+    sampled = backend.generate(prompts, GenConfig(max_new_tokens=3, temperature=1.0, seed=3), n=3)
+    assert [len(s) for s in sampled] == [3, 3]
+    assert sampled == backend.generate(prompts, GenConfig(max_new_tokens=3, temperature=1.0, seed=3), n=3)
+    blind = backend.choice_losses(prompts, [["A", "B"], ["C"]], blind=True)
+    assert blind != losses  # the images reach the model
+
+
+# ---- adapters ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["llava_next", "qwen3_vl", "internvl", "gemma3"])
+def test_lora_adapter_evaluates(family, family_dirs, family_backends, tmp_path, capsys):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    from harness.backend import HFBackend
+    from harness.checkpoints import resolve_checkpoint
+    from harness.cli import main
+
+    model = AutoModelForImageTextToText.from_pretrained(family_dirs[family])
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():  # LoRA starts as a no-op (B = 0); make it change the model
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    adapter = tmp_path / f"{family}-lora"
+    peft_model.save_pretrained(adapter)
+    adapted = HFBackend(resolve_checkpoint(str(adapter)), device="cpu")
+    prompt = [Prompt("Which angle?", ())]
+    assert adapted.choice_losses(prompt, [["A"]]) != family_backends[family].choice_losses(prompt, [["A"]])
+    code = main(["eval", "--ckpt", str(adapter), "--tasks", "aokvqa_mc", "--limit", "4", "--mc-mode", "likelihood",
+                 "--output-dir", str(tmp_path / "runs")])
+    assert code == 0, capsys.readouterr().err
+    [summary] = (tmp_path / "runs").glob(f"{adapter.name}/aokvqa_mc*/summary.json")
+    assert json.loads(summary.read_text())["n"] == 4
+
+
+# ---- families that cannot run, and families without an entry ----------------------------------------
+def test_internvl_chat_needs_the_flag_and_its_code(family_dirs, tmp_path):
+    from harness.checkpoints import resolve_checkpoint
+
+    remote = tmp_path / "internvl_chat"
+    shutil.copytree(family_dirs["internvl"], remote)
+    config = json.loads((remote / "config.json").read_text())
+    config.update(model_type="internvl_chat", auto_map={"AutoModel": "modeling_internvl_chat.InternVLChatModel"})
+    (remote / "config.json").write_text(json.dumps(config))
+    with pytest.raises(HarnessError, match="--trust-remote-code"):
+        resolve_checkpoint(str(remote))
+    res = run_cli("eval", "--ckpt", str(remote), "--tasks", "geoqa", "--limit", "1", "--trust-remote-code",
+                  "--output-dir", str(tmp_path / "runs"))
+    assert res.returncode != 0 and len(res.stderr.strip().splitlines()) == 1
+    assert "modeling_internvl_chat.py" in res.stderr and str(remote) in res.stderr
+
+
+def test_missing_processor_package_is_one_line(tmp_path, monkeypatch):
+    import importlib.util
+
+    from harness import families
+
+    if importlib.util.find_spec("torchvision") is not None:
+        pytest.skip("torchvision is installed: lfm2_vl's processor loads")
+    with pytest.raises(HarnessError, match="needs the package torchvision"):
+        families.load_processor(tmp_path, families.family_of("lfm2_vl"), None)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "num2words" else real(name, *a))
+    with pytest.raises(HarnessError, match="needs the package num2words; pip install num2words"):
+        families.load_processor(tmp_path, families.family_of("smolvlm"), None)
+
+
+def test_a_family_without_an_entry_runs_through_its_processor(family_dirs, family_backends, monkeypatch, capsys):
+    from harness import backend as backend_module
+    from harness import families
+    from harness.backend import HFBackend
+    from harness.checkpoints import resolve_checkpoint
+
+    monkeypatch.delitem(families.FAMILIES, "llava_next")
+    monkeypatch.setattr(backend_module, "_said", set())
+    generic = HFBackend(resolve_checkpoint(str(family_dirs["llava_next"])), device="cpu")
+    assert "no entry in harness/families.py" in capsys.readouterr().err
+    known = family_backends["llava_next"]
+    texts, images = ["Which angle?", "Answer: B because"], _images(2)
+    a, b = generic.batch_inputs(texts, images), known.batch_inputs(texts, images)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    HFBackend(resolve_checkpoint(str(family_dirs["llava_next"])), device="cpu")
+    assert capsys.readouterr().err == ""  # said once
+
+
+def test_models_table_lists_every_family(capsys):
+    from harness.cli import main
+    from harness.families import FAMILIES
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in FAMILIES)
+    assert set(ALL) <= set(FAMILIES)  # every family built here has an entry
