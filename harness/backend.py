@@ -205,7 +205,8 @@ class HFBackend:
         if not self.family.prefix_split or bool((ids[:, -1] == self.image_token_id).any()):
             torch.manual_seed(gen.seed)
             with torch.inference_mode():
-                return self.model.generate(**inputs, generation_config=self.generation_config(gen, n))
+                out = self.model.generate(**inputs, generation_config=self.generation_config(gen, n))
+            return out.repeat_interleave(n, dim=0) if gen.greedy else out  # greedy configs return one row each
         from harness.families import trim_right
 
         prefix = {k: v for k, v in trim_right(inputs, 1).items() if k not in ("input_ids", "attention_mask")}

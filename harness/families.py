@@ -60,29 +60,33 @@ class Family:
         return self.name in FAMILIES
 
 
-_TESTED_PROC = "tiny random checkpoint: eval (mixed image sizes), likelihood, sampling, blind; processor-equivalence"
+_TESTED = "tiny random checkpoint: eval (mixed image sizes), reply labels, likelihood, sampling, blind"
+_TESTED_PROC = _TESTED + "; batch = processor's own output"
 FAMILIES: dict[str, Family] = {f.name: f for f in (
-    Family("llava", "llava_hf", grid="clip", tested=_TESTED_PROC + "; adapters, sft, mpo, remgcl; shipped tiny"),
+    Family("llava", "llava_hf", grid="clip", tested=_TESTED_PROC + "; shipped tiny (same inputs as before); adapters, "
+           "sft, mpo, remgcl"),
     Family("llava_next", "llava_hf", tested=_TESTED_PROC + "; adapter", limits="anyres tiles: remgcl local alignment off"),
     Family("llava_onevision", tested=_TESTED_PROC,
            limits="video input unused; remgcl local alignment off"),
-    Family("qwen2_vl", "qwen2_vl", grid="qwen", mrope=True, tested=_TESTED_PROC + "; sft, remgcl"),
-    Family("qwen2_5_vl", "qwen2_5_vl", grid="qwen", mrope=True, tested=_TESTED_PROC),
-    Family("qwen3_vl", grid="qwen", mrope=True, tested=_TESTED_PROC + "; adapter, sft"),
+    Family("qwen2_vl", "qwen2_vl", grid="qwen", mrope=True, tested=_TESTED_PROC + "; remgcl; same inputs as before"),
+    Family("qwen2_5_vl", "qwen2_5_vl", grid="qwen", mrope=True, tested=_TESTED_PROC,
+           limits="remgcl text regions untested"),
+    Family("qwen3_vl", grid="qwen", mrope=True, tested=_TESTED_PROC + "; adapter; sft then eval",
+           limits="remgcl text regions untested; no lmms-eval wrapper mapped"),
     Family("internvl", tested=_TESTED_PROC + "; adapter, mpo",
            limits="tiles (crop_to_patches): remgcl local alignment off"),
     Family("internvl_chat", tested="refused without --trust-remote-code; clear error when its code is absent",
            limits="remote code: needs the checkpoint's .py files and --trust-remote-code; not run in tests"),
     Family("idefics3", tested=_TESTED_PROC, limits="image splitting tiles: remgcl local alignment off"),
-    Family("smolvlm", None, packages=("num2words",), tested=_TESTED_PROC,
-           limits="needs num2words; remgcl local alignment off"),
-    Family("gemma3", tested=_TESTED_PROC + "; adapter",
-           limits="bidirectional image attention: sampling uses num_return_sequences", prefix_split=False),
-    Family("paligemma", None, reply_token_type=1, prefix_split=False, tested=_TESTED_PROC,
-           limits="prefix-LM (reply tokens causal, token_type_ids=1); sampling uses num_return_sequences"),
+    Family("smolvlm", None, packages=("num2words",), tested=_TESTED,
+           limits="needs num2words; its processor's apply_chat_template reads the video processor (the harness "
+                  "renders with the tokenizer); remgcl local alignment off"),
+    Family("gemma3", tested=_TESTED_PROC + "; adapter", limits="sliding-window layers: sampling copies the prompt cache"),
+    Family("paligemma", None, reply_token_type=1, tested=_TESTED_PROC,
+           limits="prefix-LM: reply tokens causal (token_type_ids=1); no lmms-eval wrapper mapped"),
     Family("mllama", "llama_vision", prefix_split=False, visual_tokens=False, tested=_TESTED_PROC,
            limits="cross-attention images: no visual tokens in the sequence (remgcl refused); "
-                  "sampling uses num_return_sequences"),
+                  "sampling encodes the prompt per sample (num_return_sequences)"),
     Family("mistral3", None, lite="PixtralProcessor", tested=_TESTED_PROC,
            limits="without torchvision the harness's own PixtralProcessor stand-in expands [IMG] tokens; "
                   "remgcl local alignment off"),
@@ -200,6 +204,16 @@ def _processor_class(model_dir: Path, family: Family) -> type | None:
             name = name or json.loads(path.read_text(encoding="utf-8")).get("processor_class")
     name = name or PROCESSOR_MAPPING_NAMES.get(family.name)
     return getattr(transformers, name, None) if name else None
+
+
+def takes_video_processor(model_type: str) -> bool:
+    """Whether the family's transformers processor also loads a video processor (torchvision)."""
+    import transformers
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+
+    cls = getattr(transformers, PROCESSOR_MAPPING_NAMES.get(model_type) or "", None)
+    return cls is not None and not _needs_missing_backend(cls) and \
+        "video_processor" in inspect.signature(cls.__init__).parameters
 
 
 def processor_defaults(config: Any, family: Family) -> dict[str, Any]:

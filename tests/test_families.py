@@ -236,3 +236,47 @@ def test_models_table_lists_every_family(capsys):
     out = capsys.readouterr().out
     assert all(name in out for name in FAMILIES)
     assert set(ALL) <= set(FAMILIES)  # every family built here has an entry
+
+
+@pytest.mark.parametrize("family", ALL)
+def test_prefilled_continuation_equals_plain_greedy(family, family_backends):
+    """The N-sample path (prompt prefilled once, then continued with a shared or copied cache,
+    whichever the family allows) decodes greedily exactly what one plain `generate` does."""
+    backend = family_backends[family]
+    inputs = backend.batch_inputs(["Which angle?", "Answer: B because it is"], _images(2))
+    gen = GenConfig(max_new_tokens=4)
+    with torch.inference_mode():
+        plain = backend.model.generate(**inputs, generation_config=backend.generation_config(gen, 1))
+    expanded = backend.generate_expanded(inputs, gen, n=2)
+    width = inputs["input_ids"].shape[1]
+    assert torch.equal(expanded[:, width:], plain[:, width:].repeat_interleave(2, dim=0)), family
+
+
+def test_sft_on_qwen3_vl_then_the_adapter_evaluates(family_dirs, tmp_path, capsys):
+    from harness.cli import main
+    from trainers.sft import SFTConfig, run
+
+    out = tmp_path / "sft-qwen3"
+    manifest = run(SFTConfig(max_steps=2, batch_size=2, limit=4, logging_steps=1), str(family_dirs["qwen3_vl"]),
+                   "geoqa", out, progress=False)
+    assert manifest["metrics"]["steps"] == 2 and (out / "adapter_config.json").is_file()
+    code = main(["eval", "--ckpt", str(out), "--tasks", "geoqa", "--limit", "2", "--max-new-tokens", "3",
+                 "--output-dir", str(tmp_path / "runs")])
+    assert code == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "runs" / out.name / "geoqa" / "summary.json").read_text())["n"] == 2
+
+
+def test_mpo_on_internvl(family_dirs, tmp_path, monkeypatch):
+    import trainers.mpo as mpo
+
+    # A random model is never right, so its samples are scripted: half correct, half wrong.
+    def scripted(backend, examples, n, gen, batch_size, advance=lambda k=1: None):
+        wrong = lambda e: "ABCD"[("ABCD".index(e.item.target) + 1) % 4]  # noqa: E731
+        return [[e.target, f"Answer: {wrong(e)}"][:n] for e in examples]
+
+    monkeypatch.setattr(mpo, "sample_answers", scripted)
+    out = tmp_path / "mpo-internvl"
+    manifest = mpo.run(mpo.MPOConfig(max_steps=2, batch_size=2, limit=4, logging_steps=1, samples_per_question=2,
+                                     dropout_ntp=True), str(family_dirs["internvl"]), "geoqa", out, progress=False)
+    assert manifest["data"]["pairs"] >= 4 and manifest["data"]["dropout_ntp_pairs"] >= 0
+    assert {"loss/dpo", "loss/bco", "loss/sft"} <= manifest["metrics"]["last_logged"].keys()

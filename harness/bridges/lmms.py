@@ -31,7 +31,7 @@ from typing import Any
 from harness.bridges.lmms_import import import_task_samples
 from harness.checkpoints import CheckpointRef
 from harness.errors import HarnessError
-from harness.families import family_of, lmms_wrappers, processor_defaults
+from harness.families import family_of, lmms_wrappers, processor_defaults, takes_video_processor
 from harness.scoring import library_versions
 from harness.store import atomic_write_json
 
@@ -185,12 +185,12 @@ def run_lmms_eval(args: argparse.Namespace, specs: list[str]) -> list[dict[str, 
             f"{ref.path}: lmms-eval bridge supports model types {', '.join(WRAPPERS)}, not {ref.model_type!r}; "
             "use the default engine"
         )
-    if wrapper != "llava_hf" and importlib.util.find_spec("torchvision") is None:
-        # transformers builds Qwen2-VL's processor with a torchvision video processor, and
-        # qwen-vl-utils needs torchvision too; no CPU torchvision matches the CPU torch wheel here.
+    if takes_video_processor(ref.model_type) and importlib.util.find_spec("torchvision") is None:
+        # lmms-eval's wrappers load the full processor (AutoProcessor), whose video processor needs
+        # torchvision; no CPU torchvision matches the CPU torch wheel here.
         raise HarnessError(
-            f"lmms-eval's {wrapper} wrapper needs torchvision (Qwen2-VL's video processor), which is not installed; "
-            "run it where torch and torchvision are a matching (CUDA) pair, see README: Bridges"
+            f"lmms-eval's {wrapper} wrapper needs torchvision ({ref.model_type}'s video processor), which is not "
+            "installed; run it where torch and torchvision are a matching (CUDA) pair, see README: Bridges"
         )
     gen: dict[str, Any] = {}  # only what the user set overrides the task YAML's generation_kwargs
     if args.max_new_tokens:
