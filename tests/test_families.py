@@ -71,6 +71,7 @@ def test_eval_geoqa_with_mixed_image_sizes(family, family_dirs, mixed_geoqa, tmp
     assert len(rows) == 4 and all(isinstance(r["output"], str) for r in rows)
 
 
+@pytest.mark.slow  # the in-process runs above cover the command; this one pays a fresh interpreter's imports
 def test_eval_cli_in_a_fresh_process(family_dirs, mixed_geoqa, tmp_path):
     res = run_cli("eval", "--ckpt", str(family_dirs["qwen3_vl"]), "--tasks", "geoqa", "--limit", "4",
                   "--max-new-tokens", "4", "--data-dir", str(mixed_geoqa), "--output-dir", str(tmp_path))
@@ -179,7 +180,7 @@ def test_lora_adapter_evaluates(family, family_dirs, family_backends, tmp_path, 
 
 
 # ---- families that cannot run, and families without an entry ----------------------------------------
-def test_internvl_chat_needs_the_flag_and_its_code(family_dirs, tmp_path):
+def test_internvl_chat_needs_the_flag_and_its_code(family_dirs, tmp_path, capsys):
     from harness.checkpoints import resolve_checkpoint
 
     remote = tmp_path / "internvl_chat"
@@ -189,10 +190,14 @@ def test_internvl_chat_needs_the_flag_and_its_code(family_dirs, tmp_path):
     (remote / "config.json").write_text(json.dumps(config))
     with pytest.raises(HarnessError, match="--trust-remote-code"):
         resolve_checkpoint(str(remote))
-    res = run_cli("eval", "--ckpt", str(remote), "--tasks", "geoqa", "--limit", "1", "--trust-remote-code",
-                  "--output-dir", str(tmp_path / "runs"))
-    assert res.returncode != 0 and len(res.stderr.strip().splitlines()) == 1
-    assert "modeling_internvl_chat.py" in res.stderr and str(remote) in res.stderr
+    from harness.cli import main
+
+    code = main(["eval", "--ckpt", str(remote), "--tasks", "geoqa", "--limit", "1", "--trust-remote-code",
+                 "--output-dir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "modeling_internvl_chat.py" in err and str(remote) in err
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("summary.json"))
 
 
 def test_missing_processor_package_is_one_line(tmp_path, monkeypatch):
