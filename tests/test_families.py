@@ -1,4 +1,4 @@
-"""Every family harness/families.py knows, on a tiny random checkpoint built from its config class:
+"""Every family harness/models/families.py knows, on a tiny random checkpoint built from its config class:
 `harness eval` on geoqa with images of mixed sizes, our batch against the family processor's own
 output, likelihoods, sampling, --blind, adapters; the one-line errors of families that cannot load."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from harness.errors import HarnessError
-from harness.types import GenConfig, Prompt
+from harness.core.types import GenConfig, Prompt
 from conftest import BUNDLED, run_cli
 from tiny_families import FAMILIES, build_family
 
@@ -29,8 +29,8 @@ def family_dirs(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def family_backends(family_dirs) -> dict:
-    from harness.backend import HFBackend
-    from harness.checkpoints import resolve_checkpoint
+    from harness.models.backend import HFBackend
+    from harness.models.checkpoints import resolve_checkpoint
 
     return {name: HFBackend(resolve_checkpoint(str(path)), device="cpu") for name, path in family_dirs.items()}
 
@@ -125,7 +125,7 @@ def test_reply_labels_are_the_reply_tokens(family, family_backends):
 # ---- likelihoods, sampling, blind ------------------------------------------------------------------
 @pytest.mark.parametrize("family", ALL)
 def test_likelihood_sampling_and_blind(family, family_backends, tmp_path):
-    from harness.backend import sequence_losses
+    from harness.models.backend import sequence_losses
 
     backend = family_backends[family]
     paths = []
@@ -157,8 +157,8 @@ def test_lora_adapter_evaluates(family, family_dirs, family_backends, tmp_path, 
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageTextToText
 
-    from harness.backend import HFBackend
-    from harness.checkpoints import resolve_checkpoint
+    from harness.models.backend import HFBackend
+    from harness.models.checkpoints import resolve_checkpoint
     from harness.cli import main
 
     model = AutoModelForImageTextToText.from_pretrained(family_dirs[family])
@@ -181,7 +181,7 @@ def test_lora_adapter_evaluates(family, family_dirs, family_backends, tmp_path, 
 
 # ---- families that cannot run, and families without an entry ----------------------------------------
 def test_internvl_chat_needs_the_flag_and_its_code(family_dirs, tmp_path, capsys):
-    from harness.checkpoints import resolve_checkpoint
+    from harness.models.checkpoints import resolve_checkpoint
 
     remote = tmp_path / "internvl_chat"
     shutil.copytree(family_dirs["internvl"], remote)
@@ -203,7 +203,7 @@ def test_internvl_chat_needs_the_flag_and_its_code(family_dirs, tmp_path, capsys
 def test_missing_processor_package_is_one_line(tmp_path, monkeypatch):
     import importlib.util
 
-    from harness import families
+    from harness.models import families
 
     if importlib.util.find_spec("torchvision") is not None:
         pytest.skip("torchvision is installed: lfm2_vl's processor loads")
@@ -216,15 +216,15 @@ def test_missing_processor_package_is_one_line(tmp_path, monkeypatch):
 
 
 def test_a_family_without_an_entry_runs_through_its_processor(family_dirs, family_backends, monkeypatch, capsys):
-    from harness import backend as backend_module
-    from harness import families
-    from harness.backend import HFBackend
-    from harness.checkpoints import resolve_checkpoint
+    from harness.models import backend as backend_module
+    from harness.models import families
+    from harness.models.backend import HFBackend
+    from harness.models.checkpoints import resolve_checkpoint
 
     monkeypatch.delitem(families.FAMILIES, "llava_next")
     monkeypatch.setattr(backend_module, "_said", set())
     generic = HFBackend(resolve_checkpoint(str(family_dirs["llava_next"])), device="cpu")
-    assert "no entry in harness/families.py" in capsys.readouterr().err
+    assert "no entry in harness/models/families.py" in capsys.readouterr().err
     known = family_backends["llava_next"]
     texts, images = ["Which angle?", "Answer: B because"], _images(2)
     a, b = generic.batch_inputs(texts, images), known.batch_inputs(texts, images)
@@ -235,7 +235,7 @@ def test_a_family_without_an_entry_runs_through_its_processor(family_dirs, famil
 
 def test_models_table_lists_every_family(capsys):
     from harness.cli import main
-    from harness.families import FAMILIES
+    from harness.models.families import FAMILIES
 
     assert main(["models"]) == 0
     out = capsys.readouterr().out

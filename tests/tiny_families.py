@@ -1,4 +1,4 @@
-"""Tiny random checkpoints of every VLM family harness/families.py knows, built from their config
+"""Tiny random checkpoints of every VLM family harness/models/families.py knows, built from their config
 classes (1 text layer, hidden 32, 32-pixel images) with a small BPE tokenizer that carries the
 family's special tokens, the family's image processor config and a chat template placing the
 family's image placeholder. Each saves like a downloaded checkpoint (config, safetensors,
@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.tiny import QWEN_TOKENS
+from trainers.tiny_model import QWEN_TOKENS
 
 TEXTS = ["Which angle is it? A. 30 B. 60 C. 90 D. 120", "Answer: B because the triangle is right",
          "The answer is A", "Find the length of the side."] * 10
@@ -94,7 +94,7 @@ def _qwen(kind: str):
         ip_cls = transformers.Qwen2VLImageProcessorPil
         ip = ip_cls(size={"shortest_edge": S * S, "longest_edge": S * S}, patch_size=P, merge_size=2,
                     temporal_patch_size=2)
-        from harness.families import _without_video
+        from harness.models.families import _without_video
 
         return getattr(transformers, names[1])(config), _without_video(getattr(transformers, names[2]))(ip, tok)
     return build
@@ -104,7 +104,7 @@ def _internvl(tok):
     from transformers import (GotOcr2ImageProcessorPil, InternVLConfig, InternVLForConditionalGeneration,
                               InternVLProcessor)
 
-    from harness.families import _without_video
+    from harness.models.families import _without_video
 
     config = InternVLConfig(
         vision_config=dict(VISION, image_size=[S, S], patch_size=[P, P], use_mask_token=False),
@@ -130,7 +130,7 @@ def _llava_onevision(tok):
     from transformers import (LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
                               LlavaOnevisionImageProcessorPil, LlavaOnevisionProcessor)
 
-    from harness.families import _without_video
+    from harness.models.families import _without_video
 
     config = LlavaOnevisionConfig(vision_config=dict(model_type="siglip_vision_model", **VISION),
                                   text_config=dict(model_type="qwen2", vocab_size=len(tok), **TEXT),
@@ -146,7 +146,7 @@ def _idefics(kind: str):
     def build(tok):
         import transformers
 
-        from harness.families import _without_video
+        from harness.models.families import _without_video
 
         prefix = "Idefics3" if kind == "idefics3" else "SmolVLM"
         config = getattr(transformers, f"{prefix}Config")(
@@ -217,7 +217,7 @@ def _aya(tok):
 def _glm4v(tok):
     from transformers import Glm4vConfig, Glm4vForConditionalGeneration, Glm4vImageProcessorPil, Glm4vProcessor
 
-    from harness.families import _without_video
+    from harness.models.families import _without_video
 
     config = Glm4vConfig(
         vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, image_size=S, patch_size=P,
@@ -237,7 +237,7 @@ def _glm4v(tok):
 def _mistral3(tok):
     from transformers import Mistral3Config, Mistral3ForConditionalGeneration, PixtralImageProcessorPil
 
-    from harness.families import _lite_processors
+    from harness.models.families import _lite_processors
 
     config = Mistral3Config(
         vision_config=dict(model_type="pixtral", hidden_size=32, intermediate_size=64, num_hidden_layers=1,

@@ -240,7 +240,7 @@ class REMGCLCollator(SFTCollator):
                                          and b.model.config.vision_feature_select_strategy == "full")
                 else:
                     raise HarnessError(f"remgcl: text regions need the visual-token grid of the model family, and "
-                                       f"{b.model_family!r} has none in harness/families.py; train with local_weight=0")
+                                       f"{b.model_family!r} has none in harness/models/families.py; train with local_weight=0")
                 for region in regions:
                     if not (isinstance(region, dict) and isinstance(region.get("text"), str)
                             and isinstance(region.get("box"), (list, tuple)) and len(region["box"]) == 4):

@@ -4,7 +4,7 @@
     outputs = backend.generate([Prompt("What is shown?", (Path("cat.png"),))], GenConfig())
 
 Inputs are built by the checkpoint's own processor class, chosen and driven per model family in
-harness/families.py (the only place that names families). Sequences are LEFT padded so batched
+harness/models/families.py (the only place that names families). Sequences are LEFT padded so batched
 generation continues every row right after its own prompt.
 """
 from __future__ import annotations
@@ -12,17 +12,17 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any, Sequence
 
-from harness.checkpoints import CheckpointRef
+from harness.models.checkpoints import CheckpointRef
 from harness.errors import HarnessError
-from harness.images import open_image
-from harness.shared_prefix import supports_shared_prefix
-from harness.types import GenConfig, Prompt
+from harness.core.images import open_image
+from harness.models.shared_prefix import supports_shared_prefix
+from harness.core.types import GenConfig, Prompt
 
 if TYPE_CHECKING:
     import torch
     from PIL.Image import Image
 
-from harness.families import IGNORE_INDEX  # noqa: F401  (re-exported: trainers import it from here)
+from harness.models.families import IGNORE_INDEX  # noqa: F401  (re-exported: trainers import it from here)
 
 _REPLY_MARK = "\u2063REPLY\u2063"  # an unlikely string, to find where a template puts the reply
 _said: set[str] = set()
@@ -68,7 +68,7 @@ class HFBackend:
     def _load_model(self):
         from transformers import AutoModelForImageTextToText
 
-        from harness.families import missing_remote_code
+        from harness.models.families import missing_remote_code
 
         model_dir = self.ref.base_path if self.ref.kind == "adapter" else self.ref.path
         if self.trust_remote_code and (missing := missing_remote_code(model_dir)):
@@ -92,12 +92,12 @@ class HFBackend:
         return model.to(self.device).eval()
 
     def _load_processors(self) -> None:
-        from harness import families
+        from harness.models import families
 
         model_dir = self.ref.base_path if self.ref.kind == "adapter" else self.ref.path
         self.family = families.family_of(self.model_family)
         if not self.family.known:
-            _say_once(f"model family {self.model_family!r} has no entry in harness/families.py; "
+            _say_once(f"model family {self.model_family!r} has no entry in harness/models/families.py; "
                       "running it through its processor (generic path)")
         self.processor = families.load_processor(model_dir, self.family, self.model.config, self.trust_remote_code)
         # An adapter folder may carry its own tokenizer (e.g. with added tokens); else the base's.
@@ -135,12 +135,12 @@ class HFBackend:
     def batch_inputs(self, texts: Sequence[str], images: Sequence[Sequence["Image"]],
                      targets: Sequence[str] | None = None) -> dict[str, Any]:
         """Model inputs for user turns `texts` with `images` (PIL, per example), left padded,
-        built by the family's processor (harness/families.py).
+        built by the family's processor (harness/models/families.py).
 
         With `targets`, each reply (plus the template's end-of-turn token) is appended and
         `labels` holds the reply token ids, -100 elsewhere (prompt, image tokens, padding).
         """
-        from harness.families import build_batch
+        from harness.models.families import build_batch
 
         if len(texts) != len(images) or (targets is not None and len(targets) != len(texts)):
             raise ValueError("texts, images and targets must have the same length")
@@ -207,7 +207,7 @@ class HFBackend:
             with torch.inference_mode():
                 out = self.model.generate(**inputs, generation_config=self.generation_config(gen, n))
             return out.repeat_interleave(n, dim=0) if gen.greedy else out  # greedy configs return one row each
-        from harness.families import trim_right
+        from harness.models.families import trim_right
 
         prefix = {k: v for k, v in trim_right(inputs, 1).items() if k not in ("input_ids", "attention_mask")}
         once = self.generation_config(GenConfig(max_new_tokens=1), 1)
@@ -226,7 +226,7 @@ class HFBackend:
                 cache.batch_repeat_interleave(n)
                 return self.model.generate(**rows, past_key_values=cache,
                                            generation_config=self.generation_config(gen, 1))
-            from harness.shared_prefix import decoding_with, sampling_processors, shared_prefix_cache
+            from harness.models.shared_prefix import decoding_with, sampling_processors, shared_prefix_cache
 
             # +1: the last prompt token is written to each row's own part too.
             shared = shared_prefix_cache(cache, mask[:, :-1], capacity=gen.max_new_tokens + 1)
