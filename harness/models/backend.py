@@ -12,17 +12,17 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any, Sequence
 
-from harness.models.checkpoints import CheckpointRef
-from harness.errors import HarnessError
 from harness.core.images import open_image
-from harness.models.shared_prefix import supports_shared_prefix
 from harness.core.types import GenConfig, Prompt
+from harness.errors import HarnessError
+from harness.models import families
+from harness.models.checkpoints import CheckpointRef
+from harness.models.families import IGNORE_INDEX  # noqa: F401  (re-exported: trainers import it from here)
+from harness.models.shared_prefix import supports_shared_prefix
 
 if TYPE_CHECKING:
     import torch
     from PIL.Image import Image
-
-from harness.models.families import IGNORE_INDEX  # noqa: F401  (re-exported: trainers import it from here)
 
 _REPLY_MARK = "\u2063REPLY\u2063"  # an unlikely string, to find where a template puts the reply
 _said: set[str] = set()
@@ -57,7 +57,7 @@ class HFBackend:
         else:
             self.torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         self.dtype = str(self.torch_dtype).removeprefix("torch.")
-        self.trust_remote_code = trust_remote_code or ref.model_type == "internvl_chat"
+        self.trust_remote_code = trust_remote_code or families.family_of(ref.model_type).remote_code
         self.model = self._load_model()
         self.model_family = str(self.model.config.model_type)
         # N samples per prompt share the prompt's keys and values (harness/shared_prefix.py).
@@ -68,10 +68,8 @@ class HFBackend:
     def _load_model(self):
         from transformers import AutoModelForImageTextToText
 
-        from harness.models.families import missing_remote_code
-
         model_dir = self.ref.base_path if self.ref.kind == "adapter" else self.ref.path
-        if self.trust_remote_code and (missing := missing_remote_code(model_dir)):
+        if self.trust_remote_code and (missing := families.missing_remote_code(model_dir)):
             raise HarnessError(f"{model_dir} ({self.ref.model_type}) runs code shipped with the checkpoint, but "
                                f"{', '.join(missing)} is not in the folder; download the checkpoint's .py files too")
         try:
@@ -92,8 +90,6 @@ class HFBackend:
         return model.to(self.device).eval()
 
     def _load_processors(self) -> None:
-        from harness.models import families
-
         model_dir = self.ref.base_path if self.ref.kind == "adapter" else self.ref.path
         self.family = families.family_of(self.model_family)
         if not self.family.known:
@@ -140,11 +136,9 @@ class HFBackend:
         With `targets`, each reply (plus the template's end-of-turn token) is appended and
         `labels` holds the reply token ids, -100 elsewhere (prompt, image tokens, padding).
         """
-        from harness.models.families import build_batch
-
         if len(texts) != len(images) or (targets is not None and len(targets) != len(texts)):
             raise ValueError("texts, images and targets must have the same length")
-        batch = build_batch(self.processor, self.family, texts, images, targets,
+        batch = families.build_batch(self.processor, self.family, texts, images, targets,
                             reply=(self.reply_prefix, self.reply_suffix), chat_template=self.chat_template,
                             pad_token_id=self.pad_token_id, image_token=self.image_token_id, dtype=self.torch_dtype)
         return {k: v.to(self.device) for k, v in batch.items()}
@@ -202,14 +196,13 @@ class HFBackend:
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
         # A template ending in an image has no split point; some families' prefill cannot be split
         # (bidirectional image attention, cross-attention masks): copies of the prompt then.
-        if not self.family.prefix_split or bool((ids[:, -1] == self.image_token_id).any()):
+        ends_in_image = self.image_token_id is not None and bool((ids[:, -1] == self.image_token_id).any())
+        if not self.family.prefix_split or ends_in_image:
             torch.manual_seed(gen.seed)
             with torch.inference_mode():
                 out = self.model.generate(**inputs, generation_config=self.generation_config(gen, n))
             return out.repeat_interleave(n, dim=0) if gen.greedy else out  # greedy configs return one row each
-        from harness.models.families import trim_right
-
-        prefix = {k: v for k, v in trim_right(inputs, 1).items() if k not in ("input_ids", "attention_mask")}
+        prefix = {k: v for k, v in families.trim_right(inputs, 1).items() if k not in ("input_ids", "attention_mask")}
         once = self.generation_config(GenConfig(max_new_tokens=1), 1)
         once.return_dict_in_generate = True
         with torch.inference_mode():

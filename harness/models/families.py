@@ -50,6 +50,7 @@ class Family:
     visual_tokens: bool = True  # image features sit in the sequence at the image-token positions (remgcl reads them)
     mrope: bool = False  # Qwen-style M-RoPE: mm_token_type_ids input, rope_deltas kept across the prefill
     prefix_split: bool = True  # sampling may prefill prompt[:-1] once and continue (else num_return_sequences)
+    remote_code: bool = False  # the architecture exists only as code shipped with the checkpoint
     # processor class transformers only offers with torchvision; the stand-in below is used without it
     lite: str | None = None
     tested: str = "tiny random checkpoint: eval, likelihood, sampling, blind, adapter"
@@ -75,7 +76,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
            limits="remgcl text regions untested; no lmms-eval wrapper mapped"),
     Family("internvl", tested=_TESTED_PROC + "; adapter, mpo",
            limits="tiles (crop_to_patches): remgcl local alignment off"),
-    Family("internvl_chat", tested="refused without --trust-remote-code; clear error when its code is absent",
+    Family("internvl_chat", remote_code=True, tested="refused without --trust-remote-code; clear error when its code is absent",
            limits="remote code: needs the checkpoint's .py files and --trust-remote-code; not run in tests"),
     Family("idefics3", tested=_TESTED_PROC, limits="image splitting tiles: remgcl local alignment off"),
     Family("smolvlm", None, packages=("num2words",), tested=_TESTED,
@@ -242,7 +243,11 @@ def load_processor(model_dir: Path, family: Family, config: Any, trust_remote_co
     cls = _processor_class(model_dir, family)
     if family.lite and (cls is None or _needs_missing_backend(cls)):
         cls = _lite_processors()[family.lite]
-    kwargs = {"backend": "pil", "trust_remote_code": trust_remote_code, **processor_defaults(config, family)}
+    saved_path = model_dir / "processor_config.json"
+    saved = json.loads(saved_path.read_text(encoding="utf-8")) if saved_path.is_file() else {}
+    # the checkpoint's own processor settings win; the model config only fills what it lacks
+    defaults = {k: v for k, v in processor_defaults(config, family).items() if k not in saved}
+    kwargs = {"backend": "pil", "trust_remote_code": trust_remote_code, **defaults}
     try:
         if cls is None:
             from transformers import AutoProcessor
