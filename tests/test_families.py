@@ -285,3 +285,22 @@ def test_mpo_on_internvl(family_dirs, tmp_path, monkeypatch):
                                      dropout_ntp=True), str(family_dirs["internvl"]), "geoqa", out, progress=False)
     assert manifest["data"]["pairs"] >= 4 and manifest["data"]["dropout_ntp_pairs"] >= 0
     assert {"loss/dpo", "loss/bco", "loss/sft"} <= manifest["metrics"]["last_logged"].keys()
+
+
+def test_pixtral_stand_in_lays_out_image_rows(family_backends):
+    """Mistral 3 without torchvision: each image is rows of [IMG] (one per merged patch column), every
+    row but the last closed by [IMG_BREAK], the last by [IMG_END], as the image processor sized it."""
+    backend = family_backends["mistral3"]
+    proc = backend.processor
+    step = proc.patch_size * proc.spatial_merge_size
+    batch = backend.batch_inputs(["a", "b"], _images(2))
+    sizes = proc.image_processor(images=[im for [im] in _images(2)], patch_size=step, return_tensors="pt")["image_sizes"]
+    ids = {name: backend.tokenizer.convert_tokens_to_ids(tok) for name, tok in
+           (("img", "[IMG]"), ("brk", "[IMG_BREAK]"), ("end", "[IMG_END]"))}
+    for row, (h, w) in enumerate(sizes.tolist()):
+        seq = batch["input_ids"][row][batch["attention_mask"][row].bool()].tolist()
+        start = seq.index(ids["img"])
+        rows, cols = h // step, w // step
+        expected = ([ids["img"]] * cols + [ids["brk"]]) * rows
+        expected[-1] = ids["end"]
+        assert seq[start:start + len(expected)] == expected and rows * cols > 0
