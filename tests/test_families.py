@@ -304,3 +304,21 @@ def test_pixtral_stand_in_lays_out_image_rows(family_backends):
         expected = ([ids["img"]] * cols + [ids["brk"]]) * rows
         expected[-1] = ids["end"]
         assert seq[start:start + len(expected)] == expected and rows * cols > 0
+
+
+@pytest.mark.parametrize("family", ALL)
+def test_multi_turn_conversation_labels_every_reply(family, family_backends):
+    """A two-turn conversation (a data file's row) through the family's processor: the labels are
+    exactly the two replies' tokens, with the image expanded however the family expands it."""
+    from trainers.data import encode_conversation
+
+    backend = family_backends[family]
+    messages = [{"role": "user", "content": "<image>\nWhat colour is it?"}, {"role": "assistant", "content": "red"},
+                {"role": "user", "content": "And the shape?"}, {"role": "assistant", "content": "a circle"}]
+    pieces = encode_conversation(backend, messages)
+    batch = backend.conversation_inputs([pieces, pieces[:2]], [_images(1)[0], _images(1)[0]])
+    for row, parts in enumerate((pieces, pieces[:2])):
+        want = [t for text, learn in parts if learn for t in backend.tokenizer(text, add_special_tokens=False)["input_ids"]]
+        assert batch["labels"][row][batch["labels"][row] != -100].tolist() == want
+    with torch.inference_mode():
+        assert torch.isfinite(backend.model(**batch).loss)

@@ -143,6 +143,19 @@ class HFBackend:
                             pad_token_id=self.pad_token_id, image_token=self.image_token_id, dtype=self.torch_dtype)
         return {k: v.to(self.device) for k, v in batch.items()}
 
+    def render_prompt(self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool) -> str:
+        """`messages` (content parts) through the checkpoint's chat template, as text."""
+        return self.tokenizer.apply_chat_template(list(messages), chat_template=self.chat_template, tokenize=False,
+                                                  add_generation_prompt=add_generation_prompt)
+
+    def conversation_inputs(self, pieces: Sequence[Sequence[tuple[str, bool]]],
+                            images: Sequence[Sequence["Image"]]) -> dict[str, Any]:
+        """Left-padded inputs of rendered conversations given as (text, learn) pieces; `labels` hold
+        the ids of the pieces to learn (assistant replies), -100 elsewhere."""
+        batch = families.build_labelled(self.processor, self.family, pieces, images, image_token=self.image_token_id,
+                                        dtype=self.torch_dtype)
+        return {k: v.to(self.device) for k, v in batch.items()}
+
     # ---- inference -------------------------------------------------------------------------
     def _open(self, prompt: Prompt, blind: bool) -> list["Image"]:
         return [open_image(ref, blank=blind) for ref in prompt.images]

@@ -305,26 +305,68 @@ def build_batch(processor: Any, family: Family, texts: Sequence[str], images: Se
     """Left-padded model inputs from the family's processor; with `targets`, each reply (reply
     prefix + target + end-of-turn text) appended after the prompt's processed tokens, and `labels`
     holding the reply's ids (-100 elsewhere): the reply mask is the prompt's processed length."""
+    rendered = render_prompts(processor.tokenizer, chat_template, texts, [len(i) for i in images])
+    enc, _ = _process(processor, family, rendered, images, image_token)
+    if targets is not None:
+        enc = _append_replies(enc, processor.tokenizer, [reply[0] + t + reply[1] for t in targets], family,
+                              pad_token_id)
+    return _tensors(enc, dtype)
+
+
+def build_labelled(processor: Any, family: Family, pieces: Sequence[Sequence[tuple[str, bool]]],
+                   images: Sequence[Sequence["Image"]], *, image_token: int | None, dtype: Any) -> dict[str, Any]:
+    """Left-padded inputs of whole rendered conversations, each given as (text, learn) pieces in order
+    (learn: an assistant reply that carries labels). The processor runs on each full text; the label
+    positions are found by aligning the pieces' own token ids with the processed ids (which differ
+    only where image placeholders were expanded)."""
+    import difflib
+
     import torch
 
     tokenizer = processor.tokenizer
-    rendered = render_prompts(tokenizer, chat_template, texts, [len(i) for i in images])
+    enc, add_special = _process(processor, family, ["".join(t for t, _ in p) for p in pieces], images, image_token)
+    ids, mask = enc["input_ids"], enc["attention_mask"].bool()
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    for row, parts in enumerate(pieces):
+        text_ids: list[int] = []
+        learn: list[bool] = []
+        for n, (text, is_reply) in enumerate(parts):
+            part = tokenizer(text, add_special_tokens=add_special and n == 0)["input_ids"]
+            text_ids += part
+            learn += [is_reply] * len(part)
+        got = ids[row][mask[row]].tolist()
+        pad = ids.shape[1] - len(got)
+        for a, b, size in difflib.SequenceMatcher(None, text_ids, got, autojunk=False).get_matching_blocks():
+            for k in range(size):
+                if learn[a + k]:
+                    labels[row, pad + b + k] = got[b + k]
+    if family.reply_token_type is not None and "token_type_ids" in enc:
+        enc["token_type_ids"][labels != IGNORE_INDEX] = family.reply_token_type
+    enc["labels"] = labels
+    return _tensors(enc, dtype)
+
+
+def _process(processor: Any, family: Family, rendered: Sequence[str], images: Sequence[Sequence["Image"]],
+             image_token: int | None) -> tuple[dict[str, Any], bool]:
+    """The processor's left-padded output for rendered texts and their images (+ M-RoPE's token types)."""
     # Templates that omit BOS rely on the tokenizer adding it (as the family's processor does).
-    bos = tokenizer.bos_token
+    bos = processor.tokenizer.bos_token
     add_special = bool(bos) and not all(r.startswith(bos) for r in rendered)
-    kwargs: dict[str, Any] = {"text": rendered, "padding": True, "padding_side": "left", "return_tensors": "pt",
+    kwargs: dict[str, Any] = {"text": list(rendered), "padding": True, "padding_side": "left", "return_tensors": "pt",
                               "add_special_tokens": add_special}
     if any(images):
         kwargs["images"] = [list(i) for i in images]
     enc = dict(processor(**kwargs))
-    enc.pop("labels", None)  # PaliGemma's processor labels its prompt; replies are labelled below
-    ids = enc["input_ids"]
+    enc.pop("labels", None)  # PaliGemma's processor labels its prompt; replies are labelled by the caller
     if family.mrope and "mm_token_type_ids" not in enc and image_token is not None:
-        enc["mm_token_type_ids"] = (ids == image_token).long()  # M-RoPE: which positions are image tokens
-    if targets is not None:
-        enc = _append_replies(enc, tokenizer, [reply[0] + t + reply[1] for t in targets], family, pad_token_id)
-    return {k: (v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in enc.items()
-            if torch.is_tensor(v)}
+        enc["mm_token_type_ids"] = (enc["input_ids"] == image_token).long()  # M-RoPE: which positions are image tokens
+    return enc, add_special
+
+
+def _tensors(enc: dict[str, Any], dtype: Any) -> dict[str, Any]:
+    import torch
+
+    return {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in enc.items() if torch.is_tensor(v)}
 
 
 def _append_replies(enc: dict[str, Any], tokenizer: Any, replies: Sequence[str], family: Family,
