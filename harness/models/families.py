@@ -61,7 +61,8 @@ class Family:
         return self.name in FAMILIES
 
 
-_TESTED = "tiny random checkpoint: eval (mixed image sizes), reply labels, likelihood, sampling, blind"
+_TESTED = ("tiny random checkpoint: eval (mixed image sizes), reply labels (multi-turn too), likelihood, sampling, "
+           "blind")
 _TESTED_PROC = _TESTED + "; batch = processor's own output"
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("llava", "llava_hf", grid="clip", tested=_TESTED_PROC + "; shipped tiny (same inputs as before); adapters, "
