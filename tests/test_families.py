@@ -322,3 +322,23 @@ def test_multi_turn_conversation_labels_every_reply(family, family_backends):
         assert batch["labels"][row][batch["labels"][row] != -100].tolist() == want
     with torch.inference_mode():
         assert torch.isfinite(backend.model(**batch).loss)
+
+
+@pytest.mark.parametrize("family", ["qwen3_vl", "internvl"])
+def test_remgcl_reads_each_familys_visual_tokens(family, family_dirs, tmp_path):
+    """Qwen3-VL: text regions mapped through its merged-patch grid (both terms); InternVL (tiles, no
+    grid entry): regions need local_weight=0, the global term still reads its image tokens."""
+    import math
+
+    from trainers.remgcl import REMGCLConfig, run
+
+    local = 0.01 if family == "qwen3_vl" else 0.0
+    manifest = run(REMGCLConfig(max_steps=1, batch_size=4, limit=4, local_weight=local), str(family_dirs[family]),
+                   "ocrbench", tmp_path / "out", progress=False)
+    align = manifest["metrics"]["alignment"]
+    assert align["global"]["pairs"] == 4 and math.isfinite(align["global"]["last"])
+    assert (align["local"]["pairs"] > 0) == (family == "qwen3_vl")
+    if family == "internvl":
+        with pytest.raises(HarnessError, match="local_weight=0"):
+            run(REMGCLConfig(max_steps=1, batch_size=4, limit=4), str(family_dirs[family]), "ocrbench",
+                tmp_path / "out2", progress=False)
