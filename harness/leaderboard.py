@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.errors import HarnessError
+from harness.types import GenConfig
+from harness.validate import as_int, check_generation, safe_name
 
 SPEC_KEYS = {"name", "baseline", "checkpoints", "blind", "tasks", "data_dir", "generation", "seed", "bootstrap", "output_dir", "limit",
              "judge"}
@@ -93,15 +95,29 @@ def load_spec(path: Path) -> LeaderboardSpec:
         if key not in raw:
             raise bad(f"missing required key {key!r}")
     ckpts = []
+    if not isinstance(raw["checkpoints"] or [], list):
+        raise bad("checkpoints must be a list")
     for entry in raw["checkpoints"] or []:
         if isinstance(entry, str):
-            ckpts.append(CheckpointSpec(Path(entry).name if "/" in entry else entry, entry))
+            name = safe_name(Path(entry).name if "/" in entry else entry, f"{path}: checkpoint name")
+            ckpts.append(CheckpointSpec(name, entry))
         elif isinstance(entry, dict) and "name" in entry and ("path" in entry or "recipe" in entry):
+            name = safe_name(entry["name"], f"{path}: checkpoint name")
             recipe = entry.get("recipe")
             if recipe is not None and not (isinstance(recipe, dict) and "trainer" in recipe):
-                raise bad(f"checkpoint {entry['name']!r}: a recipe needs at least a 'trainer'")
-            path_ = entry.get("path") or str(Path("checkpoints") / "built" / entry["name"])
-            ckpts.append(CheckpointSpec(str(entry["name"]), path_, recipe))
+                raise bad(f"checkpoint {name!r}: a recipe needs at least a 'trainer'")
+            if recipe is not None:
+                safe_name(recipe["trainer"], f"{path}: checkpoint {name}: recipe trainer")
+                # A recipe writes its checkpoint: keep it inside the project's folders.
+                for key, where in (("path", entry.get("path")), ("out", recipe.get("out"))):
+                    if where is not None and (not isinstance(where, str) or Path(where).is_absolute()
+                                              or ".." in Path(where).parts):
+                        raise bad(f"checkpoint {name!r}: a recipe's {key} must be a relative folder without '..', "
+                                  f"got {where!r}")
+            elif not isinstance(entry["path"], str):
+                raise bad(f"checkpoint {name!r}: path must be a string")
+            path_ = entry.get("path") or str(Path("checkpoints") / "built" / name)
+            ckpts.append(CheckpointSpec(name, path_, recipe))
         else:
             raise bad(f"checkpoint entry {entry!r}: give a name/path string, or {{name, path}} or {{name, recipe}}")
     names = [c.name for c in ckpts]
@@ -126,14 +142,26 @@ def load_spec(path: Path) -> LeaderboardSpec:
     for b in blind:
         if b not in names:
             raise bad(f"blind entry {b!r} is not one of the checkpoints")
-    gen = dict(raw.get("generation") or {})
+    gen = raw.get("generation") or {}
+    if not isinstance(gen, dict):
+        raise bad(f"generation must be a mapping with keys {', '.join(sorted(GEN_KEYS))}")
+    gen = dict(gen)
     if set(gen) - GEN_KEYS:
         raise bad(f"unknown generation key(s) {', '.join(sorted(set(gen) - GEN_KEYS))}; allowed: {', '.join(sorted(GEN_KEYS))}")
+    seed = as_int(raw.get("seed", 0), f"{path}: seed")
+    # Every value is checked and typed now, before any checkpoint is built or loaded.
+    check_generation(gen.get("max_new_tokens") or GenConfig().max_new_tokens, gen.get("temperature", 0.0),
+                     gen.get("top_p", 1.0), gen.get("top_k", 0), seed, where=f"{path}: generation")
+    as_int(gen.get("batch_size", 16), f"{path}: generation: batch_size", minimum=1)
+    output_dir = raw.get("output_dir") or "runs"
+    if not isinstance(output_dir, str):
+        raise bad(f"output_dir must be a folder path, got {output_dir!r}")
     return LeaderboardSpec(
-        path=path, name=str(raw.get("name") or path.stem), baseline=raw["baseline"], checkpoints=ckpts,
+        path=path, name=safe_name(raw.get("name") or path.stem, f"{path}: leaderboard name"),
+        baseline=raw["baseline"], checkpoints=ckpts,
         tasks=tasks, blind=blind, data_dir=raw.get("data_dir"), generation=gen,
-        seed=int(raw.get("seed", 0)), bootstrap=int(raw.get("bootstrap", 10_000)),
-        output_dir=str(raw.get("output_dir") or "runs"), limit=_optional_positive(raw.get("limit"), "limit", bad),
+        seed=seed, bootstrap=as_int(raw.get("bootstrap", 10_000), f"{path}: bootstrap", minimum=1),
+        output_dir=output_dir, limit=_optional_positive(raw.get("limit"), "limit", bad),
         judge=str(raw.get("judge") or "tiny"),
     )
 
@@ -180,7 +208,6 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
     from harness.runner import EvalSettings, check_images, evaluate, run_name
     from harness.store import GenerationCache, read_sample_lines
     from harness.task import get_task, resolve_data_dir
-    from harness.types import GenConfig
 
     data_dir = resolve_data_dir(spec.data_dir)
     tasks = [get_task(t.name, **t.options) for t in spec.tasks if t.engine == "harness"]
@@ -206,8 +233,8 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
 
     g = spec.generation
     gen = GenConfig(max_new_tokens=g.get("max_new_tokens") or GenConfig().max_new_tokens,
-                    temperature=float(g.get("temperature", 0.0)), top_p=float(g.get("top_p", 1.0)),
-                    top_k=int(g.get("top_k", 0)), seed=spec.seed)
+                    temperature=g.get("temperature", 0.0), top_p=g.get("top_p", 1.0),
+                    top_k=g.get("top_k", 0), seed=spec.seed)
     out = Path(spec.output_dir)
     cache = GenerationCache(out / ".cache" / "generations.sqlite")
     # A checkpoint's blind run follows its own run, so both use one model load; at most one model

@@ -17,16 +17,18 @@ from harness.errors import HarnessError
 from harness.images import image_digest, missing_images
 from harness.parallel import Shard, merge_samples, shard_logs, shard_positions
 from harness.scoring import data_hash, library_versions, sample_record, summarize
-from harness.store import GenerationCache, SampleLog, atomic_write_json, read_sample_lines
+from harness.store import GenerationCache, SampleLog, atomic_write_json, read_sample_lines, run_lock
 from harness.task import Task
 from harness.types import GenConfig, Item, Prompt
+from harness.validate import safe_name
 
 
 class Backend(Protocol):
     name: str
     content_hash: str
 
-    def generate(self, prompts: Sequence[Prompt], gen: GenConfig, n: int = 1, blind: bool = False) -> list[list[str]]: ...
+    def generate(self, prompts: Sequence[Prompt], gen: GenConfig, n: int = 1, blind: bool = False,
+                 seeds: Sequence[int] | None = None) -> list[list[str]]: ...
 
     def choice_losses(self, prompts: Sequence[Prompt], choices: Sequence[Sequence[str]], blind: bool = False) -> list[list[float]]: ...
 
@@ -126,7 +128,17 @@ def evaluate(
     if not items:
         raise HarnessError(f"{task.name}: no items to evaluate")
     check_images(task, items)
+    safe_name(backend.name, "checkpoint name")
     reqs = build_requests(backend, task, items, settings)
+    check_prompts = getattr(backend, "check_prompts", None)
+    if check_prompts is not None:  # too long for the model's context: refused before anything is generated
+        check_prompts([(r.item.id, r.prompt) for r in reqs], _max_new_tokens(task, settings))
+    # One process per run folder: a second one waits, then finds the work done (store.run_lock).
+    with run_lock(run_dir, shard.rank if shard.active else None):
+        return _evaluate_locked(backend, task, items, settings, run_dir, cache, data_dir, progress, shard, reqs)
+
+
+def _evaluate_locked(backend, task, items, settings, run_dir, cache, data_dir, progress, shard, reqs):
     final = run_dir / "samples.jsonl"
     if shard.active:
         mine = [reqs[i] for i in shard_positions([len(r.prompt.text) for r in reqs], shard.rank, shard.world)]
@@ -172,6 +184,10 @@ def evaluate(
         # parallel run has them) unless they already are, so an unchanged re-run writes nothing.
         rows = list(read_sample_lines(final))
         merged = merge_samples([rows], positions)
+        missing = len(positions) - len(merged)
+        if missing:  # never summarize a partial run (its score would silently cover fewer items)
+            raise HarnessError(f"{task.name}: {missing} of {len(positions)} requested sample(s) missing from "
+                               f"{final}; re-run the same command to generate them")
         if [r.get("key") for r in rows] != [r["key"] for r in merged]:
             SampleLog(final).reset_to(merged)
     else:
@@ -195,7 +211,8 @@ def evaluate(
         task, item_map, records, ci_method=settings.ci_method, seed=settings.gen.seed,
         checkpoint={"name": backend.name, "hash": backend.content_hash},
         generation={**replace(settings.gen, max_new_tokens=_max_new_tokens(task, settings)).as_dict(),
-                    "n_samples": settings.n_samples},
+                    "n_samples": settings.n_samples, "batch_size": settings.batch_size,
+                    "draws": SAMPLING_DRAWS},
         blind=settings.blind,
         limit=settings.limit,
         data={"dir": str(data_dir) if data_dir else None, "hash": data_hash(items)},
@@ -204,6 +221,15 @@ def evaluate(
     )
     atomic_write_json(run_dir / "summary.json", summary)
     return summary
+
+
+# Recorded in summary.json: how sampled tokens are drawn (batch-invariant per-sample streams).
+SAMPLING_DRAWS = "per-sample-counter"
+
+
+def row_seed(key: str) -> int:
+    """The seed of one sample's draws: 63 bits of its cache key (which already holds the seed)."""
+    return int(key[:16], 16) & (2**63 - 1)
 
 
 def _group_by(seq, key) -> dict:
@@ -221,10 +247,11 @@ def _run_batch(backend: Backend, task: Task, reqs: list[_Request], keys: list[li
             (ks[0], r.item.choices[min(range(len(ls)), key=ls.__getitem__)], {"choice_losses": ls})
             for r, ks, ls in zip(reqs, keys, losses)
         ]
-    # Seed per batch from its first key, so a resumed run draws reproducibly for the same batch.
-    seed = int(keys[0][0][:8], 16) ^ settings.gen.seed
-    gen = replace(settings.gen, max_new_tokens=_max_new_tokens(task, settings), seed=seed)
-    outputs = backend.generate([r.prompt for r in reqs], gen, n=n, blind=settings.blind)
+    # Each sample draws from its own stream, seeded by its key (checkpoint, prompt + images,
+    # settings, seed, item, sample index): outputs do not depend on the batch it ran in.
+    gen = replace(settings.gen, max_new_tokens=_max_new_tokens(task, settings))
+    row_seeds = [row_seed(key) for ks in keys for key in ks]
+    outputs = backend.generate([r.prompt for r in reqs], gen, n=n, blind=settings.blind, seeds=row_seeds)
     return [(key, out, {}) for ks, outs in zip(keys, outputs) for key, out in zip(ks, outs)]
 
 

@@ -8,26 +8,74 @@ switching a setting back and forth, or shrinking --limit, never regenerates what
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import sqlite3
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from harness.errors import HarnessError
+
+LOCK_NAME = ".lock"
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: Path, what: str, quiet: bool = False) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_path` (flock: released by the OS even on kill -9).
+
+    A second process on the same run folder or cache waits here (saying so once) rather than
+    rewriting a samples.jsonl the first one is appending to.
+    """
+    import fcntl
+
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not quiet:
+                print(f"waiting for another harness process using {what} (lock {lock_path})", file=sys.stderr, flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def run_lock(run_dir: Path, rank: int | None = None):
+    """The lock of one run folder (a data-parallel rank locks its own shard)."""
+    name = LOCK_NAME if rank is None else f"{LOCK_NAME}-rank{rank}"
+    return exclusive(run_dir / name, f"run folder {run_dir}")
+
+
+def write_error(path: Path, e: OSError) -> HarnessError:
+    """A failed write as one line naming the file and what to do."""
+    fix = {errno.ENOSPC: "free disk space", errno.EDQUOT: "free disk space (quota)",
+           errno.EROFS: "choose a writable output folder", errno.EACCES: "choose a writable output folder or fix its permissions",
+           errno.EPERM: "choose a writable output folder or fix its permissions"}.get(e.errno, "check the output folder")
+    return HarnessError(f"cannot write {path}: {e.strerror or e}; {fix} and re-run (finished work is kept)")
+
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temp file in the same folder + rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise write_error(path, e) from None
         raise
 
 
@@ -43,7 +91,7 @@ def read_sample_lines(path: Path) -> Iterator[dict[str, Any]]:
     """Valid sample records of a samples.jsonl; a torn or foreign line (from a kill) is skipped."""
     if not path.is_file():
         return
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding="utf-8", errors="replace") as f:  # a torn multi-byte character is a torn line
         for line in f:
             try:
                 row = json.loads(line)
@@ -65,13 +113,16 @@ class SampleLog:
         atomic_write_jsonl(self.path, records)
 
     def append(self, records: Iterable[dict[str, Any]]) -> None:
-        if self._fh is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = self.path.open("a", encoding="utf-8")
-        for r in records:
-            self._fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        try:
+            if self._fh is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fh = self.path.open("a", encoding="utf-8")
+            self._fh.write(text)  # one write per batch: a failure leaves at most one torn line
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError as e:
+            raise write_error(self.path, e) from None
 
     def close(self) -> None:
         if self._fh is not None:
@@ -80,33 +131,53 @@ class SampleLog:
 
 
 class GenerationCache:
-    """key -> model output (text, plus optional JSON extras such as choice losses)."""
+    """key -> model output (text, plus optional JSON extras such as choice losses).
+
+    Writes are serialised across processes by a lock file beside the database (SQLite's own
+    busy timeout gives up after a while); a damaged or unwritable database is a one-line error.
+    """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), timeout=60)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS generations (key TEXT PRIMARY KEY, output TEXT, extra TEXT)"
-        )
+        self.path = path
+        self._lock = path.with_name(path.name + ".lock")
+        with self._errors():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), timeout=60)
+            with exclusive(self._lock, f"generation cache {path}", quiet=True):
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS generations (key TEXT PRIMARY KEY, output TEXT, extra TEXT)"
+                )
+                self._db.execute("SELECT count(*) FROM generations WHERE key = ''").fetchone()
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.DatabaseError as e:
+            text = str(e)
+            if "full" in text or "I/O" in text or "readonly" in text or "unable to open" in text:
+                raise HarnessError(f"generation cache {self.path}: cannot write ({text}); free disk space or make "
+                                   "the output dir writable") from None
+            raise HarnessError(f"generation cache {self.path} is damaged ({text}); delete it (it only caches "
+                               "outputs, which are regenerated) and re-run") from None
 
     def get_many(self, keys: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
         found: dict[str, tuple[str, dict[str, Any]]] = {}
-        for start in range(0, len(keys), 500):  # SQLite caps the number of bound parameters
-            chunk = keys[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for key, output, extra in self._db.execute(
-                f"SELECT key, output, extra FROM generations WHERE key IN ({marks})", chunk
-            ):
-                found[key] = (output, json.loads(extra) if extra else {})
+        with self._errors():
+            for start in range(0, len(keys), 500):  # SQLite caps the number of bound parameters
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for key, output, extra in self._db.execute(
+                    f"SELECT key, output, extra FROM generations WHERE key IN ({marks})", chunk
+                ):
+                    found[key] = (output, json.loads(extra) if extra else {})
         return found
 
     def put_many(self, rows: Iterable[tuple[str, str, dict[str, Any]]]) -> None:
-        with self._db:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO generations VALUES (?, ?, ?)",
-                [(k, o, json.dumps(e) if e else None) for k, o, e in rows],
-            )
+        values = [(k, o, json.dumps(e) if e else None) for k, o, e in rows]
+        with self._errors(), exclusive(self._lock, f"generation cache {self.path}", quiet=True), self._db:
+            self._db.executemany("INSERT OR REPLACE INTO generations VALUES (?, ?, ?)", values)
 
     def close(self) -> None:
         self._db.close()

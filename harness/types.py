@@ -40,6 +40,14 @@ class GenConfig:
     top_k: int = 0
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        # Checked here so every path (flags, leaderboard specs, trainers) fails before a model loads.
+        from harness.validate import check_generation
+
+        checked = check_generation(self.max_new_tokens, self.temperature, self.top_p, self.top_k, self.seed)
+        for name, value in zip(("max_new_tokens", "temperature", "top_p", "top_k", "seed"), checked):
+            object.__setattr__(self, name, value)
+
     @property
     def greedy(self) -> bool:
         return self.temperature <= 0.0
