@@ -44,9 +44,26 @@ def _non_negative_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    if not value >= 0 or value == float("inf"):  # nan fails `>= 0`; inf would sample uniformly random tokens
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {value}")
     return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as ONE line (like every other error), naming the flag and `--help`."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {self.prog}: {message} (see `{self.prog} --help`)\n")
 
 
 def _add_task_options(p: argparse.ArgumentParser) -> None:
@@ -195,7 +212,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.ci_method != "bootstrap":
         raise HarnessError("compare reports percentile-bootstrap CIs only (per-item scores are fractions); drop --ci")
     config = CompareConfig(
-        ns=parse_ns(args.n), samples=args.samples, subsets=args.subsets, temperature=args.temperature,
+        ns=parse_ns(args.n, args.samples), samples=args.samples, subsets=args.subsets, temperature=args.temperature,
         top_p=args.top_p, top_k=args.top_k, max_new_tokens=args.max_new_tokens, seed=args.seed,
         batch_size=args.batch_size, limit=args.limit, bootstrap=args.bootstrap,
     )
@@ -235,7 +252,7 @@ def _recipe_builder():
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="harness",
         description="Evaluate vision-language models on benchmarks with confidence intervals.",
     )
@@ -251,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="runs", help="where runs/<ckpt>/<task>/ go (default: runs)")
     p.add_argument("--temperature", type=_non_negative_float, default=0.0, help="0 = greedy")
     p.add_argument("--top-p", type=_probability, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-k", type=_non_negative_int, default=0, help="0 = off")
     p.add_argument("--max-new-tokens", type=_positive_int, default=None, help="default: each task's own budget")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--blind", action="store_true", help="blank every image (measures how much the model uses the image)")
@@ -275,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True)
     p.add_argument("--predictions", required=True, help='JSONL: {"id": ..., "output": "...", "sample": k (optional)} per line')
     p.add_argument("--out", required=True, help="folder for samples.jsonl and summary.json")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="score the items that have predictions when some have none (the count is shown); "
+                        "default: missing items are an error")
     p.add_argument("--judge", default=None, help="judged tasks (critic): the checkpoint that scores the answers (default: tiny)")
     p.add_argument("--device", default=None, help="judged tasks: where the judge runs (default: cuda if present)")
     _add_task_options(p)
@@ -304,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=16)
     p.add_argument("--temperature", type=_non_negative_float, default=0.7, help="sampling temperature of the K outputs (default 0.7)")
     p.add_argument("--top-p", type=_probability, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-k", type=_non_negative_int, default=0, help="0 = off")
     p.add_argument("--max-new-tokens", type=_positive_int, default=None, help="default: the task's own budget")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bootstrap", type=_positive_int, default=10_000, help="bootstrap resamples (default 10000)")
@@ -391,6 +411,14 @@ def main(argv: list[str] | None = None) -> int:
         return func(args)
     except HarnessError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except UnicodeDecodeError as e:  # a data, predictions or spec file that is not UTF-8 text
+        print(f"error: a file is not UTF-8 text ({e.reason} at byte {e.start}); re-save it as UTF-8", file=sys.stderr)
+        return 2
+    except OSError as e:  # disk full, read-only folder, permissions: the file and the reason, no traceback
+        from harness.store import write_error
+
+        print(f"error: {write_error(Path(e.filename or '?'), e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume", file=sys.stderr)

@@ -79,18 +79,33 @@ def print_summaries(summaries: list[dict[str, Any]], title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    for col in ("task", "n", "score", "95% CI", "unparsed"):
+    # Items left unscored (score --allow-missing) or excluded by the official rule are shown, never silent.
+    shown = [c for c in ("missing", "excluded") if any(s.get(c) for s in summaries)]
+    for col in ("task", "n", "score", "95% CI", "unparsed", *shown):
         table.add_column(col, justify="right" if col != "task" else "left")
     for s in summaries:
         table.add_row(s["task"], str(s["n"]), f"{s['score']:.1f}", f"[{s['ci_low']:.1f}, {s['ci_high']:.1f}]",
-                      str(s["unparsed"]))
+                      str(s["unparsed"]), *(str(s.get(c, 0)) for c in shown))
     Console().print(table)
 
 
-def read_predictions(path: Path, items: dict) -> list[tuple[str, int, str]]:
-    """Parse a predictions JSONL; every problem is an error naming the line."""
+def read_predictions(path: Path, items: dict, excluded: frozenset[str] = frozenset(),
+                     skipped: list[str] | None = None) -> list[tuple[str, int, str]]:
+    """Parse a predictions JSONL; every problem is an error naming the line.
+
+    Ids in `excluded` (items the task's official rule leaves out) are skipped, appended to `skipped`.
+    """
     if not path.is_file():
         raise HarnessError(f"predictions file not found: {path}")
+    try:
+        return _read_predictions(path, items, excluded, skipped if skipped is not None else [])
+    except UnicodeDecodeError as e:
+        from harness.task import not_utf8
+
+        raise not_utf8(path, e) from None
+
+
+def _read_predictions(path: Path, items: dict, excluded: frozenset[str], skipped: list[str]):
     rows: list[tuple[str, int, str]] = []
     seen: set[tuple[str, int]] = set()
     with path.open(encoding="utf-8") as f:
@@ -105,6 +120,9 @@ def read_predictions(path: Path, items: dict) -> list[tuple[str, int, str]]:
             if not isinstance(row, dict) or "id" not in row or "output" not in row:
                 raise HarnessError(f'{where}: expected {{"id": ..., "output": "..."}} with an optional "sample"')
             item_id = str(row["id"])
+            if item_id in excluded and item_id not in items:
+                skipped.append(item_id)
+                continue
             if item_id not in items:
                 raise HarnessError(f"{where}: id {item_id!r} is not in the benchmark file; check --task and --data-dir")
             if not isinstance(row["output"], str):
@@ -124,12 +142,19 @@ def read_predictions(path: Path, items: dict) -> list[tuple[str, int, str]]:
 def run_score(args: argparse.Namespace, task: Task) -> dict[str, Any]:
     data_dir = resolve_data_dir(args.data_dir)
     items = {it.id: it for it in task.load(data_dir, "test")}
-    preds = read_predictions(Path(args.predictions), items)
+    skipped: list[str] = []
+    preds = read_predictions(Path(args.predictions), items, task.excluded_ids(data_dir, "test"), skipped)
+    if not preds:
+        raise HarnessError(f"{args.predictions}: every prediction is for an id the official rule excludes; nothing to score")
     records = [sample_record(task, items[i], k, out) for i, k, out in preds]
     scored = {r["id"] for r in records}
+    missing = len(items) - len(scored)
+    if missing and not getattr(args, "allow_missing", False):
+        raise HarnessError(f"{args.predictions}: {missing} of {len(items)} {task.name} item(s) have no prediction; "
+                           f"add them, or pass --allow-missing to score the {len(scored)} present")
     summary = summarize(
         task, {i: items[i] for i in scored}, records, ci_method=args.ci_method,
-        predictions=str(args.predictions), missing=len(items) - len(scored),
+        predictions=str(args.predictions), missing=missing, excluded=len(set(skipped)),
         data={"dir": str(data_dir)},
     )
     out = Path(args.out)

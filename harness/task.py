@@ -89,6 +89,11 @@ class Task:
         """Task-specific summary fields (OCRBench points, MMBench vanilla score, ...)."""
         return {}
 
+    def excluded_ids(self, data_dir: Path, split: Split = "test") -> frozenset[str]:
+        """Ids in the benchmark file that the official rule leaves out of the score (not items):
+        `harness score` skips and counts their predictions instead of refusing them."""
+        return frozenset()
+
 
 # --- registry -------------------------------------------------------------------------------
 def task_names() -> list[str]:
@@ -129,8 +134,19 @@ def require_file(path: Path, task: str, hint: str = "") -> Path:
     return path
 
 
+def not_utf8(path: Path, e: UnicodeDecodeError) -> HarnessError:
+    return HarnessError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); re-save it as UTF-8")
+
+
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     """Yield JSON objects line by line; a malformed line is an error naming file and line."""
+    try:
+        yield from _read_jsonl(path)
+    except UnicodeDecodeError as e:
+        raise not_utf8(path, e) from None
+
+
+def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -150,6 +166,8 @@ def read_json(path: Path) -> Any:
             return json.load(f)
     except json.JSONDecodeError as e:
         raise HarnessError(f"{path}: malformed JSON at line {e.lineno} ({e.msg})") from None
+    except UnicodeDecodeError as e:
+        raise not_utf8(path, e) from None
 
 
 def per_category(units: Sequence[Unit], key: str | None = None) -> dict[str, float]:
