@@ -291,11 +291,9 @@ def run_compare(args: Any, task: Task, config: CompareConfig) -> pd.DataFrame:
         return _compare_predictions(args, task, config, methods, items, meta)
     _require_generate(task)
     check_images(task, items)
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from harness.backend import HFBackend
     from harness.checkpoints import resolve_checkpoint
+    from harness.progress import progress_bar
 
     ref = resolve_checkpoint(args.ckpt, base=args.base, trust_remote_code=args.trust_remote_code)
     backend = HFBackend(ref, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
@@ -303,8 +301,7 @@ def run_compare(args: Any, task: Task, config: CompareConfig) -> pd.DataFrame:
     out = Path(args.out) if args.out else root / "compare" / backend.name / run_name(task, False)
     cache = GenerationCache(root / ".cache" / "generations.sqlite")
     try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), console=Console(stderr=True), transient=True) as progress:
+        with progress_bar() as progress:
             pool = draw_samples(backend, task, items, config, out, cache, data_dir, progress)
             pool.check_ns(config.ns, str(out / "samples.jsonl"))
             ctx = ModelContext(backend, cache, out, gen=replace(config.sampling_gen(), temperature=0.0),

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.progress import progress_bar
 from harness.runner import EvalSettings, check_images, evaluate, run_name
 from harness.scoring import sample_record, summarize
 from harness.store import GenerationCache, atomic_write_json, atomic_write_jsonl
@@ -15,9 +16,6 @@ from harness.types import GenConfig
 
 
 def run_eval(args: argparse.Namespace, tasks: list[Task]) -> list[dict[str, Any]]:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from harness.backend import HFBackend
     from harness.checkpoints import resolve_checkpoint
     from harness.parallel import current_shard
@@ -57,11 +55,9 @@ def run_eval(args: argparse.Namespace, tasks: list[Task]) -> list[dict[str, Any]
 
     out = Path(args.output_dir)
     cache = GenerationCache(out / ".cache" / "generations.sqlite")
-    console = Console(stderr=True)
     summaries = []
     try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), console=console, transient=True, disable=not shard.is_main) as progress:
+        with progress_bar(enabled=shard.is_main) as progress:
             for task, items in loaded:
                 run_dir = out / backend.name / run_name(task, settings.blind)
                 summaries.append(evaluate(backend, task, items, settings, run_dir, cache,

@@ -24,11 +24,9 @@ def _backends(kwargs: dict[str, Any]):
 
 
 def _progress():
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from harness.progress import progress_bar
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=Console(stderr=True), transient=True)
+    return progress_bar()
 
 
 def _bootstrap_only(ci_method: str) -> None:

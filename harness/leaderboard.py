@@ -203,9 +203,9 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
     from collections import defaultdict
 
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from harness import report
+    from harness.progress import progress_bar
     from harness.checkpoints import resolve_checkpoint
     from harness.runner import EvalSettings, check_images, evaluate, run_name
     from harness.store import GenerationCache, read_sample_lines
@@ -254,10 +254,8 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
         return loaded[name]
 
     judged = []  # (label, task, items, run_dir) of tasks a judge model scores (harness.judge)
-    console = Console(stderr=True)
     try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=console, transient=True) as progress:
+        with progress_bar() as progress:
             for name, blind in runs:
                 lmms_cols = {}
                 if lmms_tasks and not blind:  # lmms-eval loads its own model: before ours, not beside it

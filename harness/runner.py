@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 from harness.errors import HarnessError
-from harness.images import image_digest, missing_images
+from harness.images import image_digest, missing_images, undecodable_image
 from harness.parallel import Shard, merge_samples, shard_logs, shard_positions
 from harness.scoring import data_hash, library_versions, sample_record, summarize
 from harness.store import GenerationCache, SampleLog, atomic_write_json, read_sample_lines, run_lock
@@ -97,12 +97,23 @@ def build_requests(backend: Backend, task: Task, items: list[Item], settings: Ev
 
 
 def check_images(task: Task, items: list[Item]) -> None:
+    """Every image exists and decodes: checked before any model loads."""
     missing = missing_images([ref for it in items for ref in it.images])
     if missing:
         raise HarnessError(
             f"{task.name}: {len(missing)} image(s) missing, e.g. {missing[0]}; "
             f"put the images where `harness tasks` says ({task.data_layout}) or use `harness score` for text-only re-scoring"
         )
+    seen: set[Any] = set()
+    for it in items:
+        for ref in it.images:
+            if (key := ref if isinstance(ref, bytes) else str(ref)) in seen:
+                continue
+            seen.add(key)
+            why = undecodable_image(ref)
+            if why:
+                where = f"image of item {it.id}" if isinstance(ref, bytes) else f"image {ref} (item {it.id})"
+                raise HarnessError(f"{task.name}: cannot decode {where}: {why}; replace the file or drop the item")
 
 
 def evaluate(
