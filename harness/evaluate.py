@@ -8,6 +8,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.progress import progress_bar
+from harness.validate import safe_name
 from harness.runner import EvalSettings, check_images, evaluate, run_name
 from harness.scoring import sample_record, summarize
 from harness.store import GenerationCache, atomic_write_json, atomic_write_jsonl
@@ -38,6 +39,7 @@ def run_eval(args: argparse.Namespace, tasks: list[Task]) -> list[dict[str, Any]
         check_images(task, items)
         loaded.append((task, items))
     ref = resolve_checkpoint(args.ckpt, base=args.base, trust_remote_code=args.trust_remote_code)
+    safe_name(ref.name, "checkpoint name")  # runs/<name>/: checked before the model loads
     # Under `accelerate launch` / torchrun each rank evaluates a shard on its own device (harness.parallel).
     shard = current_shard()
     if getattr(args, "backend", "hf") == "vllm":

@@ -144,6 +144,7 @@ def evaluate(
     check_prompts = getattr(backend, "check_prompts", None)
     if check_prompts is not None:  # too long for the model's context: refused before anything is generated
         check_prompts([(r.item.id, r.prompt) for r in reqs], _max_new_tokens(task, settings))
+    cache.open()  # a damaged or unwritable cache is named before anything is written
     # One process per run folder: a second one waits, then finds the work done (store.run_lock).
     with run_lock(run_dir, shard.rank if shard.active else None):
         return _evaluate_locked(backend, task, items, settings, run_dir, cache, data_dir, progress, shard, reqs)

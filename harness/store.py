@@ -63,6 +63,7 @@ def write_error(path: Path, e: OSError) -> HarnessError:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temp file in the same folder + rename, so readers never see half a file."""
     tmp = None
+    made_folder = not path.parent.exists()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -74,6 +75,9 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException as e:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+        if made_folder:  # a failed first write leaves no empty output folder behind
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()
         if isinstance(e, OSError):
             raise write_error(path, e) from None
         raise
@@ -140,20 +144,36 @@ class GenerationCache:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = path.with_name(path.name + ".lock")
+        self._conn: sqlite3.Connection | None = None  # opened on first use: a run refused earlier writes nothing
+
+    def open(self) -> None:
+        """Open (creating) the database and check it is readable; errors are one line."""
+        if self._conn is not None:
+            return
         with self._errors():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(path), timeout=60)
-            with exclusive(self._lock, f"generation cache {path}", quiet=True):
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute(
-                    "CREATE TABLE IF NOT EXISTS generations (key TEXT PRIMARY KEY, output TEXT, extra TEXT)"
-                )
-                self._db.execute("SELECT count(*) FROM generations WHERE key = ''").fetchone()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(self.path), timeout=60)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("CREATE TABLE IF NOT EXISTS generations (key TEXT PRIMARY KEY, output TEXT, extra TEXT)")
+                conn.execute("SELECT count(*) FROM generations WHERE key = ''").fetchone()
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        self.open()
+        assert self._conn is not None
+        return self._conn
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
         try:
             yield
+        except OSError as e:
+            raise write_error(Path(e.filename or self.path), e) from None
         except sqlite3.DatabaseError as e:
             text = str(e)
             if "full" in text or "I/O" in text or "readonly" in text or "unable to open" in text:
@@ -180,4 +200,6 @@ class GenerationCache:
             self._db.executemany("INSERT OR REPLACE INTO generations VALUES (?, ?, ?)", values)
 
     def close(self) -> None:
-        self._db.close()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
