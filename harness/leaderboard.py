@@ -110,11 +110,10 @@ def load_spec(path: Path) -> LeaderboardSpec:
                 raise bad(f"checkpoint {name!r}: a recipe needs at least a 'trainer'")
             if recipe is not None:
                 safe_name(recipe["trainer"], f"{path}: checkpoint {name}: recipe trainer")
-                # A recipe writes its checkpoint: keep it inside the project's folders.
+                # A recipe writes its checkpoint where the spec says, never by climbing out with '..'.
                 for key, where in (("path", entry.get("path")), ("out", recipe.get("out"))):
-                    if where is not None and (not isinstance(where, str) or Path(where).is_absolute()
-                                              or ".." in Path(where).parts):
-                        raise bad(f"checkpoint {name!r}: a recipe's {key} must be a relative folder without '..', "
+                    if where is not None and (not isinstance(where, str) or ".." in Path(where).parts):
+                        raise bad(f"checkpoint {name!r}: a recipe's {key} must be a folder path without '..', "
                                   f"got {where!r}")
             elif not isinstance(entry["path"], str):
                 raise bad(f"checkpoint {name!r}: path must be a string")

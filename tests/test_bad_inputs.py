@@ -267,8 +267,8 @@ tasks: [geoqa]
      "recipe trainer '../sft'"),
     ("baseline: tiny\ncheckpoints: [tiny, {name: ok, path: ../../out, recipe: {trainer: sft}}]\ntasks: [geoqa]\n",
      "without '..'"),
-    ("baseline: tiny\ncheckpoints: [tiny, {name: ok, path: /tmp/abs, recipe: {trainer: sft}}]\ntasks: [geoqa]\n",
-     "without '..'"),
+    ("baseline: tiny\ncheckpoints: [tiny, {name: ok, path: built/ok, recipe: {trainer: sft, out: ../up}}]\n"
+     "tasks: [geoqa]\n", "out must be a folder path without '..'"),
     (SPEC + "seed: abc\n", "seed must be an integer, got 'abc'"),
     (SPEC + "seed: 1.5\n", "seed must be an integer"),
     (SPEC + "generation: {temperature: hot}\n", "temperature must be a number, got 'hot'"),
