@@ -186,6 +186,10 @@ class HFBackend:
             raise HarnessError(
                 f"{self.ref.path}: chat template placed {image_index} image tokens for {len(counts)} images"
             )
+        limit = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
+        if limit and len(ids) > limit:  # image tokens included: what the pre-flight text count cannot see
+            raise HarnessError(f"a prompt of {len(ids)} tokens (images included) exceeds the model's context of "
+                               f"{limit} tokens; shorten the question or use smaller images")
         labels = [IGNORE_INDEX] * len(ids)
         if target is not None:
             reply = self._reply_prefix + target + self._reply_suffix

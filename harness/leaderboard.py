@@ -296,7 +296,11 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
     if df is None:
         from harness.stats import leaderboard_frame
 
-        df = leaderboard_frame(unit_scores, spec.baseline, B=spec.bootstrap, seed=spec.seed)
+        n_tasks = len({t for columns in unit_scores.values() for t in columns})
+        with progress_bar() as progress:
+            stats_task = progress.add_task(f"bootstrap ({spec.bootstrap} resamples)", total=n_tasks)
+            df = leaderboard_frame(unit_scores, spec.baseline, B=spec.bootstrap, seed=spec.seed,
+                                   on_task=lambda _: progress.advance(stats_task, 1))
         spec.out_dir.mkdir(parents=True, exist_ok=True)
         plot = spec.out_dir / "forest.png"
         report.forest_plot(df, plot)

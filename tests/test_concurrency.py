@@ -44,6 +44,8 @@ def test_two_evals_on_one_output_dir_lose_nothing(tmp_path):
     assert summary["n"] == limit and summary["n_samples"] == limit
     # The two processes overlapped (each started before the other finished) and one of them waited.
     assert sum("waiting for another harness process" in err for _, _, err in results) >= 1
+    # Not a terminal: the generating process logged a plain progress line, not a rich bar.
+    assert any(f"tiny geoqa: {limit}/{limit} (100%)" in err for _, _, err in results)
 
 
 SPEC = """name: {name}
