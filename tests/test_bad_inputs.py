@@ -196,7 +196,7 @@ def test_checkpoint_folder_without_model(tmp_path, capsys, geoqa):
 
 
 def test_checkpoint_with_unsafe_name(tmp_path, capsys, geoqa):
-    from harness.checkpoints import resolve_checkpoint
+    from harness.models.checkpoints import resolve_checkpoint
 
     bad = tmp_path / "=cmd|' C calc'!A0"
     shutil.copytree(resolve_checkpoint("tiny").path, bad)
@@ -204,7 +204,7 @@ def test_checkpoint_with_unsafe_name(tmp_path, capsys, geoqa):
 
 
 def test_checkpoint_with_broken_weights(tmp_path, capsys, geoqa):
-    from harness.checkpoints import resolve_checkpoint
+    from harness.models.checkpoints import resolve_checkpoint
 
     broken = tmp_path / "broken"
     shutil.copytree(resolve_checkpoint("tiny").path, broken)
@@ -322,7 +322,7 @@ def test_cache_disk_full_is_one_line(tmp_path):
     import sqlite3
 
     from harness.errors import HarnessError
-    from harness.store import GenerationCache
+    from harness.core.store import GenerationCache
 
     cache = GenerationCache(tmp_path / "gen.sqlite")
 

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from harness.runner import EvalSettings, evaluate
-from harness.store import GenerationCache, read_sample_lines
-from harness.task import get_task
-from harness.types import GenConfig
+from harness.core.runner import EvalSettings, evaluate
+from harness.core.store import GenerationCache, read_sample_lines
+from harness.core.task import get_task
+from harness.core.types import GenConfig
 
 from conftest import BUNDLED
 
@@ -17,7 +17,7 @@ from conftest import BUNDLED
 def test_counter_draws_match_splitmix64_and_ignore_other_rows():
     import torch
 
-    from harness.shared_prefix import counter_uniforms
+    from harness.models.shared_prefix import counter_uniforms
 
     mask = (1 << 64) - 1
 
@@ -38,8 +38,8 @@ def test_counter_draws_match_splitmix64_and_ignore_other_rows():
 
 @pytest.mark.slow
 def test_batch_size_and_cache_state_do_not_change_sampled_outputs(tmp_path):
-    from harness.backend import HFBackend
-    from harness.checkpoints import resolve_checkpoint
+    from harness.models.backend import HFBackend
+    from harness.models.checkpoints import resolve_checkpoint
 
     backend = HFBackend(resolve_checkpoint("tiny"), device="cpu")
     task = get_task("geoqa")

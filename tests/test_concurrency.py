@@ -80,9 +80,9 @@ def test_a_held_run_lock_makes_a_second_process_wait(tmp_path):
     """The lock itself, between real processes: the child blocks until the parent releases."""
     import time
 
-    from harness.store import run_lock
+    from harness.core.store import run_lock
 
-    code = ("import sys, time; from pathlib import Path; from harness.store import run_lock\n"
+    code = ("import sys, time; from pathlib import Path; from harness.core.store import run_lock\n"
             "t = time.monotonic()\n"
             "with run_lock(Path(sys.argv[1])): print(round(time.monotonic() - t, 2))\n")
     with run_lock(tmp_path):

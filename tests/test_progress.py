@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import re
 
-from harness.progress import PlainProgress, progress_bar
+from harness.core.progress import PlainProgress, progress_bar
 
 
 def test_plain_lines_at_the_interval_and_at_the_end(capsys, monkeypatch):
     clock = iter([0.0, 5.0, 25.0, 30.0, 60.0])
-    monkeypatch.setattr("harness.progress.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("harness.core.progress.time.monotonic", lambda: next(clock))
     bar = PlainProgress(interval=20)
     task = bar.add_task("tiny geoqa", total=100)  # t=0
     bar.advance(task, 10)  # t=5: before the interval, silent

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
-    from harness.backend import HFBackend
-    from harness.checkpoints import CheckpointRef
+    from harness.models.backend import HFBackend
+    from harness.models.checkpoints import CheckpointRef
 
 
 # --- configs -------------------------------------------------------------------------------------
@@ -158,8 +158,8 @@ def _coerce(owner: str, key: str, value: Any, hint: Any) -> Any:
 # --- model ---------------------------------------------------------------------------------------
 def load_base(base: str, qlora: bool = False, device: str | None = None) -> tuple["HFBackend", str]:
     """The base as an HFBackend (for sampling and input building) and the name adapters record."""
-    from harness.backend import HFBackend
-    from harness.checkpoints import TINY_NAME, resolve_checkpoint
+    from harness.models.backend import HFBackend
+    from harness.models.checkpoints import TINY_NAME, resolve_checkpoint
 
     if not base:
         raise HarnessError("no base checkpoint given; pass --base tiny or a checkpoint folder")
@@ -258,7 +258,7 @@ def prepare_trainer(trainer, progress: bool, label: str):
 def _rich_progress_callback(label: str):
     from transformers import TrainerCallback
 
-    from harness.progress import progress_bar
+    from harness.core.progress import progress_bar
 
     class RichProgress(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
@@ -281,7 +281,7 @@ def _rich_progress_callback(label: str):
 
 def sampling_progress(enabled: bool, label: str, total: int):
     """A context manager yielding advance(n): a Rich bar on stderr, or a no-op."""
-    from harness.progress import progress_bar
+    from harness.core.progress import progress_bar
 
     @contextlib.contextmanager
     def bar():
@@ -358,7 +358,7 @@ def save_adapter(model, folder: Path, base_name: str) -> None:
 
 
 def set_adapter_base(folder: Path, base_name: str) -> None:
-    from harness.store import atomic_write_json
+    from harness.core.store import atomic_write_json
 
     cfg_path = folder / "adapter_config.json"
     config = json.loads(cfg_path.read_text(encoding="utf-8"))
@@ -369,8 +369,8 @@ def set_adapter_base(folder: Path, base_name: str) -> None:
 def write_manifest(folder: Path, treatment: str, config: Any, base: str | None, base_hash: str | None,
                    data: dict[str, Any], metrics: dict[str, Any], **extra: Any) -> dict[str, Any]:
     """manifest.json: how the checkpoint was made, enough to re-make it."""
-    from harness.scoring import library_versions
-    from harness.store import atomic_write_json
+    from harness.core.scoring import library_versions
+    from harness.core.store import atomic_write_json
 
     manifest = {
         "treatment": treatment,

@@ -15,11 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
-from harness.checkpoints import CheckpointRef
+from harness.models.checkpoints import CheckpointRef
 from harness.errors import HarnessError
-from harness.images import open_image
-from harness.shared_prefix import supports_shared_prefix
-from harness.types import GenConfig, Prompt
+from harness.core.images import open_image
+from harness.models.shared_prefix import supports_shared_prefix
+from harness.core.types import GenConfig, Prompt
 
 if TYPE_CHECKING:
     import torch
@@ -297,7 +297,7 @@ class HFBackend:
     def _row_sampler(gen: GenConfig, seeds: Sequence[int] | None) -> list:
         if gen.greedy or seeds is None:
             return []
-        from harness.shared_prefix import sampling_processors
+        from harness.models.shared_prefix import sampling_processors
 
         return sampling_processors(gen.temperature, gen.top_k, gen.top_p, seeds=list(seeds))
 
@@ -349,7 +349,7 @@ class HFBackend:
                                                logits_processor=row_sampler)
                 return self.model.generate(**rows, past_key_values=cache,
                                            generation_config=self._generation_config(gen, 1))
-            from harness.shared_prefix import decoding_with, sampling_processors, shared_prefix_cache
+            from harness.models.shared_prefix import decoding_with, sampling_processors, shared_prefix_cache
 
             # +1: the last prompt token is written to each row's own part too.
             shared = shared_prefix_cache(cache, mask[:, :-1], capacity=gen.max_new_tokens + 1)

@@ -42,7 +42,7 @@ class GenConfig:
 
     def __post_init__(self) -> None:
         # Checked here so every path (flags, leaderboard specs, trainers) fails before a model loads.
-        from harness.validate import check_generation
+        from harness.core.validate import check_generation
 
         checked = check_generation(self.max_new_tokens, self.temperature, self.top_p, self.top_k, self.seed)
         for name, value in zip(("max_new_tokens", "temperature", "top_p", "top_k", "seed"), checked):

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 from harness.errors import HarnessError
-from harness.images import image_digest, missing_images, undecodable_image
-from harness.parallel import Shard, merge_samples, shard_logs, shard_positions
-from harness.scoring import data_hash, library_versions, sample_record, summarize
-from harness.store import GenerationCache, SampleLog, atomic_write_json, read_sample_lines, run_lock
-from harness.task import Task
-from harness.types import GenConfig, Item, Prompt
-from harness.validate import safe_name
+from harness.core.images import image_digest, missing_images, undecodable_image
+from harness.core.parallel import Shard, merge_samples, shard_logs, shard_positions
+from harness.core.scoring import data_hash, library_versions, sample_record, summarize
+from harness.core.store import GenerationCache, SampleLog, atomic_write_json, read_sample_lines, run_lock
+from harness.core.task import Task
+from harness.core.types import GenConfig, Item, Prompt
+from harness.core.validate import safe_name
 
 
 class Backend(Protocol):
