@@ -57,10 +57,12 @@ def as_float(value: Any, what: str) -> float:
 
 
 def check_generation(max_new_tokens: Any, temperature: Any, top_p: Any, top_k: Any, seed: Any,
-                     where: str = "") -> tuple[int, float, float, int, int]:
-    """The generation settings every backend accepts, checked and typed."""
+                     where: str = "") -> tuple[int | None, float, float, int, int]:
+    """The generation settings every backend accepts, checked and typed (max_new_tokens None:
+    each task's own budget)."""
     pre = f"{where}: " if where else ""
-    max_new_tokens = as_int(max_new_tokens, f"{pre}max_new_tokens", minimum=1)
+    if max_new_tokens is not None:
+        max_new_tokens = as_int(max_new_tokens, f"{pre}max_new_tokens", minimum=1)
     temperature = as_float(temperature, f"{pre}temperature")
     if temperature < 0:
         raise HarnessError(f"{pre}temperature must be >= 0 (0 = greedy), got {temperature}")
