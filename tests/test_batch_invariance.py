@@ -52,7 +52,7 @@ def test_batch_size_and_cache_state_do_not_change_sampled_outputs(tmp_path):
             evaluate(backend, task, subset, EvalSettings(gen=gen, n_samples=3, batch_size=batch_size),
                      tmp_path / name / "run", cache)
         summary = evaluate(backend, task, items, EvalSettings(gen=gen, n_samples=3, batch_size=batch_size),
-                           tmp_path / name / "run", cache)
+                           tmp_path / name / "run", cache).summary
         cache.close()
         assert summary["generation"]["batch_size"] == batch_size
         return {(r["id"], r["sample"]): r["output"] for r in read_sample_lines(tmp_path / name / "run" / "samples.jsonl")}
