@@ -273,13 +273,14 @@ def test_sft_on_qwen3_vl_then_the_adapter_evaluates(family_dirs, tmp_path, capsy
 
 def test_mpo_on_internvl(family_dirs, tmp_path, monkeypatch):
     import trainers.mpo as mpo
+    import trainers.sampling as sampling
 
     # A random model is never right, so its samples are scripted: half correct, half wrong.
     def scripted(backend, examples, n, gen, batch_size, advance=lambda k=1: None):
         wrong = lambda e: "ABCD"[("ABCD".index(e.item.target) + 1) % 4]  # noqa: E731
         return [[e.target, f"Answer: {wrong(e)}"][:n] for e in examples]
 
-    monkeypatch.setattr(mpo, "sample_answers", scripted)
+    monkeypatch.setattr(sampling, "sample_answers", scripted)
     out = tmp_path / "mpo-internvl"
     manifest = mpo.run(mpo.MPOConfig(max_steps=2, batch_size=2, limit=4, logging_steps=1, samples_per_question=2,
                                      dropout_ntp=True), str(family_dirs["internvl"]), "geoqa", out, progress=False)

@@ -40,7 +40,9 @@ class HFBackend:
     """A loaded checkpoint plus its tokenizer and image processor."""
 
     def __init__(self, ref: CheckpointRef, device: str | None = None, dtype: str | None = None,
-                 trust_remote_code: bool = False):
+                 trust_remote_code: bool = False, model: Any = None):
+        """`model`: an already loaded (in-memory, possibly PEFT-wrapped) model to run instead of
+        loading ref's weights; ref then only supplies the tokenizer, processor and family."""
         import torch
         from transformers.utils import logging as hf_logging
 
@@ -50,6 +52,9 @@ class HFBackend:
         self.ref = ref
         self.name = ref.name
         self.content_hash = ref.content_hash
+        if model is not None:
+            param = next(model.parameters())
+            device, dtype = str(param.device), param.dtype
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if dtype is None:
             cuda_bf16 = self.device.startswith("cuda") and torch.cuda.is_bf16_supported()
@@ -58,9 +63,9 @@ class HFBackend:
             self.torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         self.dtype = str(self.torch_dtype).removeprefix("torch.")
         self.trust_remote_code = trust_remote_code or families.family_of(ref.model_type).remote_code
-        self.model = self._load_model()
+        self.model = self._load_model() if model is None else model.eval()
         self.model_family = str(self.model.config.model_type)
-        # N samples per prompt share the prompt's keys and values (harness/shared_prefix.py).
+        # N samples per prompt share the prompt's keys and values (harness/models/shared_prefix.py).
         self.shared_prefix = supports_shared_prefix(self.model)
         self._load_processors()
 
@@ -141,7 +146,25 @@ class HFBackend:
         batch = families.build_batch(self.processor, self.family, texts, images, targets,
                             reply=(self.reply_prefix, self.reply_suffix), chat_template=self.chat_template,
                             pad_token_id=self.pad_token_id, image_token=self.image_token_id, dtype=self.torch_dtype)
+        limit = self._context_limit()
+        if limit and batch["input_ids"].shape[1] > limit:  # image tokens included: what check_prompts cannot see
+            raise HarnessError(f"a prompt of {batch['input_ids'].shape[1]} tokens (images included) exceeds the "
+                               f"model's context of {limit} tokens; shorten the question or use smaller images")
         return {k: v.to(self.device) for k, v in batch.items()}
+
+    def _context_limit(self) -> int | None:
+        return getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
+
+    def _prompt_ids(self, text: str, n_images: int) -> list[int]:
+        """Token ids of one rendered user turn, one placeholder per image (not yet expanded)."""
+        limit = self._context_limit()
+        if limit and len(text) > 64 * limit:  # never tokenize a 10 MB line: it cannot fit the context anyway
+            raise HarnessError(f"a prompt of {len(text)} characters cannot fit the model's context of {limit} "
+                               "tokens; shorten the question")
+        (rendered,) = families.render_prompts(self.tokenizer, self.chat_template, [text], [n_images])
+        # Templates that omit BOS rely on the tokenizer adding it (as the family's processor does).
+        bos = self.tokenizer.bos_token
+        return self.tokenizer(rendered, add_special_tokens=bool(bos) and not rendered.startswith(bos))["input_ids"]
 
     def render_prompt(self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool) -> str:
         """`messages` (content parts) through the checkpoint's chat template, as text."""
@@ -161,17 +184,33 @@ class HFBackend:
         return [open_image(ref, blank=blind) for ref in prompt.images]
 
     def generate(self, prompts: Sequence[Prompt], gen: GenConfig, n: int = 1,
-                 blind: bool = False) -> list[list[str]]:
+                 blind: bool = False, seeds: Sequence[int] | None = None) -> list[list[str]]:
         """`n` outputs per prompt, from one batched `model.generate` call.
 
-        Greedy when gen.temperature == 0 (then the n outputs are copies). Sampling is seeded with
-        gen.seed before the call, so sampled outputs are reproducible for the same batch
-        composition (the same prompts in the same order and batch size) on the same device.
+        Greedy when gen.temperature == 0 (then the n outputs are copies). With `seeds` (one per
+        output row, grouped by prompt) each row draws from its own counter-based stream, so a
+        sampled output does not depend on the batch it ran in; without, sampling is seeded with
+        gen.seed before the call (reproducible for the same batch composition).
         """
-        return self.generate_images([p.text for p in prompts], [self._open(p, blind) for p in prompts], gen, n)
+        return self.generate_images([p.text for p in prompts], [self._open(p, blind) for p in prompts], gen, n,
+                                    seeds=seeds)
+
+    def check_prompts(self, prompts: Sequence[tuple[str, Prompt]], max_new_tokens: int) -> None:
+        """Refuse, before generating anything, a prompt that cannot fit the model's context."""
+        limit = self._context_limit()
+        if not limit:
+            return
+        for item_id, prompt in prompts:
+            # A token spans at most a few dozen characters: far longer text is refused untokenized
+            # (tokenizing a 10 MB line costs gigabytes).
+            n = limit * 64 if len(prompt.text) > limit * 64 else len(self._prompt_ids(prompt.text, len(prompt.images)))
+            if n + max_new_tokens > limit:
+                raise HarnessError(f"item {item_id}: prompt of {'over ' if n == limit * 64 else ''}{n} tokens plus "
+                                   f"{max_new_tokens} new ones exceeds the model's context of {limit} tokens; "
+                                   "shorten the question or lower --max-new-tokens")
 
     def generate_images(self, texts: Sequence[str], images: Sequence[Sequence["Image"]], gen: GenConfig,
-                        n: int = 1) -> list[list[str]]:
+                        n: int = 1, seeds: Sequence[int] | None = None) -> list[list[str]]:
         """`generate` for already opened images (training loops that keep images in memory)."""
         import torch
 
@@ -180,18 +219,30 @@ class HFBackend:
         inputs = self.batch_inputs(texts, images)
         if gen.greedy or n == 1:
             gen_config = self.generation_config(gen, n)
+            sampler = self._row_sampler(gen, seeds)
+            if sampler:  # greedy mode picks the token the per-row sampler drew
+                gen_config = self.generation_config(GenConfig(max_new_tokens=gen.budget), 1)
             torch.manual_seed(gen.seed)
             with torch.inference_mode():
-                out = self.model.generate(**inputs, generation_config=gen_config)
+                out = self.model.generate(**inputs, generation_config=gen_config, logits_processor=sampler)
         else:
-            out = self.generate_expanded(inputs, gen, n)
+            out = self.generate_expanded(inputs, gen, n, seeds=seeds)
         new_tokens = out[:, inputs["input_ids"].shape[1]:]
         outs = [t.strip() for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
         per_prompt = 1 if gen.greedy else n
         grouped = [outs[i * per_prompt:(i + 1) * per_prompt] for i in range(len(texts))]
         return [g * n if gen.greedy else g for g in grouped]
 
-    def generate_expanded(self, inputs: dict[str, Any], gen: GenConfig, n: int) -> "torch.Tensor":
+    @staticmethod
+    def _row_sampler(gen: GenConfig, seeds: Sequence[int] | None) -> list:
+        if gen.greedy or seeds is None:
+            return []
+        from harness.models.shared_prefix import sampling_processors
+
+        return sampling_processors(gen.temperature, gen.top_k, gen.top_p, seeds=list(seeds))
+
+    def generate_expanded(self, inputs: dict[str, Any], gen: GenConfig, n: int,
+                          seeds: Sequence[int] | None = None) -> "torch.Tensor":
         """`n` continuations per row of `inputs`, encoding each prompt and its images ONCE.
 
         `num_return_sequences` copies every prompt n times before the first forward pass, so the
@@ -201,18 +252,23 @@ class HFBackend:
         that cache (the prefix-caching use Hugging Face documents): only the last prompt token
         and the sampled tokens run on the n rows. With `self.shared_prefix` the n rows attend to
         ONE copy of the prompt's keys and values and draw tokens by inverse CDF
-        (harness/shared_prefix.py); otherwise the cache is repeated n times. Rows come back
+        (harness/models/shared_prefix.py); otherwise the cache is repeated n times. Rows come back
         grouped by prompt, like num_return_sequences. Returns prompt + new token ids for B * n rows.
         """
         import torch
 
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        row_sampler = self._row_sampler(gen, seeds)
+        greedy_mode = self.generation_config(GenConfig(max_new_tokens=gen.budget), 1)
         # A template ending in an image has no split point; some families' prefill cannot be split
         # (bidirectional image attention, cross-attention masks): copies of the prompt then.
         ends_in_image = self.image_token_id is not None and bool((ids[:, -1] == self.image_token_id).any())
         if not self.family.prefix_split or ends_in_image:
             torch.manual_seed(gen.seed)
             with torch.inference_mode():
+                if row_sampler:  # n copies at temperature 1 choose exactly the token the row sampler drew
+                    copies = self.generation_config(GenConfig(max_new_tokens=gen.budget, temperature=1.0), n)
+                    return self.model.generate(**inputs, generation_config=copies, logits_processor=row_sampler)
                 out = self.model.generate(**inputs, generation_config=self.generation_config(gen, n))
             return out.repeat_interleave(n, dim=0) if gen.greedy else out  # greedy configs return one row each
         prefix = {k: v for k, v in families.trim_right(inputs, 1).items() if k not in ("input_ids", "attention_mask")}
@@ -230,24 +286,26 @@ class HFBackend:
             torch.manual_seed(gen.seed)
             if not self.shared_prefix:
                 cache.batch_repeat_interleave(n)
+                if row_sampler:
+                    return self.model.generate(**rows, past_key_values=cache, generation_config=greedy_mode,
+                                               logits_processor=row_sampler)
                 return self.model.generate(**rows, past_key_values=cache,
                                            generation_config=self.generation_config(gen, 1))
             from harness.models.shared_prefix import decoding_with, sampling_processors, shared_prefix_cache
 
             # +1: the last prompt token is written to each row's own part too.
-            shared = shared_prefix_cache(cache, mask[:, :-1], capacity=gen.max_new_tokens + 1)
-            greedy_mode = self.generation_config(GenConfig(max_new_tokens=gen.max_new_tokens), 1)
-            sampler = [] if gen.greedy else sampling_processors(gen.temperature, gen.top_k, gen.top_p)
+            shared = shared_prefix_cache(cache, mask[:, :-1], capacity=gen.budget + 1)
+            sampler = row_sampler or ([] if gen.greedy else sampling_processors(gen.temperature, gen.top_k, gen.top_p))
             with decoding_with(self.model, shared):
                 return self.model.generate(**rows, past_key_values=shared, generation_config=greedy_mode,
                                            logits_processor=sampler)
 
-    def generation_config(self, gen: GenConfig, n: int):
+    def generation_config(self, gen: GenConfig, n: int = 1):
         """The checkpoint's generation config set to `gen` (n sequences per prompt when sampling)."""
         import copy
 
         config = copy.deepcopy(self.model.generation_config)
-        config.max_new_tokens = gen.max_new_tokens
+        config.max_new_tokens = gen.budget
         config.pad_token_id = self.pad_token_id
         if config.eos_token_id is None:
             config.eos_token_id = self.tokenizer.eos_token_id

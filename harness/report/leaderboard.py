@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.errors import HarnessError
+from harness.core.types import GenConfig
+from harness.core.validate import as_int, check_generation, safe_name
 
 SPEC_KEYS = {"name", "baseline", "checkpoints", "blind", "tasks", "data_dir", "generation", "seed", "bootstrap", "output_dir", "limit",
              "judge"}
@@ -80,6 +82,8 @@ def load_spec(path: Path) -> LeaderboardSpec:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise HarnessError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except UnicodeDecodeError as e:
+        raise HarnessError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); re-save it as UTF-8") from None
     if not isinstance(raw, dict):
         raise HarnessError(f"{path}: expected a mapping with keys {', '.join(sorted(SPEC_KEYS))}")
 
@@ -93,15 +97,28 @@ def load_spec(path: Path) -> LeaderboardSpec:
         if key not in raw:
             raise bad(f"missing required key {key!r}")
     ckpts = []
+    if not isinstance(raw["checkpoints"] or [], list):
+        raise bad("checkpoints must be a list")
     for entry in raw["checkpoints"] or []:
         if isinstance(entry, str):
-            ckpts.append(CheckpointSpec(Path(entry).name if "/" in entry else entry, entry))
+            name = safe_name(Path(entry).name if "/" in entry else entry, f"{path}: checkpoint name")
+            ckpts.append(CheckpointSpec(name, entry))
         elif isinstance(entry, dict) and "name" in entry and ("path" in entry or "recipe" in entry):
+            name = safe_name(entry["name"], f"{path}: checkpoint name")
             recipe = entry.get("recipe")
             if recipe is not None and not (isinstance(recipe, dict) and "trainer" in recipe):
-                raise bad(f"checkpoint {entry['name']!r}: a recipe needs at least a 'trainer'")
-            path_ = entry.get("path") or str(Path("checkpoints") / "built" / entry["name"])
-            ckpts.append(CheckpointSpec(str(entry["name"]), path_, recipe))
+                raise bad(f"checkpoint {name!r}: a recipe needs at least a 'trainer'")
+            if recipe is not None:
+                safe_name(recipe["trainer"], f"{path}: checkpoint {name}: recipe trainer")
+                # A recipe writes its checkpoint where the spec says, never by climbing out with '..'.
+                for key, where in (("path", entry.get("path")), ("out", recipe.get("out"))):
+                    if where is not None and (not isinstance(where, str) or ".." in Path(where).parts):
+                        raise bad(f"checkpoint {name!r}: a recipe's {key} must be a folder path without '..', "
+                                  f"got {where!r}")
+            elif not isinstance(entry["path"], str):
+                raise bad(f"checkpoint {name!r}: path must be a string")
+            path_ = entry.get("path") or str(Path("checkpoints") / "built" / name)
+            ckpts.append(CheckpointSpec(name, path_, recipe))
         else:
             raise bad(f"checkpoint entry {entry!r}: give a name/path string, or {{name, path}} or {{name, recipe}}")
     names = [c.name for c in ckpts]
@@ -126,14 +143,26 @@ def load_spec(path: Path) -> LeaderboardSpec:
     for b in blind:
         if b not in names:
             raise bad(f"blind entry {b!r} is not one of the checkpoints")
-    gen = dict(raw.get("generation") or {})
+    gen = raw.get("generation") or {}
+    if not isinstance(gen, dict):
+        raise bad(f"generation must be a mapping with keys {', '.join(sorted(GEN_KEYS))}")
+    gen = dict(gen)
     if set(gen) - GEN_KEYS:
         raise bad(f"unknown generation key(s) {', '.join(sorted(set(gen) - GEN_KEYS))}; allowed: {', '.join(sorted(GEN_KEYS))}")
+    seed = as_int(raw.get("seed", 0), f"{path}: seed")
+    # Every value is checked and typed now, before any checkpoint is built or loaded.
+    check_generation(gen.get("max_new_tokens"), gen.get("temperature", 0.0),
+                     gen.get("top_p", 1.0), gen.get("top_k", 0), seed, where=f"{path}: generation")
+    as_int(gen.get("batch_size", 16), f"{path}: generation: batch_size", minimum=1)
+    output_dir = raw.get("output_dir") or "runs"
+    if not isinstance(output_dir, str):
+        raise bad(f"output_dir must be a folder path, got {output_dir!r}")
     return LeaderboardSpec(
-        path=path, name=str(raw.get("name") or path.stem), baseline=raw["baseline"], checkpoints=ckpts,
+        path=path, name=safe_name(raw.get("name") or path.stem, f"{path}: leaderboard name"),
+        baseline=raw["baseline"], checkpoints=ckpts,
         tasks=tasks, blind=blind, data_dir=raw.get("data_dir"), generation=gen,
-        seed=int(raw.get("seed", 0)), bootstrap=int(raw.get("bootstrap", 10_000)),
-        output_dir=str(raw.get("output_dir") or "runs"), limit=_optional_positive(raw.get("limit"), "limit", bad),
+        seed=seed, bootstrap=as_int(raw.get("bootstrap", 10_000), f"{path}: bootstrap", minimum=1),
+        output_dir=output_dir, limit=_optional_positive(raw.get("limit"), "limit", bad),
         judge=str(raw.get("judge") or "tiny"),
     )
 
@@ -146,51 +175,90 @@ def _optional_positive(value: Any, key: str, bad: Callable[[str], HarnessError])
     return value
 
 
-class LazyBackend:
-    """Loads the model only when something must be generated: an unchanged re-run never loads it."""
-
-    def __init__(self, ref, **kwargs: Any) -> None:
-        self.ref, self.kwargs, self._backend = ref, kwargs, None
-        self.name, self.content_hash = ref.name, ref.content_hash
-
-    def _get(self):
-        if self._backend is None:
-            from harness.models.backend import HFBackend
-
-            self._backend = HFBackend(self.ref, **self.kwargs)
-        return self._backend
-
-    def generate(self, *args: Any, **kwargs: Any):
-        return self._get().generate(*args, **kwargs)
-
-    def choice_losses(self, *args: Any, **kwargs: Any):
-        return self._get().choice_losses(*args, **kwargs)
-
-
 def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpec], None] | None = None,
                     device: str | None = None, data_fingerprint: Callable[[dict], Any] | None = None):
     """Build missing recipe checkpoints, evaluate (cached), compute statistics, render everything.
     `data_fingerprint(recipe)` (trainers.recipes) hashes the data files a recipe names, so a built
     row whose files changed is stale like one whose recipe changed."""
-    from collections import defaultdict
-
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from harness.core.progress import progress_bar
+    from harness.core.runner import EvalSettings
+    from harness.core.task import get_task
     from harness.report import render as report
-    from harness.models.checkpoints import resolve_checkpoint
-    from harness.core.runner import EvalSettings, check_images, evaluate, run_name
-    from harness.core.store import GenerationCache, read_sample_lines
-    from harness.core.task import get_task, resolve_data_dir
-    from harness.core.types import GenConfig
+    from harness.session import Session
 
-    data_dir = resolve_data_dir(spec.data_dir)
-    tasks = [get_task(t.name, **t.options) for t in spec.tasks if t.engine == "harness"]
-    lmms_tasks = [t for t in spec.tasks if t.engine == "lmms-eval"]
-    items = {}
-    for task in tasks:
-        items[task.name] = task.load(data_dir, "test")[: spec.limit]
-        check_images(task, items[task.name])
+    g = spec.generation
+    gen = GenConfig(max_new_tokens=g.get("max_new_tokens"), temperature=g.get("temperature", 0.0),
+                    top_p=g.get("top_p", 1.0), top_k=g.get("top_k", 0), seed=spec.seed)
+    # At most one model is loaded at a time (a GPU never holds two checkpoints).
+    with Session(spec.output_dir, spec.data_dir, device=device, one_model=True) as s:
+        tasks = [get_task(t.name, **t.options) for t in spec.tasks if t.engine == "harness"]
+        lmms_tasks = [t for t in spec.tasks if t.engine == "lmms-eval"]
+        items = {task.name: s.load(task, spec.limit) for task in tasks}
+        build_checkpoints(spec, build_recipe, data_fingerprint)
+        refs = {c.name: s.checkpoint(c.ckpt) for c in spec.checkpoints}
+        judge_ref = s.checkpoint(spec.judge) if any(getattr(t, "judged", False) for t in tasks) else None
+
+        # A checkpoint's blind run follows its own run, so both use one model load. Rows keep the spec's order.
+        runs = [(c.name, blind) for c in spec.checkpoints for blind in (False, True) if not blind or c.name in spec.blind]
+        unit_scores: dict[str, dict[str, dict[str, float]]] = {
+            label: {} for label in [c.name for c in spec.checkpoints] + [f"{b}+blind" for b in spec.blind]}
+        judged = []  # (label, task, items, run_dir, result) of tasks a judge model scores (harness.judge)
+        for name, blind in runs:
+            lmms_cols = {}
+            if lmms_tasks and not blind:  # lmms-eval loads its own model: before ours, not beside it
+                from harness.bridges.lmms import leaderboard_columns as lmms_columns
+
+                s.release_models()
+                lmms_cols = lmms_columns(name, refs[name], lmms_tasks, spec, gen, device)
+            backend = s.backend(refs[name])
+            settings = EvalSettings(gen=gen, batch_size=int(g.get("batch_size", 16)), blind=blind)
+            label = f"{name}+blind" if blind else name
+            for task in tasks:
+                run_dir = s.run_dir(name, task, blind)
+                result = s.evaluate(backend, task, items[task.name], settings, run_dir)
+                if getattr(task, "judged", False):
+                    judged.append((label, task, {it.id: it for it in items[task.name]}, run_dir, result))
+                else:
+                    unit_scores[label][task.name] = result.unit_scores
+            unit_scores[name].update(lmms_cols)  # after our tasks, in the spec's column order
+        if judged:
+            from harness.judge.pipeline import Judge, JudgeSettings
+            from harness.judge.runs import leaderboard_columns
+
+            judge = Judge(s.backend(judge_ref), s.cache, JudgeSettings(seed=spec.seed), s.progress)
+            for label, columns in leaderboard_columns(judge, judged, spec.baseline).items():
+                unit_scores[label].update(columns)
+
+    unit_scores = {label: columns for label, columns in unit_scores.items() if columns}
+    title = f"Leaderboard: {spec.name} (baseline {spec.baseline})"
+    # Statistics and renders are a pure function of the unit scores and these settings: an
+    # unchanged re-run reads the frame back instead of bootstrapping and plotting again.
+    key = render_key(unit_scores, spec.baseline, spec.bootstrap, spec.seed, title)
+    df = read_render_cache(spec.out_dir, key)
+    if df is None:
+        from harness.stats.ci import leaderboard_frame
+
+        n_tasks = len({t for columns in unit_scores.values() for t in columns})
+        with progress_bar() as progress:
+            stats_task = progress.add_task(f"bootstrap ({spec.bootstrap} resamples)", total=n_tasks)
+            df = leaderboard_frame(unit_scores, spec.baseline, B=spec.bootstrap, seed=spec.seed,
+                                   on_task=lambda _: progress.advance(stats_task, 1))
+        spec.out_dir.mkdir(parents=True, exist_ok=True)
+        plot = spec.out_dir / "forest.png"
+        report.forest_plot(df, plot)
+        report.write_csv(df, spec.out_dir / "leaderboard.csv")
+        report.write_markdown(df, spec.out_dir / "leaderboard.md", title)
+        report.write_html(df, spec.out_dir / "leaderboard.html", title, plot_png=plot)
+        write_render_cache(spec.out_dir, key, df)
+    Console().print(report.rich_table(df))
+    return df
+
+
+def build_checkpoints(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpec], None] | None,
+                      data_fingerprint: Callable[[dict], Any] | None = None) -> None:
+    """Train the recipe checkpoints whose folder does not exist yet; check the others are current."""
     for c in spec.checkpoints:
         if c.recipe is None:
             continue
@@ -203,85 +271,6 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
         for other in spec.checkpoints:  # rows one build made (self_train's iterations) share its stamp
             if other.recipe == c.recipe and Path(other.ckpt).is_dir():
                 stamp_recipe(other, data_fingerprint)
-    refs = {c.name: resolve_checkpoint(c.ckpt) for c in spec.checkpoints}
-    judge_ref = resolve_checkpoint(spec.judge) if any(getattr(t, "judged", False) for t in tasks) else None
-
-    g = spec.generation
-    gen = GenConfig(max_new_tokens=g.get("max_new_tokens") or GenConfig().max_new_tokens,
-                    temperature=float(g.get("temperature", 0.0)), top_p=float(g.get("top_p", 1.0)),
-                    top_k=int(g.get("top_k", 0)), seed=spec.seed)
-    out = Path(spec.output_dir)
-    cache = GenerationCache(out / ".cache" / "generations.sqlite")
-    # A checkpoint's blind run follows its own run, so both use one model load; at most one model
-    # is loaded at a time (a GPU never holds two checkpoints). Rows keep the spec's order.
-    runs = [(c.name, blind) for c in spec.checkpoints for blind in (False, True) if not blind or c.name in spec.blind]
-    unit_scores: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
-    for label in [c.name for c in spec.checkpoints] + [f"{b}+blind" for b in spec.blind]:
-        unit_scores[label] = {}
-    loaded: dict[str, LazyBackend] = {}
-
-    def backend_for(name: str, ref) -> LazyBackend:
-        if name not in loaded:
-            loaded.clear()  # drop the previous model before the next one loads
-            loaded[name] = LazyBackend(ref, device=device)
-        return loaded[name]
-
-    judged = []  # (label, task, items, run_dir) of tasks a judge model scores (harness.judge)
-    console = Console(stderr=True)
-    try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=console, transient=True) as progress:
-            for name, blind in runs:
-                lmms_cols = {}
-                if lmms_tasks and not blind:  # lmms-eval loads its own model: before ours, not beside it
-                    from harness.bridges.lmms import leaderboard_columns as lmms_columns
-
-                    loaded.clear()
-                    lmms_cols = lmms_columns(name, refs[name], lmms_tasks, spec, gen, device)
-                backend = backend_for(name, refs[name])
-                settings = EvalSettings(gen=gen, batch_size=int(g.get("batch_size", 16)), blind=blind)
-                for task in tasks:
-                    run_dir = out / name / run_name(task, blind)
-                    evaluate(backend, task, items[task.name], settings, run_dir, cache, data_dir=data_dir, progress=progress)
-                    item_map = {it.id: it for it in items[task.name]}
-                    per_item: dict[str, list[float]] = defaultdict(list)
-                    for r in read_sample_lines(run_dir / "samples.jsonl"):
-                        if r["id"] in item_map:
-                            per_item[r["id"]].append(r["score"])
-                    label = f"{name}+blind" if blind else name
-                    if getattr(task, "judged", False):
-                        judged.append((label, task, item_map, run_dir))
-                        continue
-                    unit_scores[label][task.name] = {u.id: u.score for u in task.units(item_map, dict(per_item))}
-                unit_scores[name].update(lmms_cols)  # after our tasks, in the spec's column order
-            if judged:
-                from harness.judge.runs import leaderboard_columns
-
-                judge = backend_for(f"judge:{judge_ref.name}", judge_ref)
-                for label, columns in leaderboard_columns(judge, judged, spec.baseline, cache, progress, spec.seed).items():
-                    unit_scores[label].update(columns)
-    finally:
-        cache.close()
-
-    unit_scores = {label: columns for label, columns in unit_scores.items() if columns}
-    title = f"Leaderboard: {spec.name} (baseline {spec.baseline})"
-    # Statistics and renders are a pure function of the unit scores and these settings: an
-    # unchanged re-run reads the frame back instead of bootstrapping and plotting again.
-    key = render_key(unit_scores, spec.baseline, spec.bootstrap, spec.seed, title)
-    df = read_render_cache(spec.out_dir, key)
-    if df is None:
-        from harness.stats.ci import leaderboard_frame
-
-        df = leaderboard_frame(unit_scores, spec.baseline, B=spec.bootstrap, seed=spec.seed)
-        spec.out_dir.mkdir(parents=True, exist_ok=True)
-        plot = spec.out_dir / "forest.png"
-        report.forest_plot(df, plot)
-        report.write_csv(df, spec.out_dir / "leaderboard.csv")
-        report.write_markdown(df, spec.out_dir / "leaderboard.md", title)
-        report.write_html(df, spec.out_dir / "leaderboard.html", title, plot_png=plot)
-        write_render_cache(spec.out_dir, key, df)
-    Console().print(report.rich_table(df))
-    return df
 
 
 RECIPE_STAMP = "recipe.json"

@@ -341,8 +341,11 @@ def leaderboard_frame(
     B: int = 10_000,
     seed: int = 0,
     level: float = 0.95,
+    on_task: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
     """All CIs, paired deltas vs the baseline and rank bands of a leaderboard, batched.
+
+    `on_task(task)` is called as each task's bootstrap finishes (progress in logs).
 
     unit_scores: checkpoint -> task -> {unit id: score in [0, 1]} (Task.units' id and score).
     Within a task every checkpoint is scored on the unit ids all of them share, so the column
@@ -401,6 +404,8 @@ def leaderboard_frame(
                 if _is_binary(x[k]) and _is_binary(x[base]):
                     row["mcnemar_p"] = _mcnemar(x[k], x[base])[0]
             rows.append(row)
+        if on_task is not None:
+            on_task(task)
     return pd.DataFrame(rows, columns=[*LEADERBOARD_COLUMNS, "mcnemar_p", "n_dropped"])
 
 

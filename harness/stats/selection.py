@@ -36,7 +36,7 @@ from typing import Any, Hashable, Mapping, Protocol, Sequence
 from harness.errors import HarnessError
 from harness.core.images import image_digest
 from harness.core.runner import Backend, EvalSettings, evaluate
-from harness.core.store import GenerationCache, read_sample_lines
+from harness.core.store import GenerationCache
 from harness.core.task import Task
 from harness.core.types import GenConfig, Item
 
@@ -52,8 +52,16 @@ def selection_prompt(question: str, candidates: Sequence[str]) -> str:
     return "\n".join([question, *lines, SELECT_INSTRUCTION])
 
 
-def parse_ns(spec: str) -> tuple[int, ...]:
-    """`--n`: a range "1..10", a list "1,2,4,8", a single value "4", or a mix "1..4,8"."""
+MAX_K = 4096  # samples per item: far beyond any test-time scaling curve, and a cap on what --n may expand to
+
+
+def parse_ns(spec: str, k: int | None = None) -> tuple[int, ...]:
+    """`--n`: a range "1..10", a list "1,2,4,8", a single value "4", or a mix "1..4,8".
+
+    Every value is checked against K (`k`, else MAX_K) before a range is expanded, so a typo
+    like 1..1000000000 is an error, not a billion-element set.
+    """
+    top = k or MAX_K
     values: set[int] = set()
     for part in str(spec).split(","):
         part = part.strip()
@@ -63,9 +71,10 @@ def parse_ns(spec: str) -> tuple[int, ...]:
                 lo, hi = int(lo_text), int(hi_text)
                 if lo > hi:
                     raise HarnessError(f"--n {spec!r}: range {part} runs backwards; write it as {hi}..{lo}")
+                _check_top(spec, hi, top, k)
                 values.update(range(lo, hi + 1))
             else:
-                values.add(int(part))
+                values.add(_check_top(spec, int(part), top, k))
         except ValueError:
             raise HarnessError(
                 f"--n {spec!r}: {part!r} is not a number; use a range (1..10), a list (1,2,4,8) or one value"
@@ -73,6 +82,13 @@ def parse_ns(spec: str) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise HarnessError(f"--n {spec!r}: every n must be a positive integer")
     return tuple(sorted(values))
+
+
+def _check_top(spec: str, n: int, top: int, k: int | None) -> int:
+    if n > top:
+        what = f"--samples K={k}" if k else f"the largest supported K ({MAX_K} samples per item)"
+        raise HarnessError(f"--n {spec!r}: n={n} exceeds {what}; lower --n" + ("" if k else " or set --samples"))
+    return n
 
 
 def _check_n(k: int, n: int) -> None:
@@ -293,9 +309,9 @@ class SelfSelect:
                         prompts[pid] = replace(item, id=pid, question=text, group=item.cluster, metadata={"of": item_id})
         settings = EvalSettings(gen=replace(ctx.gen, temperature=0.0), batch_size=ctx.batch_size)
         run_dir = ctx.run_dir / "self_select"
-        evaluate(ctx.backend, _SelectionTask(pool.task, pool.items), list(prompts.values()), settings, run_dir,
-                 ctx.cache, data_dir=ctx.data_dir, progress=ctx.progress)
-        replies = {r["id"]: r["output"] for r in read_sample_lines(run_dir / "samples.jsonl") if r["id"] in uses}
+        result = evaluate(ctx.backend, _SelectionTask(pool.task, pool.items), list(prompts.values()), settings, run_dir,
+                          ctx.cache, data_dir=ctx.data_dir, progress=ctx.progress)
+        replies = {r["id"]: r["output"] for r in result.records if r["id"] in uses}
         picked: dict[tuple[str, int], list[float]] = defaultdict(list)
         for pid, where in uses.items():
             for item_id, n in where:  # scored against each subset's own item

@@ -1,0 +1,144 @@
+"""Reading and writing files: one atomic writer, one JSONL reader, one TSV reader.
+
+Every result file is written to a temp file in the same folder and renamed into place, so a
+crash never leaves half a file, with mode 0644 (results are meant to be shared; mkstemp alone
+would leave them 0600). Readers turn every malformed input into a one-line HarnessError naming
+the file and line, except where a torn line is expected (a killed run's log: `skip_bad`).
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from harness.errors import HarnessError
+
+FILE_MODE = 0o644
+
+
+def write_error(path: Path, e: OSError) -> HarnessError:
+    """A failed write as one line naming the file and what to do."""
+    fix = {errno.ENOSPC: "free disk space", errno.EDQUOT: "free disk space (quota)",
+           errno.EROFS: "choose a writable output folder", errno.EACCES: "choose a writable output folder or fix its permissions",
+           errno.EPERM: "choose a writable output folder or fix its permissions"}.get(e.errno, "check the output folder")
+    return HarnessError(f"cannot write {path}: {e.strerror or e}; {fix} and re-run (finished work is kept)")
+
+
+def not_utf8(path: Path, e: UnicodeDecodeError) -> HarnessError:
+    return HarnessError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); re-save it as UTF-8")
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temp path beside `path`; whatever is written there replaces `path` when the block ends.
+
+    A failed write (disk full, read-only folder) is one HarnessError line; the temp file is removed
+    and a folder this write created is removed again, so no empty output folder is left behind.
+    """
+    path = Path(path)
+    tmp = None
+    made_folder = not path.parent.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
+        os.close(fd)
+        yield Path(tmp)
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if made_folder:
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()
+        if isinstance(e, OSError):
+            raise write_error(path, e) from None
+        raise
+
+
+def atomic_write(path: str | Path, data: str | bytes) -> Path:
+    """Write text (UTF-8) or bytes atomically, flushed to disk before the rename."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    with atomic_path(path) as tmp:
+        with tmp.open("wb") as f:
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+    return Path(path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, text)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def atomic_write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def read_jsonl(path: Path, skip_bad: bool = False) -> Iterator[dict[str, Any]]:
+    """JSON objects line by line. A malformed line is an error naming file and line, or with
+    `skip_bad` (a log a kill may have torn) silently skipped."""
+    for _, row in numbered_jsonl(path, skip_bad):
+        yield row
+
+
+def numbered_jsonl(path: Path, skip_bad: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) pairs of read_jsonl, for callers whose own checks name the line.
+    With `skip_bad` an undecodable byte (a torn multi-byte character) only spoils its own line."""
+    try:
+        yield from _numbered_jsonl(path, skip_bad)
+    except UnicodeDecodeError as e:
+        raise not_utf8(path, e) from None
+
+
+def _numbered_jsonl(path: Path, skip_bad: bool) -> Iterator[tuple[int, dict[str, Any]]]:
+    with path.open(encoding="utf-8", errors="replace" if skip_bad else "strict") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                if skip_bad:
+                    continue
+                raise HarnessError(f"{path}:{lineno}: malformed JSON line ({e.msg}); fix or remove it") from None
+            if not isinstance(row, dict):
+                if skip_bad:
+                    continue
+                raise HarnessError(f"{path}:{lineno}: expected a JSON object per line")
+            yield lineno, row
+
+
+def read_json(path: Path) -> Any:
+    try:
+        with path.open(encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise HarnessError(f"{path}: malformed JSON at line {e.lineno} ({e.msg})") from None
+    except UnicodeDecodeError as e:
+        raise not_utf8(path, e) from None
+
+
+def read_tsv(path: Path, hint: str = "check the file") -> tuple[list[str], list[dict[str, str]]]:
+    """Header and rows of a tab-separated file (field limit raised: base64 image cells are large)."""
+    import csv
+    import sys
+
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            reader = csv.DictReader(f, delimiter="\t")
+            rows = list(reader)
+            header = list(reader.fieldnames or [])
+    except (csv.Error, UnicodeDecodeError) as e:
+        raise HarnessError(f"{path}: not a readable tab-separated file ({e}); {hint}") from None
+    return header, rows
