@@ -49,12 +49,16 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+CI_CHOICES = ["auto", "wilson", "jeffreys", "clopper-pearson", "bootstrap"]  # harness.stats.CI_METHODS (kept light)
+
+
 def _add_task_options(p: argparse.ArgumentParser) -> None:
     for name, help_text in TASK_OPTION_FLAGS.items():
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, help=help_text)
     p.add_argument("--data-dir", default=None, help="benchmark data root (default: $HARNESS_DATA, else the bundled mini-sets)")
-    p.add_argument("--ci", dest="ci_method", default="bootstrap", choices=["bootstrap", "wilson", "clopper-pearson"],
-                   help="confidence interval method (default: percentile bootstrap over items)")
+    p.add_argument("--ci", dest="ci_method", default="auto", choices=CI_CHOICES,
+                   help="confidence interval: auto (Wilson for 0/1 items, bootstrap for clustered or partial-credit "
+                        "scores; the default), wilson, jeffreys, clopper-pearson or bootstrap")
 
 
 def _make_tasks(names: list[str], args: argparse.Namespace):
@@ -183,8 +187,18 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from harness.leaderboard import load_spec, run_leaderboard
 
     spec = load_spec(Path(args.spec))
+    spec.ci = args.ci or spec.ci
+    spec.correction = args.correction or spec.correction
     run_leaderboard(spec, build_recipe=_recipe_builder(), device=args.device)
     print(f"wrote {spec.out_dir}/leaderboard.{{md,csv,html}} and forest.png")
+    return 0
+
+
+def cmd_power(args: argparse.Namespace) -> int:
+    from harness.power import run_power
+
+    (task,) = _make_tasks([args.task], args)
+    run_power(args, task)
     return 0
 
 
@@ -192,7 +206,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from harness.compare import CompareConfig, run_compare
     from harness.selection import parse_ns
 
-    if args.ci_method != "bootstrap":
+    if args.ci_method not in ("auto", "bootstrap"):
         raise HarnessError("compare reports percentile-bootstrap CIs only (per-item scores are fractions); drop --ci")
     config = CompareConfig(
         ns=parse_ns(args.n), samples=args.samples, subsets=args.subsets, temperature=args.temperature,
@@ -283,7 +297,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("leaderboard", help="build, evaluate and render a leaderboard spec")
     p.add_argument("--spec", default="leaderboards/default.yaml")
     p.add_argument("--device", default=None)
+    p.add_argument("--ci", default=None, choices=CI_CHOICES, help="score CIs, overriding the spec's `ci:` (default auto)")
+    p.add_argument("--correction", default=None, choices=["holm", "bh", "none"],
+                   help="multiplicity correction of the stars, overriding the spec's `correction:` (default holm)")
     p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("power", help="items needed to detect an effect, from a pilot run's samples (MDE at 80% power)")
+    p.add_argument("--task", required=True)
+    p.add_argument("--run", required=True, help="pilot run folder with samples.jsonl (e.g. runs/tiny/geoqa)")
+    p.add_argument("--vs", default=None, help="a second run on the same items: measures how often the two disagree")
+    p.add_argument("--n", type=_positive_int, default=None, help="also give the MDE at this many units")
+    p.add_argument("--delta", type=float, default=None, help="effect in points: how many units detect it")
+    _add_task_options(p)
+    p.set_defaults(func=cmd_power)
 
     p = sub.add_parser(
         "compare", help="test-time scaling curves: majority vote vs self-select vs pass@n against n",

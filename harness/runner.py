@@ -38,7 +38,7 @@ class EvalSettings:
     batch_size: int = 16
     blind: bool = False
     limit: int | None = None
-    ci_method: str = "bootstrap"
+    ci_method: str = "auto"
 
     def __post_init__(self) -> None:
         if self.n_samples < 1:

@@ -48,7 +48,7 @@ def summarize(
     task: Task,
     items: dict[str, Item],
     records: list[dict[str, Any]],
-    ci_method: str = "bootstrap",
+    ci_method: str = "auto",
     seed: int = 0,
     **meta: Any,
 ) -> dict[str, Any]:
@@ -59,11 +59,14 @@ def summarize(
     for r in records:
         per_item[r["id"]].append(r["score"])
     units = task.units(items, dict(per_item))
-    ci = stats.score_ci([u.score for u in units], method=ci_method, seed=seed)
+    clustered = any(u.cluster is not None for u in units)
+    groups = [u.cluster or u.id for u in units] if clustered else None
+    ci = stats.score_ci([u.score for u in units], method=ci_method, seed=seed, groups=groups)
     return {
         "task": task.name,
         "options": task.opts,
         "n": len(units),
+        **({"clusters": ci.n} if clustered else {}),
         "n_items": len(per_item),
         "n_samples": len(records),
         "score": ci.estimate,

@@ -12,6 +12,13 @@ default checkpoints/built/<name>) does not exist yet. An `average` recipe trains
 them with the adapters listed under `include` (e.g. an earlier row's SFT run, built first because
 rows are built in spec order; this saves training that seed twice).
 
+Several training seeds of one recipe (the leaderboard shows their mean, a hierarchical bootstrap CI
+over seeds then items, and the seed range): `seeds` beside the recipe, or inside a non-average recipe.
+The leaderboard (harness.leaderboard.CheckpointSpec.builds) calls `build_recipe` once per seed with
+the row's path + /seed<k> and the recipe's config `seed: k`:
+
+      - {name: mpo, seeds: [0, 1, 2], recipe: {trainer: mpo, base: tiny, task: geoqa, config: {...}}}
+
 A treatment that writes several checkpoints in one run (self_train: <out>/iter1..K) names that
 folder as the recipe's `out`; each row's path is one checkpoint inside it, and the first missing
 row builds them all (a YAML anchor shares the recipe):
