@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.task import Split, Task, Unit, per_category, require_file
-from harness.types import Item
+from harness.core.task import Split, Task, Unit, per_category, require_file
+from harness.core.types import Item
 from tasks.lmudata import COPY_STRIDE, extract_option, letters_of, mc_prompt, read_items
 FILES = {"test": "MMBench_DEV_EN.tsv", "train": "MMBench_TRAIN_EN.tsv"}
 # Column order of the real LMUData dev file (the bundled generator writes the same).
@@ -149,7 +149,7 @@ class MMBench(Task):
         all_per_group = defaultdict(int)
         for it in items.values():
             all_per_group[it.cluster] += 1
-        from harness.stats import score_ci
+        from harness.stats.ci import score_ci
 
         # The vanilla score's own CI: one unit per question (its base copy), Wilson for 0/1.
         vci = score_ci([u.score for u in vanilla]) if vanilla else None

@@ -1,4 +1,4 @@
-"""harness.stats: intervals against scipy and closed forms, coverage by simulation with known truth,
+"""harness.stats.ci: intervals against scipy and closed forms, coverage by simulation with known truth,
 clusters, and one significance rule for paired differences (p, CI and star agree)."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from harness import stats
+from harness.stats import ci as stats
 from harness.errors import HarnessError
-from harness.stats import mcnemar_test, paired_difference, score_ci
+from harness.stats.ci import mcnemar_test, paired_difference, score_ci
 
 NS = (30, 100, 1000)
 PS = (0.02, 0.1, 0.5, 0.9)

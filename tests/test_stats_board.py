@@ -1,13 +1,13 @@
-"""harness.stats.leaderboard_frame: multiplicity (family-wise error by simulation), rank intervals
+"""harness.stats.board.leaderboard_frame: multiplicity (family-wise error by simulation), rank intervals
 independent of names and order, seeds (hierarchical bootstrap), MDE, clusters."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from harness import stats
+from harness.stats import ci as stats
 from harness.errors import HarnessError
-from harness.stats import leaderboard_frame, paired_difference, score_ci
+from harness.stats.ci import leaderboard_frame, paired_difference, score_ci
 
 TASKS = ("t1", "t2", "t3", "t4", "t5", "t6")
 

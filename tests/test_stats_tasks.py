@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from harness.errors import HarnessError
-from harness.scoring import summarize
-from harness.task import BUNDLED_DATA, get_task
+from harness.core.scoring import summarize
+from harness.core.task import BUNDLED_DATA, get_task
 
 MMBENCH_TSV = BUNDLED_DATA / "mmbench" / "MMBench_DEV_EN.tsv"
 
@@ -66,8 +66,8 @@ def _pilot(tmp_path: Path, name: str, right) -> Path:
 
 
 def test_power_from_one_pilot_and_from_two(tmp_path: Path) -> None:
-    from harness.power import power_lines
-    from harness.stats import mde, n_for
+    from harness.commands.power import power_lines
+    from harness.stats.ci import mde, n_for
 
     task = get_task("geoqa")
     items = {it.id: it for it in task.load(BUNDLED_DATA)}

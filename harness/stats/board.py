@@ -1,4 +1,4 @@
-"""The statistics of a whole leaderboard, batched per task (rules: harness/stats.py's docstring).
+"""The statistics of a whole leaderboard, batched per task (rules: harness/stats/ci.py's docstring).
 
 One matrix of resample counts is drawn per task (its stream depends on the seed and the task
 name only) and every checkpoint's replicates are read from it, so CIs, paired deltas and rank
@@ -38,7 +38,7 @@ class _Task:
     dropped: dict[str, int]
 
     def binary(self, name: str) -> bool:
-        from harness.stats import is_binary
+        from harness.stats.ci import is_binary
 
         return is_binary(self.x[name])
 
@@ -46,7 +46,7 @@ class _Task:
 def _align(task: str, per_ckpt: dict[str, Any], clusters: Mapping[str, str] | None) -> _Task:
     import numpy as np
 
-    from harness.stats import _by_id, cluster_index
+    from harness.stats.ci import _by_id, cluster_index
 
     runs, seeded = {}, {}
     for name, value in per_ckpt.items():
@@ -73,7 +73,7 @@ def _replicates(t: _Task, name: str, w: np.ndarray, seed: int, B: int) -> np.nda
     name), then units (the task's shared counts `w`)."""
     import numpy as np
 
-    from harness.stats import replicate_means
+    from harness.stats.ci import replicate_means
 
     per_seed = np.column_stack([replicate_means(w, row, t.cidx) for row in t.x[name]])
     if not t.seeded[name] or per_seed.shape[1] == 1:
@@ -97,7 +97,7 @@ def _unit_diffs(t: _Task, a: str, b: str) -> np.ndarray:
 def _mde(t: _Task, baseline: str | None, alpha: float) -> float:
     import numpy as np
 
-    from harness.stats import mde
+    from harness.stats.ci import mde
 
     others = [c for c in t.names if c != baseline] if baseline in t.names else []
     s2 = float(np.mean([np.mean(_unit_diffs(t, c, baseline) ** 2) for c in others])) if others else 0.0
@@ -130,7 +130,7 @@ def leaderboard_frame(
     import numpy as np
     import pandas as pd
 
-    from harness import stats
+    from harness.stats import ci as stats
 
     stats._check_level(level, B)
     stats._check_method(ci)
@@ -186,7 +186,7 @@ def leaderboard_frame(
 
 
 def _delta(t: _Task, c: str, base: str, reps: dict[str, np.ndarray], B: int, seed: int, level: float) -> dict[str, Any]:
-    from harness import stats
+    from harness.stats import ci as stats
 
     if not t.seeded[c] and not t.seeded[base]:
         d = stats.paired_delta(t.x[c][0], t.x[base][0], t.cidx, B, seed, level, reps=(reps[c], reps[base]))

@@ -1,11 +1,11 @@
 """Leaderboard renderers: CSV, Markdown, self-contained HTML, a forest plot and a Rich table.
 
 Input: a DataFrame with one row per checkpoint x task and the columns of CSV_COLUMNS (what
-`harness.stats.leaderboard_frame` returns), plus optional EXTRA_COLUMNS. Scores and bounds are
+`harness.stats.ci.leaderboard_frame` returns), plus optional EXTRA_COLUMNS. Scores and bounds are
 percent, deltas points; the delta columns are empty (NaN) for the baseline.
 
 A delta gets the mark "*" when its multiplicity-adjusted p-value (`p_adjusted`, Holm unless the
-spec says otherwise) is below 0.05; the rules are in harness/stats.py. Checkpoint and task names
+spec says otherwise) is below 0.05; the rules are in harness/stats/ci.py. Checkpoint and task names
 are untrusted text: they are escaped for HTML, Markdown, Rich markup and matplotlib mathtext.
 Every file is written atomically (a temp file in the same folder, then os.replace), so a crash
 never leaves a half-written result.
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from harness.board import EXTRA_COLUMNS, LEADERBOARD_COLUMNS
+from harness.stats.board import EXTRA_COLUMNS, LEADERBOARD_COLUMNS
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:  # heavy imports stay lazy so `harness --help` is fast
@@ -149,7 +149,7 @@ def _check_columns(df: pd.DataFrame) -> None:
     if missing:
         raise HarnessError(
             f"leaderboard table lacks column(s) {', '.join(missing)}; build it with "
-            "harness.stats.leaderboard_frame"
+            "harness.stats.ci.leaderboard_frame"
         )
 
 

@@ -4,7 +4,7 @@
     harness power --task geoqa --run runs/tiny/geoqa --vs runs/sft/geoqa --delta 3   # n for 3 points
 
 The spread of a paired difference per unit, s2 = mean((a_i - b_i)^2), decides everything
-(harness.stats.mde). With `--vs` (a second run on the same items) it is measured: for 0/1 items it
+(harness.stats.ci.mde). With `--vs` (a second run on the same items) it is measured: for 0/1 items it
 is the discordant rate. With one run it is 2 var(score), what two models with this accuracy and
 independent errors would give; correlated models (a fine-tune and its base) disagree less, so this
 is conservative. Clustered units (MMBench's circular copies in lmudata_mc) count per cluster.
@@ -21,7 +21,7 @@ from harness.errors import HarnessError
 
 def unit_scores(task: Any, items: dict[str, Any], run_dir: Path) -> tuple[dict[str, float], dict[str, str]]:
     """({unit id: score}, {unit id: cluster}) of a run folder's samples.jsonl."""
-    from harness.store import read_sample_lines
+    from harness.core.store import read_sample_lines
 
     path = run_dir / "samples.jsonl"
     if not path.is_file():
@@ -56,7 +56,7 @@ def spread(a: dict[str, float], b: dict[str, float] | None, clusters: dict[str, 
 
 def power_lines(task: Any, items: dict[str, Any], run: Path, vs: Path | None, n: int | None,
                 delta: float | None, alpha: float = 0.05, power: float = 0.8) -> list[str]:
-    from harness.stats import mde, n_for
+    from harness.stats.ci import mde, n_for
 
     a, clusters = unit_scores(task, items, run)
     b = unit_scores(task, items, vs)[0] if vs is not None else None
@@ -77,7 +77,7 @@ def power_lines(task: Any, items: dict[str, Any], run: Path, vs: Path | None, n:
 
 
 def run_power(args: Any, task: Any) -> None:
-    from harness.task import resolve_data_dir
+    from harness.core.task import resolve_data_dir
 
     if args.n is not None and args.n < 2:
         raise HarnessError(f"--n {args.n} must be at least 2")
