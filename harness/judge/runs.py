@@ -31,9 +31,11 @@ def _progress():
                     console=Console(stderr=True), transient=True)
 
 
-def _bootstrap_only(ci_method: str) -> None:
-    if ci_method != "bootstrap":
+def _bootstrap_only(ci_method: str) -> str:
+    """Judge scores are 0-100: the bootstrap (what `--ci auto`, the default, picks for them)."""
+    if ci_method not in ("auto", "bootstrap"):
         raise HarnessError(f"--ci {ci_method} needs 0/1 scores; judge scores are 0-100, so use the bootstrap (drop --ci)")
+    return "bootstrap"
 
 
 def run_judged_eval(args: Any, tasks: list[Any]) -> list[dict[str, Any]]:
@@ -51,7 +53,7 @@ def run_judged_eval(args: Any, tasks: list[Any]) -> list[dict[str, Any]]:
         gen=GenConfig(max_new_tokens=args.max_new_tokens or GenConfig().max_new_tokens, temperature=args.temperature,
                       top_p=args.top_p, top_k=args.top_k, seed=args.seed),
         n_samples=args.n_samples, batch_size=args.batch_size, blind=args.blind, limit=args.limit,
-        ci_method=args.ci_method,
+        ci_method=_bootstrap_only(args.ci_method),
     )
     data_dir = resolve_data_dir(args.data_dir)
     loaded = []
@@ -77,7 +79,7 @@ def run_judged_eval(args: Any, tasks: list[Any]) -> list[dict[str, Any]]:
     try:
         with _progress() as progress:
             judge = Judge(backend_for(judge_ref), cache, JudgeSettings(batch_size=args.batch_size,
-                          ci_method=args.ci_method, seed=args.seed), progress)
+                          ci_method=_bootstrap_only(args.ci_method), seed=args.seed), progress)
             for task, items in loaded:
                 item_map = {it.id: it for it in items}
                 runs = []
@@ -119,7 +121,7 @@ def run_judged_score(args: Any, task: Any) -> dict[str, Any]:
     atomic_write_jsonl(out / "samples.jsonl", records)
     cache = GenerationCache(out / ".cache" / "generations.sqlite")
     try:
-        judge = Judge(_backends({"device": args.device})(judge_ref), cache, JudgeSettings(ci_method=args.ci_method))
+        judge = Judge(_backends({"device": args.device})(judge_ref), cache, JudgeSettings(ci_method=_bootstrap_only(args.ci_method)))
         scored = {r["id"] for r in records}
         base = {"task": task.name, "options": task.opts, "predictions": str(args.predictions),
                 "missing_predictions": len(items) - len(scored), "data": {"dir": str(data_dir)}}
@@ -141,7 +143,7 @@ def run_agreement(args: Any, comparisons: Sequence[Comparison]) -> dict[str, Any
     cache = GenerationCache(Path(args.output_dir) / ".cache" / "generations.sqlite")
     try:
         with _progress() as progress:
-            judge = Judge(backend, cache, JudgeSettings(batch_size=args.batch_size, ci_method=args.ci_method,
+            judge = Judge(backend, cache, JudgeSettings(batch_size=args.batch_size, ci_method=_bootstrap_only(args.ci_method),
                                                         max_new_tokens=args.max_new_tokens), progress)
             summary = agreement(judge, comparisons, out_dir, {"votes_file": str(args.votes)})
     finally:
