@@ -191,10 +191,9 @@ def _delta(t: _Task, c: str, base: str, reps: dict[str, np.ndarray], B: int, see
     if not t.seeded[c] and not t.seeded[base]:
         d = stats.paired_delta(t.x[c][0], t.x[base][0], t.cidx, B, seed, level, reps=(reps[c], reps[base]))
     else:  # every seed of both sides: the hierarchical replicates
-        diffs = 100.0 * (reps[c] - reps[base])
-        low, high = stats.bootstrap_interval(diffs, level, t.n_units)
-        d = {"delta": 100.0 * float(t.x[c].mean() - t.x[base].mean()), "low": low, "high": high,
-             "p_value": stats.bootstrap_p(diffs, t.n_units), "method": "hierarchical-bootstrap",
+        delta = 100.0 * float(t.x[c].mean() - t.x[base].mean())
+        low, high, pv = stats.bootstrap_t(100.0 * (reps[c] - reps[base]), delta, t.n_units, level)
+        d = {"delta": delta, "low": low, "high": high, "p_value": pv, "method": "hierarchical-bootstrap",
              "a_only": None, "b_only": None}
     nan = math.nan
     return {"delta": d["delta"], "delta_ci_low": d["low"], "delta_ci_high": d["high"], "p_value": d["p_value"],
