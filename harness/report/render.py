@@ -195,7 +195,7 @@ def mde_note(board: Board) -> str:
     if not parts:
         return ""
     return ("Minimum detectable effect (points; a single paired comparison at 80% power, two-sided 5%, "
-            "from n and the observed discordance with the baseline): " + ", ".join(parts) + ".")
+            "from n and the median discordance with the baseline): " + ", ".join(parts) + ".")
 
 
 # --- atomic writes ------------------------------------------------------------------------------

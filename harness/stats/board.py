@@ -100,7 +100,8 @@ def _mde(t: _Task, baseline: str | None, alpha: float) -> float:
     from harness.stats.ci import mde
 
     others = [c for c in t.names if c != baseline] if baseline in t.names else []
-    s2 = float(np.mean([np.mean(_unit_diffs(t, c, baseline) ** 2) for c in others])) if others else 0.0
+    # The median comparison: one far-off row (a blind run) must not set the whole task's MDE.
+    s2 = float(np.median([np.mean(_unit_diffs(t, c, baseline) ** 2) for c in others])) if others else 0.0
     if s2 == 0:  # no comparison, or no disagreement seen: two models with independent errors
         ref = t.x[baseline if baseline in t.names else t.names[0]].mean(axis=0)
         if t.cidx is not None:

@@ -26,8 +26,8 @@ The rules (README "Statistics" says the same):
 - Seeds: a checkpoint given as one score mapping per training seed scores the mean over seeds;
   its bootstrap resamples seeds, then units (hierarchical), and its delta uses every seed.
 - Power: `mde` = (z_{1-alpha/2} + z_{power}) * sqrt(s2 / n), s2 the mean squared paired
-  difference per unit (for 0/1 units the discordant rate), the normal-approximation MDE of a
-  single two-sided comparison at 80% power.
+  difference per unit (for 0/1 units the discordant rate; on a board the median over its
+  comparisons), the normal-approximation MDE of a single two-sided comparison at 80% power.
 
 Every function with a fixed seed is deterministic and independent of the order ids come in.
 """
