@@ -302,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multiplicity correction of the stars, overriding the spec's `correction:` (default holm)")
     p.set_defaults(func=cmd_leaderboard)
 
-    p = sub.add_parser("power", help="items needed to detect an effect, from a pilot run's samples (MDE at 80% power)")
+    p = sub.add_parser("power", help="items needed to detect an effect, from a pilot run's samples (MDE at 80%% power)")
     p.add_argument("--task", required=True)
     p.add_argument("--run", required=True, help="pilot run folder with samples.jsonl (e.g. runs/tiny/geoqa)")
     p.add_argument("--vs", default=None, help="a second run on the same items: measures how often the two disagree")

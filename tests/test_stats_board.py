@@ -58,8 +58,8 @@ def test_family_wise_error_controlled_by_holm_fast(no_forced_gc: None) -> None:
 
 @pytest.mark.slow
 def test_family_wise_error_full(no_forced_gc: None) -> None:
-    holm = _fwer(600, "holm", 2)
-    assert holm <= 0.05 + 2 * (0.05 * 0.95 / 600) ** 0.5, holm  # within 2 s.e. of the target
+    holm = _fwer(300, "holm", 2)  # bench/stats_audit.py runs 600 boards: 3.2% [2.0, 4.9]
+    assert holm <= 0.05 + 2 * (0.05 * 0.95 / 300) ** 0.5, holm  # within 2 s.e. of the target
 
 
 @pytest.mark.slow

@@ -99,3 +99,6 @@ def test_power_cli(tmp_path: Path, capsys) -> None:
     assert main(["power", "--task", "geoqa", "--run", str(run), "--delta", "4"]) == 0
     out = capsys.readouterr().out
     assert "minimum detectable effect" in out and "delta = 4 points" in out
+    with pytest.raises(SystemExit) as done:  # the command's help (a literal % once broke it)
+        main(["--help"])
+    assert done.value.code == 0 and "power" in capsys.readouterr().out
