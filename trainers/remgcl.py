@@ -2,6 +2,7 @@
 
     harness train remgcl --base tiny --task ocrbench --out ckpts/remgcl [negatives=in_batch ...]
     harness train remgcl --base tiny --task ocrbench,aokvqa_mc --out ckpts/remgcl-mix limit=200
+    harness train remgcl --base tiny --data my/llava.json --out ckpts/remgcl-mine   (global term: the last reply)
 
 loss = SFT (reply tokens, as trainers/sft.py) + global_weight * L_global + local_weight * L_local.
 Both terms compare image features *as they enter the language model* (the projector's output,
@@ -41,6 +42,8 @@ from trainers.sft import SFTConfig
 
 if TYPE_CHECKING:
     import torch
+
+    from trainers.formats import Source
 
 NEGATIVES = ("none", "in_batch")
 # Function words whose embeddings say nothing about the image (a short fixed list: no NLTK download),
@@ -227,7 +230,7 @@ class REMGCLCollator(SFTCollator):
         infos = []
         for r in rows:
             ex = self.examples[r["idx"]]
-            info = {"answer_ids": content_token_ids(b.tokenizer, b._reply_prefix, ex.target), "regions": [], "offset": 0}
+            info = {"answer_ids": content_token_ids(b.tokenizer, b.reply_prefix, ex.target), "regions": [], "offset": 0}
             regions = ex.item.metadata.get("text_regions") or []
             if regions and ex.images:
                 width, height = ex.images[0].size
@@ -245,7 +248,7 @@ class REMGCLCollator(SFTCollator):
                             and isinstance(region.get("box"), (list, tuple)) and len(region["box"]) == 4):
                         raise HarnessError(f"item {ex.item.id}: text_regions entries must be {{text, box: [x0, y0, x1, y1]}}")
                     info["regions"].append((box_to_patches(region["box"], grid),
-                                            content_token_ids(b.tokenizer, b._reply_prefix, region["text"], False)))
+                                            content_token_ids(b.tokenizer, b.reply_prefix, region["text"], False)))
             image_cursor += len(ex.images)
             infos.append(info)
         batch["remgcl"] = infos
@@ -319,7 +322,8 @@ def _summary(values: list[float]) -> dict[str, Any]:
 
 # --- the treatment ---------------------------------------------------------------------------------
 def run(cfg: REMGCLConfig, base: str, tasks: str, out: Path, data_dir: str | Path | None = None,
-        overwrite: bool = False, progress: bool = True, device: str | None = None) -> dict[str, Any]:
+        overwrite: bool = False, progress: bool = True, device: str | None = None,
+        sources: Sequence[Source] = ()) -> dict[str, Any]:
     """SFT with the alignment loss on the train split of `tasks`; writes `out` (adapter + manifest)."""
     from trl import SFTTrainer
 
@@ -328,7 +332,7 @@ def run(cfg: REMGCLConfig, base: str, tasks: str, out: Path, data_dir: str | Pat
     from trainers.sft import fit_lora_sft
 
     quiet_libraries()
-    examples, data = load_train_data(tasks, data_dir, cfg.limit, cfg.target)
+    examples, data = load_train_data(tasks, data_dir, cfg.limit, cfg.target, sources)
     data["with_regions"] = sum(bool(e.item.metadata.get("text_regions")) for e in examples)
     t0 = time.time()
     with staged_output(Path(out), overwrite) as stage:

@@ -204,150 +204,85 @@ def _optional_positive(value: Any, key: str, bad: Callable[[str], HarnessError])
     return value
 
 
-class LazyBackend:
-    """Loads the model only when something must be generated: an unchanged re-run never loads it."""
-
-    def __init__(self, ref, **kwargs: Any) -> None:
-        self.ref, self.kwargs, self._backend = ref, kwargs, None
-        self.name, self.content_hash = ref.name, ref.content_hash
-
-    def _get(self):
-        if self._backend is None:
-            from harness.models.backend import HFBackend
-
-            self._backend = HFBackend(self.ref, **self.kwargs)
-        return self._backend
-
-    def generate(self, *args: Any, **kwargs: Any):
-        return self._get().generate(*args, **kwargs)
-
-    def choice_losses(self, *args: Any, **kwargs: Any):
-        return self._get().choice_losses(*args, **kwargs)
-
-
 def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpec], None] | None = None,
-                    device: str | None = None):
-    """Build missing recipe checkpoints, evaluate (cached), compute statistics, render everything."""
-    from collections import defaultdict
-
+                    device: str | None = None, data_fingerprint: Callable[[dict], Any] | None = None):
+    """Build missing recipe checkpoints, evaluate (cached), compute statistics, render everything.
+    `data_fingerprint(recipe)` (trainers.recipes) hashes the data files a recipe names, so a built
+    row whose files changed is stale like one whose recipe changed."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from harness.report import render as report
-    from harness.models.checkpoints import resolve_checkpoint
-    from harness.core.runner import EvalSettings, check_images, evaluate, run_name
-    from harness.core.store import GenerationCache, read_sample_lines
-    from harness.core.task import get_task, resolve_data_dir
+    from harness.core.runner import EvalSettings
+    from harness.core.task import get_task
     from harness.core.types import GenConfig
-
-    data_dir = resolve_data_dir(spec.data_dir)
-    tasks = [get_task(t.name, **t.options) for t in spec.tasks if t.engine == "harness"]
-    lmms_tasks = [t for t in spec.tasks if t.engine == "lmms-eval"]
-    items = {}
-    for task in tasks:
-        items[task.name] = task.load(data_dir, "test")[: spec.limit]
-        check_images(task, items[task.name])
-    builds = [b for c in spec.checkpoints if c.runs is None for b in c.builds()]
-    for c in builds:
-        if c.recipe is None:
-            continue
-        if Path(c.ckpt).exists():
-            check_recipe_current(c)
-            continue
-        if build_recipe is None:
-            raise HarnessError(f"checkpoint {c.name} needs training (recipe) but no trainer is available")
-        build_recipe(c)
-        for other in builds:  # rows one build made (self_train's iterations) share its stamp
-            if other.recipe == c.recipe and Path(other.ckpt).is_dir():
-                stamp_recipe(other)
-    refs = {b.ckpt: resolve_checkpoint(b.ckpt) for b in builds}
-    judge_ref = resolve_checkpoint(spec.judge) if any(getattr(t, "judged", False) for t in tasks) else None
+    from harness.report import render as report
+    from harness.session import Session
 
     g = spec.generation
-    gen = GenConfig(max_new_tokens=g.get("max_new_tokens") or GenConfig().max_new_tokens,
-                    temperature=float(g.get("temperature", 0.0)), top_p=float(g.get("top_p", 1.0)),
-                    top_k=int(g.get("top_k", 0)), seed=spec.seed)
-    out = Path(spec.output_dir)
-    cache = GenerationCache(out / ".cache" / "generations.sqlite")
-    # A checkpoint's blind run follows its own run, so both use one model load; at most one model
-    # is loaded at a time (a GPU never holds two checkpoints). Rows keep the spec's order; a seeds
-    # row runs each seed's checkpoint into <output_dir>/<name>/seed<k>/.
-    runs = [(c, b, blind) for c in spec.checkpoints if c.runs is None for b in c.builds()
-            for blind in (False, True) if not blind or c.name in spec.blind]
-    # label -> task -> unit scores ({unit id: score}, or one such mapping per seed)
-    unit_scores: dict[str, dict[str, Any]] = defaultdict(dict)
-    clusters: dict[str, dict[str, str]] = {}  # task -> {unit id: cluster} where units are clustered
-    for label in [c.name for c in spec.checkpoints] + [f"{b}+blind" for b in spec.blind]:
-        unit_scores[label] = {}
-    loaded: dict[str, LazyBackend] = {}
+    gen = GenConfig(max_new_tokens=g.get("max_new_tokens"), temperature=float(g.get("temperature", 0.0)),
+                    top_p=float(g.get("top_p", 1.0)), top_k=int(g.get("top_k", 0)), seed=spec.seed)
+    # At most one model is loaded at a time (a GPU never holds two checkpoints).
+    with Session(spec.output_dir, spec.data_dir, device=device, one_model=True) as s:
+        tasks = [get_task(t.name, **t.options) for t in spec.tasks if t.engine == "harness"]
+        lmms_tasks = [t for t in spec.tasks if t.engine == "lmms-eval"]
+        items = {task.name: s.load(task, spec.limit) for task in tasks}
+        build_checkpoints(spec, build_recipe, data_fingerprint)
+        builds = [b for c in spec.checkpoints if c.runs is None for b in c.builds()]
+        refs = {b.ckpt: s.checkpoint(b.ckpt) for b in builds}
+        judge_ref = s.checkpoint(spec.judge) if any(getattr(t, "judged", False) for t in tasks) else None
 
-    def backend_for(name: str, ref) -> LazyBackend:
-        if name not in loaded:
-            loaded.clear()  # drop the previous model before the next one loads
-            loaded[name] = LazyBackend(ref, device=device)
-        return loaded[name]
+        # A checkpoint's blind run follows its own run, so both use one model load. Rows keep the
+        # spec's order; a seeds row runs each seed's checkpoint into <output_dir>/<name>/seed<k>/.
+        runs = [(c, b, blind) for c in spec.checkpoints if c.runs is None for b in c.builds()
+                for blind in (False, True) if not blind or c.name in spec.blind]
+        # label -> task -> unit scores ({unit id: score}, or one such mapping per seed)
+        unit_scores: dict[str, dict[str, Any]] = {
+            label: {} for label in [c.name for c in spec.checkpoints] + [f"{b}+blind" for b in spec.blind]}
+        clusters: dict[str, dict[str, str]] = {}  # task -> {unit id: cluster} where units are clustered
 
-    def collect(label: str, task, run_dir: Path, seeded: bool) -> dict[str, float]:
-        item_map = {it.id: it for it in items[task.name]}
-        per_item: dict[str, list[float]] = defaultdict(list)
-        for r in read_sample_lines(run_dir / "samples.jsonl"):
-            if r["id"] in item_map:
-                per_item[r["id"]].append(r["score"])
-        units = task.units(item_map, dict(per_item))
-        found = {u.id: u.cluster for u in units if getattr(u, "cluster", None) is not None}
-        if found:
-            clusters.setdefault(task.name, {}).update(found)
-        scores = {u.id: u.score for u in units}
-        if seeded:
-            unit_scores[label].setdefault(task.name, []).append(scores)
-        else:
-            unit_scores[label][task.name] = scores
-        return item_map
+        def collect(label: str, task, units, seeded: bool) -> None:
+            found = {u.id: u.cluster for u in units if u.cluster is not None}
+            if found:
+                clusters.setdefault(task.name, {}).update(found)
+            scores = {u.id: u.score for u in units}
+            if seeded:
+                unit_scores[label].setdefault(task.name, []).append(scores)
+            else:
+                unit_scores[label][task.name] = scores
 
-    for c in spec.checkpoints:  # scored runs: their samples are the whole result, no model
-        if c.runs is not None:
-            for task in tasks:
-                run_dir = scored_run_dir(Path(c.runs), task, run_name(task, False))
-                if getattr(task, "judged", False):
-                    raise HarnessError(f"checkpoint {c.name}: judged task {task.name} needs a model; drop it "
-                                       "or give the row a checkpoint")
-                collect(c.name, task, run_dir, False)
-    judged = []  # (label, task, items, run_dir) of tasks a judge model scores (harness.judge)
-    console = Console(stderr=True)
-    try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=console, transient=True) as progress:
-            for c, b, blind in runs:
-                name, seeded = c.name, c.seeds is not None
-                lmms_cols = {}
-                if lmms_tasks and not blind and not seeded:  # lmms-eval loads its own model: before ours
-                    from harness.bridges.lmms import leaderboard_columns as lmms_columns
-
-                    loaded.clear()
-                    lmms_cols = lmms_columns(name, refs[b.ckpt], lmms_tasks, spec, gen, device)
-                backend = backend_for(b.ckpt, refs[b.ckpt])
-                settings = EvalSettings(gen=gen, batch_size=int(g.get("batch_size", 16)), blind=blind)
-                folder = out / name / Path(b.ckpt).name if seeded else out / name
+        for c in spec.checkpoints:  # scored runs: their samples are the whole result, no model
+            if c.runs is not None:
                 for task in tasks:
-                    run_dir = folder / run_name(task, blind)
-                    evaluate(backend, task, items[task.name], settings, run_dir, cache, data_dir=data_dir, progress=progress)
-                    label = f"{name}+blind" if blind else name
-                    if getattr(task, "judged", False):
-                        if seeded:
-                            raise HarnessError(f"checkpoint {name}: judged task {task.name} takes one checkpoint per "
-                                               "row; drop seeds or the task")
-                        judged.append((label, task, {it.id: it for it in items[task.name]}, run_dir))
-                        continue
-                    collect(label, task, run_dir, seeded)
-                unit_scores[name].update(lmms_cols)  # after our tasks, in the spec's column order
-            if judged:
-                from harness.judge.runs import leaderboard_columns
+                    collect(c.name, task, scored_units(c, task, items[task.name]), False)
+        judged = []  # (label, task, items, run_dir, result) of tasks a judge model scores (harness.judge)
+        for c, b, blind in runs:
+            name, seeded = c.name, c.seeds is not None
+            lmms_cols = {}
+            if lmms_tasks and not blind and not seeded:  # lmms-eval loads its own model: before ours
+                from harness.bridges.lmms import leaderboard_columns as lmms_columns
 
-                judge = backend_for(f"judge:{judge_ref.name}", judge_ref)
-                for label, columns in leaderboard_columns(judge, judged, spec.baseline, cache, progress, spec.seed).items():
-                    unit_scores[label].update(columns)
-    finally:
-        cache.close()
+                s.release_models()
+                lmms_cols = lmms_columns(name, refs[b.ckpt], lmms_tasks, spec, gen, device)
+            backend = s.backend(refs[b.ckpt])
+            settings = EvalSettings(gen=gen, batch_size=int(g.get("batch_size", 16)), blind=blind)
+            label = f"{name}+blind" if blind else name
+            for task in tasks:
+                run_dir = s.run_dir(f"{name}/{Path(b.ckpt).name}" if seeded else name, task, blind)
+                result = s.evaluate(backend, task, items[task.name], settings, run_dir)
+                if getattr(task, "judged", False):
+                    if seeded:
+                        raise HarnessError(f"checkpoint {name}: judged task {task.name} takes one checkpoint per row; "
+                                           "drop seeds or the task")
+                    judged.append((label, task, {it.id: it for it in items[task.name]}, run_dir, result))
+                else:
+                    collect(label, task, result.units, seeded)
+            unit_scores[name].update(lmms_cols)  # after our tasks, in the spec's column order
+        if judged:
+            from harness.judge.pipeline import Judge, JudgeSettings
+            from harness.judge.runs import leaderboard_columns
+
+            judge = Judge(s.backend(judge_ref), s.cache, JudgeSettings(seed=spec.seed), s.progress)
+            for label, columns in leaderboard_columns(judge, judged, spec.baseline).items():
+                unit_scores[label].update(columns)
 
     unit_scores = {label: columns for label, columns in unit_scores.items() if columns}
     title = f"Leaderboard: {spec.name} (baseline {spec.baseline})"
@@ -371,27 +306,52 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
     return df
 
 
+def build_checkpoints(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpec], None] | None,
+                      data_fingerprint: Callable[[dict], Any] | None = None) -> None:
+    """Train the recipe checkpoints whose folder does not exist yet (one per seed of a seeds row);
+    check the others are current."""
+    builds = [b for c in spec.checkpoints if c.runs is None for b in c.builds()]
+    for c in builds:
+        if c.recipe is None:
+            continue
+        if Path(c.ckpt).exists():
+            check_recipe_current(c, data_fingerprint)
+            continue
+        if build_recipe is None:
+            raise HarnessError(f"checkpoint {c.name} needs training (recipe) but no trainer is available")
+        build_recipe(c)
+        for other in builds:  # rows one build made (self_train's iterations) share its stamp
+            if other.recipe == c.recipe and Path(other.ckpt).is_dir():
+                stamp_recipe(other, data_fingerprint)
+
+
 RECIPE_STAMP = "recipe.json"
 
 
-def recipe_fingerprint(c: CheckpointSpec) -> dict[str, Any]:
-    """What a built checkpoint was made from: its recipe as written and its base's content hash."""
+def recipe_fingerprint(c: CheckpointSpec, data_fingerprint: Callable[[dict], Any] | None = None) -> dict[str, Any]:
+    """What a built checkpoint was made from: its recipe as written, its base's content hash and
+    (a recipe with `data:` files) their content hashes."""
     from harness.models.checkpoints import resolve_checkpoint
 
     base = (c.recipe or {}).get("base")
-    return {"recipe": c.recipe, "base_hash": resolve_checkpoint(base).content_hash if base else None}
+    out = {"recipe": c.recipe, "base_hash": resolve_checkpoint(base).content_hash if base else None}
+    data = data_fingerprint(c.recipe or {}) if data_fingerprint else None
+    if data is not None:  # recipes without data files keep the stamps they had
+        out["data"] = data
+    return out
 
 
-def stamp_recipe(c: CheckpointSpec) -> None:
+def stamp_recipe(c: CheckpointSpec, data_fingerprint: Callable[[dict], Any] | None = None) -> None:
     import json
 
     from harness.core.store import atomic_write_text
 
-    atomic_write_text(Path(c.ckpt) / RECIPE_STAMP, json.dumps(recipe_fingerprint(c), sort_keys=True, indent=1))
+    atomic_write_text(Path(c.ckpt) / RECIPE_STAMP,
+                      json.dumps(recipe_fingerprint(c, data_fingerprint), sort_keys=True, indent=1))
 
 
-def check_recipe_current(c: CheckpointSpec) -> None:
-    """A built folder made from another recipe or base would be scored under the wrong name: stop.
+def check_recipe_current(c: CheckpointSpec, data_fingerprint: Callable[[dict], Any] | None = None) -> None:
+    """A built folder made from another recipe, base or data files would be scored under the wrong name: stop.
     A folder without a stamp (built by hand, or by `harness train`) is used as it is."""
     import json
 
@@ -402,10 +362,12 @@ def check_recipe_current(c: CheckpointSpec) -> None:
         built = json.loads(stamp.read_text(encoding="utf-8"))
     except ValueError:
         built = None
-    now = recipe_fingerprint(c)
-    if built != json.loads(json.dumps(now, sort_keys=True)):
-        what = "base checkpoint" if isinstance(built, dict) and built.get("recipe") == now["recipe"] else "recipe"
-        raise HarnessError(f"checkpoint {c.name}: {c.ckpt} was built from a different {what}; "
+    now = json.loads(json.dumps(recipe_fingerprint(c, data_fingerprint), sort_keys=True))
+    if built != now:
+        same_recipe = isinstance(built, dict) and built.get("recipe") == now["recipe"]
+        what = ("different data files" if same_recipe and built.get("base_hash") == now["base_hash"] else
+                "a different base checkpoint" if same_recipe else "a different recipe")
+        raise HarnessError(f"checkpoint {c.name}: {c.ckpt} was built from {what}; "
                            f"delete {c.ckpt} (and any -members folder beside it) to rebuild it")
 
 
@@ -413,13 +375,27 @@ RENDERED = ("leaderboard.csv", "leaderboard.md", "leaderboard.html", "forest.png
 RENDER_CACHE = ".render-cache.json"
 
 
-def scored_run_dir(root: Path, task, folder: str) -> Path:
-    """<runs>/<task run folder>/ (as `harness eval` names it), else <runs>/<task name>/."""
-    for run_dir in (root / folder, root / task.name):
-        if (run_dir / "samples.jsonl").is_file():
-            return run_dir
-    raise HarnessError(f"scored runs: {root / task.name / 'samples.jsonl'} not found; run `harness eval` or "
-                       f"`harness score --task {task.name} --out {root / task.name}` first, or drop the task")
+def scored_units(c: CheckpointSpec, task: Any, items: list) -> list:
+    """The units of a scored-runs row: <runs>/<task run folder>/samples.jsonl (as `harness eval`
+    names it), else <runs>/<task name>/samples.jsonl, aggregated by the task like a fresh run."""
+    from collections import defaultdict
+
+    from harness.core.runner import run_name
+    from harness.core.store import read_sample_lines
+
+    if getattr(task, "judged", False):
+        raise HarnessError(f"checkpoint {c.name}: judged task {task.name} needs a model; drop it or give the row a checkpoint")
+    root = Path(c.runs or "")
+    found = [d for d in (root / run_name(task, False), root / task.name) if (d / "samples.jsonl").is_file()]
+    if not found:
+        raise HarnessError(f"scored runs: {root / task.name / 'samples.jsonl'} not found; run `harness eval` or "
+                           f"`harness score --task {task.name} --out {root / task.name}` first, or drop the task")
+    item_map = {it.id: it for it in items}
+    per_item: dict[str, list[float]] = defaultdict(list)
+    for r in read_sample_lines(found[0] / "samples.jsonl"):
+        if r["id"] in item_map:
+            per_item[r["id"]].append(float(r["score"]))
+    return task.units(item_map, dict(per_item))
 
 
 def render_key(unit_scores: Any, baseline: str, bootstrap: int, seed: int, title: str) -> str:

@@ -15,14 +15,13 @@ from __future__ import annotations
 import base64
 import html
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from harness.stats.board import EXTRA_COLUMNS, LEADERBOARD_COLUMNS
+from harness.core.files import atomic_write
 from harness.errors import HarnessError
+from harness.stats.board import EXTRA_COLUMNS, LEADERBOARD_COLUMNS
 
 if TYPE_CHECKING:  # heavy imports stay lazy so `harness --help` is fast
     import pandas as pd
@@ -198,22 +197,6 @@ def mde_note(board: Board) -> str:
             "from n and the median discordance with the baseline): " + ", ".join(parts) + ".")
 
 
-# --- atomic writes ------------------------------------------------------------------------------
-def _atomic_write(path: str | Path, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 # --- CSV and Markdown ---------------------------------------------------------------------------
 def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
     """The contract columns first, in order, then optional and any further columns."""
@@ -221,7 +204,7 @@ def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
     rest = [c for c in OPTIONAL_COLUMNS if c in df.columns]
     rest += [c for c in df.columns if c not in CSV_COLUMNS and c not in rest]
     text = df[[*CSV_COLUMNS, *rest]].to_csv(index=False, float_format="%.6g", lineterminator="\n")
-    return _atomic_write(path, text.encode("utf-8"))
+    return atomic_write(path, text.encode("utf-8"))
 
 
 def _md(text: str) -> str:
@@ -245,7 +228,7 @@ def write_markdown(df: pd.DataFrame, path: str | Path, title: str) -> Path:
     for note in (mde_note(board), _dropped_note(board)):
         if note:
             lines += ["", _md(note)]
-    return _atomic_write(path, ("\n".join(lines) + "\n").encode("utf-8"))
+    return atomic_write(path, ("\n".join(lines) + "\n").encode("utf-8"))
 
 
 # --- HTML ---------------------------------------------------------------------------------------
@@ -312,7 +295,7 @@ def write_html(df: pd.DataFrame, path: str | Path, title: str, plot_png: str | P
 {figure}
 </body></html>
 """
-    return _atomic_write(path, page.encode("utf-8"))
+    return atomic_write(path, page.encode("utf-8"))
 
 
 # --- plot and terminal --------------------------------------------------------------------------
@@ -363,7 +346,7 @@ def forest_plot(df: pd.DataFrame, path: str | Path) -> Path:
     )
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    return _atomic_write(path, buffer.getvalue())
+    return atomic_write(path, buffer.getvalue())
 
 
 def rich_table(df: pd.DataFrame) -> Table:
