@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping
 
 from harness.errors import HarnessError
 
@@ -201,7 +201,3 @@ def _delta(t: _Task, c: str, base: str, reps: dict[str, np.ndarray], B: int, see
             "a_only": nan if d["a_only"] is None else d["a_only"], "b_only": nan if d["b_only"] is None else d["b_only"],
             "delta_method": d["method"]}
 
-
-def significant(p_adjusted: Sequence[float] | float, level: float = 0.95) -> Any:
-    """The star: the adjusted p below 1 - level."""
-    return p_adjusted < 1 - level  # type: ignore[operator]
