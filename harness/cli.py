@@ -9,6 +9,7 @@ from typing import Any, Callable
 from harness.core.config import _positive_int, add_flags
 from harness.errors import HarnessError
 
+
 def task_option_flags() -> dict[str, str]:
     """option -> flag help, gathered from every registered task's `options` and `option_help`."""
     from harness.core.task import task_classes
@@ -19,6 +20,13 @@ def task_option_flags() -> dict[str, str]:
             what = cls.option_help.get(opt, opt.replace("_", " "))
             helps.setdefault(opt, []).append(f"{what} ({name}: {'|'.join(values)})")
     return {opt: "; ".join(texts) for opt, texts in helps.items()}
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as ONE line (like every other error), naming the flag and `--help`."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {self.prog}: {message} (see `{self.prog} --help`)\n")
 
 
 def _add_task_options(p: argparse.ArgumentParser) -> None:
@@ -177,7 +185,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     if args.ci_method not in ("auto", "bootstrap"):
         raise HarnessError("compare reports percentile-bootstrap CIs only (per-item scores are fractions); drop --ci")
-    config = from_args(CompareConfig, args, ns=parse_ns(args.n))
+    config = from_args(CompareConfig, args, ns=parse_ns(args.n, args.samples))
     (task,) = _make_tasks([args.task], args)
     run_compare(args, task, config)
     return 0
@@ -220,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     from harness.core.types import GenConfig
     from harness.judge.pipeline import JudgeSettings
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="harness",
         description="Evaluate vision-language models on benchmarks with confidence intervals.",
     )
@@ -254,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True)
     p.add_argument("--predictions", required=True, help='JSONL: {"id": ..., "output": "...", "sample": k (optional)} per line')
     p.add_argument("--out", required=True, help="folder for samples.jsonl and summary.json")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="score the items that have predictions when some have none (the count is shown); "
+                        "default: missing items are an error")
     p.add_argument("--judge", default=None, help="judged tasks (critic): the checkpoint that scores the answers (default: tiny)")
     p.add_argument("--device", default=None, help="judged tasks: where the judge runs (default: cuda if present)")
     _add_task_options(p)
@@ -377,6 +388,14 @@ def main(argv: list[str] | None = None) -> int:
         return func(args)
     except HarnessError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except UnicodeDecodeError as e:  # a data, predictions or spec file that is not UTF-8 text
+        print(f"error: a file is not UTF-8 text ({e.reason} at byte {e.start}); re-save it as UTF-8", file=sys.stderr)
+        return 2
+    except OSError as e:  # disk full, read-only folder, permissions: the file and the reason, no traceback
+        from harness.core.files import write_error
+
+        print(f"error: {write_error(Path(e.filename or '?'), e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume", file=sys.stderr)

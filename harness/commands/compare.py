@@ -58,7 +58,7 @@ class CompareConfig:
     subsets: int = field(default=8, metadata={"help": "self-select: random n-subsets per item and n (all when fewer exist)", "kind": "positive"})
     temperature: float = field(default=0.7, metadata={"help": "sampling temperature of the K outputs (R3V samples at 0.7-1.0)", "kind": "non_negative"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling of the K outputs", "kind": "probability"})
-    top_k: int = field(default=0, metadata={"help": "top-k sampling of the K outputs (0: off)"})
+    top_k: int = field(default=0, metadata={"help": "top-k sampling of the K outputs (0: off)", "kind": "count"})
     max_new_tokens: int | None = field(default=None, metadata={"help": "reply budget; default the task's own", "kind": "positive"})
     seed: int = field(default=0, metadata={"help": "seeds sampling, subset draws and the bootstrap"})
     batch_size: int = field(default=16, metadata={"help": "prompts per generate call", "kind": "positive"})

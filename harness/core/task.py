@@ -108,6 +108,11 @@ class Task:
         """Task-specific summary fields (OCRBench points, MMBench vanilla score, ...)."""
         return {}
 
+    def excluded_ids(self, data_dir: Path, split: Split = "test") -> frozenset[str]:
+        """Ids in the benchmark file that the official rule leaves out of the score (not items):
+        `harness score` skips and counts their predictions instead of refusing them."""
+        return frozenset()
+
 
 # --- registry -------------------------------------------------------------------------------
 def task_names() -> list[str]:

@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from harness.errors import HarnessError
+from harness.core.types import GenConfig
+from harness.core.validate import as_int, check_generation, safe_name
 
 SPEC_KEYS = {"name", "baseline", "checkpoints", "blind", "tasks", "data_dir", "generation", "seed", "bootstrap", "output_dir", "limit",
              "judge", "ci", "correction"}
@@ -105,6 +107,8 @@ def load_spec(path: Path) -> LeaderboardSpec:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise HarnessError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except UnicodeDecodeError as e:
+        raise HarnessError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); re-save it as UTF-8") from None
     if not isinstance(raw, dict):
         raise HarnessError(f"{path}: expected a mapping with keys {', '.join(sorted(SPEC_KEYS))}")
 
@@ -117,7 +121,9 @@ def load_spec(path: Path) -> LeaderboardSpec:
     for key in ("baseline", "checkpoints", "tasks"):
         if key not in raw:
             raise bad(f"missing required key {key!r}")
-    ckpts = [_checkpoint_row(entry, bad) for entry in raw["checkpoints"] or []]
+    if not isinstance(raw["checkpoints"] or [], list):
+        raise bad("checkpoints must be a list")
+    ckpts = [_checkpoint_row(entry, bad, path) for entry in raw["checkpoints"] or []]
     names = [c.name for c in ckpts]
     if len(set(names)) != len(names):
         raise bad("checkpoint names must be unique")
@@ -150,25 +156,37 @@ def load_spec(path: Path) -> LeaderboardSpec:
     correction = str(raw.get("correction") or "holm")
     if correction not in CORRECTIONS:
         raise bad(f"correction {correction!r} is not one of {', '.join(CORRECTIONS)}")
-    gen = dict(raw.get("generation") or {})
+    gen = raw.get("generation") or {}
+    if not isinstance(gen, dict):
+        raise bad(f"generation must be a mapping with keys {', '.join(sorted(GEN_KEYS))}")
+    gen = dict(gen)
     if set(gen) - GEN_KEYS:
         raise bad(f"unknown generation key(s) {', '.join(sorted(set(gen) - GEN_KEYS))}; allowed: {', '.join(sorted(GEN_KEYS))}")
+    seed = as_int(raw.get("seed", 0), f"{path}: seed")
+    # Every value is checked and typed now, before any checkpoint is built or loaded.
+    check_generation(gen.get("max_new_tokens"), gen.get("temperature", 0.0),
+                     gen.get("top_p", 1.0), gen.get("top_k", 0), seed, where=f"{path}: generation")
+    as_int(gen.get("batch_size", 16), f"{path}: generation: batch_size", minimum=1)
+    output_dir = raw.get("output_dir") or "runs"
+    if not isinstance(output_dir, str):
+        raise bad(f"output_dir must be a folder path, got {output_dir!r}")
     return LeaderboardSpec(
-        path=path, name=str(raw.get("name") or path.stem), baseline=raw["baseline"], checkpoints=ckpts,
+        path=path, name=safe_name(raw.get("name") or path.stem, f"{path}: leaderboard name"),
+        baseline=raw["baseline"], checkpoints=ckpts,
         tasks=tasks, blind=blind, data_dir=raw.get("data_dir"), generation=gen,
-        seed=int(raw.get("seed", 0)), bootstrap=int(raw.get("bootstrap", 10_000)),
-        output_dir=str(raw.get("output_dir") or "runs"), limit=_optional_positive(raw.get("limit"), "limit", bad),
+        seed=seed, bootstrap=as_int(raw.get("bootstrap", 10_000), f"{path}: bootstrap", minimum=100),
+        output_dir=output_dir, limit=_optional_positive(raw.get("limit"), "limit", bad),
         judge=str(raw.get("judge") or "tiny"), ci=ci, correction=correction,
     )
 
 
-def _checkpoint_row(entry: Any, bad: Callable[[str], HarnessError]) -> CheckpointSpec:
+def _checkpoint_row(entry: Any, bad: Callable[[str], HarnessError], path: Path) -> CheckpointSpec:
     if isinstance(entry, str):
-        return CheckpointSpec(Path(entry).name if "/" in entry else entry, entry)
+        return CheckpointSpec(safe_name(Path(entry).name if "/" in entry else entry, f"{path}: checkpoint name"), entry)
     if not (isinstance(entry, dict) and "name" in entry and {"path", "recipe", "runs"} & set(entry)):
         raise bad(f"checkpoint entry {entry!r}: give a name/path string, or {{name, path}}, {{name, recipe}} "
                   "or {name, runs}")
-    name = str(entry["name"])
+    name = safe_name(entry["name"], f"{path}: checkpoint name")
     if set(entry) - ROW_KEYS:
         raise bad(f"checkpoint {name!r}: unknown key(s) {', '.join(sorted(set(entry) - ROW_KEYS))}; "
                   f"allowed: {', '.join(sorted(ROW_KEYS))}")
@@ -179,6 +197,14 @@ def _checkpoint_row(entry: Any, bad: Callable[[str], HarnessError]) -> Checkpoin
     recipe = entry.get("recipe")
     if recipe is not None and not (isinstance(recipe, dict) and "trainer" in recipe):
         raise bad(f"checkpoint {name!r}: a recipe needs at least a 'trainer'")
+    if recipe is not None:
+        safe_name(recipe["trainer"], f"{path}: checkpoint {name}: recipe trainer")
+        # A recipe writes its checkpoint where the spec says, never by climbing out with '..'.
+        for key, where in (("path", entry.get("path")), ("out", recipe.get("out"))):
+            if where is not None and (not isinstance(where, str) or ".." in Path(where).parts):
+                raise bad(f"checkpoint {name!r}: a recipe's {key} must be a folder path without '..', got {where!r}")
+    elif "path" in entry and not isinstance(entry["path"], str):
+        raise bad(f"checkpoint {name!r}: path must be a string")
     seeds = entry.get("seeds")
     if recipe is not None and recipe.get("trainer") != "average" and "seeds" in recipe:
         if seeds is not None:
@@ -211,15 +237,15 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
     row whose files changed is stale like one whose recipe changed."""
     from rich.console import Console
 
+    from harness.core.progress import progress_bar
     from harness.core.runner import EvalSettings
     from harness.core.task import get_task
-    from harness.core.types import GenConfig
     from harness.report import render as report
     from harness.session import Session
 
     g = spec.generation
-    gen = GenConfig(max_new_tokens=g.get("max_new_tokens"), temperature=float(g.get("temperature", 0.0)),
-                    top_p=float(g.get("top_p", 1.0)), top_k=int(g.get("top_k", 0)), seed=spec.seed)
+    gen = GenConfig(max_new_tokens=g.get("max_new_tokens"), temperature=g.get("temperature", 0.0),
+                    top_p=g.get("top_p", 1.0), top_k=g.get("top_k", 0), seed=spec.seed)
     # At most one model is loaded at a time (a GPU never holds two checkpoints).
     with Session(spec.output_dir, spec.data_dir, device=device, one_model=True) as s:
         tasks = [get_task(t.name, **t.options) for t in spec.tasks if t.engine == "harness"]
@@ -293,8 +319,12 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
     if df is None:
         from harness.stats.ci import leaderboard_frame
 
-        df = leaderboard_frame(unit_scores, spec.baseline, B=spec.bootstrap, seed=spec.seed, ci=spec.ci,
-                               correction=spec.correction, clusters=clusters)
+        n_tasks = len({t for columns in unit_scores.values() for t in columns})
+        with progress_bar() as progress:
+            stats_task = progress.add_task(f"bootstrap ({spec.bootstrap} resamples)", total=n_tasks)
+            df = leaderboard_frame(unit_scores, spec.baseline, B=spec.bootstrap, seed=spec.seed, ci=spec.ci,
+                                   correction=spec.correction, clusters=clusters,
+                                   on_task=lambda _: progress.advance(stats_task, 1))
         spec.out_dir.mkdir(parents=True, exist_ok=True)
         plot = spec.out_dir / "forest.png"
         report.forest_plot(df, plot)

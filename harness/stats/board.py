@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from harness.errors import HarnessError
 
@@ -119,6 +119,7 @@ def leaderboard_frame(
     ci: str = "auto",
     correction: str = "holm",
     clusters: Mapping[str, Mapping[str, str]] | None = None,
+    on_task: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
     """All CIs, paired deltas vs the baseline, adjusted p-values, MDEs and rank intervals.
 
@@ -127,6 +128,7 @@ def leaderboard_frame(
     task every checkpoint is scored on the unit ids all of them (and all their seeds) share;
     `n_dropped` counts each checkpoint's units left out. One row per checkpoint x task with
     LEADERBOARD_COLUMNS then EXTRA_COLUMNS; delta columns are NaN for the baseline.
+    `on_task(task)` is called as each task's statistics finish (progress in logs).
     """
     import numpy as np
     import pandas as pd
@@ -180,6 +182,8 @@ def leaderboard_frame(
             if baseline in t.names and c != baseline:
                 row.update(_delta(t, c, baseline, reps, B_used, seed, level))
             rows.append(row)
+        if on_task is not None:
+            on_task(t.name)
     df = pd.DataFrame(rows, columns=[*LEADERBOARD_COLUMNS, *EXTRA_COLUMNS])
     df["p_adjusted"] = stats.adjust(df["p_value"].tolist(), correction, alpha)
     df.loc[df["p_value"].notna(), "correction"] = correction
