@@ -174,9 +174,19 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from harness.report.leaderboard import load_spec, run_leaderboard
 
     spec = load_spec(Path(args.spec))
+    spec.ci = args.ci or spec.ci
+    spec.correction = args.correction or spec.correction
     build, fingerprint = _recipe_builder()
     run_leaderboard(spec, build_recipe=build, device=args.device, data_fingerprint=fingerprint)
     print(f"wrote {spec.out_dir}/leaderboard.{{md,csv,html}} and forest.png")
+    return 0
+
+
+def cmd_power(args: argparse.Namespace) -> int:
+    from harness.commands.power import run_power
+
+    (task,) = _make_tasks([args.task], args)
+    run_power(args, task)
     return 0
 
 
@@ -185,7 +195,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from harness.core.config import from_args
     from harness.stats.selection import parse_ns
 
-    if args.ci_method != "bootstrap":
+    if args.ci_method not in ("auto", "bootstrap"):
         raise HarnessError("compare reports percentile-bootstrap CIs only (per-item scores are fractions); drop --ci")
     config = from_args(CompareConfig, args, ns=parse_ns(args.n, args.samples))
     (task,) = _make_tasks([args.task], args)
@@ -226,7 +236,7 @@ def _recipe_builder():
 
 def build_parser() -> argparse.ArgumentParser:
     from harness.commands.compare import CompareConfig
-    from harness.core.runner import EvalSettings
+    from harness.core.runner import CI_METHODS, EvalSettings
     from harness.core.types import GenConfig
     from harness.judge.pipeline import JudgeSettings
 
@@ -275,7 +285,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("leaderboard", help="build, evaluate and render a leaderboard spec")
     p.add_argument("--spec", default="leaderboards/default.yaml")
     p.add_argument("--device", default=None)
+    p.add_argument("--ci", default=None, choices=list(CI_METHODS), help="score CIs, overriding the spec's `ci:` (default auto)")
+    p.add_argument("--correction", default=None, choices=["holm", "bh", "none"],
+                   help="multiplicity correction of the stars, overriding the spec's `correction:` (default holm)")
     p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("power", help="items needed to detect an effect, from a pilot run's samples (MDE at 80%% power)")
+    p.add_argument("--task", required=True)
+    p.add_argument("--run", required=True, help="pilot run folder with samples.jsonl (e.g. runs/tiny/geoqa)")
+    p.add_argument("--vs", default=None, help="a second run on the same items: measures how often the two disagree")
+    p.add_argument("--n", type=_positive_int, default=None, help="also give the MDE at this many units")
+    p.add_argument("--delta", type=float, default=None, help="effect in points: how many units detect it")
+    _add_task_options(p)
+    p.set_defaults(func=cmd_power)
 
     p = sub.add_parser(
         "compare", help="test-time scaling curves: majority vote vs self-select vs pass@n against n",

@@ -191,8 +191,9 @@ def _cells(row: dict[str, Any]) -> list[str]:
 
 
 HEADERS = ("n", "method", "score", "95% CI", f"Δ vs {REFERENCE} [95% CI]", "p", "MC s.e.")
-NOTE = (f"Scores in percent; CI: percentile bootstrap over items; Δ: paired difference from {REFERENCE} in "
-        "points on the same resamples, p its two-sided bootstrap p-value; MC s.e.: Monte Carlo standard error "
+NOTE = (f"Scores in percent; CI: Wilson where every unit scores 0 or 1, else an expanded percentile bootstrap over "
+        f"items; Δ: paired difference from {REFERENCE} in points, p and its CI from one procedure (McNemar for 0/1 "
+        "units, else the paired bootstrap; harness/stats/ci.py); MC s.e.: Monte Carlo standard error "
         "of self-select's average over sampled candidate subsets (blank: exact). pass@n is an oracle ceiling.")
 
 

@@ -33,7 +33,7 @@ class Backend(Protocol):
     def choice_losses(self, prompts: Sequence[Prompt], choices: Sequence[Sequence[str]], blind: bool = False) -> list[list[float]]: ...
 
 
-CI_METHODS = ("bootstrap", "wilson", "clopper-pearson")
+CI_METHODS = ("auto", "wilson", "jeffreys", "clopper-pearson", "bootstrap")  # harness.stats.ci.CI_METHODS (kept light)
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,9 @@ class EvalSettings:
     batch_size: int = field(default=16, metadata={"help": "prompts per generate call", "kind": "positive"})
     blind: bool = field(default=False, metadata={"help": "blank every image (measures how much the model uses the image)"})
     limit: int | None = field(default=None, metadata={"help": "evaluate only the first N items", "kind": "positive"})
-    ci_method: str = field(default="bootstrap", metadata={
-        "help": "confidence interval method (default: percentile bootstrap over items)", "flag": "--ci",
+    ci_method: str = field(default="auto", metadata={
+        "help": "confidence interval: auto (Wilson for 0/1 items, bootstrap for clustered or partial-credit scores; "
+                "the default), wilson, jeffreys, clopper-pearson or bootstrap", "flag": "--ci",
         "choices": CI_METHODS})
 
     def __post_init__(self) -> None:

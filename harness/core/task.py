@@ -27,6 +27,9 @@ class Unit:
     score: float
     category: str
     extra: dict[str, str] | None = None  # further breakdown keys, e.g. {"l2_category": ...}
+    # Units sharing a cluster are not independent (lmudata_mc's circular copies): statistics keep
+    # each unit's weight but resample whole clusters. None: the unit is its own cluster.
+    cluster: str | None = None
 
 
 class Task:
