@@ -317,7 +317,7 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
     key = render_key([unit_scores, clusters, spec.ci, spec.correction], spec.baseline, spec.bootstrap, spec.seed, title)
     df = read_render_cache(spec.out_dir, key)
     if df is None:
-        from harness.stats.ci import leaderboard_frame
+        from harness.stats.board import leaderboard_frame
 
         n_tasks = len({t for columns in unit_scores.values() for t in columns})
         with progress_bar() as progress:
