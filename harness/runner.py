@@ -154,7 +154,10 @@ def evaluate(
     for key in todo:
         pending.setdefault(id(wanted[key][0]), []).append(key)
     by_req = {id(r): r for r in reqs}
-    order = sorted(pending, key=lambda rid: len(by_req[rid].prompt.text))
+    # A task may name groups of items whose prompts share a prefix (self-select: one question's
+    # candidate lists); each group is then batched together, by length within it.
+    group = getattr(task, "batch_group", None)
+    order = sorted(pending, key=lambda rid: (group(by_req[rid].item) if group else "", len(by_req[rid].prompt.text)))
     task_id = progress.add_task(f"{backend.name} {task.name}", total=len(todo)) if progress else None
     for start in range(0, len(order), settings.batch_size):
         batch = [by_req[rid] for rid in order[start : start + settings.batch_size]]

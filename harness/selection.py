@@ -262,6 +262,42 @@ class _SelectionTask(Task):
     def score(self, extracted: str | None, item: Item) -> float:
         return self.base.score(extracted, self.base_items[item.metadata["of"]])
 
+    def batch_group(self, item: Item) -> str:
+        return item.metadata["of"]  # one question's prompts in the same batches: they share its prefix
+
+
+class _PrefixSharing:
+    """The backend, with the prompts of one question (same images) answered from ONE prefill of
+    their common prefix, image and question (harness.shared_prefix.common_prefix_generate);
+    anything that path does not take goes to the backend as usual. Same name and content hash,
+    so cache keys and outputs do not change."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.name, self.content_hash = backend.name, backend.content_hash
+
+    def generate(self, prompts, gen, n=1, blind=False):
+        if n == 1 and not blind and getattr(self.backend, "shared_prefix", False):
+            from harness.images import open_image
+            from harness.shared_prefix import common_prefix_generate
+
+            opened: dict[Any, Any] = {}  # each question's images decoded once per batch
+
+            def image(ref):
+                if ref not in opened:
+                    opened[ref] = open_image(ref)
+                return opened[ref]
+
+            images = [[image(ref) for ref in p.images] for p in prompts]
+            replies = common_prefix_generate(self.backend, [p.text for p in prompts], images,
+                                             [tuple(p.images) for p in prompts], gen)
+            if replies is not None:
+                return [[r] for r in replies]
+        return self.backend.generate(prompts, gen, n=n, blind=blind)
+
+    def choice_losses(self, prompts, choices, blind=False):
+        return self.backend.choice_losses(prompts, choices, blind=blind)
+
 
 @dataclass
 class SelfSelect:
@@ -271,6 +307,7 @@ class SelfSelect:
     seed: int = 0
     name: str = "self-select"
     needs_model: bool = True
+    share_prefix: bool = True  # False: every prompt prefilled whole (the reference for identical replies)
 
     def curve(self, pool, ns, ctx=None):
         if ctx is None:
@@ -293,7 +330,8 @@ class SelfSelect:
                         prompts[pid] = replace(item, id=pid, question=text, group=item.cluster, metadata={"of": item_id})
         settings = EvalSettings(gen=replace(ctx.gen, temperature=0.0), batch_size=ctx.batch_size)
         run_dir = ctx.run_dir / "self_select"
-        evaluate(ctx.backend, _SelectionTask(pool.task, pool.items), list(prompts.values()), settings, run_dir,
+        backend = _PrefixSharing(ctx.backend) if self.share_prefix else ctx.backend
+        evaluate(backend, _SelectionTask(pool.task, pool.items), list(prompts.values()), settings, run_dir,
                  ctx.cache, data_dir=ctx.data_dir, progress=ctx.progress)
         replies = {r["id"]: r["output"] for r in read_sample_lines(run_dir / "samples.jsonl") if r["id"] in uses}
         picked: dict[tuple[str, int], list[float]] = defaultdict(list)
