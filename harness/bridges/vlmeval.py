@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.store import read_sample_lines
-from harness.task import get_task
+from harness.core.store import read_sample_lines
+from harness.core.task import get_task
 
 TSV_TASKS = ("mmbench", "lmudata_mc")
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from harness.errors import HarnessError
-from harness.stats import LEADERBOARD_COLUMNS
+from harness.stats.ci import LEADERBOARD_COLUMNS
 
 if TYPE_CHECKING:  # heavy imports stay lazy so `harness --help` is fast
     import pandas as pd
@@ -103,7 +103,7 @@ def _check_columns(df: pd.DataFrame) -> None:
     if missing:
         raise HarnessError(
             f"leaderboard table lacks column(s) {', '.join(missing)}; build it with "
-            "harness.stats.leaderboard_frame"
+            "harness.stats.ci.leaderboard_frame"
         )
 
 
