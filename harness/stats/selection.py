@@ -268,7 +268,7 @@ class _SelectionTask(Task):
 
 class _PrefixSharing:
     """The backend, with the prompts of one question (same images) answered from ONE prefill of
-    their common prefix, image and question (harness.shared_prefix.common_prefix_generate);
+    their common prefix, image and question (harness.models.shared_prefix.common_prefix_generate);
     anything that path does not take goes to the backend as usual. Same name and content hash,
     so cache keys and outputs do not change."""
 
@@ -278,8 +278,8 @@ class _PrefixSharing:
 
     def generate(self, prompts, gen, n=1, blind=False):
         if n == 1 and not blind and getattr(self.backend, "shared_prefix", False):
-            from harness.images import open_image
-            from harness.shared_prefix import common_prefix_generate
+            from harness.core.images import open_image
+            from harness.models.shared_prefix import common_prefix_generate
 
             opened: dict[Any, Any] = {}  # each question's images decoded once per batch
 
