@@ -144,3 +144,107 @@ def test_sliding_window_models_keep_the_copied_cache(text, expected):
     config = SimpleNamespace(get_text_config=lambda: SimpleNamespace(**text))
     model = SimpleNamespace(config=config, _can_set_attn_implementation=lambda: True)
     assert supports_shared_prefix(model) is expected
+
+
+# --- prompts of one question sharing their prefix (self-select) ---------------------------------------
+@pytest.mark.parametrize("q_len", [1, 4])
+def test_attention_with_uneven_rows_and_padded_suffixes_equals_copied_prompts(q_len):
+    """Prompts with 3 / 1 / 2 rows, each row's own tokens left padded: the prompt part read once per
+    prompt equals plain attention over [prompt copy | own tokens] with the padding masked."""
+    from types import SimpleNamespace
+
+    from harness.models.shared_prefix import _active, shared_prefix_attention
+
+    gen = torch.Generator().manual_seed(1)
+    rand = lambda *shape: torch.randn(*shape, generator=gen)  # noqa: E731
+    counts, kv_heads, heads, prompt_len, own_len, dim = (3, 1, 2), 2, 4, 6, 7, 8
+    rows = sum(counts)
+    prompt_keys, prompt_values = rand(3, kv_heads, prompt_len, dim), rand(3, kv_heads, prompt_len, dim)
+    valid = torch.ones(3, prompt_len, dtype=torch.bool)
+    valid[1, :2] = False
+    own_valid = torch.ones(rows, own_len, dtype=torch.bool)
+    own_valid[0, :3] = own_valid[4, :1] = own_valid[5, :4] = False  # suffixes of different lengths
+    query = rand(rows, heads, q_len, dim)
+    own_keys, own_values = rand(rows, kv_heads, own_len, dim), rand(rows, kv_heads, own_len, dim)
+    layer = SimpleNamespace(prefix_keys=prompt_keys, prefix_values=prompt_values, prefix_valid=valid,
+                            row_counts=counts, own_valid=own_valid)
+    _active.append([layer])
+    try:
+        out, _ = shared_prefix_attention(SimpleNamespace(layer_idx=0), query, own_keys, own_values, None,
+                                         scaling=dim ** -0.5)
+    finally:
+        _active.pop()
+    of_row = torch.repeat_interleave(torch.arange(3), torch.tensor(counts))
+    keys = torch.cat([prompt_keys[of_row], own_keys], 2).repeat_interleave(heads // kv_heads, 1)
+    values = torch.cat([prompt_values[of_row], own_values], 2).repeat_interleave(heads // kv_heads, 1)
+    causal = torch.ones(q_len, own_len, dtype=torch.bool).tril(own_len - q_len)
+    visible = torch.cat([valid[of_row][:, None, :].expand(rows, q_len, prompt_len),
+                         causal[None] & own_valid[:, None, :]], -1)
+    expected = torch.nn.functional.scaled_dot_product_attention(query, keys, values, attn_mask=visible[:, None])
+    real = own_valid[:, own_len - q_len:]  # queries at padding positions have no defined output
+    torch.testing.assert_close(out.transpose(1, 2)[real[:, None, :].expand(-1, heads, -1)],
+                               expected[real[:, None, :].expand(-1, heads, -1)], rtol=1e-5, atol=1e-5)
+    assert bool(out.isfinite().all())  # padding queries too: nothing NaN leaks into later layers
+
+
+IMAGE_FIRST = (  # LLaVA-1.5's layout: the image before the question (tiny's template puts it after)
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}USER: "
+    "{% for part in m['content'] %}{% if part['type'] == 'image' %}<image>\n{% endif %}{% endfor %}"
+    "{% for part in m['content'] %}{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %} "
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_backend():
+    """The bundled trained tiny LLaVA: its replies differ from prompt to prompt (a random model's
+    are all the same junk, which would let a wrong prefix pass)."""
+    from harness.models.backend import HFBackend
+    from harness.models.checkpoints import resolve_checkpoint
+
+    return HFBackend(resolve_checkpoint("tiny"), device="cpu")
+
+
+@pytest.mark.parametrize("layout", ["image_last", "image_first"])
+def test_prompts_sharing_a_prefix_get_the_replies_of_plain_generate(tiny_backend, layout, monkeypatch):
+    """Self-select prompts of three questions (different candidate lists), in one batch: one
+    prefill per question, the same greedy replies as `generate` on the whole prompts."""
+    from harness.core.task import get_task
+    from harness.models.shared_prefix import common_prefix_generate
+    from harness.core.types import Prompt
+    from harness.stats.selection import selection_prompt
+
+    from conftest import BUNDLED
+
+    backend = tiny_backend
+    if layout == "image_first":
+        monkeypatch.setattr(backend.tokenizer, "chat_template", IMAGE_FIRST)
+        if hasattr(backend, "chat_template"):
+            monkeypatch.setattr(backend, "chat_template", IMAGE_FIRST)
+    task = get_task("geoqa")
+    items = task.load(BUNDLED, "test")[:3]
+    candidates = [["Answer: A"], ["so 30. Answer: B", "Answer: A"], ["B", "angle 2 is 60", "Answer: (C)"]]
+    prompts = [Prompt(selection_prompt(task.prompt(it), cands), it.images) for it in items for cands in candidates]
+    gen = GenConfig(max_new_tokens=24)
+    expected = [out[0] for out in backend.generate(prompts, gen)]
+    from harness.core.images import open_image
+
+    images = [[open_image(ref) for ref in p.images] for p in prompts]
+    calls = []
+    real_generate = backend.model.generate
+    monkeypatch.setattr(backend.model, "generate", lambda **kw: calls.append(kw["input_ids"].shape) or real_generate(**kw))
+    replies = common_prefix_generate(backend, [p.text for p in prompts], images, [p.images for p in prompts], gen)
+    assert replies == expected and len(set(expected)) > 1  # real, differing replies
+    prefix_shape = calls[0]
+    assert prefix_shape[0] == 3  # one prefill row per question, not per prompt
+    image_tokens = 16 if layout == "image_first" else 0  # 64 px / 16 px patches
+    assert prefix_shape[1] >= image_tokens + 20  # the question's tokens (and image, when it comes first)
+
+
+def test_prompt_sharing_leaves_sampling_and_qwen_to_plain_generate(small_backends):
+    from harness.models.shared_prefix import common_prefix_generate
+
+    texts, keys = ["Q? Model's Prediction 1: A", "Q? Model's Prediction 1: B"], ["q", "q"]
+    sampled = GenConfig(max_new_tokens=4, temperature=0.7)
+    assert common_prefix_generate(small_backends["llava"], texts, [[], []], keys, sampled) is None
+    assert common_prefix_generate(small_backends["qwen2vl"], texts, [[], []], keys, GenConfig(max_new_tokens=4)) is None

@@ -276,7 +276,10 @@ class _PrefixSharing:
         self.backend = backend
         self.name, self.content_hash = backend.name, backend.content_hash
 
-    def generate(self, prompts, gen, n=1, blind=False):
+    def __getattr__(self, name: str) -> Any:  # everything else is the backend's
+        return getattr(self.backend, name)
+
+    def generate(self, prompts, gen, n=1, blind=False, **kwargs):
         if n == 1 and not blind and getattr(self.backend, "shared_prefix", False):
             from harness.core.images import open_image
             from harness.models.shared_prefix import common_prefix_generate
@@ -293,10 +296,7 @@ class _PrefixSharing:
                                              [tuple(p.images) for p in prompts], gen)
             if replies is not None:
                 return [[r] for r in replies]
-        return self.backend.generate(prompts, gen, n=n, blind=blind)
-
-    def choice_losses(self, prompts, choices, blind=False):
-        return self.backend.choice_losses(prompts, choices, blind=blind)
+        return self.backend.generate(prompts, gen, n=n, blind=blind, **kwargs)
 
 
 @dataclass
