@@ -153,21 +153,26 @@ def ours(backend, task, items, settings) -> dict[str, str]:
         return {r["id"]: r["output"] for r in rows if r["sample"] == 0}
 
 
+def _batches(backend, task, items, batch_size: int):
+    """The runner's batches (by prompt length, --batch-size) with their model inputs."""
+    from harness.core.images import open_image
+
+    order = sorted(items, key=lambda it: len(task.prompt(it)))
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        yield batch, backend.batch_inputs([task.prompt(it) for it in batch],
+                                          [[open_image(ref) for ref in it.images] for it in batch])
+
+
 def bare(backend, task, items, gen, batch_size: int) -> dict[str, str]:
     """The ceiling: one batched `model.generate` per batch of the same requests, in the runner's
     order (by prompt length) and batch size, inputs from the same builder; no runner, cache, log
     or scoring."""
     import torch
 
-    from harness.core.images import open_image
-
     config = backend._generation_config(gen, 1)
-    order = sorted(items, key=lambda it: len(task.prompt(it)))
     outs = {}
-    for start in range(0, len(order), batch_size):
-        batch = order[start:start + batch_size]
-        inputs = backend.batch_inputs([task.prompt(it) for it in batch],
-                                      [[open_image(ref) for ref in it.images] for it in batch])
+    for batch, inputs in _batches(backend, task, items, batch_size):
         torch.manual_seed(gen.seed)
         with torch.inference_mode():
             ids = backend.model.generate(**inputs, generation_config=config)
@@ -206,14 +211,8 @@ def sampled_rs(backend, task, items, gen, n: int, batch_size: int) -> dict[str, 
     """N samples per item through num_return_sequences (each prompt prefilled N times)."""
     import torch
 
-    from harness.core.images import open_image
-
     config = backend._generation_config(gen, n)
-    order = sorted(items, key=lambda it: len(task.prompt(it)))
-    for start in range(0, len(order), batch_size):
-        batch = order[start:start + batch_size]
-        inputs = backend.batch_inputs([task.prompt(it) for it in batch],
-                                      [[open_image(r) for r in it.images] for it in batch])
+    for _, inputs in _batches(backend, task, items, batch_size):
         torch.manual_seed(gen.seed)
         with torch.inference_mode():
             backend.model.generate(**inputs, generation_config=config)

@@ -23,11 +23,24 @@ def _reference_attention(query, prompt_keys, prompt_values, valid, own_keys, own
     return out.transpose(1, 2)
 
 
-@pytest.mark.parametrize("q_len", [1, 3])
-def test_attention_over_one_prompt_copy_equals_attention_over_n_copies(q_len):
+def _attend(layer, query, own_keys, own_values):
+    """shared_prefix_attention of one layer's cache (`layer`), as transformers would call it."""
     from types import SimpleNamespace
 
     from harness.models.shared_prefix import _active, shared_prefix_attention
+
+    _active.append([layer])
+    try:
+        out, _ = shared_prefix_attention(SimpleNamespace(layer_idx=0), query, own_keys, own_values, None,
+                                         scaling=query.shape[-1] ** -0.5)
+    finally:
+        _active.pop()
+    return out
+
+
+@pytest.mark.parametrize("q_len", [1, 3])
+def test_attention_over_one_prompt_copy_equals_attention_over_n_copies(q_len):
+    from types import SimpleNamespace
 
     gen = torch.Generator().manual_seed(0)
     prompts, repeats, kv_heads, heads, prompt_len, own_len, dim = 3, 4, 2, 4, 7, 5, 8  # grouped-query heads
@@ -39,12 +52,7 @@ def test_attention_over_one_prompt_copy_equals_attention_over_n_copies(q_len):
     query = rand(rows, heads, q_len, dim)
     own_keys, own_values = rand(rows, kv_heads, own_len, dim), rand(rows, kv_heads, own_len, dim)
     layer = SimpleNamespace(prefix_keys=prompt_keys, prefix_values=prompt_values, prefix_valid=valid)
-    _active.append([layer])
-    try:
-        out, _ = shared_prefix_attention(SimpleNamespace(layer_idx=0), query, own_keys, own_values, None,
-                                         scaling=dim ** -0.5)
-    finally:
-        _active.pop()
+    out = _attend(layer, query, own_keys, own_values)
     expected = _reference_attention(query, prompt_keys, prompt_values, valid, own_keys, own_values, repeats)
     assert out.shape == (rows, q_len, heads, dim)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
@@ -153,8 +161,6 @@ def test_attention_with_uneven_rows_and_padded_suffixes_equals_copied_prompts(q_
     prompt equals plain attention over [prompt copy | own tokens] with the padding masked."""
     from types import SimpleNamespace
 
-    from harness.models.shared_prefix import _active, shared_prefix_attention
-
     gen = torch.Generator().manual_seed(1)
     rand = lambda *shape: torch.randn(*shape, generator=gen)  # noqa: E731
     counts, kv_heads, heads, prompt_len, own_len, dim = (3, 1, 2), 2, 4, 6, 7, 8
@@ -168,12 +174,7 @@ def test_attention_with_uneven_rows_and_padded_suffixes_equals_copied_prompts(q_
     own_keys, own_values = rand(rows, kv_heads, own_len, dim), rand(rows, kv_heads, own_len, dim)
     layer = SimpleNamespace(prefix_keys=prompt_keys, prefix_values=prompt_values, prefix_valid=valid,
                             row_counts=counts, own_valid=own_valid)
-    _active.append([layer])
-    try:
-        out, _ = shared_prefix_attention(SimpleNamespace(layer_idx=0), query, own_keys, own_values, None,
-                                         scaling=dim ** -0.5)
-    finally:
-        _active.pop()
+    out = _attend(layer, query, own_keys, own_values)
     of_row = torch.repeat_interleave(torch.arange(3), torch.tensor(counts))
     keys = torch.cat([prompt_keys[of_row], own_keys], 2).repeat_interleave(heads // kv_heads, 1)
     values = torch.cat([prompt_values[of_row], own_values], 2).repeat_interleave(heads // kv_heads, 1)
