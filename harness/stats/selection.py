@@ -16,7 +16,8 @@ line per candidate, then the instruction to pick the correct one.
 
 A method (`Method`: `name`, `needs_model`, `curve(pool, ns, ctx)`) turns a `SamplePool` into a
 `MethodCurve` per n: `MajorityVote`, `PassAtN` (exact, no model) and `SelfSelect` (asks the
-model through the runner, so its prompts are cached and logged like any eval). A new method,
+model through the runner, so its prompts are cached and logged like any eval; one question's
+prompts are batched together and share one prefill of their common prefix, image and question). A new method,
 e.g. a critic-scored best-of-n, is one more class with the same three members.
 """
 from __future__ import annotations
