@@ -17,8 +17,8 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
   | tee -a "$OUT/gpu.txt" || echo "torchvision missing: bring a wheel (under 64 MiB)" | tee -a "$OUT/gpu.txt"
 BUILD="$OUT/models"
 for bs in 1 8 32; do
-  # lmms runs once (batch 1 is llava_hf's only size; qwen2_vl's wrapper batches at --batch-size).
-  skip="sampled_copied"; [ "$bs" = 32 ] || skip="$skip,lmms"
+  # lmms once, at 32 (qwen2_vl batches; llava_hf would run 1); the per-item loop once, at 1.
+  skip="sampled_copied"; [ "$bs" = 32 ] || skip="$skip,lmms"; [ "$bs" = 1 ] || skip="$skip,naive"
   "$PY" bench/throughput.py --config qwen2-vl-2b --build-dir "$BUILD" --device cuda --dtype bfloat16 \
     --task geoqa --limit 64 --batch-size "$bs" --samples 10 --max-new-tokens 48 --skip "$skip" \
     --out "$OUT/qwen2-vl-2b_bs$bs.json"
