@@ -11,7 +11,6 @@ steadier figure where other jobs share the cores."""
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from dataclasses import replace
@@ -54,7 +53,7 @@ def main(argv=None) -> int:
     import torch
 
     from harness.commands.compare import CompareConfig, draw_samples
-    from harness.core.store import GenerationCache, read_sample_lines
+    from harness.core.store import GenerationCache, atomic_write_json, read_sample_lines
     from harness.core.task import get_task, resolve_data_dir
     from harness.models.backend import HFBackend
     from harness.models.checkpoints import resolve_checkpoint
@@ -106,10 +105,8 @@ def main(argv=None) -> int:
     }
     print(f"CPU speedup (median): {result['cpu_speedup_median']}x; wall (best): {result['wall_speedup_best']}x; "
           f"differing replies: {len(result['differing_replies'])} of {result['prompts']}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    atomic_write_json(Path(args.out), result)
+    print(f"wrote {args.out}")
     return 0
 
 
