@@ -13,6 +13,11 @@ copy of its keys (one matrix product instead of N matrix-vector products), and t
 part; the two are merged exactly by their log-sum-exp. This is the shared-prefix ("cascade")
 attention of vLLM and FlashInfer, written for transformers' eager decode loop.
 
+The same cache serves prompts that share a prefix but not their ends (`common_prefix_generate`:
+self-select's prompts of one question, image and question then different candidate lists): the
+common prefix is prefilled once per question, each prompt's suffix (left padded) is prefilled in
+one fused attention call against that copy, and its reply decodes with the split attention above.
+
 `sampling_processors` draw each row's token from its distribution with one uniform number
 (inverse CDF) and hand `generate` scores whose argmax is that token, so `generate` runs in its
 greedy mode and skips `torch.multinomial`, which on a CPU costs as much as the model's decode step.
@@ -161,7 +166,8 @@ def shared_prefix_attention(module: Any, query: "torch.Tensor", key: "torch.Tens
     """Attention of rows = B * N queries over their prompt (shared) and their own generated tokens.
 
     query: [rows, heads, q, d]; key/value: the rows' own tokens [rows, kv_heads, t, d] (the q new
-    ones last). Returns [rows, q, heads, d], as transformers' attention functions do.
+    ones last). Returns [rows, q, heads, d], as transformers' attention functions do. A decode
+    step (q = 1) splits the softmax; several new tokens at once go to `_many_queries_attention`.
     """
     import torch
 
@@ -170,7 +176,7 @@ def shared_prefix_attention(module: Any, query: "torch.Tensor", key: "torch.Tens
         return _many_queries_attention(layer, query, key, value, scaling), None
     prefix_keys, prefix_values = layer.prefix_keys, layer.prefix_values
     rows, heads, q_len, dim = query.shape
-    prompts, kv_heads, prompt_len, _ = prefix_keys.shape
+    kv_heads = prefix_keys.shape[1]
     groups, own_len = heads // kv_heads, key.shape[-2]
     scale = scaling if scaling is not None else dim ** -0.5
     # Query head h reads key head h // groups (transformers' repeat_kv), so heads split as (kv_heads, groups).
@@ -189,15 +195,10 @@ def shared_prefix_attention(module: Any, query: "torch.Tensor", key: "torch.Tens
 
     # The row's own part: [rows, kv_heads, width, t].
     own_scores = torch.matmul(query.reshape(rows, kv_heads, width, dim), key.transpose(-1, -2)).float().mul_(scale)
-    if q_len > 1:  # new token i sees own tokens up to own_len - q_len + i
-        visible = torch.ones(q_len, own_len, dtype=torch.bool, device=query.device).tril(own_len - q_len)
-        own_scores.masked_fill_(~visible.repeat(groups, 1), float("-inf"))
     own_valid = getattr(layer, "own_valid", None)
     if own_valid is not None:  # padding between a row's prefix and its suffix
         own_scores.masked_fill_(~own_valid[:, None, None, :own_len], float("-inf"))
-    own_max = own_scores.amax(-1, keepdim=True)
-    if own_valid is not None:  # a padding query sees no own token: keep its (unused) output finite
-        own_max = torch.where(own_max.isfinite(), own_max, prompt_max)
+    own_max = own_scores.amax(-1, keepdim=True)  # finite: the new token always sees itself
     own_weights = own_scores.sub_(own_max).exp_()
     own_sum = own_weights.sum(-1, keepdim=True)
     own_out = torch.matmul(own_weights.to(value.dtype), value).float()
