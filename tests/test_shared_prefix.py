@@ -242,10 +242,47 @@ def test_prompts_sharing_a_prefix_get_the_replies_of_plain_generate(tiny_backend
     assert prefix_shape[1] >= image_tokens + 20  # the question's tokens (and image, when it comes first)
 
 
-def test_prompt_sharing_leaves_sampling_and_qwen_to_plain_generate(small_backends):
+def test_qwen_prompts_sharing_a_prefix_get_the_token_ids_of_plain_generate(tmp_path):
+    """Qwen2-VL (M-RoPE: each prefix's position offset carried to its rows), weights large enough
+    that the greedy tokens depend on the prompt: the same token ids as whole prompts."""
+    from conftest import BUNDLED
+    from harness.core.images import open_image
+    from harness.core.task import get_task
+    from harness.core.types import Prompt
+    from harness.models.backend import HFBackend
+    from harness.models.checkpoints import resolve_checkpoint
+    from harness.models.shared_prefix import common_prefix_generate
+    from harness.stats.selection import selection_prompt
+    from trainers.tiny_model import build_tiny, build_tokenizer
+
+    task = get_task("geoqa")
+    items = task.load(BUNDLED, "test")[:3]
+    tok = build_tokenizer([task.prompt(it) for it in task.load(BUNDLED, "test")[:100]], vocab_size=400)
+    ckpt = build_tiny("qwen2vl", tok, tmp_path / "qwen", image_size=32, patch_size=8, hidden=32, layers=2, heads=2,
+                      vision_hidden=16, vision_layers=1, vision_heads=2)
+    backend = HFBackend(resolve_checkpoint(str(ckpt)), device="cpu")
+    torch.manual_seed(0)
+    with torch.no_grad():  # init-scale weights give every prompt the same tokens
+        for weight in backend.model.parameters():
+            if weight.dim() > 1:
+                weight.normal_(0, 0.3)
+    candidates = [["Answer: A"], ["so 30. Answer: B", "Answer: A"], ["B", "angle 2 is 60", "Answer: (C)"]]
+    prompts = [Prompt(selection_prompt(task.prompt(it), cands), it.images) for it in items for cands in candidates]
+    decoded = []
+    real_decode = backend.tokenizer.batch_decode
+    backend.tokenizer.batch_decode = lambda ids, **kw: decoded.append(ids.clone()) or real_decode(ids, **kw)
+    gen = GenConfig(max_new_tokens=8)
+    expected = [out[0] for out in backend.generate(prompts, gen)]
+    images = [[open_image(ref) for ref in p.images] for p in prompts]
+    assert common_prefix_generate(backend, [p.text for p in prompts], images, [p.images for p in prompts], gen) == expected
+    plain, shared = decoded
+    assert len({tuple(row.tolist()) for row in plain}) > 3  # replies that differ by prompt
+    assert torch.equal(shared, plain)  # questions are contiguous in this batch: same row order
+
+
+def test_prompt_sharing_leaves_sampling_to_plain_generate(small_backends):
     from harness.models.shared_prefix import common_prefix_generate
 
     texts, keys = ["Q? Model's Prediction 1: A", "Q? Model's Prediction 1: B"], ["q", "q"]
     sampled = GenConfig(max_new_tokens=4, temperature=0.7)
     assert common_prefix_generate(small_backends["llava"], texts, [[], []], keys, sampled) is None
-    assert common_prefix_generate(small_backends["qwen2vl"], texts, [[], []], keys, GenConfig(max_new_tokens=4)) is None

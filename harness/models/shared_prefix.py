@@ -273,8 +273,8 @@ def common_prefix_generate(backend: Any, texts: Sequence[str], images: Sequence[
     replies attend to that one copy (`shared_prefix_attention`). Every row still sees exactly
     its own prompt's tokens at their own positions, so the replies are those of
     `backend.generate` up to float rounding. Returns None where this path does not apply
-    (sampling; inputs with more than ids, mask and pixels, e.g. Qwen2-VL's M-RoPE grids); the
-    caller then generates as usual.
+    (sampling; inputs other than ids, mask, pixels and Qwen2-VL's grids and token types; Qwen2-VL
+    images after the split point); the caller then generates as usual.
     """
     import torch
 
@@ -284,10 +284,10 @@ def common_prefix_generate(backend: Any, texts: Sequence[str], images: Sequence[
     for i, key in enumerate(keys):
         groups.setdefault(key, []).append(i)
     image_token = backend.image_token_id
-    prefixes, suffixes, prefix_pixels, suffix_pixels = [], [], [], []
+    prefixes, suffixes, prefix_pixels, prefix_grids, suffix_pixels = [], [], [], [], []
     for members in groups.values():
         inputs = backend.batch_inputs([texts[i] for i in members], [images[i] for i in members])
-        if set(inputs) - {"input_ids", "attention_mask", "pixel_values"}:
+        if set(inputs) - {"input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids"}:
             return None
         rows = [row[mask.bool()].tolist() for row, mask in zip(inputs["input_ids"].cpu(), inputs["attention_mask"].cpu())]
         length = min(len(r) for r in rows) - 1  # every row keeps >= 1 token of its own (it writes the first step)
@@ -298,10 +298,14 @@ def common_prefix_generate(backend: Any, texts: Sequence[str], images: Sequence[
             length = rows[0].index(image_token)
         if length < 1:
             return None
-        pixels = inputs.get("pixel_values")
+        pixels, grids = inputs.get("pixel_values"), inputs.get("image_grid_thw")
         if pixels is not None and image_token in rows[0][:length]:  # the rows' images are the same: the first row's
             prefix_pixels.append(pixels[: len(pixels) // len(members)])
+            if grids is not None:  # Qwen2-VL: one (t, h, w) grid per image
+                prefix_grids.append(grids[: len(grids) // len(members)])
         elif pixels is not None:
+            if grids is not None:  # M-RoPE positions of images after a split point: not handled here
+                return None
             suffix_pixels.append(pixels)
         prefixes.append(rows[0][:length])
         suffixes += [r[length:] for r in rows]
@@ -328,9 +332,16 @@ def common_prefix_generate(backend: Any, texts: Sequence[str], images: Sequence[
     once = backend._generation_config(type(gen)(max_new_tokens=1), 1)
     once.return_dict_in_generate = True
     greedy = backend._generation_config(gen, 1)
+    vision: dict[str, Any] = {"pixel_values": torch.cat(prefix_pixels)} if prefix_pixels else {}
+    if prefix_grids:  # Qwen2-VL's M-RoPE also needs which positions hold image tokens
+        vision.update(image_grid_thw=torch.cat(prefix_grids), mm_token_type_ids=(prefix_ids == image_token).long())
     with torch.inference_mode():
         first = backend.model.generate(input_ids=prefix_ids, attention_mask=prefix_mask, generation_config=once,
-                                       **({"pixel_values": torch.cat(prefix_pixels)} if prefix_pixels else {}))
+                                       **vision)
+        # Qwen2-VL keeps each prefix's M-RoPE offset from the prefill; its rows continue from it.
+        inner = getattr(backend.model, "model", None)
+        if getattr(inner, "rope_deltas", None) is not None:
+            inner.rope_deltas = inner.rope_deltas[of_row]
         shared = shared_prefix_cache(first.past_key_values, prefix_mask, capacity=suffix_ids.shape[1] + gen.max_new_tokens,
                                      row_counts=counts, own_valid=suffix_mask)
         torch.manual_seed(gen.seed)
