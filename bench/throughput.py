@@ -37,7 +37,6 @@ import os
 import tempfile
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -141,16 +140,15 @@ def measure(name: str, device: str, n_items: int,
 # ---- the paths -------------------------------------------------------------------------------------
 def ours(backend, task, items, settings) -> dict[str, str]:
     from harness.core.runner import evaluate
-    from harness.core.store import GenerationCache, read_sample_lines
+    from harness.core.store import GenerationCache
 
     with tempfile.TemporaryDirectory() as tmp:  # a fresh cache: every output is generated
         cache = GenerationCache(Path(tmp) / "cache.sqlite")
         try:
-            evaluate(backend, task, items, settings, Path(tmp) / "run", cache)
+            result = evaluate(backend, task, items, settings, Path(tmp) / "run", cache)
         finally:
             cache.close()
-        rows = read_sample_lines(Path(tmp) / "run" / "samples.jsonl")
-        return {r["id"]: r["output"] for r in rows if r["sample"] == 0}
+        return {r["id"]: r["output"] for r in result.records if r["sample"] == 0}
 
 
 def _batches(backend, task, items, batch_size: int):
@@ -170,7 +168,7 @@ def bare(backend, task, items, gen, batch_size: int) -> dict[str, str]:
     or scoring."""
     import torch
 
-    config = backend._generation_config(gen, 1)
+    config = backend.generation_config(gen, 1)
     outs = {}
     for batch, inputs in _batches(backend, task, items, batch_size):
         torch.manual_seed(gen.seed)
@@ -187,7 +185,7 @@ def naive(backend, task, items, gen) -> dict[str, str]:
 
     from harness.core.images import open_image
 
-    config = backend._generation_config(gen, 1)
+    config = backend.generation_config(gen, 1)
     outs = {}
     for it in items:
         inputs = backend.batch_inputs([task.prompt(it)], [[open_image(ref) for ref in it.images]])
@@ -211,7 +209,7 @@ def sampled_rs(backend, task, items, gen, n: int, batch_size: int) -> dict[str, 
     """N samples per item through num_return_sequences (each prompt prefilled N times)."""
     import torch
 
-    config = backend._generation_config(gen, n)
+    config = backend.generation_config(gen, n)
     for _, inputs in _batches(backend, task, items, batch_size):
         torch.manual_seed(gen.seed)
         with torch.inference_mode():
@@ -294,7 +292,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from harness.models.backend import HFBackend
     from harness.models.checkpoints import resolve_checkpoint
-    from harness.core.runner import EvalSettings, _max_new_tokens
+    from harness.core.runner import EvalSettings
     from harness.core.task import get_task, resolve_data_dir
     from harness.core.types import GenConfig, Prompt
 
@@ -321,9 +319,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             depth = f"-{args.layers}layers" if args.layers else ""
             ckpt = str(build(args.config, Path(args.build_dir or tmp) / f"{args.config}{depth}-random", device, args.layers))
         backend = HFBackend(resolve_checkpoint(ckpt), device=device, dtype=args.dtype)
-        greedy = EvalSettings(gen=GenConfig(max_new_tokens=args.max_new_tokens or GenConfig().max_new_tokens),
-                              batch_size=args.batch_size)
-        gen = replace(greedy.gen, max_new_tokens=_max_new_tokens(task, greedy))
+        greedy = EvalSettings(gen=GenConfig(max_new_tokens=args.max_new_tokens), batch_size=args.batch_size)
+        gen = greedy.gen_for(task)
         forced = gen.max_new_tokens if args.config != "tiny" else None
         if forced:  # random weights: no early end token, every path decodes the full budget
             backend.model.generation_config.min_new_tokens = forced

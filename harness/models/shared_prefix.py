@@ -329,9 +329,9 @@ def common_prefix_generate(backend: Any, texts: Sequence[str], images: Sequence[
     # its suffix shifts nothing: the suffix continues right after the prefix.
     row_ids = torch.cat([prefix_ids[of_row], suffix_ids], 1)
     row_mask = torch.cat([prefix_mask[of_row], suffix_mask], 1)
-    once = backend._generation_config(type(gen)(max_new_tokens=1), 1)
+    once = backend.generation_config(type(gen)(max_new_tokens=1), 1)
     once.return_dict_in_generate = True
-    greedy = backend._generation_config(gen, 1)
+    greedy = backend.generation_config(gen, 1)
     vision: dict[str, Any] = {"pixel_values": torch.cat(prefix_pixels)} if prefix_pixels else {}
     if prefix_grids:  # Qwen2-VL's M-RoPE also needs which positions hold image tokens
         vision.update(image_grid_thw=torch.cat(prefix_grids), mm_token_type_ids=(prefix_ids == image_token).long())
