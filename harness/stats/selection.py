@@ -249,10 +249,12 @@ class _SelectionTask(Task):
 
     name = "self-select"
 
-    def __init__(self, base: Task, base_items: dict[str, Item]) -> None:
+    def __init__(self, base: Task, base_items: dict[str, Item], by_question: bool = True) -> None:
         super().__init__()
         self.base, self.base_items = base, base_items
         self.max_new_tokens = base.max_new_tokens  # type: ignore[misc]  # per instance on purpose
+        if not by_question:
+            self.batch_group = None  # the runner's plain order: all prompts by length
 
     def prompt(self, item: Item) -> str:
         return item.question
@@ -308,7 +310,7 @@ class SelfSelect:
     seed: int = 0
     name: str = "self-select"
     needs_model: bool = True
-    share_prefix: bool = True  # False: every prompt prefilled whole (the reference for identical replies)
+    share_prefix: bool = True  # False: every prompt prefilled whole, batched by length (the way before sharing)
 
     def curve(self, pool, ns, ctx=None):
         if ctx is None:
@@ -332,7 +334,7 @@ class SelfSelect:
         settings = EvalSettings(gen=replace(ctx.gen, temperature=0.0), batch_size=ctx.batch_size)
         run_dir = ctx.run_dir / "self_select"
         backend = _PrefixSharing(ctx.backend) if self.share_prefix else ctx.backend
-        result = evaluate(backend, _SelectionTask(pool.task, pool.items), list(prompts.values()), settings, run_dir,
+        result = evaluate(backend, _SelectionTask(pool.task, pool.items, self.share_prefix), list(prompts.values()), settings, run_dir,
                           ctx.cache, data_dir=ctx.data_dir, progress=ctx.progress)
         replies = {r["id"]: r["output"] for r in result.records if r["id"] in uses}
         picked: dict[tuple[str, int], list[float]] = defaultdict(list)
