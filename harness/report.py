@@ -154,6 +154,9 @@ def _atomic_write(path: str | Path, data: bytes) -> Path:
     return path
 
 
+atomic_write = _atomic_write  # public name for the viewer's pages, written beside leaderboard.html
+
+
 # --- CSV and Markdown ---------------------------------------------------------------------------
 def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
     """The contract columns first, in order, then optional and any further columns."""
