@@ -225,6 +225,9 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
         return loaded[name]
 
     judged = []  # (label, task, items, run_dir) of tasks a judge model scores (harness.judge)
+    from harness.viewer import RunView
+
+    viewed: dict[tuple[str, str], RunView] = {}  # the sample viewer's pages, linked from each cell
     console = Console(stderr=True)
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -243,10 +246,11 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
                     evaluate(backend, task, items[task.name], settings, run_dir, cache, data_dir=data_dir, progress=progress)
                     item_map = {it.id: it for it in items[task.name]}
                     per_item: dict[str, list[float]] = defaultdict(list)
-                    for r in read_sample_lines(run_dir / "samples.jsonl"):
-                        if r["id"] in item_map:
-                            per_item[r["id"]].append(r["score"])
+                    records = [r for r in read_sample_lines(run_dir / "samples.jsonl") if r["id"] in item_map]
+                    for r in records:
+                        per_item[r["id"]].append(r["score"])
                     label = f"{name}+blind" if blind else name
+                    viewed[(label, task.name)] = RunView(label, task, item_map, records)
                     if getattr(task, "judged", False):
                         judged.append((label, task, item_map, run_dir))
                         continue
@@ -267,6 +271,10 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
     # unchanged re-run reads the frame back instead of bootstrapping and plotting again.
     key = render_key(unit_scores, spec.baseline, spec.bootstrap, spec.seed, title)
     df = read_render_cache(spec.out_dir, key)
+    from harness.viewer import leaderboard_pages
+
+    viewed = {k: v for k, v in viewed.items() if k[1] in unit_scores.get(k[0], {})}  # judged runs have no cell
+    links = leaderboard_pages(spec.out_dir, viewed, spec.baseline, unit_scores)
     if df is None:
         from harness.stats import leaderboard_frame
 
@@ -276,7 +284,7 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
         report.forest_plot(df, plot)
         report.write_csv(df, spec.out_dir / "leaderboard.csv")
         report.write_markdown(df, spec.out_dir / "leaderboard.md", title)
-        report.write_html(df, spec.out_dir / "leaderboard.html", title, plot_png=plot)
+        report.write_html(df, spec.out_dir / "leaderboard.html", title, plot_png=plot, links=links)
         write_render_cache(spec.out_dir, key, df)
     Console().print(report.rich_table(df))
     return df
@@ -331,7 +339,7 @@ def render_key(unit_scores: dict, baseline: str, bootstrap: int, seed: int, titl
 
     order = [[label, list(columns)] for label, columns in unit_scores.items()]  # row order of the frame
     h = hashlib.sha256(json.dumps([unit_scores, order, baseline, bootstrap, seed, title], sort_keys=True).encode())
-    for module in ("stats.py", "report.py", "leaderboard.py"):
+    for module in ("stats.py", "report.py", "leaderboard.py", "viewer.py"):  # viewer.py: the cells' links
         h.update((Path(__file__).parent / module).read_bytes())
     return h.hexdigest()
 

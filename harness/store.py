@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -37,6 +41,34 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 def atomic_write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+# --- CSV / TSV cells ------------------------------------------------------------------------------
+# A spreadsheet runs a cell that starts with = + - @ (or tab / CR, which some strip first) as a
+# formula: `=cmd|' /C calc'!A0` as a checkpoint name or a model output would execute on opening.
+# Every CSV and TSV the project writes passes its text cells through csv_safe (OWASP's advice:
+# prefix a quote). Plain numbers such as -3.5 or +2 cannot be formulas and are kept as written.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?%?")
+
+
+def csv_safe(value: Any) -> Any:
+    """A cell value that no spreadsheet reads as a formula (non-strings pass through)."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def csv_safe_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of `df` with csv_safe applied to its text cells and column names."""
+    from pandas.api.types import is_numeric_dtype
+
+    out = df.copy()
+    for col in out.columns:
+        if not is_numeric_dtype(out[col]):  # object or pandas' string dtype: text cells
+            out[col] = out[col].map(csv_safe)
+    out.columns = [csv_safe(str(c)) for c in out.columns]
+    return out
 
 
 def read_sample_lines(path: Path) -> Iterator[dict[str, Any]]:

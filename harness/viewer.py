@@ -232,40 +232,57 @@ def safe_name(text: str) -> str:
     return clean
 
 
-def _page_key(data: dict[str, Any]) -> str:
+def _page_key(run: RunView, base: RunView | None, units: Iterable[str] | None) -> str:
+    """Everything a page shows, hashed before any thumbnail is made: unchanged pages are skipped."""
     from harness import viewer_page
+    from harness.scoring import data_hash
 
-    h = hashlib.sha256(json.dumps(data, sort_keys=True).encode())
-    h.update(Path(viewer_page.__file__).read_bytes())
+    h = hashlib.sha256()
+    for side in (run, base):
+        if side is not None:
+            fields = [[r["id"], r["sample"], r["output"], r["extracted"], r["score"]] for r in side.records]
+            images = [[str(ref) if not isinstance(ref, bytes) else hashlib.sha256(ref).hexdigest()
+                       for ref in it.images] for it in side.items.values()]
+            h.update(json.dumps([side.label, side.task.name, side.task.opts, fields, images], default=str).encode())
+            h.update(data_hash(side.items.values()).encode())
+    h.update(json.dumps(sorted(units) if units is not None else None).encode())
+    for module in (__file__, viewer_page.__file__):
+        h.update(Path(module).read_bytes())
     return h.hexdigest()[:32]
 
 
-def write_page(data: dict[str, Any], path: Path) -> Path:
-    """Write a page atomically; an unchanged page (same data, same template) is left as it is."""
+def write_page(path: Path, run: RunView, base: RunView | None = None, units: Iterable[str] | None = None) -> Path:
+    """Write a run's page (or its flips page against `base`) atomically; unchanged pages are kept."""
     from harness import viewer_page
     from harness.report import atomic_write  # 0644, like the leaderboard files beside it
 
-    key = _page_key(data)
+    units = None if units is None else set(units)
+    key = _page_key(run, base, units)
     if path.is_file():
         with path.open(encoding="utf-8", errors="replace") as f:
             if f'content="{key}"' in f.read(400):
                 return path
-    return atomic_write(path, viewer_page.render(data, key).encode("utf-8"))
+    return atomic_write(path, viewer_page.render(page_data(run, base, units), key).encode("utf-8"))
 
 
 def write_view(run_dirs: list[Path], out: Path, vs: list[Path] | None = None, data_dir: str | None = None) -> list[Path]:
-    """`harness view`: a page per run (and a flips page per run with --vs), returned in order."""
-    written = []
+    """`harness view`: a page per run (and a flips page per run with --vs), returned in order.
+
+    Every run is read and checked before the first page is written (no half-written output)."""
+    pairs = []
     for i, run_dir in enumerate(run_dirs):
         run = load_run(run_dir, data_dir)
+        base = load_run(vs[i], data_dir) if vs is not None else None
+        if base is not None and base.task.name != run.task.name:
+            raise HarnessError(f"{run_dir} is a {run.task.name} run but {vs[i]} is {base.task.name}; "
+                               "compare runs of the same task")
+        pairs.append((run_dir, run, base))
+    written = []
+    for run_dir, run, base in pairs:
         stem = f"{safe_name(run.label)}--{safe_name(run_dir.name)}"
-        written.append(write_page(page_data(run), out / f"{stem}.html"))
-        if vs is not None:
-            base = load_run(vs[i], data_dir)
-            if base.task.name != run.task.name:
-                raise HarnessError(f"{run_dir} is a {run.task.name} run but {vs[i]} is {base.task.name}; "
-                                   "compare runs of the same task")
-            written.append(write_page(page_data(run, base), out / f"{stem}--vs-{safe_name(base.label)}.html"))
+        written.append(write_page(out / f"{stem}.html", run))
+        if base is not None:
+            written.append(write_page(out / f"{stem}--vs-{safe_name(base.label)}.html", run, base))
     return written
 
 
@@ -293,13 +310,13 @@ def leaderboard_pages(out_dir: Path, runs: Mapping[tuple[str, str], RunView], ba
     links: dict[tuple[str, str], dict[str, str]] = {}
     for (label, task), run in runs.items():
         stem = f"{safe_name(label)}--{safe_name(task)}"
-        page = write_page(page_data(run), out_dir / "samples" / f"{stem}.html")
+        page = write_page(out_dir / "samples" / f"{stem}.html", run)
         links[(label, task)] = {"score": "samples/" + quote(page.name)}
         if label == baseline or (baseline, task) not in runs:
             continue
         shared = set.intersection(*(set(c[task]) for c in unit_scores.values() if task in c))
-        flip = write_page(page_data(run, runs[(baseline, task)], shared),
-                          out_dir / "samples" / f"{stem}--vs-{safe_name(baseline)}.html")
+        flip = write_page(out_dir / "samples" / f"{stem}--vs-{safe_name(baseline)}.html", run,
+                          runs[(baseline, task)], shared)
         links[(label, task)]["delta"] = "samples/" + quote(flip.name)
     return links
 

@@ -111,3 +111,22 @@ def chain_of_thought_run(run_dir: Path, data_dir: Path, p: float, seed: int, lab
         return f"{steps} {answer(item, rng.random() < p)}"
 
     return write_run(run_dir, "geoqa", out, label=label, data_dir=data_dir)
+
+
+def hostile_geoqa(root: Path, n: int = 6) -> Path:
+    """The first `n` bundled GeoQA items with markup attacks in question text and category."""
+    import json
+    import shutil
+
+    src, geo = BUNDLED / "geoqa", root / "geoqa"
+    geo.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src / "images", geo / "images", dirs_exist_ok=True)
+    for name in ("test_questions.jsonl", "test_answers.jsonl", "test_meta.jsonl"):
+        rows = [json.loads(line) for line in (src / name).open(encoding="utf-8")][:n]
+        for i, row in enumerate(rows):
+            if name == "test_questions.jsonl":
+                row["text"] = row["text"].replace("Question:", "Question:" + HOSTILE[i % len(HOSTILE)] + " ")
+            if name == "test_meta.jsonl":
+                row["type"] = HOSTILE[(i + 1) % len(HOSTILE)]
+        (geo / name).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return root

@@ -89,7 +89,12 @@ def prediction_rows(run_dir: Path, data_dir: str | None = None) -> tuple[list[st
 def export_predictions(run_dir: Path, out: Path, data_dir: str | None = None) -> Path:
     if out.suffix not in (".tsv", ".xlsx"):
         raise HarnessError(f"--out {out}: name a .tsv or .xlsx file (VLMEvalKit reads <model>_<dataset>.xlsx or .tsv)")
+    from harness.store import csv_safe
+
     columns, rows = prediction_rows(run_dir, data_dir)
+    # Spreadsheet formulas in questions or outputs (`=cmd|...`) must not run when a person opens the
+    # file; .xlsx included (openpyxl stores a string starting with "=" as a formula).
+    rows = [{k: csv_safe(v) for k, v in row.items()} for row in rows]
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=out.suffix)
     os.close(fd)
