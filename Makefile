@@ -20,7 +20,7 @@ $(VENV_STAMP): pyproject.toml constraints.txt
 	touch $@
 
 test: setup
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -rs -n 2 --dist loadfile
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow

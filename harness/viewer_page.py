@@ -39,6 +39,7 @@ td.thumb img{max-width:96px;max-height:96px;display:block;margin-bottom:2px}
 .outs{display:flex;gap:.4em;flex-wrap:wrap}
 .out{flex:1 1 14em;min-width:10em;border:1px solid #ddd;border-radius:3px;padding:.25em}
 .out pre{white-space:pre-wrap;overflow-wrap:anywhere;margin:0;max-height:10em;overflow:auto;font-size:.95em}
+.pair{display:grid;grid-template-columns:1fr 1fr;gap:.5em}
 .side{font-weight:bold;font-size:.85em;color:#555}
 .right{background:#e9f6ec}.wrong{background:#fbeaea}.partial{background:#fdf6e3}
 .tag{display:inline-block;padding:0 .3em;border-radius:3px;font-size:.8em;background:#ddd;margin-right:.3em}
@@ -96,9 +97,17 @@ function rowFor(r) {
   if (r.b) {
     o.appendChild(el("div", "side", (r.f === "wr" ? "wrong → right" : r.f === "rw" ? "right → wrong" : r.f === "up" ? "better" : "worse") +
       " (unit " + r.un + ": " + fmt(r.bu) + " → " + fmt(r.u) + ")"));
-    o.appendChild(outputs(r.b, D.baseline));
+    const pair = el("div", "pair");  // baseline left, checkpoint right
+    for (const [samples, label] of [[r.b, D.baseline], [r.s, D.checkpoint]]) {
+      const col = el("div", "col");
+      col.appendChild(el("div", "side", label));
+      col.appendChild(outputs(samples, ""));
+      pair.appendChild(col);
+    }
+    o.appendChild(pair);
+  } else {
+    o.appendChild(outputs(r.s, D.checkpoint));
   }
-  o.appendChild(outputs(r.s, D.checkpoint));
   tr.appendChild(o);
   tr.appendChild(el("td", "", fmt(r.score)));
   return tr;
