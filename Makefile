@@ -1,23 +1,38 @@
 # The first two commands on a fresh clone: `make leaderboard` and `make test`.
-# Both set up .venv/ first (CPU torch pinned by constraints.txt, never replaced).
+# Both set up .venv/ first, with exactly the versions in constraints.txt (the lock).
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
+PIP := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
+# Installed without their dependency lists (see pyproject.toml): lmms-eval would pull a CUDA
+# torchvision; ms-vlmeval is only read by the extraction conformance test. Versions: the lock.
+NO_DEPS := lmms-eval ms-vlmeval
 
-.PHONY: setup test test-slow leaderboard tiny data clean
+.PHONY: setup test test-slow leaderboard tiny data clean lock
 
 setup: $(VENV_STAMP)
 
 $(VENV_STAMP): pyproject.toml constraints.txt
 	python3 -m venv .venv
-	.venv/bin/python -m pip install -q --upgrade pip
-	# torch first, from the local CPU wheel; the constraints file keeps every later install on it.
-	.venv/bin/python -m pip install -q -c constraints.txt torch==2.13.0
-	.venv/bin/python -m pip install -q -c constraints.txt -e '.[test,lmms-deps]'
-	# lmms-eval without its dependency list (it would pull a CUDA torchvision; see pyproject.toml).
-	.venv/bin/python -m pip install -q -c constraints.txt --no-deps 'lmms-eval==0.7.3'
-	# VLMEvalKit's packaged copy, only for the extraction conformance test (it reads one module).
-	.venv/bin/python -m pip install -q -c constraints.txt --no-deps 'ms-vlmeval==0.0.20'
+	$(PIP) pip
+	# torch first, from the local CPU wheel (the lock pins it like everything else).
+	$(PIP) torch
+	$(PIP) -e '.[test,lmms-deps]'
+	$(PIP) --no-deps $(NO_DEPS)
 	touch $@
+
+# Refresh the lock on purpose: resolve in a clean venv, freeze every distribution, then rebuild
+# .venv from the new lock and run the tests. Commit constraints.txt only when they pass.
+lock:
+	rm -rf .lock-venv && python3 -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q --upgrade pip
+	.lock-venv/bin/python -m pip install -q torch==2.13.0
+	.lock-venv/bin/python -m pip install -q -e '.[test,lmms-deps]'
+	.lock-venv/bin/python -m pip install -q --no-deps 'lmms-eval==0.7.3' 'ms-vlmeval==0.0.20'
+	{ sed -n '1,2p' constraints.txt; .lock-venv/bin/python -m pip freeze --all --exclude-editable \
+		| grep -v '^vlm-harness' | sed 's/+cpu$$//'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf .lock-venv .venv
+	$(MAKE) test
 
 test: setup
 	$(PY) -m pytest -q -rs -n 2 --dist loadfile
