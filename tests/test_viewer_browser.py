@@ -144,7 +144,10 @@ def test_five_thousand_items_open_and_filter_fast(tmp_path):
         page.click("#wrong")
         text = count_text(page)
         click = time.perf_counter() - start
+        # The redraw itself, timed inside the page (the click above includes the protocol's round trips).
+        redraw = page.evaluate("(() => { const t = performance.now(); document.getElementById('wrong').click();"
+                               " return performance.now() - t; })()")
         assert page.errors() == []
     print(f"\n5,000 items: {size / 1e6:.2f} MB, first contentful paint {times['firstContentfulPaint']:.2f} s, "
-          f"load (rows drawn) {times['load']:.2f} s, filter click {click * 1000:.0f} ms ({text})")
-    assert size < 10e6 and times["load"] < 5 and click < 1
+          f"load (rows drawn) {times['load']:.2f} s, filter click {click * 1000:.0f} ms ({text}), in-page redraw {redraw:.0f} ms")
+    assert size < 10e6 and times["load"] < 5 and click < 1 and redraw < 500
