@@ -26,12 +26,12 @@ def main() -> None:
 
     import torch
 
-    from harness.backend import HFBackend
-    from harness.checkpoints import resolve_checkpoint
-    from harness.runner import EvalSettings, evaluate
-    from harness.store import GenerationCache
-    from harness.task import BUNDLED_DATA, get_task
-    from harness.types import GenConfig
+    from harness.models.backend import HFBackend
+    from harness.models.checkpoints import resolve_checkpoint
+    from harness.core.runner import EvalSettings, evaluate
+    from harness.core.store import GenerationCache
+    from harness.core.task import BUNDLED_DATA, get_task
+    from harness.core.types import GenConfig
 
     task = get_task(args.task)
     items = task.load(BUNDLED_DATA, "test")[: args.items]

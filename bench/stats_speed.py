@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from harness.stats import leaderboard_frame
+from harness.stats.ci import leaderboard_frame
 
 
 def random_scores(checkpoints: int, tasks: int, units: int, seed: int) -> dict[str, dict[str, dict[str, float]]]:

@@ -131,8 +131,8 @@ def measure(name: str, device: str, n_items: int,
 
 # ---- the paths -------------------------------------------------------------------------------------
 def ours(backend, task, items, settings) -> dict[str, str]:
-    from harness.runner import evaluate
-    from harness.store import GenerationCache, read_sample_lines
+    from harness.core.runner import evaluate
+    from harness.core.store import GenerationCache, read_sample_lines
 
     with tempfile.TemporaryDirectory() as tmp:  # a fresh cache: every output is generated
         cache = GenerationCache(Path(tmp) / "cache.sqlite")
@@ -148,7 +148,7 @@ def naive(backend, task, items, gen) -> dict[str, str]:
     """One generate call per item: the loop most wrappers run (batch size 1, nothing shared)."""
     import torch
 
-    from harness.images import open_image
+    from harness.core.images import open_image
 
     config = backend._generation_config(gen, 1)
     outs = {}
@@ -174,7 +174,7 @@ def sampled_rs(backend, task, items, gen, n: int, batch_size: int) -> dict[str, 
     """N samples per item through num_return_sequences (each prompt prefilled N times)."""
     import torch
 
-    from harness.images import open_image
+    from harness.core.images import open_image
 
     config = backend._generation_config(gen, n)
     order = sorted(items, key=lambda it: len(task.prompt(it)))
@@ -206,7 +206,7 @@ def lmms(backend, task, items, gen, cache_root: Path) -> Callable[[], dict[str, 
     from lmms_eval.models import get_model
 
     from harness.bridges.lmms import WRAPPERS, model_dir
-    from harness.images import open_image
+    from harness.core.images import open_image
 
     name = WRAPPERS[backend.model_family]
     try:
@@ -258,7 +258,7 @@ def qwen2vl_2b_config(tok):
     tied embeddings; 32 x 1280 vision blocks), special tokens from `tok` (a tiny tokenizer)."""
     from transformers import Qwen2VLConfig
 
-    from harness.tiny import QWEN_TOKENS
+    from trainers.tiny_model import QWEN_TOKENS
 
     ids = {k: tok.convert_tokens_to_ids(v) for k, v in QWEN_TOKENS.items()}
     return Qwen2VLConfig(
@@ -280,8 +280,8 @@ def build_qwen2vl_2b(out: Path, device: str) -> Path:
     from transformers import AutoTokenizer, GenerationConfig, Qwen2VLForConditionalGeneration
     from transformers import Qwen2VLImageProcessorPil
 
-    from harness.checkpoints import tiny_path
-    from harness.tiny import for_arch
+    from harness.models.checkpoints import tiny_path
+    from trainers.tiny_model import for_arch
 
     if (out / "config.json").is_file():
         return out
@@ -307,11 +307,11 @@ def build_qwen2vl_2b(out: Path, device: str) -> Path:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from harness.backend import HFBackend
-    from harness.checkpoints import resolve_checkpoint
-    from harness.runner import EvalSettings, _max_new_tokens
-    from harness.task import get_task, resolve_data_dir
-    from harness.types import GenConfig, Prompt
+    from harness.models.backend import HFBackend
+    from harness.models.checkpoints import resolve_checkpoint
+    from harness.core.runner import EvalSettings, _max_new_tokens
+    from harness.core.task import get_task, resolve_data_dir
+    from harness.core.types import GenConfig, Prompt
 
     task = get_task(args.task)
     if task.request_type != "generate":

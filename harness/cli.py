@@ -58,7 +58,7 @@ def _add_task_options(p: argparse.ArgumentParser) -> None:
 
 
 def _make_tasks(names: list[str], args: argparse.Namespace):
-    from harness.task import get_task, task_names
+    from harness.core.task import get_task, task_names
 
     given = {k: getattr(args, k) for k in TASK_OPTION_FLAGS if getattr(args, k, None) is not None}
     known = task_names()
@@ -96,7 +96,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from harness.evaluate import run_eval
+    from harness.commands.eval import run_eval
 
     names = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if not names:
@@ -113,8 +113,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if len(judged) < len(tasks):
         run_eval(args, [t for t in tasks if not getattr(t, "judged", False)])
     if judged:
-        from harness.judge_runs import run_judged_eval
-        from harness.parallel import current_shard
+        from harness.judge.runs import run_judged_eval
+        from harness.core.parallel import current_shard
 
         if not current_shard().is_main:
             return 0  # judged tasks are not sharded: under a parallel launch rank 0 runs them whole
@@ -140,7 +140,7 @@ def _eval_with_lmms(args: argparse.Namespace, specs: list[str]) -> int:
 
 def cmd_export_lmms_task(args: argparse.Namespace) -> int:
     from harness.bridges.lmms_export import export_task
-    from harness.task import resolve_data_dir
+    from harness.core.task import resolve_data_dir
 
     (task,) = _make_tasks([args.task], args)
     path = export_task(task, resolve_data_dir(args.data_dir), Path(args.out))
@@ -157,11 +157,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from harness.evaluate import run_score
+    from harness.commands.eval import run_score
 
     (task,) = _make_tasks([args.task], args)
     if getattr(task, "judged", False):
-        from harness.judge_runs import run_judged_score
+        from harness.judge.runs import run_judged_score
 
         run_judged_score(args, task)
         return 0
@@ -172,7 +172,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_critic_agreement(args: argparse.Namespace) -> int:
-    from harness.judge_runs import run_agreement
+    from harness.judge.runs import run_agreement
     from tasks.critic import read_votes
 
     run_agreement(args, read_votes(Path(args.votes)))
@@ -180,7 +180,7 @@ def cmd_critic_agreement(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from harness.leaderboard import load_spec, run_leaderboard
+    from harness.report.leaderboard import load_spec, run_leaderboard
 
     spec = load_spec(Path(args.spec))
     run_leaderboard(spec, build_recipe=_recipe_builder(), device=args.device)
@@ -189,8 +189,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from harness.compare import CompareConfig, run_compare
-    from harness.selection import parse_ns
+    from harness.commands.compare import CompareConfig, run_compare
+    from harness.stats.selection import parse_ns
 
     if args.ci_method != "bootstrap":
         raise HarnessError("compare reports percentile-bootstrap CIs only (per-item scores are fractions); drop --ci")
@@ -364,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="where the run's TSV lives (default: the run's own data dir)")
     p.set_defaults(func=cmd_export)
 
-    from harness.view_commands import add_parsers as add_view_parsers
+    from harness.commands.view import add_parsers as add_view_parsers
 
     add_view_parsers(sub)
 

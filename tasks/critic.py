@@ -27,9 +27,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
 from harness.errors import HarnessError
-from harness.judge import Comparison, Verdict
-from harness.task import Split, Task, read_json, require_file
-from harness.types import Item
+from harness.judge.pipeline import Comparison, Verdict
+from harness.core.task import Split, Task, read_json, require_file
+from harness.core.types import Item
 
 _FILES = {"test": "questions.json", "train": "questions_train.json"}
 _QUESTION_BLOCK = re.compile(r"~~~Question\n(.*?)\n~~~", re.DOTALL)  # MLLM-Bench's judge prompt

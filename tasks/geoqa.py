@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness.errors import HarnessError
-from harness.task import Split, Task, read_jsonl, require_file
-from harness.types import Item
+from harness.core.task import Split, Task, read_jsonl, require_file
+from harness.core.types import Item
 
 LETTERS = "ABCDEF"  # R3V's option alphabet (its ALPHA_MAP); GeoQA itself uses A-D
 

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.task import Split, Task, Unit, per_category, require_file
-from harness.types import Item
+from harness.core.task import Split, Task, Unit, per_category, require_file
+from harness.core.types import Item
 
 REQUIRED = ("index", "question", "answer", "image", "A", "B")
 INSTRUCTION = "Answer with the option's letter from the given choices directly."

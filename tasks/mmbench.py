@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.task import Split, Task, Unit, per_category, require_file
-from harness.types import Item
+from harness.core.task import Split, Task, Unit, per_category, require_file
+from harness.core.types import Item
 from tasks.lmudata import extract_option, letters_of, mc_prompt, read_items
 
 COPY_STRIDE = 1_000_000  # circular copy j of question g has index g + j * COPY_STRIDE

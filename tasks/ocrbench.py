@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.task import Split, Task, Unit, per_category, read_json, require_file
-from harness.types import Item
+from harness.core.task import Split, Task, Unit, per_category, read_json, require_file
+from harness.core.types import Item
 from tasks.vqa_normalize import normalize_answer
 
 FORMULA_DATASET = "HME100k"

@@ -30,8 +30,8 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> sub
 
 def geoqa_inputs(backend, k: int = 3) -> dict:
     """`backend`'s batched, left-padded inputs for the first k bundled geoqa test items."""
-    from harness.images import open_image
-    from harness.task import get_task
+    from harness.core.images import open_image
+    from harness.core.task import get_task
 
     task = get_task("geoqa")
     items = task.load(BUNDLED, "test")[:k]
@@ -41,8 +41,8 @@ def geoqa_inputs(backend, k: int = 3) -> dict:
 @pytest.fixture(scope="session")
 def random_tiny(tmp_path_factory) -> Path:
     """A small random-weight LLaVA with a tokenizer trained on the bundled prompts."""
-    from harness.task import get_task
-    from harness.tiny import build_tiny, build_tokenizer
+    from harness.core.task import get_task
+    from trainers.tiny_model import build_tiny, build_tokenizer
 
     task = get_task("geoqa")
     texts = [task.prompt(it) + " " + task.target_text(it) for it in task.load(BUNDLED, "test")[:200]]
@@ -54,9 +54,9 @@ def random_tiny(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def small_backends(tmp_path_factory) -> dict:
     """Loaded HFBackends of small random LLaVA and Qwen2-VL checkpoints (2 layers), by arch."""
-    from harness.backend import HFBackend
-    from harness.checkpoints import resolve_checkpoint
-    from harness.tiny import build_tiny, build_tokenizer
+    from harness.models.backend import HFBackend
+    from harness.models.checkpoints import resolve_checkpoint
+    from trainers.tiny_model import build_tiny, build_tokenizer
 
     tok = build_tokenizer(["Which angle is it? A. 30 B. 60", "Answer: B because"] * 20, vocab_size=300)
     root = tmp_path_factory.mktemp("small")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import HarnessError
-from harness.types import GenConfig, Prompt
+from harness.core.types import GenConfig, Prompt
 
 torch = pytest.importorskip("torch")
 
@@ -30,7 +30,7 @@ TEXTS = [
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from harness.tiny import build_tokenizer
+    from trainers.tiny_model import build_tokenizer
 
     return build_tokenizer(TEXTS, vocab_size=300)
 
@@ -51,7 +51,7 @@ def images(tmp_path_factory) -> list[Path]:
 
 @pytest.fixture(scope="session")
 def built(tokenizer, tmp_path_factory) -> dict[str, Path]:
-    from harness.tiny import build_tiny
+    from trainers.tiny_model import build_tiny
 
     root = tmp_path_factory.mktemp("tiny")
     return {arch: build_tiny(arch, tokenizer, root / arch, **SMALL) for arch in ARCHS}
@@ -59,8 +59,8 @@ def built(tokenizer, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def backends(built):
-    from harness.backend import HFBackend
-    from harness.checkpoints import resolve_checkpoint
+    from harness.models.backend import HFBackend
+    from harness.models.checkpoints import resolve_checkpoint
 
     return {arch: HFBackend(resolve_checkpoint(str(path))) for arch, path in built.items()}
 
@@ -162,7 +162,7 @@ def test_blind_replaces_images_with_grey(backends, images, arch, monkeypatch):
 # ---- inputs, labels, likelihoods -----------------------------------------------------------
 @pytest.mark.parametrize("arch", ARCHS)
 def test_labels_mask_only_the_reply(backends, images, arch):
-    from harness.images import open_image
+    from harness.core.images import open_image
 
     backend = backends[arch]
     ps = prompts(images)
@@ -189,7 +189,7 @@ def test_labels_mask_only_the_reply(backends, images, arch):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_choice_losses_equal_manual_forward(backends, images, arch):
-    from harness.images import open_image
+    from harness.core.images import open_image
 
     backend = backends[arch]
     ps = prompts(images)
@@ -220,8 +220,8 @@ def test_batched_losses_equal_one_by_one(backends, images, arch):
 
 # ---- checkpoints ---------------------------------------------------------------------------
 def test_resolve_errors(tmp_path, monkeypatch):
-    from harness import checkpoints
-    from harness.checkpoints import resolve_checkpoint
+    from harness.models import checkpoints
+    from harness.models.checkpoints import resolve_checkpoint
 
     with pytest.raises(HarnessError, match="checkpoint not found"):
         resolve_checkpoint(str(tmp_path / "nope"))
@@ -254,7 +254,7 @@ def test_resolve_errors(tmp_path, monkeypatch):
 
 
 def test_content_hash_tracks_weights(built, tmp_path):
-    from harness.checkpoints import resolve_checkpoint
+    from harness.models.checkpoints import resolve_checkpoint
 
     copy = tmp_path / "copy"
     shutil.copytree(built["llava"], copy)
@@ -268,8 +268,8 @@ def test_content_hash_tracks_weights(built, tmp_path):
 
 
 def test_broken_weights_are_a_harness_error(built, tmp_path):
-    from harness.backend import HFBackend
-    from harness.checkpoints import resolve_checkpoint
+    from harness.models.backend import HFBackend
+    from harness.models.checkpoints import resolve_checkpoint
 
     copy = tmp_path / "bad"
     shutil.copytree(built["llava"], copy)
@@ -282,8 +282,8 @@ def test_lora_adapter_roundtrip(built, backends, images, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageTextToText
 
-    from harness.backend import HFBackend
-    from harness.checkpoints import resolve_checkpoint
+    from harness.models.backend import HFBackend
+    from harness.models.checkpoints import resolve_checkpoint
 
     base_dir = built["llava"]
     model = AutoModelForImageTextToText.from_pretrained(base_dir)

@@ -19,7 +19,7 @@ from conftest import BUNDLED, run_cli
 from harness.bridges import lmms, lmms_import
 from harness.bridges.lmms_export import export_task
 from harness.errors import HarnessError
-from harness.task import get_task
+from harness.core.task import get_task
 
 HAS_LMMS = importlib.util.find_spec("lmms_eval") is not None and importlib.util.find_spec("decord") is not None
 
@@ -80,7 +80,7 @@ def test_bridge_commands_reject_bad_inputs(tmp_path, args, message):
 
 @pytest.mark.skipif(importlib.util.find_spec("torchvision") is not None, reason="torchvision present: the wrapper can load")
 def test_qwen2_vl_wrapper_without_torchvision_is_refused_up_front(tmp_path):
-    from harness.tiny import build_tiny, build_tokenizer
+    from trainers.tiny_model import build_tiny, build_tokenizer
 
     ckpt = build_tiny("qwen2vl", build_tokenizer(["what colour is it"], vocab_size=300), tmp_path / "q", image_size=32,
                       patch_size=8, hidden=32, layers=1, heads=2, vision_hidden=16, vision_layers=1, vision_heads=2)
@@ -161,7 +161,7 @@ def test_tiny_gets_the_processor_config_llava_hf_needs(tmp_path):
     from transformers import AutoProcessor
     from PIL import Image
 
-    from harness.checkpoints import resolve_checkpoint
+    from harness.models.checkpoints import resolve_checkpoint
 
     ref = resolve_checkpoint("tiny")
     view = lmms.model_dir(ref, tmp_path)
@@ -230,7 +230,7 @@ def test_lmms_eval_runs_the_exported_task_on_tiny(tmp_path):
 def test_leaderboard_spec_names_an_lmms_eval_task(tmp_path, random_tiny, monkeypatch):
     """`{lmms: task.yaml}` in a spec: each row (not its blind run) gets an lmms-<task> column with our
     statistics, paired item by item; an unchanged re-run does not run lmms-eval again."""
-    from harness.leaderboard import load_spec, run_leaderboard
+    from harness.report.leaderboard import load_spec, run_leaderboard
 
     assert run_cli("export-lmms-task", "geoqa", "--out", str(tmp_path / "t")).returncode == 0
     spec = tmp_path / "lb.yaml"
@@ -252,7 +252,7 @@ def test_leaderboard_spec_names_an_lmms_eval_task(tmp_path, random_tiny, monkeyp
 
 
 def test_leaderboard_spec_rejects_a_malformed_lmms_entry(tmp_path):
-    from harness.leaderboard import load_spec
+    from harness.report.leaderboard import load_spec
 
     spec = tmp_path / "lb.yaml"
     spec.write_text("baseline: tiny\ncheckpoints: [tiny]\ntasks: [{lmms: geo.yaml, metrc: acc}]\n")

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import BUNDLED, REPO, run_cli
 from harness.errors import HarnessError
-from harness.selection import (
+from harness.stats.selection import (
     SELECT_INSTRUCTION, best_at_n, draw_subsets, majority_at_n, parse_ns, pass_at_n, selection_prompt,
 )
 
@@ -131,7 +131,7 @@ def test_selection_prompt_is_r3v_format():
 
 
 def test_monte_carlo_variance():
-    from harness.selection import _mc_variance
+    from harness.stats.selection import _mc_variance
 
     assert _mc_variance([1.0, 0.0, 1.0], 3) == 0.0  # every subset asked
     # s^2 = 1/3, R = 4, 10 subsets: (1/3) / 4 * (1 - 4/10)
@@ -139,9 +139,9 @@ def test_monte_carlo_variance():
 
 
 def test_curve_frame_groups_and_paired_delta():
-    from harness.compare import CompareConfig, curve_frame
-    from harness.selection import MethodCurve
-    from harness.types import Item
+    from harness.commands.compare import CompareConfig, curve_frame
+    from harness.stats.selection import MethodCurve
+    from harness.core.types import Item
 
     items = {i: Item(i, "q", "A", group=g) for i, g in [("a1", "g"), ("a2", "g"), ("b", "")]}
     results = {
@@ -183,10 +183,10 @@ class ScriptedBackend:
 
 
 def _scripted_run(tmp_path, backend, subsets, ns=(1, 2, 3, 4), k=4):
-    from harness.compare import CompareConfig, compare, draw_samples, make_methods
-    from harness.selection import ModelContext
-    from harness.store import GenerationCache
-    from harness.task import get_task
+    from harness.commands.compare import CompareConfig, compare, draw_samples, make_methods
+    from harness.stats.selection import ModelContext
+    from harness.core.store import GenerationCache
+    from harness.core.task import get_task
 
     task = get_task("geoqa")
     items = task.load(BUNDLED, "test")[:10]
@@ -304,7 +304,7 @@ def test_compare_bad_inputs_exit_2(tmp_path, args, message):
 
 
 def test_samples_smaller_than_n_is_refused():
-    from harness.compare import CompareConfig
+    from harness.commands.compare import CompareConfig
 
     with pytest.raises(HarnessError, match="n=10 is larger than --samples K=4"):
         CompareConfig(ns=tuple(range(1, 11)), samples=4)

@@ -13,10 +13,10 @@ import pytest
 
 from conftest import BUNDLED, real_or_skip, run_cli
 from harness.errors import HarnessError
-from harness.judge import (Judge, JudgeSettings, agreement, combine_orders, judge_pairwise, judge_pointwise,
+from harness.judge.pipeline import (Judge, JudgeSettings, agreement, combine_orders, judge_pairwise, judge_pointwise,
                            pairwise_prompt, parse_score, parse_verdict, pointwise_prompt)
-from harness.store import GenerationCache
-from harness.task import get_task
+from harness.core.store import GenerationCache
+from harness.core.task import get_task
 from tasks.critic import read_votes
 
 VOTES = ("critic", "mllm_bench", "pairwise_votes_gpt4v_subset.json")
@@ -311,7 +311,7 @@ def test_score_predictions_with_a_judge(random_tiny, tmp_path):
 def other_tiny(random_tiny, tmp_path_factory):
     from transformers import AutoTokenizer
 
-    from harness.tiny import build_tiny
+    from trainers.tiny_model import build_tiny
 
     tok = AutoTokenizer.from_pretrained(random_tiny)
     return build_tiny("llava", tok, tmp_path_factory.mktemp("other") / "other-tiny", image_size=32, patch_size=8,
@@ -361,8 +361,8 @@ def test_vs_the_same_checkpoint_is_refused(random_tiny, tmp_path):
 
 
 def test_leaderboard_gets_critic_columns(random_tiny, tmp_path, monkeypatch):
-    from harness import judge as judge_mod
-    from harness.leaderboard import load_spec, run_leaderboard
+    from harness.judge import pipeline as judge_mod
+    from harness.report.leaderboard import load_spec, run_leaderboard
 
     def scripted_ask(self, prompts, label="judge"):
         return ["Tie" if "Answer1:" in p.text else "70 good" for p in prompts]

@@ -50,7 +50,7 @@ def test_proportions_reject_bad_inputs():
 
 
 def test_draw_without_replacement_and_hold_out():
-    from harness.types import Item
+    from harness.core.types import Item
     from trainers.data import Example
     from trainers.data_engine import draw, hold_out
 
@@ -77,7 +77,7 @@ def test_draw_without_replacement_and_hold_out():
 
 
 def test_generated_items_are_deterministic_and_of_the_asked_type(tmp_path):
-    from harness.task import get_task
+    from harness.core.task import get_task
     from trainers.data_engine import generate_examples
 
     task = get_task("geoqa")

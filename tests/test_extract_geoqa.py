@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from harness.errors import HarnessError
-from harness.types import Item
+from harness.core.types import Item
 from tasks.geoqa import GeoQA
 
 ITEM = Item(id="0", question="q", target="D", choices=("40°", "60°", "120°", "140°"))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import HarnessError
-from harness.leaderboard import load_spec, run_leaderboard
+from harness.report.leaderboard import load_spec, run_leaderboard
 
 CONTRACT = ["checkpoint", "task", "n", "score", "ci_low", "ci_high", "delta", "delta_ci_low",
             "delta_ci_high", "p_value", "rank_band"]
@@ -81,7 +81,7 @@ bootstrap: 2000
     assert (tmp_path / "runs" / "base" / "geoqa-blind" / "samples.jsonl").exists()
 
     # An unchanged re-run reads everything back without loading a model.
-    import harness.backend as backend_module
+    import harness.models.backend as backend_module
 
     def refuse(*a, **k):
         raise AssertionError("the model was loaded on an unchanged re-run")

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from harness.errors import HarnessError
-from harness.images import open_image
-from harness.types import Item
+from harness.core.images import open_image
+from harness.core.types import Item
 from tasks.mmbench import MMBench
 from tasks.synth import mmbench as synth
 

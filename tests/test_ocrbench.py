@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from harness.errors import HarnessError
-from harness.images import missing_images, open_image
-from harness.types import Item
+from harness.core.images import missing_images, open_image
+from harness.core.types import Item
 from tasks.ocrbench import OCRBench
 from tasks.synth import ocrbench as synth
 

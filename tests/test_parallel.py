@@ -11,11 +11,11 @@ import pytest
 
 from conftest import BUNDLED, REPO
 from harness.errors import HarnessError
-from harness.parallel import Shard, merge_samples, shard_logs, shard_positions
-from harness.runner import EvalSettings, evaluate
-from harness.store import GenerationCache
-from harness.task import get_task
-from harness.types import GenConfig
+from harness.core.parallel import Shard, merge_samples, shard_logs, shard_positions
+from harness.core.runner import EvalSettings, evaluate
+from harness.core.store import GenerationCache
+from harness.core.task import get_task
+from harness.core.types import GenConfig
 
 
 # ---- pure functions --------------------------------------------------------------------------------
@@ -194,7 +194,7 @@ def test_sft_trains_under_two_processes(tmp_path):
 SHARE_SCRIPT = '''
 import json, os, sys
 from harness.errors import HarnessError
-from harness.parallel import computed_on_main
+from harness.core.parallel import computed_on_main
 
 def fail():
     raise HarnessError("mpo: no preference pairs")

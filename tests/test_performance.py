@@ -8,7 +8,7 @@ import json
 import pytest
 
 from conftest import BUNDLED, REPO, geoqa_inputs
-from harness.types import GenConfig
+from harness.core.types import GenConfig
 
 torch = pytest.importorskip("torch")
 
@@ -64,9 +64,9 @@ def test_n_samples_encode_prompt_and_image_once(small_backends, arch):
 
 
 def test_leaderboard_loads_a_checkpoint_once_and_caches_its_statistics(tmp_path, random_tiny, monkeypatch):
-    import harness.backend as backend_module
-    import harness.stats as stats_module
-    from harness.leaderboard import load_spec, run_leaderboard
+    import harness.models.backend as backend_module
+    import harness.stats.ci as stats_module
+    from harness.report.leaderboard import load_spec, run_leaderboard
 
     loads = []
     original = backend_module.HFBackend
@@ -169,7 +169,7 @@ def test_vllm_backend_speaks_the_documented_api(tmp_path, random_tiny):
     (vLLM itself needs a CUDA GPU): prompts from the checkpoint's chat template with one image
     placeholder and no doubled BOS, the item's image, sampling parameters, n outputs per item."""
     from conftest import run_cli
-    from harness.task import get_task
+    from harness.core.task import get_task
     from transformers import AutoTokenizer
 
     (tmp_path / "fake" / "vllm").mkdir(parents=True)
@@ -194,7 +194,7 @@ def test_vllm_backend_speaks_the_documented_api(tmp_path, random_tiny):
     for request in greedy["requests"]:
         assert request["prompt"].count("<image>") == 1 and not request["prompt"].startswith(tok.bos_token * 2)
     assert sorted(r["prompt"] for r in greedy["requests"]) == sorted(r["prompt"] for r in sampled["requests"])
-    from harness.images import open_image
+    from harness.core.images import open_image
 
     assert sorted(r["image"] for r in greedy["requests"]) == sorted(
         list(open_image(it.images[0]).size) for it in items)

@@ -19,8 +19,8 @@ pytest.importorskip("trl")
 
 @pytest.fixture(scope="module")
 def backend(random_tiny):
-    from harness.backend import HFBackend
-    from harness.checkpoints import resolve_checkpoint
+    from harness.models.backend import HFBackend
+    from harness.models.checkpoints import resolve_checkpoint
 
     return HFBackend(resolve_checkpoint(str(random_tiny)), device="cpu")
 
@@ -78,9 +78,9 @@ def test_trainer_loss_is_sft_plus_weighted_terms(random_tiny, tmp_path):
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
-    from harness.backend import HFBackend
-    from harness.checkpoints import resolve_checkpoint
-    from harness.task import get_task
+    from harness.models.backend import HFBackend
+    from harness.models.checkpoints import resolve_checkpoint
+    from harness.core.task import get_task
     from trainers.common import lora_config, trl_args
     from trainers.data import index_dataset, load_examples
     from trainers.remgcl import REMGCLCollator, REMGCLConfig, _make_trainer
@@ -156,7 +156,7 @@ def test_box_mapping_matches_the_image_processor(backend, size):
 
 
 def test_bundled_ocr_regions_cover_the_ink(backend):
-    from harness.task import get_task
+    from harness.core.task import get_task
     from trainers.data import load_examples
     from trainers.remgcl import box_to_patches, clip_grid
 
@@ -183,7 +183,7 @@ def test_content_tokens_drop_stop_words(backend):
 
 
 def test_collator_marks_regions_for_ocr_items_only(backend):
-    from harness.task import get_task
+    from harness.core.task import get_task
     from trainers.data import load_examples
     from trainers.remgcl import REMGCLCollator
 
@@ -240,8 +240,8 @@ def test_unsupported_architecture_errors_clearly():
 @pytest.mark.slow
 def test_qwen2vl_regions_and_run(tmp_path):
     """Qwen2-VL: merged 2x2 patches, grid from image_grid_thw; a short run trains and logs both terms."""
-    from harness.task import get_task
-    from harness.tiny import build_tiny, build_tokenizer
+    from harness.core.task import get_task
+    from trainers.tiny_model import build_tiny, build_tokenizer
     from trainers.remgcl import REMGCLConfig, run
 
     task = get_task("ocrbench")

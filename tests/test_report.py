@@ -1,4 +1,4 @@
-"""harness.report: the files exist, hold the contract columns, escape untrusted names, embed the plot."""
+"""harness.report.render: the files exist, hold the contract columns, escape untrusted names, embed the plot."""
 from __future__ import annotations
 
 import base64
@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from harness import report
+from harness.report import render as report
 from harness.errors import HarnessError
-from harness.stats import leaderboard_frame
+from harness.stats.ci import leaderboard_frame
 
 CONTRACT = [
     "checkpoint", "task", "n", "score", "ci_low", "ci_high",

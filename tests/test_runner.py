@@ -12,18 +12,18 @@ from pathlib import Path
 import pytest
 
 from conftest import BUNDLED, HARNESS, REPO
-from harness.runner import EvalSettings, evaluate
-from harness.store import GenerationCache
-from harness.task import get_task
-from harness.types import GenConfig
+from harness.core.runner import EvalSettings, evaluate
+from harness.core.store import GenerationCache
+from harness.core.task import get_task
+from harness.core.types import GenConfig
 
 
 class CountingBackend:
     """The real backend, counting how often the model is asked for anything."""
 
     def __init__(self, path: Path) -> None:
-        from harness.backend import HFBackend
-        from harness.checkpoints import resolve_checkpoint
+        from harness.models.backend import HFBackend
+        from harness.models.checkpoints import resolve_checkpoint
 
         self.inner = HFBackend(resolve_checkpoint(str(path)))
         self.name, self.content_hash = self.inner.name, self.inner.content_hash

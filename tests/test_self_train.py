@@ -19,7 +19,7 @@ TINY_RUN = dict(iterations=2, samples_per_question=3, max_steps=2, batch_size=4,
 
 
 def _examples(n: int = 6):
-    from harness.task import get_task
+    from harness.core.task import get_task
     from trainers.data import load_examples
 
     return load_examples(get_task("geoqa"), BUNDLED, limit=n)  # targets: the reference rationales
@@ -67,7 +67,7 @@ def _pool(examples, *iterations):
 
 # --- the data of one iteration ---------------------------------------------------------------------
 def test_items_cot_refine_select_structure():
-    from harness.selection import selection_prompt
+    from harness.stats.selection import selection_prompt
     from trainers.self_train import QA_INSTRUCTION, REFINE_INSTRUCTION, build_items, qa_items
 
     examples = _examples(6)
@@ -193,7 +193,7 @@ def test_real_sampling_and_nothing_to_train_on(random_tiny, tmp_path):
 
 def test_leaderboard_rows_share_one_build(random_tiny, tmp_path, monkeypatch):
     import trainers.mpo as mpo
-    from harness.leaderboard import CheckpointSpec, load_spec, run_leaderboard
+    from harness.report.leaderboard import CheckpointSpec, load_spec, run_leaderboard
     from trainers.recipes import build_recipe
 
     monkeypatch.setattr(mpo, "sample_answers", _scripted([]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import geoqa_inputs
-from harness.types import GenConfig
+from harness.core.types import GenConfig
 
 torch = pytest.importorskip("torch")
 
@@ -27,7 +27,7 @@ def _reference_attention(query, prompt_keys, prompt_values, valid, own_keys, own
 def test_attention_over_one_prompt_copy_equals_attention_over_n_copies(q_len):
     from types import SimpleNamespace
 
-    from harness.shared_prefix import _active, shared_prefix_attention
+    from harness.models.shared_prefix import _active, shared_prefix_attention
 
     gen = torch.Generator().manual_seed(0)
     prompts, repeats, kv_heads, heads, prompt_len, own_len, dim = 3, 4, 2, 4, 7, 5, 8  # grouped-query heads
@@ -55,7 +55,7 @@ def test_shared_prefix_decoding_gives_the_logits_of_repeated_prompts(small_backe
     """Greedy decode steps through `generate`: shared-prefix cache vs the prompt cache copied n times."""
     import contextlib
 
-    from harness.shared_prefix import decoding_with, shared_prefix_cache
+    from harness.models.shared_prefix import decoding_with, shared_prefix_cache
 
     backend, n, steps = small_backends[arch], 3, 5
     model = backend.model
@@ -107,7 +107,7 @@ def test_near_zero_temperature_sampling_reproduces_greedy_decoding(small_backend
 def test_inverse_cdf_sampler_draws_from_the_warped_distribution():
     from scipy.stats import chisquare
 
-    from harness.shared_prefix import sampling_processors
+    from harness.models.shared_prefix import sampling_processors
 
     logits = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0, -30.0])
     rows, temperature = 40_000, 0.7
@@ -139,7 +139,7 @@ def test_inverse_cdf_sampler_draws_from_the_warped_distribution():
 def test_sliding_window_models_keep_the_copied_cache(text, expected):
     from types import SimpleNamespace
 
-    from harness.shared_prefix import supports_shared_prefix
+    from harness.models.shared_prefix import supports_shared_prefix
 
     config = SimpleNamespace(get_text_config=lambda: SimpleNamespace(**text))
     model = SimpleNamespace(config=config, _can_set_attn_implementation=lambda: True)

@@ -1,4 +1,4 @@
-"""harness.stats: intervals against scipy and closed forms, coverage, clusters, paired tests, bands."""
+"""harness.stats.ci: intervals against scipy and closed forms, coverage, clusters, paired tests, bands."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import pytest
 from scipy import stats as sps
 
 from harness.errors import HarnessError
-from harness.stats import leaderboard_frame, paired_difference, rank_bands, score_ci
+from harness.stats.ci import leaderboard_frame, paired_difference, rank_bands, score_ci
 
 
 def binary(n: int, p: float, seed: int) -> np.ndarray:

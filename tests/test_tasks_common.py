@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from conftest import BUNDLED, run_cli
-from harness.task import get_task, task_names
+from harness.core.task import get_task, task_names
 
 ANNOTATIONS = {  # the files of each bundled test split, without images
     "geoqa": ["geoqa/test_questions.jsonl", "geoqa/test_answers.jsonl", "geoqa/test_meta.jsonl"],

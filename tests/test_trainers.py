@@ -22,8 +22,8 @@ FEW = dict(max_steps=3, batch_size=4, limit=8, logging_steps=1)
 # --- helpers ---------------------------------------------------------------------------------------
 def _weights(path: Path) -> dict[str, "torch.Tensor"]:
     """State dict of a checkpoint as evaluation loads it (an adapter merged into its base)."""
-    from harness.backend import HFBackend
-    from harness.checkpoints import resolve_checkpoint
+    from harness.models.backend import HFBackend
+    from harness.models.checkpoints import resolve_checkpoint
 
     backend = HFBackend(resolve_checkpoint(str(path)), device="cpu")
     return {k: v.detach().clone() for k, v in backend.model.state_dict().items()}
@@ -35,10 +35,10 @@ def _changed(base: dict, trained: dict) -> list[str]:
 
 
 def _loads_and_generates(path: Path) -> list[list[str]]:
-    from harness.backend import HFBackend
-    from harness.checkpoints import resolve_checkpoint
-    from harness.task import get_task
-    from harness.types import GenConfig, Prompt
+    from harness.models.backend import HFBackend
+    from harness.models.checkpoints import resolve_checkpoint
+    from harness.core.task import get_task
+    from harness.core.types import GenConfig, Prompt
 
     task = get_task("geoqa")
     item = task.load(BUNDLED, "test")[0]
@@ -92,9 +92,9 @@ def test_staged_output_leaves_nothing_on_failure(tmp_path):
 
 # --- sft -------------------------------------------------------------------------------------------
 def test_sft_labels_cover_the_reply_only(random_tiny):
-    from harness.backend import HFBackend
-    from harness.checkpoints import resolve_checkpoint
-    from harness.task import get_task
+    from harness.models.backend import HFBackend
+    from harness.models.checkpoints import resolve_checkpoint
+    from harness.core.task import get_task
     from trainers.data import SFTCollator, load_examples
 
     backend = HFBackend(resolve_checkpoint(str(random_tiny)), device="cpu")
@@ -253,9 +253,9 @@ def test_mpo_trainer_uses_model_logprobs_and_the_running_shift(random_tiny, tmp_
     """The trainer's loss on a real batch = mpo_loss of log-probs computed here from plain logits."""
     from trl import DPOConfig
 
-    from harness.backend import HFBackend
-    from harness.checkpoints import resolve_checkpoint
-    from harness.task import get_task
+    from harness.models.backend import HFBackend
+    from harness.models.checkpoints import resolve_checkpoint
+    from harness.core.task import get_task
     from trainers.common import TrainConfig, lora_config, trl_args
     from trainers.data import Pair, PairCollator, index_dataset, load_examples
     from trainers.mpo import MPOTrainer, mpo_loss
@@ -301,7 +301,7 @@ def test_mpo_trainer_uses_model_logprobs_and_the_running_shift(random_tiny, tmp_
 
 
 def test_mpo_correctness_pairs():
-    from harness.task import get_task
+    from harness.core.task import get_task
     from trainers.data import load_examples
     from trainers.mpo import correctness_pairs
 
@@ -345,10 +345,10 @@ def test_mpo_trains_with_dropout_ntp(random_tiny, base_weights, tmp_path, monkey
 
 
 def test_dropout_ntp_continues_without_the_image(random_tiny):
-    from harness.backend import HFBackend
-    from harness.checkpoints import resolve_checkpoint
-    from harness.task import get_task
-    from harness.types import GenConfig
+    from harness.models.backend import HFBackend
+    from harness.models.checkpoints import resolve_checkpoint
+    from harness.core.task import get_task
+    from harness.core.types import GenConfig
     from trainers.data import Pair, load_examples
     from trainers.mpo import dropout_ntp_pairs
 
@@ -392,7 +392,7 @@ def test_self_critique_trains_on_self_judged_pairs(random_tiny, base_weights, tm
 
 # --- recipes and the command line ------------------------------------------------------------------
 def test_recipe_builds_sfte_from_seeded_members(random_tiny, tmp_path):
-    from harness.leaderboard import CheckpointSpec
+    from harness.report.leaderboard import CheckpointSpec
     from trainers.recipes import build_recipe
 
     members = {"trainer": "sft", "config": {"max_steps": 1, "batch_size": 2, "limit": 4, "lora_r": 2}}
@@ -453,7 +453,7 @@ def test_train_data_of_several_tasks_keeps_each_task():
 
 
 def test_leaderboard_builds_a_recipe_row_then_reuses_it(random_tiny, tmp_path):
-    from harness.leaderboard import load_spec, run_leaderboard
+    from harness.report.leaderboard import load_spec, run_leaderboard
     from trainers.recipes import build_recipe
 
     spec_file = tmp_path / "lb.yaml"

@@ -10,8 +10,9 @@ import pytest
 from conftest import run_cli
 from viewer_runs import HOSTILE, coin_run, hostile_geoqa, write_run
 
-from harness import stats, viewer
-from harness.store import csv_safe
+from harness.report import viewer
+from harness.stats import ci as stats
+from harness.core.store import csv_safe
 
 
 def page_json(path: Path) -> dict:
@@ -141,7 +142,7 @@ def test_csv_safe(cell, safe):
 
 
 def test_leaderboard_csv_neutralises_formulas(tmp_path):
-    from harness import report
+    from harness.report import render as report
 
     evil = "=cmd|' /C calc'!A0"
     frame = stats.leaderboard_frame({"base": {"geoqa": {"1": 1.0, "2": 0.0}}, evil: {"geoqa": {"1": 0.0, "2": 0.0}}}, "base", B=100)
@@ -179,7 +180,7 @@ def test_bad_inputs_are_one_line_errors(runs, tmp_path, args, message):
 def test_page_size_per_item_stays_small(runs):
     """~1.2 kB per GeoQA item (thumbnail included): 5,000 items stay well under 10 MB."""
     data = viewer.page_data(viewer.load_run(runs / "sft" / "geoqa"))
-    from harness import viewer_page
+    from harness.report import viewer_page
 
     size = len(viewer_page.render(data).encode())
     assert size / len(data["rows"]) < 2000, size

@@ -15,7 +15,7 @@ import pytest
 from browser import Chromium, find_browser
 from viewer_runs import coin_run
 
-from harness import viewer
+from harness.report import viewer
 
 pytestmark = pytest.mark.skipif(find_browser() is None, reason="no Chromium/Chrome on PATH: the browser tests need one "
                                 "(apt-get install chromium; .ci/run installs it)")
@@ -48,7 +48,7 @@ def expected_count(run_dir: Path, *, wrong: bool = False, unparsed: bool = False
 
 
 def test_leaderboard_links_to_viewer_pages(tmp_path, random_tiny):
-    from harness.leaderboard import load_spec, run_leaderboard
+    from harness.report.leaderboard import load_spec, run_leaderboard
 
     spec_path = tmp_path / "lb.yaml"
     spec_path.write_text(f"""

@@ -9,9 +9,9 @@ import random
 from pathlib import Path
 from typing import Callable
 
-from harness.scoring import sample_record, summarize
-from harness.store import atomic_write_json, atomic_write_jsonl
-from harness.task import get_task
+from harness.core.scoring import sample_record, summarize
+from harness.core.store import atomic_write_json, atomic_write_jsonl
+from harness.core.task import get_task
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = REPO / "data"

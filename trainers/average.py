@@ -126,8 +126,8 @@ def run(cfg: AverageConfig, out: Path, base: str | None = None, overwrite: bool 
     """Average cfg.adapters into `out` (a LoRA adapter + manifest.json). Returns the manifest."""
     from safetensors.torch import save_file
 
-    from harness.checkpoints import TINY_NAME, resolve_checkpoint
-    from harness.store import atomic_write_json
+    from harness.models.checkpoints import TINY_NAME, resolve_checkpoint
+    from harness.core.store import atomic_write_json
     from trainers.common import staged_output, write_manifest
 
     folders = [Path(a) for a in cfg.adapters]

@@ -54,7 +54,7 @@ def build_config(name: str, config_file: str | None, overrides: list[str], value
 def train(name: str, cfg, base: str | None, task: str | None, out: Path, data_dir: str | None = None,
           overwrite: bool = False, progress: bool = True, device: str | None = None) -> dict:
     """Run treatment `name` with a built config; checks the cheap inputs first."""
-    from harness.task import resolve_data_dir
+    from harness.core.task import resolve_data_dir
 
     module, _ = treatment_module(name)
     if Path(out).exists() and not overwrite:
@@ -67,7 +67,7 @@ def train(name: str, cfg, base: str | None, task: str | None, out: Path, data_di
         raise HarnessError(f"{name} needs --base (tiny, or a local checkpoint folder)")
     if not task:
         raise HarnessError(f"{name} needs --task (a task with a train split, e.g. geoqa, or a list geoqa,mmbench)")
-    from harness.checkpoints import resolve_checkpoint
+    from harness.models.checkpoints import resolve_checkpoint
     from trainers.data import task_names
 
     resolve_checkpoint(base)  # a missing base fails here, before any data or model is loaded

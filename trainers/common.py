@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
-    from harness.backend import HFBackend
-    from harness.checkpoints import CheckpointRef
+    from harness.models.backend import HFBackend
+    from harness.models.checkpoints import CheckpointRef
 
 
 # --- configs -------------------------------------------------------------------------------------
@@ -158,8 +158,8 @@ def _coerce(owner: str, key: str, value: Any, hint: Any) -> Any:
 # --- model ---------------------------------------------------------------------------------------
 def load_base(base: str, qlora: bool = False, device: str | None = None) -> tuple["HFBackend", str]:
     """The base as an HFBackend (for sampling and input building) and the name adapters record."""
-    from harness.backend import HFBackend
-    from harness.checkpoints import TINY_NAME, resolve_checkpoint
+    from harness.models.backend import HFBackend
+    from harness.models.checkpoints import TINY_NAME, resolve_checkpoint
 
     if not base:
         raise HarnessError("no base checkpoint given; pass --base tiny or a checkpoint folder")
@@ -361,7 +361,7 @@ def save_adapter(model, folder: Path, base_name: str) -> None:
 
 
 def set_adapter_base(folder: Path, base_name: str) -> None:
-    from harness.store import atomic_write_json
+    from harness.core.store import atomic_write_json
 
     cfg_path = folder / "adapter_config.json"
     config = json.loads(cfg_path.read_text(encoding="utf-8"))
@@ -372,8 +372,8 @@ def set_adapter_base(folder: Path, base_name: str) -> None:
 def write_manifest(folder: Path, treatment: str, config: Any, base: str | None, base_hash: str | None,
                    data: dict[str, Any], metrics: dict[str, Any], **extra: Any) -> dict[str, Any]:
     """manifest.json: how the checkpoint was made, enough to re-make it."""
-    from harness.scoring import library_versions
-    from harness.store import atomic_write_json
+    from harness.core.scoring import library_versions
+    from harness.core.store import atomic_write_json
 
     manifest = {
         "treatment": treatment,

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
-    from harness.backend import HFBackend
-    from harness.task import Task
-    from harness.types import Item
+    from harness.models.backend import HFBackend
+    from harness.core.task import Task
+    from harness.core.types import Item
 
 TARGETS = ("cot", "answer")
 
@@ -40,8 +40,8 @@ def load_examples(task: "Task", data_dir: Path, limit: int | None = None, target
 
     target="answer" keeps only the final "Answer: ..." part of a chain-of-thought target.
     """
-    from harness.images import open_image
-    from harness.runner import check_images
+    from harness.core.images import open_image
+    from harness.core.runner import check_images
 
     if target not in TARGETS:
         raise HarnessError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
@@ -72,7 +72,7 @@ def load_examples(task: "Task", data_dir: Path, limit: int | None = None, target
 
 def task_names(spec: str) -> list[str]:
     """`geoqa` or `geoqa,aokvqa_mc` -> the task names, checked to exist."""
-    from harness.task import get_task
+    from harness.core.task import get_task
 
     names = [t.strip() for t in spec.split(",") if t.strip()]
     if not names:
@@ -88,7 +88,7 @@ def load_train_data(spec: str, data_dir: str | Path | None, limit: int | None,
                     target: str = "cot") -> tuple[list[Example], dict[str, Any]]:
     """Training examples of one or more tasks (the first `limit` train items of each) and the
     manifest's description of them."""
-    from harness.task import get_task, resolve_data_dir
+    from harness.core.task import get_task, resolve_data_dir
 
     root = resolve_data_dir(data_dir)
     examples: list[Example] = []
@@ -103,7 +103,7 @@ def load_train_data(spec: str, data_dir: str | Path | None, limit: int | None,
 
 
 def examples_hash(examples: Sequence[Example]) -> str:
-    from harness.scoring import data_hash
+    from harness.core.scoring import data_hash
 
     return data_hash(e.item for e in examples)
 
@@ -137,7 +137,7 @@ class PairCollator:
         self.backend, self.examples, self.pairs = backend, examples, pairs
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        from harness.backend import IGNORE_INDEX
+        from harness.models.backend import IGNORE_INDEX
 
         pairs = [self.pairs[r["idx"]] for r in rows]
         ex = [self.examples[p.index] for p in pairs]

@@ -162,7 +162,7 @@ def generate_examples(task, counts: Mapping[str, int], folder: Path, seeds: Mapp
 def type_errors(backend, examples: Sequence[Example], gen, batch_size: int,
                 advance=lambda k=1: None) -> dict[str, dict[str, Any]]:
     """Greedy error rate per category: {type: {n, wrong, error, ci_low, ci_high}} (Wilson 95% CI)."""
-    from harness.stats import score_ci
+    from harness.stats.ci import score_ci
 
     wrong: dict[str, list[float]] = {}
     for start in range(0, len(examples), batch_size):
@@ -186,10 +186,10 @@ def run(cfg: DataEngineConfig, base: str, tasks: str, out: Path, data_dir: str |
     """R data-engine rounds on one task with question types; writes `out` (adapter, weight.json, manifest)."""
     from dataclasses import replace
 
-    from harness.parallel import computed_on_main
-    from harness.store import atomic_write_json
-    from harness.task import get_task, resolve_data_dir
-    from harness.types import GenConfig
+    from harness.core.parallel import computed_on_main
+    from harness.core.store import atomic_write_json
+    from harness.core.task import get_task, resolve_data_dir
+    from harness.core.types import GenConfig
     from trainers.common import (load_base, quiet_libraries, save_adapter, sampling_progress, staged_output,
         train_metrics, write_manifest)
     from trainers.data import examples_hash, load_examples, task_names

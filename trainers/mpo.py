@@ -36,7 +36,7 @@ from trainers.common import TrainConfig, require
 from trainers.data import Example, Pair
 
 if TYPE_CHECKING:
-    from harness.backend import HFBackend
+    from harness.models.backend import HFBackend
 
 
 @dataclass
@@ -239,8 +239,8 @@ def run(cfg: MPOConfig, base: str, tasks: str, out: Path, data_dir: str | Path |
     from trl import DPOConfig
 
     from harness.errors import HarnessError
-    from harness.parallel import computed_on_main
-    from harness.types import GenConfig
+    from harness.core.parallel import computed_on_main
+    from harness.core.types import GenConfig
     from trainers.common import (load_base, lora_config, prepare_trainer, quiet_libraries, sampling_progress,
         save_adapter, staged_output, train_metrics, trl_args, write_manifest)
     from trainers.data import PairCollator, index_dataset, load_train_data

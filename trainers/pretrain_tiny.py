@@ -65,8 +65,8 @@ class Example:
 
 def make_pool(workdir: Path, cfg: PretrainConfig) -> tuple[dict[str, list[Example]], dict[str, list]]:
     """Fresh synthetic training items per task, plus held-out items for progress checks."""
-    from harness.images import open_image
-    from harness.task import get_task
+    from harness.core.images import open_image
+    from harness.core.task import get_task
     from tasks.synth.__main__ import build_all
 
     build_all(workdir, scale=cfg.pool_scale, seed_offset=1000 + cfg.seed, splits=("train",))
@@ -92,7 +92,7 @@ def make_pool(workdir: Path, cfg: PretrainConfig) -> tuple[dict[str, list[Exampl
 
 def evaluate_held(backend, held) -> dict[str, float]:
     """Greedy accuracy on held-out training-distribution items (a progress signal, not a result)."""
-    from harness.types import GenConfig
+    from harness.core.types import GenConfig
 
     scores = {}
     for name, rows in held.items():
@@ -107,9 +107,9 @@ def evaluate_held(backend, held) -> dict[str, float]:
 def train(out: Path, cfg: PretrainConfig) -> dict:
     import torch
 
-    from harness.backend import HFBackend
-    from harness.checkpoints import resolve_checkpoint
-    from harness.tiny import build_tiny, build_tokenizer
+    from harness.models.backend import HFBackend
+    from harness.models.checkpoints import resolve_checkpoint
+    from trainers.tiny_model import build_tiny, build_tokenizer
 
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)

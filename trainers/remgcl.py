@@ -218,7 +218,7 @@ class REMGCLCollator(SFTCollator):
     token indices under its box and the region text's ids."""
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        from harness.backend import QWEN_FAMILIES
+        from harness.models.backend import QWEN_FAMILIES
 
         batch = super().__call__(rows)
         b = self.backend

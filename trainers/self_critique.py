@@ -29,7 +29,7 @@ from trainers.common import TrainConfig, require
 from trainers.data import Example, Pair
 
 if TYPE_CHECKING:
-    from harness.backend import HFBackend
+    from harness.models.backend import HFBackend
 
 JUDGE_TEMPLATE = (
     "{question}\n\nTwo candidate replies to the question above.\n"
@@ -94,7 +94,7 @@ def judge(backend: "HFBackend", examples: Sequence[Example], jobs: Sequence[tupl
     """The model's verdict (1, 2 or None) on each (example index, first, second)."""
     import torch
 
-    from harness.backend import sequence_losses
+    from harness.models.backend import sequence_losses
 
     verdicts: list[int | None] = []
     for start in range(0, len(jobs), cfg.sample_batch_size):
@@ -124,8 +124,8 @@ def run(cfg: SelfCritiqueConfig, base: str, tasks: str, out: Path, data_dir: str
 
     from trl import DPOConfig
 
-    from harness.parallel import computed_on_main
-    from harness.types import GenConfig
+    from harness.core.parallel import computed_on_main
+    from harness.core.types import GenConfig
     from trainers.common import (load_base, lora_config, prepare_trainer, quiet_libraries, sampling_progress,
         save_adapter, staged_output, train_metrics, trl_args, write_manifest)
     from trainers.data import PairCollator, index_dataset, load_train_data

@@ -42,7 +42,7 @@ from trainers.common import TrainConfig, require
 from trainers.data import Example
 
 if TYPE_CHECKING:
-    from harness.backend import HFBackend
+    from harness.models.backend import HFBackend
 
 KINDS = ("qa", "cot", "refine", "select")
 QA_MODES = ("direct", "cot", "none")
@@ -191,7 +191,7 @@ def _newest(samples: list[Sample]) -> list[Sample]:
 
 def selection_prompt(question: str, candidates: Sequence[str]) -> str:
     # The exact prompt `harness compare ... self-select` builds, so the skill trained here is the one it asks for.
-    from harness.selection import selection_prompt as build
+    from harness.stats.selection import selection_prompt as build
 
     return build(question, candidates)
 
@@ -228,9 +228,9 @@ def run(cfg: SelfTrainConfig, base: str, tasks: str, out: Path, data_dir: str | 
     """K rounds of sample -> judge -> build -> train a fresh LoRA; writes <out>/iter1..K (adapters with
     manifests) and <out>/manifest.json. Returns the top-level manifest."""
     from harness.errors import HarnessError
-    from harness.parallel import computed_on_main
-    from harness.store import atomic_write_jsonl
-    from harness.types import GenConfig
+    from harness.core.parallel import computed_on_main
+    from harness.core.store import atomic_write_jsonl
+    from harness.core.types import GenConfig
     from trainers.common import (load_base, quiet_libraries, sampling_progress, save_adapter, staged_output,
         train_metrics, write_manifest)
     from trainers.data import load_train_data

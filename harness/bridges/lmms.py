@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.bridges.lmms_import import import_task_samples
-from harness.checkpoints import CheckpointRef
+from harness.models.checkpoints import CheckpointRef
 from harness.errors import HarnessError
-from harness.scoring import library_versions
-from harness.store import atomic_write_json
+from harness.core.scoring import library_versions
+from harness.core.store import atomic_write_json
 
 INSTALL_HINT = "pip install '.[lmms]' (with CUDA torch; with CPU torch `make setup` installs it, see README: Bridges)"
 WRAPPERS = {"llava": "llava_hf", "qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_5_vl"}
@@ -173,8 +173,8 @@ def run_lmms_eval(args: argparse.Namespace, specs: list[str]) -> list[dict[str, 
     A task whose run folder already holds a summary made with the same checkpoint, task files,
     lmms-eval version and settings is not run again (delete the folder to force it).
     """
-    from harness.checkpoints import resolve_checkpoint
-    from harness.evaluate import print_summaries
+    from harness.models.checkpoints import resolve_checkpoint
+    from harness.commands.eval import print_summaries
 
     if args.blind:
         raise HarnessError("--blind is not available with --engine lmms-eval (its tasks load the images); drop it")
@@ -227,7 +227,7 @@ def leaderboard_columns(label: str, ref: CheckpointRef, tasks: list, spec: Any, 
     """
     from collections import defaultdict
 
-    from harness.store import read_sample_lines
+    from harness.core.store import read_sample_lines
 
     args = argparse.Namespace(
         ckpt=str(ref.path), base=str(ref.base_path) if ref.base_path else None, trust_remote_code=False,

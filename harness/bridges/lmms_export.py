@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.store import atomic_write_text
-from harness.task import Task
+from harness.core.store import atomic_write_text
+from harness.core.task import Task
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ ID_FIELD = {id_field!r}
 @lru_cache(maxsize=1)
 def _task():
     try:
-        from harness.task import get_task
+        from harness.core.task import get_task
     except ImportError as e:
         raise ImportError("this task needs vlm-harness installed (pip install -e <harness repo>)") from e
     return get_task(TASK, **OPTIONS)
@@ -79,7 +79,7 @@ def process_docs(dataset):
 
 
 def doc_to_visual(doc):
-    from harness.images import open_image
+    from harness.core.images import open_image
 
     return [open_image(ref) for ref in _item(doc).images]
 

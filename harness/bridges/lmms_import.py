@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.scoring import sample_record, summarize
-from harness.store import atomic_write_json, atomic_write_jsonl
-from harness.task import Task, get_task, task_names
-from harness.types import Item
+from harness.core.scoring import sample_record, summarize
+from harness.core.store import atomic_write_json, atomic_write_jsonl
+from harness.core.task import Task, get_task, task_names
+from harness.core.types import Item
 
 ID_FIELDS = ("question_id", "index", "id", "qid", "sample_id")
 CATEGORY_FIELDS = ("harness_category", "category", "question_type", "l2-category", "subtask")
@@ -97,7 +97,7 @@ def _unique_ids(samples: list[dict[str, Any]]) -> list[str]:
 def _rescored(task: Task, data_dir: str | None, samples: list[dict[str, Any]]
               ) -> tuple[list[dict[str, Any]], dict[str, Item], int]:
     """Records of an exported harness task, re-scored by our task class on lmms-eval's outputs."""
-    from harness.task import resolve_data_dir
+    from harness.core.task import resolve_data_dir
 
     items = {it.id: it for it in task.load(resolve_data_dir(data_dir), "test")}
     records, used, disagree = [], {}, 0

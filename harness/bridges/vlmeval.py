@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.store import read_sample_lines
-from harness.task import get_task
+from harness.core.store import read_sample_lines
+from harness.core.task import get_task
 
 TSV_TASKS = ("mmbench", "lmudata_mc")
 
@@ -89,7 +89,7 @@ def prediction_rows(run_dir: Path, data_dir: str | None = None) -> tuple[list[st
 def export_predictions(run_dir: Path, out: Path, data_dir: str | None = None) -> Path:
     if out.suffix not in (".tsv", ".xlsx"):
         raise HarnessError(f"--out {out}: name a .tsv or .xlsx file (VLMEvalKit reads <model>_<dataset>.xlsx or .tsv)")
-    from harness.store import csv_safe
+    from harness.core.store import csv_safe
 
     columns, rows = prediction_rows(run_dir, data_dir)
     # Spreadsheet formulas in questions or outputs (`=cmd|...`) must not run when a person opens the

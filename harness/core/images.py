@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.types import ImageRef
+from harness.core.types import ImageRef
 
 
 def open_image(ref: ImageRef, blank: bool = False):

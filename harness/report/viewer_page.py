@@ -186,7 +186,7 @@ _SCRIPT_HASH = "sha256-" + base64.b64encode(hashlib.sha256(_JS.encode()).digest(
 
 
 def render(data: dict[str, Any], key: str = "") -> str:
-    """The whole page; `data` holds title, subtitle, rows, thumbs, categories (see harness.viewer)."""
+    """The whole page; `data` holds title, subtitle, rows, thumbs, categories (see harness.report.viewer)."""
     title = html.escape(str(data.get("title", "samples")))
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

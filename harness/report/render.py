@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from harness.errors import HarnessError
-from harness.stats import LEADERBOARD_COLUMNS
+from harness.stats.ci import LEADERBOARD_COLUMNS
 
 if TYPE_CHECKING:  # heavy imports stay lazy so `harness --help` is fast
     import pandas as pd
@@ -103,7 +103,7 @@ def _check_columns(df: pd.DataFrame) -> None:
     if missing:
         raise HarnessError(
             f"leaderboard table lacks column(s) {', '.join(missing)}; build it with "
-            "harness.stats.leaderboard_frame"
+            "harness.stats.ci.leaderboard_frame"
         )
 
 
@@ -163,7 +163,7 @@ def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
     _check_columns(df)
     rest = [c for c in OPTIONAL_COLUMNS if c in df.columns]
     rest += [c for c in df.columns if c not in CSV_COLUMNS and c not in rest]
-    from harness.store import csv_safe_frame  # checkpoint names are untrusted: no spreadsheet formulas
+    from harness.core.store import csv_safe_frame  # checkpoint names are untrusted: no spreadsheet formulas
 
     text = csv_safe_frame(df[[*CSV_COLUMNS, *rest]]).to_csv(index=False, float_format="%.6g", lineterminator="\n")
     return _atomic_write(path, text.encode("utf-8"))
@@ -236,7 +236,7 @@ def write_html(df: pd.DataFrame, path: str | Path, title: str, plot_png: str | P
     """One self-contained page: inline CSS, the plot as a base64 data URI, all data escaped.
 
     `links` maps (checkpoint, task) to the hrefs of its sample viewer pages ("score": the run's
-    samples, "delta": the items that flipped against the baseline); see harness.viewer.
+    samples, "delta": the items that flipped against the baseline); see harness.report.viewer.
     """
     links = links or {}
     board = _board(df)

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 from harness.errors import HarnessError
-from harness.images import image_digest, missing_images
-from harness.parallel import Shard, merge_samples, shard_logs, shard_positions
-from harness.scoring import data_hash, library_versions, sample_record, summarize
-from harness.store import GenerationCache, SampleLog, atomic_write_json, read_sample_lines
-from harness.task import Task
-from harness.types import GenConfig, Item, Prompt
+from harness.core.images import image_digest, missing_images
+from harness.core.parallel import Shard, merge_samples, shard_logs, shard_positions
+from harness.core.scoring import data_hash, library_versions, sample_record, summarize
+from harness.core.store import GenerationCache, SampleLog, atomic_write_json, read_sample_lines
+from harness.core.task import Task
+from harness.core.types import GenConfig, Item, Prompt
 
 
 class Backend(Protocol):

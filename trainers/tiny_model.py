@@ -1,6 +1,6 @@
 """The embedded tiny VLMs: real transformers architectures built from configs, with no download.
 
-    from harness.tiny import build_tokenizer, build_tiny
+    from trainers.tiny_model import build_tokenizer, build_tiny
     tok = build_tokenizer(texts, vocab_size=2000)
     build_tiny("llava", tok, Path("checkpoints/tiny"))      # or "qwen2vl"
 

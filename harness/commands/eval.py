@@ -7,20 +7,20 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.runner import EvalSettings, check_images, evaluate, run_name
-from harness.scoring import sample_record, summarize
-from harness.store import GenerationCache, atomic_write_json, atomic_write_jsonl
-from harness.task import Task, resolve_data_dir
-from harness.types import GenConfig
+from harness.core.runner import EvalSettings, check_images, evaluate, run_name
+from harness.core.scoring import sample_record, summarize
+from harness.core.store import GenerationCache, atomic_write_json, atomic_write_jsonl
+from harness.core.task import Task, resolve_data_dir
+from harness.core.types import GenConfig
 
 
 def run_eval(args: argparse.Namespace, tasks: list[Task]) -> list[dict[str, Any]]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from harness.backend import HFBackend
-    from harness.checkpoints import resolve_checkpoint
-    from harness.parallel import current_shard
+    from harness.models.backend import HFBackend
+    from harness.models.checkpoints import resolve_checkpoint
+    from harness.core.parallel import current_shard
 
     settings = EvalSettings(
         gen=GenConfig(
@@ -43,7 +43,7 @@ def run_eval(args: argparse.Namespace, tasks: list[Task]) -> list[dict[str, Any]
     # Under `accelerate launch` / torchrun each rank evaluates a shard on its own device (harness.parallel).
     shard = current_shard()
     if getattr(args, "backend", "hf") == "vllm":
-        from harness.vllm_backend import VLLMBackend, require_vllm
+        from harness.models.vllm_backend import VLLMBackend, require_vllm
 
         require_vllm()
         if any(t.request_type != "generate" for t, _ in loaded):

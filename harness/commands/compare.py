@@ -36,11 +36,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from harness.errors import HarnessError
-from harness.runner import Backend, EvalSettings, check_images, evaluate, run_name
-from harness.selection import MajorityVote, Method, MethodCurve, ModelContext, PassAtN, SamplePool, SelfSelect
-from harness.store import GenerationCache, atomic_write_json, atomic_write_text, csv_safe, csv_safe_frame, read_sample_lines
-from harness.task import Task
-from harness.types import GenConfig, Item
+from harness.core.runner import Backend, EvalSettings, check_images, evaluate, run_name
+from harness.stats.selection import MajorityVote, Method, MethodCurve, ModelContext, PassAtN, SamplePool, SelfSelect
+from harness.core.store import GenerationCache, atomic_write_json, atomic_write_text, csv_safe, csv_safe_frame, read_sample_lines
+from harness.core.task import Task
+from harness.core.types import GenConfig, Item
 
 if TYPE_CHECKING:  # heavy imports stay lazy so `harness --help` is fast
     import pandas as pd
@@ -160,7 +160,7 @@ def _units(curve: MethodCurve, items: dict[str, Item]) -> tuple[list[str], list[
 def curve_frame(results: dict[str, dict[int, MethodCurve]], items: dict[str, Item], config: CompareConfig) -> pd.DataFrame:
     import pandas as pd
 
-    from harness.stats import paired_difference, score_ci
+    from harness.stats.ci import paired_difference, score_ci
 
     rows = []
     for n in config.ns:
@@ -279,7 +279,7 @@ def print_table(df: pd.DataFrame, title: str) -> None:
 # --- the command ----------------------------------------------------------------------------------
 def run_compare(args: Any, task: Task, config: CompareConfig) -> pd.DataFrame:
     """`harness compare`: validate everything, sample (or read predictions), run methods, write."""
-    from harness.task import resolve_data_dir
+    from harness.core.task import resolve_data_dir
 
     methods = make_methods(args.methods, config)
     data_dir = resolve_data_dir(args.data_dir)
@@ -297,8 +297,8 @@ def run_compare(args: Any, task: Task, config: CompareConfig) -> pd.DataFrame:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from harness.backend import HFBackend
-    from harness.checkpoints import resolve_checkpoint
+    from harness.models.backend import HFBackend
+    from harness.models.checkpoints import resolve_checkpoint
 
     ref = resolve_checkpoint(args.ckpt, base=args.base, trust_remote_code=args.trust_remote_code)
     backend = HFBackend(ref, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
@@ -322,8 +322,8 @@ def run_compare(args: Any, task: Task, config: CompareConfig) -> pd.DataFrame:
 
 
 def _compare_predictions(args, task, config, methods, items, meta) -> pd.DataFrame:
-    from harness.evaluate import read_predictions
-    from harness.scoring import sample_record
+    from harness.commands.eval import read_predictions
+    from harness.core.scoring import sample_record
 
     if args.out is None:
         raise HarnessError("--predictions needs --out DIR for curve.csv and the other outputs")

@@ -12,8 +12,8 @@ from collections import defaultdict
 from importlib import metadata
 from typing import Any, Iterable
 
-from harness.task import Task, per_category
-from harness.types import Item
+from harness.core.task import Task, per_category
+from harness.core.types import Item
 
 
 def sample_record(task: Task, item: Item, sample: int, output: str, **fields: Any) -> dict[str, Any]:
@@ -53,7 +53,7 @@ def summarize(
     **meta: Any,
 ) -> dict[str, Any]:
     """summary.json: headline score (percent) with CI, per-category scores, unparsed count."""
-    from harness import stats
+    from harness.stats import ci as stats
 
     per_item: dict[str, list[float]] = defaultdict(list)
     for r in records:

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from harness.checkpoints import CheckpointRef
+from harness.models.checkpoints import CheckpointRef
 from harness.errors import HarnessError
-from harness.images import open_image
-from harness.types import GenConfig, Prompt
+from harness.core.images import open_image
+from harness.core.types import GenConfig, Prompt
 
 INSTALL = "pip install vllm (Linux with a CUDA GPU)"
 

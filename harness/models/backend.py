@@ -15,11 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
-from harness.checkpoints import CheckpointRef
+from harness.models.checkpoints import CheckpointRef
 from harness.errors import HarnessError
-from harness.images import open_image
-from harness.shared_prefix import supports_shared_prefix
-from harness.types import GenConfig, Prompt
+from harness.core.images import open_image
+from harness.models.shared_prefix import supports_shared_prefix
+from harness.core.types import GenConfig, Prompt
 
 if TYPE_CHECKING:
     import torch
@@ -305,7 +305,7 @@ class HFBackend:
                 cache.batch_repeat_interleave(n)
                 return self.model.generate(**rows, past_key_values=cache,
                                            generation_config=self._generation_config(gen, 1))
-            from harness.shared_prefix import decoding_with, sampling_processors, shared_prefix_cache
+            from harness.models.shared_prefix import decoding_with, sampling_processors, shared_prefix_cache
 
             # +1: the last prompt token is written to each row's own part too.
             shared = shared_prefix_cache(cache, mask[:, :-1], capacity=gen.max_new_tokens + 1)

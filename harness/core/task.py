@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterator, Literal, Sequence
 
 from harness.errors import HarnessError
-from harness.types import Item
+from harness.core.types import Item
 
 Split = Literal["train", "test"]
 
@@ -107,7 +107,7 @@ def get_task(name: str, **opts: str) -> Task:
 
 
 # --- data locations ---------------------------------------------------------------------------
-BUNDLED_DATA = Path(__file__).resolve().parent.parent / "data"
+BUNDLED_DATA = Path(__file__).resolve().parents[2] / "data"
 
 
 def resolve_data_dir(arg: str | Path | None = None) -> Path:

@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
 from harness.errors import HarnessError
-from harness.store import GenerationCache, atomic_write_json, atomic_write_jsonl
-from harness.types import GenConfig, ImageRef, Item, Prompt
+from harness.core.store import GenerationCache, atomic_write_json, atomic_write_jsonl
+from harness.core.types import GenConfig, ImageRef, Item, Prompt
 
 Verdict = Literal["1", "2", "tie"]
 PROMPT_VERSION = "critic-v1"  # change when a template changes; recorded in every summary
@@ -138,7 +138,7 @@ class Judge:
                 "max_new_tokens": self.settings.max_new_tokens}
 
     def _digest(self, ref: ImageRef) -> str:
-        from harness.images import image_digest
+        from harness.core.images import image_digest
 
         k = ref if isinstance(ref, bytes) else str(ref)
         if k not in self._digests:
@@ -180,7 +180,7 @@ def _pct_or_none(xs: Sequence[float]) -> float | None:
 
 def _ci(per_unit: dict[str, float], settings: JudgeSettings, clusters: dict[str, str] | None = None):
     """(mean, low, high) in percent over units (whole clusters resampled); Nones when empty."""
-    from harness.stats import score_ci
+    from harness.stats.ci import score_ci
 
     if not per_unit:
         return None, None, None

@@ -1,4 +1,4 @@
-"""`harness view` and `harness diff`: the sample viewer's commands (harness.viewer does the work)."""
+"""`harness view` and `harness diff`: the sample viewer's commands (harness.report.viewer does the work)."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +8,7 @@ from harness.errors import HarnessError
 
 
 def cmd_view(args: argparse.Namespace) -> int:
-    from harness.viewer import find_runs, write_view
+    from harness.report.viewer import find_runs, write_view
 
     runs = find_runs(Path(args.run_dir))
     vs = None
@@ -32,7 +32,7 @@ def cmd_view(args: argparse.Namespace) -> int:
 def cmd_diff(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from harness.viewer import diff_table, find_runs, load_run
+    from harness.report.viewer import diff_table, find_runs, load_run
 
     def pick(path: str):
         run = Path(path) if (Path(path) / "samples.jsonl").is_file() else Path(path) / args.task

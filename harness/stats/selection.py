@@ -34,11 +34,11 @@ from pathlib import Path
 from typing import Any, Hashable, Mapping, Protocol, Sequence
 
 from harness.errors import HarnessError
-from harness.images import image_digest
-from harness.runner import Backend, EvalSettings, evaluate
-from harness.store import GenerationCache, read_sample_lines
-from harness.task import Task
-from harness.types import GenConfig, Item
+from harness.core.images import image_digest
+from harness.core.runner import Backend, EvalSettings, evaluate
+from harness.core.store import GenerationCache, read_sample_lines
+from harness.core.task import Task
+from harness.core.types import GenConfig, Item
 
 SELECT_INSTRUCTION = (
     "Which prediction is correct? Give the final answer for the beginning question by selecting "

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness.errors import HarnessError
-from harness.judge import Comparison, Judge, JudgeSettings, agreement, judge_pairwise, judge_pointwise
-from harness.store import GenerationCache, atomic_write_jsonl
-from harness.types import GenConfig, Item
+from harness.judge.pipeline import Comparison, Judge, JudgeSettings, agreement, judge_pairwise, judge_pointwise
+from harness.core.store import GenerationCache, atomic_write_jsonl
+from harness.core.types import GenConfig, Item
 
 def _backends(kwargs: dict[str, Any]):
     """One lazily loaded backend per checkpoint content: the judge may also be a checkpoint under test."""
-    from harness.leaderboard import LazyBackend
+    from harness.report.leaderboard import LazyBackend
 
     loaded: dict[str, Any] = {}
     return lambda ref: loaded.setdefault(ref.content_hash, LazyBackend(ref, **kwargs))
@@ -41,10 +41,10 @@ def run_judged_eval(args: Any, tasks: list[Any]) -> list[dict[str, Any]]:
 
     With --blind only the answering checkpoints see blanked images; the judge always sees them.
     """
-    from harness.checkpoints import resolve_checkpoint
-    from harness.runner import EvalSettings, check_images, evaluate, run_name
-    from harness.store import read_sample_lines
-    from harness.task import resolve_data_dir
+    from harness.models.checkpoints import resolve_checkpoint
+    from harness.core.runner import EvalSettings, check_images, evaluate, run_name
+    from harness.core.store import read_sample_lines
+    from harness.core.task import resolve_data_dir
 
     _bootstrap_only(args.ci_method)
     settings = EvalSettings(
@@ -104,10 +104,10 @@ def run_judged_eval(args: Any, tasks: list[Any]) -> list[dict[str, Any]]:
 
 def run_judged_score(args: Any, task: Any) -> dict[str, Any]:
     """`harness score` for judged tasks: predictions made anywhere, scored by the judge."""
-    from harness.checkpoints import resolve_checkpoint
-    from harness.evaluate import read_predictions
-    from harness.scoring import sample_record
-    from harness.task import resolve_data_dir
+    from harness.models.checkpoints import resolve_checkpoint
+    from harness.commands.eval import read_predictions
+    from harness.core.scoring import sample_record
+    from harness.core.task import resolve_data_dir
 
     _bootstrap_only(args.ci_method)
     data_dir = resolve_data_dir(args.data_dir)
@@ -132,7 +132,7 @@ def run_judged_score(args: Any, task: Any) -> dict[str, Any]:
 
 def run_agreement(args: Any, comparisons: Sequence[Comparison]) -> dict[str, Any]:
     """`harness critic agreement`: the judge against reference verdicts."""
-    from harness.checkpoints import resolve_checkpoint
+    from harness.models.checkpoints import resolve_checkpoint
 
     comparisons = list(comparisons)[: args.limit]
     judge_ref = resolve_checkpoint(args.judge, trust_remote_code=args.trust_remote_code)
@@ -158,7 +158,7 @@ def leaderboard_columns(judge_backend: Any, runs: list[tuple[str, Any, dict[str,
     `runs` holds (label, task, items, run_dir) of finished generation runs. A column whose every
     judge reply was unparsable is left out (the summary.json beside the samples says so).
     """
-    from harness.store import read_sample_lines
+    from harness.core.store import read_sample_lines
 
     judge = Judge(judge_backend, cache, JudgeSettings(seed=seed), progress)
     columns: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)

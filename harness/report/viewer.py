@@ -5,7 +5,7 @@
 
 A page lists every item of one checkpoint x task run: embedded thumbnail, question, choices,
 target, category, the prompt, and each sample's raw output, extracted answer and score (K
-samples side by side), with filters, search and sorting (the page itself: harness.viewer_page).
+samples side by side), with filters, search and sorting (the page itself: harness.report.viewer_page).
 A flips page pairs a run with a baseline run over the statistics' units (Task.units: an item,
 or an MMBench circular group) and lists those whose score changed; with 0/1 unit scores its
 wrong->right / right->wrong counts are the discordant counts (a_only / b_only) McNemar and the
@@ -28,8 +28,8 @@ from harness.errors import HarnessError
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from harness.task import Task
-    from harness.types import ImageRef, Item
+    from harness.core.task import Task
+    from harness.core.types import ImageRef, Item
 
 THUMB_SIDE = 96  # pixels; WebP at this size is ~1-2 kB, so 5,000 thumbnails stay well under 10 MB
 THUMB_QUALITY = 50
@@ -67,8 +67,8 @@ class RunView:
 
 def load_run(run_dir: str | Path, data_dir: str | Path | None = None, label: str | None = None) -> RunView:
     """A run folder written by `harness eval` or `harness score` (samples.jsonl + summary.json)."""
-    from harness.store import read_sample_lines
-    from harness.task import get_task, resolve_data_dir
+    from harness.core.store import read_sample_lines
+    from harness.core.task import get_task, resolve_data_dir
 
     run_dir = Path(run_dir)
     summary_path = run_dir / "summary.json"
@@ -138,7 +138,7 @@ def thumbnail(ref: ImageRef) -> str | None:
     """A small WebP data URI of an image, or None when it cannot be read (the page says so)."""
     from PIL import Image
 
-    from harness.images import image_digest
+    from harness.core.images import image_digest
 
     try:
         digest = image_digest(ref)
@@ -234,8 +234,8 @@ def safe_name(text: str) -> str:
 
 def _page_key(run: RunView, base: RunView | None, units: Iterable[str] | None) -> str:
     """Everything a page shows, hashed before any thumbnail is made: unchanged pages are skipped."""
-    from harness import viewer_page
-    from harness.scoring import data_hash
+    from harness.report import viewer_page
+    from harness.core.scoring import data_hash
 
     h = hashlib.sha256()
     for side in (run, base):
@@ -253,8 +253,8 @@ def _page_key(run: RunView, base: RunView | None, units: Iterable[str] | None) -
 
 def write_page(path: Path, run: RunView, base: RunView | None = None, units: Iterable[str] | None = None) -> Path:
     """Write a run's page (or its flips page against `base`) atomically; unchanged pages are kept."""
-    from harness import viewer_page
-    from harness.report import atomic_write  # 0644, like the leaderboard files beside it
+    from harness.report import viewer_page
+    from harness.report.render import atomic_write  # 0644, like the leaderboard files beside it
 
     units = None if units is None else set(units)
     key = _page_key(run, base, units)

@@ -155,7 +155,7 @@ class LazyBackend:
 
     def _get(self):
         if self._backend is None:
-            from harness.backend import HFBackend
+            from harness.models.backend import HFBackend
 
             self._backend = HFBackend(self.ref, **self.kwargs)
         return self._backend
@@ -175,12 +175,12 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from harness import report
-    from harness.checkpoints import resolve_checkpoint
-    from harness.runner import EvalSettings, check_images, evaluate, run_name
-    from harness.store import GenerationCache, read_sample_lines
-    from harness.task import get_task, resolve_data_dir
-    from harness.types import GenConfig
+    from harness.report import render as report
+    from harness.models.checkpoints import resolve_checkpoint
+    from harness.core.runner import EvalSettings, check_images, evaluate, run_name
+    from harness.core.store import GenerationCache, read_sample_lines
+    from harness.core.task import get_task, resolve_data_dir
+    from harness.core.types import GenConfig
 
     data_dir = resolve_data_dir(spec.data_dir)
     tasks = [get_task(t.name, **t.options) for t in spec.tasks if t.engine == "harness"]
@@ -225,7 +225,7 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
         return loaded[name]
 
     judged = []  # (label, task, items, run_dir) of tasks a judge model scores (harness.judge)
-    from harness.viewer import RunView
+    from harness.report.viewer import RunView
 
     viewed: dict[tuple[str, str], RunView] = {}  # the sample viewer's pages, linked from each cell
     console = Console(stderr=True)
@@ -257,7 +257,7 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
                     unit_scores[label][task.name] = {u.id: u.score for u in task.units(item_map, dict(per_item))}
                 unit_scores[name].update(lmms_cols)  # after our tasks, in the spec's column order
             if judged:
-                from harness.judge_runs import leaderboard_columns
+                from harness.judge.runs import leaderboard_columns
 
                 judge = backend_for(f"judge:{judge_ref.name}", judge_ref)
                 for label, columns in leaderboard_columns(judge, judged, spec.baseline, cache, progress, spec.seed).items():
@@ -271,12 +271,12 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
     # unchanged re-run reads the frame back instead of bootstrapping and plotting again.
     key = render_key(unit_scores, spec.baseline, spec.bootstrap, spec.seed, title)
     df = read_render_cache(spec.out_dir, key)
-    from harness.viewer import leaderboard_pages
+    from harness.report.viewer import leaderboard_pages
 
     viewed = {k: v for k, v in viewed.items() if k[1] in unit_scores.get(k[0], {})}  # judged runs have no cell
     links = leaderboard_pages(spec.out_dir, viewed, spec.baseline, unit_scores)
     if df is None:
-        from harness.stats import leaderboard_frame
+        from harness.stats.ci import leaderboard_frame
 
         df = leaderboard_frame(unit_scores, spec.baseline, B=spec.bootstrap, seed=spec.seed)
         spec.out_dir.mkdir(parents=True, exist_ok=True)
@@ -295,7 +295,7 @@ RECIPE_STAMP = "recipe.json"
 
 def recipe_fingerprint(c: CheckpointSpec) -> dict[str, Any]:
     """What a built checkpoint was made from: its recipe as written and its base's content hash."""
-    from harness.checkpoints import resolve_checkpoint
+    from harness.models.checkpoints import resolve_checkpoint
 
     base = (c.recipe or {}).get("base")
     return {"recipe": c.recipe, "base_hash": resolve_checkpoint(base).content_hash if base else None}
@@ -304,7 +304,7 @@ def recipe_fingerprint(c: CheckpointSpec) -> dict[str, Any]:
 def stamp_recipe(c: CheckpointSpec) -> None:
     import json
 
-    from harness.store import atomic_write_text
+    from harness.core.store import atomic_write_text
 
     atomic_write_text(Path(c.ckpt) / RECIPE_STAMP, json.dumps(recipe_fingerprint(c), sort_keys=True, indent=1))
 
@@ -339,8 +339,8 @@ def render_key(unit_scores: dict, baseline: str, bootstrap: int, seed: int, titl
 
     order = [[label, list(columns)] for label, columns in unit_scores.items()]  # row order of the frame
     h = hashlib.sha256(json.dumps([unit_scores, order, baseline, bootstrap, seed, title], sort_keys=True).encode())
-    for module in ("stats.py", "report.py", "leaderboard.py", "viewer.py"):  # viewer.py: the cells' links
-        h.update((Path(__file__).parent / module).read_bytes())
+    for module in ("stats/ci.py", "report/render.py", "report/leaderboard.py", "report/viewer.py"):  # viewer: the links
+        h.update((Path(__file__).parents[1] / module).read_bytes())
     return h.hexdigest()
 
 
@@ -367,7 +367,7 @@ def read_render_cache(out_dir: Path, key: str):
 def write_render_cache(out_dir: Path, key: str, df) -> None:
     import json
 
-    from harness.store import atomic_write_text
+    from harness.core.store import atomic_write_text
 
     # Column lists of Python scalars: json writes floats with repr, so the frame reads back exactly.
     frame = {"columns": [str(c) for c in df.columns], "dtypes": {str(c): str(t) for c, t in df.dtypes.items()},

@@ -1,0 +1,1 @@
+"""The engine's core: records, the task contract, the sample store, scoring and the eval loop."""

@@ -1,0 +1,1 @@
+"""A VLM judge over stored answers: pointwise scores and pairwise comparisons."""

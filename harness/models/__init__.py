@@ -1,0 +1,1 @@
+"""Model backends: Hugging Face and vLLM generation, shared-prefix sampling, checkpoint references."""

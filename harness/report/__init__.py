@@ -1,0 +1,1 @@
+"""Leaderboards: a spec -> every checkpoint x task -> statistics -> CSV, Markdown, HTML, plot."""

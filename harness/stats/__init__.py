@@ -1,0 +1,1 @@
+"""Statistics over stored scores: confidence intervals, paired differences, rank bands, test-time selection."""
