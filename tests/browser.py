@@ -172,6 +172,8 @@ class Chromium:
             self.call("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left", clickCount=1)
 
     def screenshot(self, full_page: bool = False) -> bytes:
+        """PNG of the page from its top (a click may have scrolled it)."""
+        self.evaluate("window.scrollTo(0, 0)")
         params: dict[str, Any] = {"format": "png"}
         if full_page:
             params["captureBeyondViewport"] = True
