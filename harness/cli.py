@@ -183,7 +183,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from harness.report.leaderboard import load_spec, run_leaderboard
 
     spec = load_spec(Path(args.spec))
-    run_leaderboard(spec, build_recipe=_recipe_builder(), device=args.device)
+    build, fingerprint = _recipe_builder()
+    run_leaderboard(spec, build_recipe=build, device=args.device, data_fingerprint=fingerprint)
     print(f"wrote {spec.out_dir}/leaderboard.{{md,csv,html}} and forest.png")
     return 0
 
@@ -226,12 +227,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _recipe_builder():
-    """Training lives in trainers/; the engine receives it as a callback (imports point one way)."""
+    """Training lives in trainers/; the engine receives it (and the data-file hashing of recipes'
+    `data:`) as callbacks (imports point one way)."""
     try:
-        from trainers.recipes import build_recipe
+        from trainers.recipes import build_recipe, data_fingerprint
     except ImportError:
-        return None
-    return build_recipe
+        return None, None
+    return build_recipe, data_fingerprint
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -335,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "train", help=f"train a treatment into a checkpoint folder ({', '.join(TREATMENTS)})",
-        description="Train a treatment on a task's train split; the folder (a PEFT adapter + manifest.json) "
+        description="Train a treatment on a task's train split and/or your own data files (--data); the folder (a PEFT adapter + manifest.json) "
                     "loads with `harness eval --ckpt DIR`. key=value arguments set config fields.",
         epilog=EPILOG,
     )
@@ -345,6 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="checkpoint folder to write")
     p.add_argument("--config", default=None, help="YAML/JSON file of config fields (key=value arguments override it)")
     p.add_argument("--data-dir", default=None, help="data root (default: $HARNESS_DATA, else the bundled mini-sets)")
+    p.add_argument("--data", default=None, metavar="PATH[:RATIO],...",
+                   help="your own data files, alone or with --task: LLaVA / ShareGPT / MMPR meta JSON, TRL "
+                        "JSONL/JSON/parquet or save_to_disk folder (format detected); :RATIO repeats (2) or subsamples (0.5)")
+    p.add_argument("--image-folder", default=None, help="where --data rows' relative image paths point (default: each file's folder)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if present)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config fields, e.g. lora_r=8 epochs=2")

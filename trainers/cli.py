@@ -51,37 +51,52 @@ def build_config(name: str, config_file: str | None, overrides: list[str], value
     return load_config(config_cls, config_file, overrides, values)
 
 
+# Treatments that take data files (--data); self_train and data_engine add them to each SFT step.
+DATA_TREATMENTS = {"sft": True, "remgcl": True, "mpo": True, "self_critique": True,
+                   "self_train": False, "data_engine": False}  # value: can train on data files alone
+
+
 def train(name: str, cfg, base: str | None, task: str | None, out: Path, data_dir: str | None = None,
-          overwrite: bool = False, progress: bool = True, device: str | None = None) -> dict:
-    """Run treatment `name` with a built config; checks the cheap inputs first."""
+          overwrite: bool = False, progress: bool = True, device: str | None = None, data=None,
+          image_folder: str | None = None) -> dict:
+    """Run treatment `name` with a built config; checks the cheap inputs first. `data`: a --data
+    SPEC string or a recipe's list of sources (trainers/formats.py)."""
     from harness.core.task import resolve_data_dir
+    from trainers.formats import parse_spec
 
     module, _ = treatment_module(name)
     if Path(out).exists() and not overwrite:
         raise HarnessError(f"{out} already exists; pass --overwrite or choose another --out")
+    sources = parse_spec(data, image_folder)
+    if sources and name not in DATA_TREATMENTS:
+        raise HarnessError(f"--data does not apply to {name}; it trains {', '.join(DATA_TREATMENTS)}")
     if name == "average":
         if task:
             raise HarnessError("--task does not apply to average (it combines trained adapters: adapters=a,b,...)")
         return module.run(cfg, Path(out), base=base, overwrite=overwrite, progress=progress)
     if not base:
         raise HarnessError(f"{name} needs --base (tiny, or a local checkpoint folder)")
-    if not task:
-        raise HarnessError(f"{name} needs --task (a task with a train split, e.g. geoqa, or a list geoqa,mmbench)")
+    if not task and not (sources and DATA_TREATMENTS[name]):
+        alone = " and/or --data FILE" if DATA_TREATMENTS.get(name) else ""
+        raise HarnessError(f"{name} needs --task (a task with a train split, e.g. geoqa, or a list geoqa,mmbench){alone}")
     from harness.models.checkpoints import resolve_checkpoint
     from trainers.data import task_names
 
     resolve_checkpoint(base)  # a missing base fails here, before any data or model is loaded
-    task_names(task)
+    if task:
+        task_names(task)
     resolve_data_dir(data_dir)
+    extra = {"sources": sources} if sources else {}
     return module.run(cfg, base, task, Path(out), data_dir=data_dir, overwrite=overwrite, progress=progress,
-                      device=device)
+                      device=device, **extra)
 
 
 def run_train(args: argparse.Namespace) -> int:
     cfg = build_config(args.treatment, args.config, list(args.overrides or []))
     t0 = time.time()
     manifest = train(args.treatment, cfg, args.base, args.task, Path(args.out), data_dir=args.data_dir,
-                     overwrite=args.overwrite, progress=True, device=args.device)
+                     overwrite=args.overwrite, progress=True, device=args.device,
+                     data=getattr(args, "data", None), image_folder=getattr(args, "image_folder", None))
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under accelerate launch / torchrun rank 0 wrote the checkpoint and reports it
     metrics = manifest.get("metrics", {})

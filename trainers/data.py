@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
-    from harness.models.backend import HFBackend
     from harness.core.task import Task
     from harness.core.types import Item
+    from harness.models.backend import HFBackend
+    from trainers.formats import Source
 
 TARGETS = ("cot", "answer")
 
@@ -31,7 +32,11 @@ class Example:
     text: str
     images: list  # PIL images, opened once
     target: str
-    task: "Task"  # extracts and scores this item's answers (MPO's correctness pairs)
+    task: "Task | None"  # extracts and scores this item's answers (MPO's correctness pairs); None: a data file's row
+    # A data file's row (trainers/formats.py): its whole conversation, ending with the reply `target`
+    # (user turns keep their `<image>` placeholders), and a preference row's rejected reply.
+    messages: list[dict[str, str]] | None = None
+    rejected: str | None = None
 
 
 def load_examples(task: "Task", data_dir: Path, limit: int | None = None, target: str = "cot",
@@ -84,22 +89,61 @@ def task_names(spec: str) -> list[str]:
     return names
 
 
-def load_train_data(spec: str, data_dir: str | Path | None, limit: int | None,
-                    target: str = "cot") -> tuple[list[Example], dict[str, Any]]:
-    """Training examples of one or more tasks (the first `limit` train items of each) and the
-    manifest's description of them."""
+def load_train_data(spec: str | None, data_dir: str | Path | None, limit: int | None,
+                    target: str = "cot", sources: Sequence["Source"] = ()) -> tuple[list[Example], dict[str, Any]]:
+    """Training examples of one or more tasks (the first `limit` train items of each) and of the
+    data files `sources` (--data; validated and summarised on stderr before any model loads),
+    and the manifest's description of them."""
     from harness.core.task import get_task, resolve_data_dir
 
     root = resolve_data_dir(data_dir)
     examples: list[Example] = []
     per_task = {}
-    for name in task_names(spec):
+    for name in task_names(spec) if spec else []:
         loaded = load_examples(get_task(name), root, limit, target)
         per_task[name] = len(loaded)
         examples += loaded
     data = {"task": ",".join(per_task), "split": "train", "dir": str(root), "n": len(examples),
             "n_per_task": per_task, "hash": examples_hash(examples)}
+    if sources:
+        extra, data["sources"] = load_data_files(sources, limit)
+        examples += extra
+        data["n"], data["hash"] = len(examples), examples_hash(examples)
+    if not examples:
+        raise HarnessError("no training data; give --task (a task's train split) and/or --data FILE")
     return examples, data
+
+
+def load_data_files(sources: Sequence["Source"], limit: int | None = None) -> tuple[list[Example], list[dict]]:
+    """Examples of data files (trainers/formats.py) and each source's manifest record; prints the
+    one-line summary of what was loaded."""
+    import sys
+
+    from harness.core.images import open_image
+    from harness.core.types import Item
+    from trainers.formats import load_sources, strip_placeholders
+
+    loaded, summary = load_sources(list(sources), limit)
+    print(summary, file=sys.stderr, flush=True)
+    opened: dict[Any, Any] = {}
+    out = []
+    for ld in loaded:
+        for row in ld.rows:
+            imgs = []
+            for ref in row.images:
+                key = str(ref) if isinstance(ref, Path) else id(ref)
+                if key not in opened:
+                    try:
+                        opened[key] = ref.convert("RGB") if hasattr(ref, "convert") else open_image(ref)
+                    except HarnessError as e:
+                        raise HarnessError(f"{ld.record['path']} row {row.id}: {e}") from None
+                imgs.append(opened[key])
+            user = [m["content"] for m in row.messages if m["role"] == "user"][-1]
+            reply = row.messages[-1]["content"]
+            refs = tuple(str(r) if isinstance(r, Path) else r for r in row.images if isinstance(r, (Path, bytes)))
+            item = Item(row.id, strip_placeholders(user), reply, images=refs)
+            out.append(Example(item, strip_placeholders(user), imgs, reply, None, row.messages, row.rejected))
+    return out, [ld.record for ld in loaded]
 
 
 def examples_hash(examples: Sequence[Example]) -> str:
@@ -115,18 +159,92 @@ class Pair:
     index: int
     chosen: str
     rejected: str
-    kind: str = "correctness"  # how it was made: correctness | dropout_ntp | critique
+    kind: str = "correctness"  # how it was made: correctness | dropout_ntp | critique | given (a data file's)
+
+
+def image_content(backend: "HFBackend", text: str) -> list[dict[str, str]]:
+    """A user turn's `<image>` placeholders -> the chat template's content parts, so the template
+    writes the model's own image tokens. THE one place this mapping happens (harness/families.py will
+    own it per family); today it does what HFBackend._prompt_ids does: the turn's images, then its text."""
+    from trainers.formats import PLACEHOLDER, strip_placeholders
+
+    return [{"type": "image"}] * text.count(PLACEHOLDER) + [{"type": "text", "text": strip_placeholders(text)}]
+
+
+def encode_conversation(backend: "HFBackend", messages: Sequence[dict[str, str]], images: Sequence[Any],
+                        all_replies: bool = True):
+    """A whole conversation as one training sequence: the chat template renders it turn by turn, the
+    assistant replies (all of them, or only the last) carry labels, every other token -100; each
+    image token is expanded to the image's vision-token count (as HFBackend._encode does)."""
+    from harness.models.backend import IGNORE_INDEX, _Encoded
+
+    tok = backend.tokenizer
+    chat = [{"role": m["role"], "content": image_content(backend, m["content"]) if m["role"] == "user"
+             else [{"type": "text", "text": m["content"]}]} for m in messages]
+    last = max(i for i, m in enumerate(chat) if m["role"] == "assistant")
+    pieces: list[tuple[str, bool]] = []  # (text, is a reply to learn)
+    done = ""
+    for i, m in enumerate(chat):
+        if m["role"] != "assistant":
+            continue
+        prompt = tok.apply_chat_template(chat[:i], tokenize=False, add_generation_prompt=True)
+        full = tok.apply_chat_template(chat[:i + 1], tokenize=False)
+        if not prompt.startswith(done) or not full.startswith(prompt):
+            raise HarnessError(f"{backend.ref.path}: its chat template renders earlier turns differently once a "
+                               "reply follows; train on single-turn rows with this model")
+        reply = full[len(prompt):].rstrip()  # trailing newlines after end-of-turn are not the model's to say
+        pieces += [(prompt[len(done):], False), (reply, all_replies or i == last)]
+        done = prompt + reply
+    bos = tok.bos_token
+    ids: list[int] = []
+    labels: list[int] = []
+    for n, (text, learn) in enumerate(pieces):
+        part = tok(text, add_special_tokens=n == 0 and bool(bos) and not text.startswith(bos))["input_ids"]
+        ids += part
+        labels += part if learn else [IGNORE_INDEX] * len(part)
+    pixel_values, grid, counts = backend._encode_images(list(images))
+    out_ids: list[int] = []
+    out_labels: list[int] = []
+    seen = 0
+    for t, lab in zip(ids, labels):
+        if t == backend.image_token_id and seen < len(counts):
+            out_ids += [t] * counts[seen]
+            out_labels += [IGNORE_INDEX] * counts[seen]
+            seen += 1
+        else:
+            out_ids.append(t)
+            out_labels.append(lab)
+    if seen != len(counts):
+        raise HarnessError(f"{backend.ref.path}: chat template placed {seen} image tokens for {len(counts)} images")
+    return _Encoded(out_ids, out_labels, pixel_values, grid)
+
+
+def encode_example(backend: "HFBackend", e: Example, reply: str, all_replies: bool = True):
+    """A data-file example with `reply` as its last assistant turn (MPO: the chosen or the rejected)."""
+    messages = list(e.messages or [])
+    messages[-1] = {"role": "assistant", "content": reply}
+    return encode_conversation(backend, messages, e.images, all_replies)
+
+
+def _batch(backend: "HFBackend", examples: Sequence[Example], replies: Sequence[str], all_replies: bool):
+    """Model inputs for examples of tasks (the eval prompt + reply) and data files (whole conversations)."""
+    if not any(e.messages for e in examples):
+        return backend.batch_inputs([e.text for e in examples], [e.images for e in examples], list(replies))
+    encoded = [encode_example(backend, e, r, all_replies) if e.messages else backend._encode(e.text, e.images, r)
+               for e, r in zip(examples, replies)]
+    return backend._collate(encoded, with_labels=True)
 
 
 class SFTCollator:
-    """Dataset rows {"idx": i} -> model inputs with labels on the reply tokens only."""
+    """Dataset rows {"idx": i} -> model inputs with labels on the reply tokens only (a data file's
+    conversation: on every assistant turn)."""
 
     def __init__(self, backend: "HFBackend", examples: Sequence[Example]) -> None:
         self.backend, self.examples = backend, examples
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         batch = [self.examples[r["idx"]] for r in rows]
-        return self.backend.batch_inputs([e.text for e in batch], [e.images for e in batch], [e.target for e in batch])
+        return _batch(self.backend, batch, [e.target for e in batch], True)
 
 
 class PairCollator:
@@ -141,12 +259,14 @@ class PairCollator:
 
         pairs = [self.pairs[r["idx"]] for r in rows]
         ex = [self.examples[p.index] for p in pairs]
-        batch = self.backend.batch_inputs(
-            [e.text for e in ex] * 2, [e.images for e in ex] * 2,
-            [p.chosen for p in pairs] + [p.rejected for p in pairs],
-        )
+        batch = _batch(self.backend, ex * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs], False)
         batch["completion_mask"] = (batch.pop("labels") != IGNORE_INDEX).long()
         return batch
+
+
+def given_pairs(examples: Sequence[Example]) -> list[Pair]:
+    """The chosen/rejected pairs data files bring (preference rows), one per row."""
+    return [Pair(i, e.target, e.rejected, "given") for i, e in enumerate(examples) if e.rejected is not None]
 
 
 def index_dataset(n: int):

@@ -182,8 +182,10 @@ def type_errors(backend, examples: Sequence[Example], gen, batch_size: int,
 
 # --- the treatment ---------------------------------------------------------------------------------
 def run(cfg: DataEngineConfig, base: str, tasks: str, out: Path, data_dir: str | Path | None = None,
-        overwrite: bool = False, progress: bool = True, device: str | None = None) -> dict[str, Any]:
-    """R data-engine rounds on one task with question types; writes `out` (adapter, weight.json, manifest)."""
+        overwrite: bool = False, progress: bool = True, device: str | None = None,
+        sources: Sequence[Any] = ()) -> dict[str, Any]:
+    """R data-engine rounds on one task with question types; writes `out` (adapter, weight.json, manifest).
+    Data files `sources` (--data) join every round's SFT as they are."""
     from dataclasses import replace
 
     from harness.core.parallel import computed_on_main
@@ -192,13 +194,14 @@ def run(cfg: DataEngineConfig, base: str, tasks: str, out: Path, data_dir: str |
     from harness.core.types import GenConfig
     from trainers.common import (load_base, quiet_libraries, save_adapter, sampling_progress, staged_output,
         train_metrics, write_manifest)
-    from trainers.data import examples_hash, load_examples, task_names
+    from trainers.data import examples_hash, load_data_files, load_examples, task_names
     from trainers.sft import fit_lora_sft
 
     quiet_libraries()
     names = task_names(tasks)
     if len(names) != 1:
         raise HarnessError(f"data_engine works on one task with question types, got --task {tasks}; pick one, e.g. geoqa")
+    extra, records = load_data_files(sources, cfg.limit) if sources else ([], [])
     task = get_task(names[0])
     t0 = time.time()
     with tempfile.TemporaryDirectory() as work_dir, staged_output(Path(out), overwrite) as stage:
@@ -237,7 +240,7 @@ def run(cfg: DataEngineConfig, base: str, tasks: str, out: Path, data_dir: str |
                 examples, short = draw(pool, counts, rng)
             if not examples:
                 raise HarnessError(f"data_engine round {r}: the train pool is used up; lower items_per_round or rounds")
-            trainer = fit_lora_sft(backend, model, examples, replace(cfg, seed=cfg.seed + r - 1), progress,
+            trainer = fit_lora_sft(backend, model, examples + extra, replace(cfg, seed=cfg.seed + r - 1), progress,
                                    f"data_engine round {r}/{cfg.rounds}",
                                    new_adapter=r == 1)  # later rounds continue this adapter
             model = trainer.model
@@ -265,5 +268,7 @@ def run(cfg: DataEngineConfig, base: str, tasks: str, out: Path, data_dir: str |
         }
         data = {"task": task.name, "source": cfg.source, "split": "generated" if cfg.source == "generate" else "train",
                 "eval_items": len(held), "eval_hash": examples_hash(held), "n": len(trained), "hash": examples_hash(trained)}
+        if records:
+            data["sources"] = records
         return write_manifest(stage, "data_engine", cfg, base=base_name, base_hash=backend.content_hash, data=data,
                               metrics=metrics)

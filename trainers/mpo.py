@@ -8,6 +8,9 @@ Multimodal Large Language Models via Mixed Preference Optimization", InternVL2-8
    at most M pairs per question; a pair is skipped when the chosen text occurs inside the
    rejected one (the rejected would contain the right answer). Optional DropoutNTP pairs: the
    first half of a chosen answer's words, continued by the model without the image, is the rejected.
+   With --data (trainers/formats.py), preference rows (MMPR, TRL prompt/chosen/rejected) are
+   pairs as given, not sampled; with dropout_ntp=true their chosen (and a conversation row's
+   reply) also seed DropoutNTP pairs.
 2. Loss = w_dpo * DPO (sigmoid) + w_bco * BCO + w_sft * SFT (token-mean NLL of the chosen),
    0.8 / 0.2 / 1.0 and beta 0.1 by default.
 
@@ -24,7 +27,7 @@ from __future__ import annotations
 import random
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -37,6 +40,7 @@ from trainers.data import Example, Pair
 
 if TYPE_CHECKING:
     from harness.models.backend import HFBackend
+    from trainers.formats import Source
 
 
 @dataclass
@@ -232,8 +236,12 @@ def sample_answers(backend: "HFBackend", examples: Sequence[Example], n: int, ge
 
 
 # --- the treatment ---------------------------------------------------------------------------------
+DATA_BUDGET = 256  # DropoutNTP continuation budget (tokens) when no task names one
+
+
 def run(cfg: MPOConfig, base: str, tasks: str, out: Path, data_dir: str | Path | None = None,
-        overwrite: bool = False, progress: bool = True, device: str | None = None) -> dict[str, Any]:
+        overwrite: bool = False, progress: bool = True, device: str | None = None,
+        sources: Sequence["Source"] = ()) -> dict[str, Any]:
     """Sample, build pairs, train a LoRA adapter with MPO on the train split of `tasks` (a name or
     comma-separated names), write `out` + manifest.json."""
     from trl import DPOConfig
@@ -243,23 +251,40 @@ def run(cfg: MPOConfig, base: str, tasks: str, out: Path, data_dir: str | Path |
     from harness.core.types import GenConfig
     from trainers.common import (load_base, lora_config, prepare_trainer, quiet_libraries, sampling_progress,
         save_adapter, staged_output, train_metrics, trl_args, write_manifest)
-    from trainers.data import PairCollator, index_dataset, load_train_data
+    from trainers.data import PairCollator, given_pairs, index_dataset, load_train_data
 
     quiet_libraries()
-    examples, data = load_train_data(tasks, data_dir, cfg.limit)
+    examples, data = load_train_data(tasks, data_dir, cfg.limit, sources=sources)
+    # Task questions get self-sampled correctness pairs; data files' preference rows bring their own pairs.
+    sampled = [i for i, e in enumerate(examples) if e.task is not None]
+    given = given_pairs(examples)
+    if len(sampled) + len(given) == 0 and not cfg.dropout_ntp:
+        raise HarnessError("mpo: the --data files hold no preference pairs (prompt/chosen/rejected rows); give "
+                           "preference data, add --task, set dropout_ntp=true, or train them with sft")
     t0 = time.time()
     with staged_output(Path(out), overwrite) as stage:
         backend, base_name = load_base(base, cfg.qlora, device)
-        budget = cfg.max_new_tokens or max(e.task.max_new_tokens for e in examples)
+        budget = cfg.max_new_tokens or max((examples[i].task.max_new_tokens for i in sampled), default=DATA_BUDGET)
         gen = GenConfig(max_new_tokens=budget, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
+        asked = [examples[i] for i in sampled]
 
         def build_pairs():
-            with sampling_progress(progress, f"mpo sampling {data['task']}", len(examples)) as advance:
-                samples = sample_answers(backend, examples, cfg.samples_per_question, gen, cfg.sample_batch_size,
-                                         advance)
-            pairs, stats = correctness_pairs(examples, samples, cfg.max_pairs_per_question, random.Random(cfg.seed))
+            samples: list[list[str]] = []
+            pairs: list[Pair] = []
+            stats = {"questions_with_pairs": 0, "skipped_substring": 0, "all_correct": 0, "all_wrong": 0}
+            if asked:
+                with sampling_progress(progress, f"mpo sampling {data['task']}", len(asked)) as advance:
+                    samples = sample_answers(backend, asked, cfg.samples_per_question, gen, cfg.sample_batch_size,
+                                             advance)
+                pairs, stats = correctness_pairs(asked, samples, cfg.max_pairs_per_question, random.Random(cfg.seed))
+                pairs = [replace(p, index=sampled[p.index]) for p in pairs]
+            stats["given_pairs"] = len(given)
+            pairs += given
             if cfg.dropout_ntp:
-                ntp = dropout_ntp_pairs(backend, examples, pairs, gen, cfg.sample_batch_size)
+                # a data file's conversation row seeds DropoutNTP with its reference reply
+                seeds = pairs + [Pair(i, e.target, "", "reference") for i, e in enumerate(examples)
+                                 if e.task is None and e.rejected is None]
+                ntp = dropout_ntp_pairs(backend, examples, seeds, gen, cfg.sample_batch_size)
                 stats["dropout_ntp_pairs"] = len(ntp)
                 pairs += ntp
             return samples, pairs, stats
@@ -268,7 +293,7 @@ def run(cfg: MPOConfig, base: str, tasks: str, out: Path, data_dir: str | Path |
         sample_seconds = time.time() - t0
         if not pairs:
             raise HarnessError(
-                f"mpo: no preference pairs from {len(examples)} questions x {cfg.samples_per_question} samples "
+                f"mpo: no preference pairs from {len(asked)} questions x {cfg.samples_per_question} samples "
                 f"({stats['all_correct']} all correct, {stats['all_wrong']} all wrong); "
                 "raise samples_per_question or temperature, or train on more questions"
             )
@@ -287,11 +312,13 @@ def run(cfg: MPOConfig, base: str, tasks: str, out: Path, data_dir: str | Path |
         save_adapter(trainer.model, stage, base_name)
         return write_manifest(
             stage, "mpo", cfg, base=base_name, base_hash=backend.content_hash,
-            data={**data, "pairs": len(pairs), **stats, "sample_accuracy": _sample_accuracy(examples, samples)},
+            data={**data, "pairs": len(pairs), **stats, "sample_accuracy": _sample_accuracy(asked, samples)},
             metrics=metrics,
         )
 
 
-def _sample_accuracy(examples: Sequence[Example], samples: Sequence[Sequence[str]]) -> float:
+def _sample_accuracy(examples: Sequence[Example], samples: Sequence[Sequence[str]]) -> float | None:
+    if not examples:
+        return None  # data files only: nothing was sampled
     scores = [e.task.score(e.task.extract(o, e.item), e.item) for e, outs in zip(examples, samples) for o in outs]
     return round(sum(scores) / max(1, len(scores)), 4)

@@ -12,6 +12,13 @@ default checkpoints/built/<name>) does not exist yet. An `average` recipe trains
 them with the adapters listed under `include` (e.g. an earlier row's SFT run, built first because
 rows are built in spec order; this saves training that seed twice).
 
+A recipe trains on data files with `data:` (a `PATH[:RATIO],...` string, or a list of paths and
+`{path, ratio, format, image_folder}` mappings; trainers/formats.py), alone or beside `task`; the
+leaderboard's staleness check hashes those files (`data_fingerprint`), so an edited file is a changed recipe:
+
+      - {name: sft_mine, recipe: {trainer: sft, base: tiny, task: geoqa,
+                                  data: [{path: my/llava.json, image_folder: my/images}, {path: mmpr/meta.json, ratio: 0.5}]}}
+
 A treatment that writes several checkpoints in one run (self_train: <out>/iter1..K) names that
 folder as the recipe's `out`; each row's path is one checkpoint inside it, and the first missing
 row builds them all (a YAML anchor shares the recipe):
@@ -30,7 +37,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 
-RECIPE_KEYS = {"trainer", "base", "task", "config", "data_dir", "seeds", "members", "include", "out"}
+RECIPE_KEYS = {"trainer", "base", "task", "config", "data_dir", "data", "seeds", "members", "include", "out"}
 
 
 def build_recipe(spec: Any) -> dict[str, Any]:
@@ -63,7 +70,8 @@ def build_recipe(spec: Any) -> dict[str, Any]:
             raise HarnessError(f"{where}: 'members', 'seeds' and 'include' apply to an average recipe only")
         cfg = build_config(str(trainer), None, [], config)
         build = _build_folder(recipe, out, where)
-        manifest = train(str(trainer), cfg, recipe.get("base"), recipe.get("task"), build, data_dir=recipe.get("data_dir"))
+        manifest = train(str(trainer), cfg, recipe.get("base"), recipe.get("task"), build, data_dir=recipe.get("data_dir"),
+                         data=recipe.get("data"))
         if not out.exists():
             raise HarnessError(f"{where}: the {trainer} build wrote {build} but no {os.path.relpath(out, build)}; "
                                "check the recipe's config (e.g. iterations) against the row's path")
@@ -95,7 +103,7 @@ def _build_members(spec: Any, recipe: dict[str, Any], where: str, n_included: in
         raise HarnessError(f"{where}: an average recipe needs members: {{trainer: sft, config: {{...}}}}")
     if not isinstance(seeds, list) or len(seeds) + n_included < 2 or not all(isinstance(s, int) for s in seeds):
         raise HarnessError(f"{where}: an average recipe needs seeds: a list of integers (2 or more adapters in all)")
-    extra = set(members) - {"trainer", "config", "task", "base", "data_dir"}
+    extra = set(members) - {"trainer", "config", "task", "base", "data_dir", "data"}
     if extra:
         raise HarnessError(f"{where}: unknown members key(s) {', '.join(sorted(extra))}")
     base = members.get("base") or recipe.get("base")
@@ -106,6 +114,18 @@ def _build_members(spec: Any, recipe: dict[str, Any], where: str, n_included: in
         path = folder / f"seed{seed}"
         if not path.exists():
             cfg = build_config(members["trainer"], None, [], {**(members.get("config") or {}), "seed": seed})
-            train(members["trainer"], cfg, base, task, path, data_dir=members.get("data_dir") or recipe.get("data_dir"))
+            train(members["trainer"], cfg, base, task, path, data_dir=members.get("data_dir") or recipe.get("data_dir"),
+                  data=members.get("data") or recipe.get("data"))
         paths.append(path)
     return paths
+
+
+def data_fingerprint(recipe: dict[str, Any]) -> Any:
+    """What a recipe's `data:` files hold now (path, content hash, ratio), for the leaderboard's
+    recipe stamp; None when the recipe names no data files."""
+    from trainers.formats import parse_spec, source_hash
+
+    sources = parse_spec((recipe or {}).get("data"))
+    if not sources:
+        return None
+    return [{"path": str(s.path), "hash": source_hash(s), "ratio": s.ratio} for s in sources]

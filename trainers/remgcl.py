@@ -2,6 +2,7 @@
 
     harness train remgcl --base tiny --task ocrbench --out ckpts/remgcl [negatives=in_batch ...]
     harness train remgcl --base tiny --task ocrbench,aokvqa_mc --out ckpts/remgcl-mix limit=200
+    harness train remgcl --base tiny --data my/llava.json --out ckpts/remgcl-mine   (global term: the last reply)
 
 loss = SFT (reply tokens, as trainers/sft.py) + global_weight * L_global + local_weight * L_local.
 Both terms compare image features *as they enter the language model* (the projector's output,
@@ -41,6 +42,8 @@ from trainers.sft import SFTConfig
 
 if TYPE_CHECKING:
     import torch
+
+    from trainers.formats import Source
 
 NEGATIVES = ("none", "in_batch")
 # Function words whose embeddings say nothing about the image (a short fixed list: no NLTK download),
@@ -319,7 +322,8 @@ def _summary(values: list[float]) -> dict[str, Any]:
 
 # --- the treatment ---------------------------------------------------------------------------------
 def run(cfg: REMGCLConfig, base: str, tasks: str, out: Path, data_dir: str | Path | None = None,
-        overwrite: bool = False, progress: bool = True, device: str | None = None) -> dict[str, Any]:
+        overwrite: bool = False, progress: bool = True, device: str | None = None,
+        sources: Sequence[Source] = ()) -> dict[str, Any]:
     """SFT with the alignment loss on the train split of `tasks`; writes `out` (adapter + manifest)."""
     from trl import SFTTrainer
 
@@ -328,7 +332,7 @@ def run(cfg: REMGCLConfig, base: str, tasks: str, out: Path, data_dir: str | Pat
     from trainers.sft import fit_lora_sft
 
     quiet_libraries()
-    examples, data = load_train_data(tasks, data_dir, cfg.limit, cfg.target)
+    examples, data = load_train_data(tasks, data_dir, cfg.limit, cfg.target, sources)
     data["with_regions"] = sum(bool(e.item.metadata.get("text_regions")) for e in examples)
     t0 = time.time()
     with staged_output(Path(out), overwrite) as stage:

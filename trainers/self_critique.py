@@ -30,6 +30,7 @@ from trainers.data import Example, Pair
 
 if TYPE_CHECKING:
     from harness.models.backend import HFBackend
+    from trainers.formats import Source
 
 JUDGE_TEMPLATE = (
     "{question}\n\nTwo candidate replies to the question above.\n"
@@ -117,9 +118,10 @@ def judge(backend: "HFBackend", examples: Sequence[Example], jobs: Sequence[tupl
 
 # --- the treatment ---------------------------------------------------------------------------------
 def run(cfg: SelfCritiqueConfig, base: str, tasks: str, out: Path, data_dir: str | Path | None = None,
-        overwrite: bool = False, progress: bool = True, device: str | None = None) -> dict[str, Any]:
+        overwrite: bool = False, progress: bool = True, device: str | None = None,
+        sources: Sequence["Source"] = ()) -> dict[str, Any]:
     """Sample, self-judge, filter, DPO on the train split of `tasks` (a name or comma-separated
-    names); write `out` (a PEFT adapter) + manifest.json."""
+    names) and the prompts of data files `sources` (their last user turn); write `out` (a PEFT adapter) + manifest.json."""
     from dataclasses import replace
 
     from trl import DPOConfig
@@ -129,15 +131,15 @@ def run(cfg: SelfCritiqueConfig, base: str, tasks: str, out: Path, data_dir: str
     from trainers.common import (load_base, lora_config, prepare_trainer, quiet_libraries, sampling_progress,
         save_adapter, staged_output, train_metrics, trl_args, write_manifest)
     from trainers.data import PairCollator, index_dataset, load_train_data
-    from trainers.mpo import PairDPOTrainer, sample_answers
+    from trainers.mpo import DATA_BUDGET, PairDPOTrainer, sample_answers
 
     quiet_libraries()
-    examples, data = load_train_data(tasks, data_dir, cfg.limit)
+    examples, data = load_train_data(tasks, data_dir, cfg.limit, sources=sources)
     label = data["task"]
     t0 = time.time()
     with staged_output(Path(out), overwrite) as stage:
         backend, base_name = load_base(base, cfg.qlora, device)
-        budget = cfg.max_new_tokens or max(e.task.max_new_tokens for e in examples)
+        budget = cfg.max_new_tokens or max((e.task.max_new_tokens for e in examples if e.task), default=DATA_BUDGET)
         gen = GenConfig(max_new_tokens=budget, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
 
         def sample_and_judge():
@@ -183,10 +185,10 @@ def run(cfg: SelfCritiqueConfig, base: str, tasks: str, out: Path, data_dir: str
 
 def _correct_rate(examples: Sequence[Example], pairs: Sequence[Pair], side: str) -> float | None:
     """How often the self-judged winner (or loser) is right by the gold answer: a diagnostic only."""
-    if not pairs:
-        return None
     hits = []
     for p in pairs:
         ex = examples[p.index]
+        if ex.task is None:
+            continue  # a data file's prompt: no gold answer to check against
         hits.append(ex.task.score(ex.task.extract(getattr(p, side), ex.item), ex.item))
-    return round(sum(hits) / len(hits), 4)
+    return round(sum(hits) / len(hits), 4) if hits else None

@@ -43,6 +43,7 @@ from trainers.data import Example
 
 if TYPE_CHECKING:
     from harness.models.backend import HFBackend
+    from trainers.formats import Source
 
 KINDS = ("qa", "cot", "refine", "select")
 QA_MODES = ("direct", "cot", "none")
@@ -224,20 +225,25 @@ def as_examples(items: Sequence[SelfItem], examples: Sequence[Example]) -> list[
 
 # --- the treatment -------------------------------------------------------------------------------------
 def run(cfg: SelfTrainConfig, base: str, tasks: str, out: Path, data_dir: str | Path | None = None,
-        overwrite: bool = False, progress: bool = True, device: str | None = None) -> dict[str, Any]:
+        overwrite: bool = False, progress: bool = True, device: str | None = None,
+        sources: Sequence["Source"] = ()) -> dict[str, Any]:
     """K rounds of sample -> judge -> build -> train a fresh LoRA; writes <out>/iter1..K (adapters with
-    manifests) and <out>/manifest.json. Returns the top-level manifest."""
+    manifests) and <out>/manifest.json. Returns the top-level manifest. Data files `sources` (--data)
+    join every iteration's SFT as they are (they are not sampled)."""
     from harness.errors import HarnessError
     from harness.core.parallel import computed_on_main
     from harness.core.store import atomic_write_jsonl
     from harness.core.types import GenConfig
     from trainers.common import (load_base, quiet_libraries, sampling_progress, save_adapter, staged_output,
         train_metrics, write_manifest)
-    from trainers.data import load_train_data
+    from trainers.data import load_data_files, load_train_data
     from trainers.mpo import sample_answers
 
     quiet_libraries()
     examples, data = load_train_data(tasks, data_dir, cfg.limit, "cot")
+    extra: list[Example] = []
+    if sources:
+        extra, data["sources"] = load_data_files(sources, cfg.limit)
     base_items = qa_items(examples, cfg.qa)
     rng = random.Random(cfg.seed)
     t0 = time.time()
@@ -264,7 +270,7 @@ def run(cfg: SelfTrainConfig, base: str, tasks: str, out: Path, data_dir: str | 
             stats["sampled_from"] = "base" if k == 1 else f"iter{k - 1}"
             stats["sample_seconds"] = round(time.time() - t_iter, 1)
             items = base_items + build_items(examples, pool, rng, cfg.select_per_question, cfg.refine)
-            stats["train_items"] = item_counts(items)
+            stats["train_items"] = {**item_counts(items), **({"data_files": len(extra)} if extra else {})}
             if not items:
                 raise HarnessError(
                     f"self_train iteration {k}: no correct sample in {stats['samples']} and qa=none, so "
@@ -272,7 +278,7 @@ def run(cfg: SelfTrainConfig, base: str, tasks: str, out: Path, data_dir: str | 
                 )
             folder = stage / f"iter{k}"
             folder.mkdir()
-            trainer = _train(backend, cfg, as_examples(items, examples), progress, f"self_train iter{k}")
+            trainer = _train(backend, cfg, as_examples(items, examples) + extra, progress, f"self_train iter{k}")
             save_adapter(trainer.model, folder, base_name)
             metrics = train_metrics(trainer)
             stats["train"] = {key: metrics[key] for key in ("steps", "train_seconds", "first_loss", "last_loss")}

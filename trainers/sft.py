@@ -2,6 +2,10 @@
 
     harness train sft --base tiny --task geoqa --out checkpoints/built/sft [lora_r=8 epochs=2 ...]
     harness train sft --base tiny --task geoqa,aokvqa_mc,mmbench --out ckpts/sft-mix limit=200
+    harness train sft --base tiny --data my/llava.json,mmpr/meta.json:0.5 --out ckpts/sft-mine
+
+With --data (trainers/formats.py) a data file's conversation is one sequence with labels on every
+assistant turn (`trainers.data.encode_conversation`); a preference row trains on its chosen reply.
 
 The loss is the mean negative log-likelihood of the assistant reply only (prompt, image and
 padding tokens carry label -100): `SFTCollator` builds each example with `HFBackend.batch_inputs`,
@@ -16,10 +20,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from trainers.common import TrainConfig, require
 from trainers.data import TARGETS
+
+if TYPE_CHECKING:
+    from trainers.formats import Source
 
 
 @dataclass
@@ -34,14 +41,15 @@ class SFTConfig(TrainConfig):
 
 
 def run(cfg: SFTConfig, base: str, tasks: str, out: Path, data_dir: str | Path | None = None,
-        overwrite: bool = False, progress: bool = True, device: str | None = None) -> dict[str, Any]:
+        overwrite: bool = False, progress: bool = True, device: str | None = None,
+        sources: Sequence[Source] = ()) -> dict[str, Any]:
     """Train on the train split of `tasks` (a name or comma-separated names), then write `out`
     (a PEFT adapter + manifest.json). Returns the manifest."""
     from trainers.common import load_base, quiet_libraries, save_adapter, staged_output, train_metrics, write_manifest
     from trainers.data import load_train_data
 
     quiet_libraries()
-    examples, data = load_train_data(tasks, data_dir, cfg.limit, cfg.target)
+    examples, data = load_train_data(tasks, data_dir, cfg.limit, cfg.target, sources)
     t0 = time.time()
     with staged_output(Path(out), overwrite) as stage:
         backend, base_name = load_base(base, cfg.qlora, device)

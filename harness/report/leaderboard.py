@@ -168,8 +168,10 @@ class LazyBackend:
 
 
 def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpec], None] | None = None,
-                    device: str | None = None):
-    """Build missing recipe checkpoints, evaluate (cached), compute statistics, render everything."""
+                    device: str | None = None, data_fingerprint: Callable[[dict], Any] | None = None):
+    """Build missing recipe checkpoints, evaluate (cached), compute statistics, render everything.
+    `data_fingerprint(recipe)` (trainers.recipes) hashes the data files a recipe names, so a built
+    row whose files changed is stale like one whose recipe changed."""
     from collections import defaultdict
 
     from rich.console import Console
@@ -193,14 +195,14 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
         if c.recipe is None:
             continue
         if Path(c.ckpt).exists():
-            check_recipe_current(c)
+            check_recipe_current(c, data_fingerprint)
             continue
         if build_recipe is None:
             raise HarnessError(f"checkpoint {c.name} needs training (recipe) but no trainer is available")
         build_recipe(c)
         for other in spec.checkpoints:  # rows one build made (self_train's iterations) share its stamp
             if other.recipe == c.recipe and Path(other.ckpt).is_dir():
-                stamp_recipe(other)
+                stamp_recipe(other, data_fingerprint)
     refs = {c.name: resolve_checkpoint(c.ckpt) for c in spec.checkpoints}
     judge_ref = resolve_checkpoint(spec.judge) if any(getattr(t, "judged", False) for t in tasks) else None
 
@@ -293,24 +295,30 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
 RECIPE_STAMP = "recipe.json"
 
 
-def recipe_fingerprint(c: CheckpointSpec) -> dict[str, Any]:
-    """What a built checkpoint was made from: its recipe as written and its base's content hash."""
+def recipe_fingerprint(c: CheckpointSpec, data_fingerprint: Callable[[dict], Any] | None = None) -> dict[str, Any]:
+    """What a built checkpoint was made from: its recipe as written, its base's content hash and
+    (a recipe with `data:` files) their content hashes."""
     from harness.models.checkpoints import resolve_checkpoint
 
     base = (c.recipe or {}).get("base")
-    return {"recipe": c.recipe, "base_hash": resolve_checkpoint(base).content_hash if base else None}
+    out = {"recipe": c.recipe, "base_hash": resolve_checkpoint(base).content_hash if base else None}
+    data = data_fingerprint(c.recipe or {}) if data_fingerprint else None
+    if data is not None:  # recipes without data files keep the stamps they had
+        out["data"] = data
+    return out
 
 
-def stamp_recipe(c: CheckpointSpec) -> None:
+def stamp_recipe(c: CheckpointSpec, data_fingerprint: Callable[[dict], Any] | None = None) -> None:
     import json
 
     from harness.core.store import atomic_write_text
 
-    atomic_write_text(Path(c.ckpt) / RECIPE_STAMP, json.dumps(recipe_fingerprint(c), sort_keys=True, indent=1))
+    atomic_write_text(Path(c.ckpt) / RECIPE_STAMP,
+                      json.dumps(recipe_fingerprint(c, data_fingerprint), sort_keys=True, indent=1))
 
 
-def check_recipe_current(c: CheckpointSpec) -> None:
-    """A built folder made from another recipe or base would be scored under the wrong name: stop.
+def check_recipe_current(c: CheckpointSpec, data_fingerprint: Callable[[dict], Any] | None = None) -> None:
+    """A built folder made from another recipe, base or data files would be scored under the wrong name: stop.
     A folder without a stamp (built by hand, or by `harness train`) is used as it is."""
     import json
 
@@ -321,10 +329,12 @@ def check_recipe_current(c: CheckpointSpec) -> None:
         built = json.loads(stamp.read_text(encoding="utf-8"))
     except ValueError:
         built = None
-    now = recipe_fingerprint(c)
-    if built != json.loads(json.dumps(now, sort_keys=True)):
-        what = "base checkpoint" if isinstance(built, dict) and built.get("recipe") == now["recipe"] else "recipe"
-        raise HarnessError(f"checkpoint {c.name}: {c.ckpt} was built from a different {what}; "
+    now = json.loads(json.dumps(recipe_fingerprint(c, data_fingerprint), sort_keys=True))
+    if built != now:
+        same_recipe = isinstance(built, dict) and built.get("recipe") == now["recipe"]
+        what = ("different data files" if same_recipe and built.get("base_hash") == now["base_hash"] else
+                "a different base checkpoint" if same_recipe else "a different recipe")
+        raise HarnessError(f"checkpoint {c.name}: {c.ckpt} was built from {what}; "
                            f"delete {c.ckpt} (and any -members folder beside it) to rebuild it")
 
 
