@@ -184,3 +184,16 @@ def test_page_size_per_item_stays_small(runs):
 
     size = len(viewer_page.render(data).encode())
     assert size / len(data["rows"]) < 2000, size
+
+
+def test_vlmevalkit_export_neutralises_formulas(tmp_path):
+    from test_bridges import _scored_run, _seed_tsv
+
+    tsv = _seed_tsv(tmp_path / "data" / "SEED_Mini.tsv")
+    run = _scored_run(tmp_path, ["--task", "lmudata_mc", "--tsv", str(tsv)],
+                      {"10": '=HYPERLINK("http://x","red")', "11": "-2", "12": "@square"})
+    done = run_cli("export", "--format", "vlmeval", "--run", str(run), "--out", str(tmp_path / "m_SEED_Mini.tsv"))
+    assert done.returncode == 0, done.stderr
+    with (tmp_path / "m_SEED_Mini.tsv").open(newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    assert [r["prediction"] for r in rows] == ['\'=HYPERLINK("http://x","red")', "-2", "'@square"]
