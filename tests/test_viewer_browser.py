@@ -13,6 +13,7 @@ from urllib.parse import unquote
 
 import pytest
 from browser import Chromium, find_browser
+from conftest import small_board_spec
 from viewer_runs import coin_run
 
 from harness.report import viewer
@@ -50,21 +51,8 @@ def expected_count(run_dir: Path, *, wrong: bool = False, unparsed: bool = False
 def test_leaderboard_links_to_viewer_pages(tmp_path, random_tiny):
     from harness.report.leaderboard import load_spec, run_leaderboard
 
-    spec_path = tmp_path / "lb.yaml"
-    spec_path.write_text(f"""
-name: small
-baseline: base
-checkpoints:
-  - {{name: base, path: {random_tiny}}}
-  - {{name: same, path: {random_tiny}}}
-blind: [base]
-tasks: [geoqa, mmbench]
-generation: {{batch_size: 8, max_new_tokens: 8}}
-output_dir: {tmp_path / 'runs'}
-limit: 12
-bootstrap: 500
-""")
-    run_leaderboard(load_spec(spec_path))
+    run_leaderboard(load_spec(small_board_spec(tmp_path, random_tiny, limit=12, bootstrap=500,
+                                                generation="{batch_size: 8, max_new_tokens: 8}")))
     board = tmp_path / "small" / "leaderboard.html"
     with Chromium.launch(tmp_path / "profile") as page:
         page.open(board)
