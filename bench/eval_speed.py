@@ -43,7 +43,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             cache = GenerationCache(Path(tmp) / "cache.sqlite")
             start = time.perf_counter()
-            evaluate(backend, task, items, settings, Path(tmp) / "run", cache)
+            evaluate(backend, task, items[: settings.limit], settings, Path(tmp) / "run", cache)
             cache.close()
             return time.perf_counter() - start
 

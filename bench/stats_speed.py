@@ -1,7 +1,7 @@
 """Time the batched leaderboard statistics: `python bench/stats_speed.py [--checkpoints 20 ...]`.
 
 Builds random 0/1 unit scores for C checkpoints x T tasks x N units and times
-`harness.stats.leaderboard_frame` (all CIs, paired deltas vs the baseline, rank bands).
+`harness.stats.ci.leaderboard_frame` (all CIs, paired deltas vs the baseline, rank bands).
 """
 from __future__ import annotations
 

@@ -7,13 +7,13 @@ naive per-item `model.generate` loop, and the cost of N sampled outputs per item
 
 Measured, in this order, in one process after a warm-up call (one-time import and allocation
 costs excluded), each with a fresh generation cache so nothing is read back:
-  ours     `harness.runner.evaluate` (batched by prompt length, left padded), greedy
+  ours     `harness.core.runner.evaluate` (batched by prompt length, left padded), greedy
   lmms     lmms-eval's `llava_hf` / `qwen2_vl` model on the same checkpoint and items, when
            lmms-eval is importable (LLaVA gets our rendered prompt, so its greedy outputs must
            match; Qwen2-VL's wrapper builds its own prompt, so mismatches there are expected)
   naive    one `model.generate` call per item, same inputs as ours, greedy
   sampled  ours with --samples N at --temperature: prompt and image encoded once per item, the N
-           rows attend to one shared copy of the prompt's keys/values (harness/shared_prefix.py)
+           rows attend to one shared copy of the prompt's keys/values (harness/models/shared_prefix.py)
   sampled_copied  the same, with the prompt's prefilled cache copied to each of the N rows
   sampled_rs  the same N samples with `num_return_sequences` (the prompt prefilled N times), for
            comparison
@@ -33,7 +33,6 @@ import os
 import tempfile
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -132,16 +131,15 @@ def measure(name: str, device: str, n_items: int,
 # ---- the paths -------------------------------------------------------------------------------------
 def ours(backend, task, items, settings) -> dict[str, str]:
     from harness.core.runner import evaluate
-    from harness.core.store import GenerationCache, read_sample_lines
+    from harness.core.store import GenerationCache
 
     with tempfile.TemporaryDirectory() as tmp:  # a fresh cache: every output is generated
         cache = GenerationCache(Path(tmp) / "cache.sqlite")
         try:
-            evaluate(backend, task, items, settings, Path(tmp) / "run", cache)
+            result = evaluate(backend, task, items, settings, Path(tmp) / "run", cache)
         finally:
             cache.close()
-        rows = read_sample_lines(Path(tmp) / "run" / "samples.jsonl")
-        return {r["id"]: r["output"] for r in rows if r["sample"] == 0}
+        return {r["id"]: r["output"] for r in result.records if r["sample"] == 0}
 
 
 def naive(backend, task, items, gen) -> dict[str, str]:
@@ -150,7 +148,7 @@ def naive(backend, task, items, gen) -> dict[str, str]:
 
     from harness.core.images import open_image
 
-    config = backend._generation_config(gen, 1)
+    config = backend.generation_config(gen, 1)
     outs = {}
     for it in items:
         inputs = backend.batch_inputs([task.prompt(it)], [[open_image(ref) for ref in it.images]])
@@ -176,7 +174,7 @@ def sampled_rs(backend, task, items, gen, n: int, batch_size: int) -> dict[str, 
 
     from harness.core.images import open_image
 
-    config = backend._generation_config(gen, n)
+    config = backend.generation_config(gen, n)
     order = sorted(items, key=lambda it: len(task.prompt(it)))
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
@@ -309,7 +307,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from harness.models.backend import HFBackend
     from harness.models.checkpoints import resolve_checkpoint
-    from harness.core.runner import EvalSettings, _max_new_tokens
+    from harness.core.runner import EvalSettings
     from harness.core.task import get_task, resolve_data_dir
     from harness.core.types import GenConfig, Prompt
 
@@ -328,9 +326,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.config == "qwen2-vl-2b":
             ckpt = str(build_qwen2vl_2b(Path(args.build_dir or tmp) / "qwen2-vl-2b-random", device))
         backend = HFBackend(resolve_checkpoint(ckpt), device=device, dtype=args.dtype)
-        greedy = EvalSettings(gen=GenConfig(max_new_tokens=args.max_new_tokens or GenConfig().max_new_tokens),
-                              batch_size=args.batch_size)
-        gen = replace(greedy.gen, max_new_tokens=_max_new_tokens(task, greedy))
+        greedy = EvalSettings(gen=GenConfig(max_new_tokens=args.max_new_tokens), batch_size=args.batch_size)
+        gen = greedy.gen_for(task)
         sampling = EvalSettings(gen=GenConfig(max_new_tokens=gen.max_new_tokens, temperature=args.temperature),
                                 n_samples=args.samples, batch_size=args.batch_size)
         skip = {s.strip() for s in args.skip.split(",") if s.strip()}

@@ -6,73 +6,41 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from harness.core.config import _positive_int, add_flags
 from harness.errors import HarnessError
 
-# CLI flags that set task options; each task declares which it understands (Task.options).
-TASK_OPTION_FLAGS = {
-    "extract": "answer extraction mode (geoqa: strict|r3v)",
-    "mc_mode": "multiple-choice mode (aokvqa_mc: generate|likelihood)",
-    "compat": "compatibility rule (aokvqa_da: none|official-raw)",
-    "rule": "scoring rule (ocrbench: ocrbench|ocr_vqa)",
-    "questions": "which questions (critic: all|with_images, the latter skips questions whose image is absent)",
-    "tsv": "LMUData TSV (lmudata_mc: NAME for <data-dir>/LMUData/NAME.tsv, or a path to a .tsv file)",
-}
+def task_option_flags() -> dict[str, str]:
+    """option -> flag help, gathered from every registered task's `options` and `option_help`."""
+    from harness.core.task import task_classes
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
+    helps: dict[str, list[str]] = {}
+    for name, cls in task_classes().items():
+        for opt, values in cls.options.items():
+            what = cls.option_help.get(opt, opt.replace("_", " "))
+            helps.setdefault(opt, []).append(f"{what} ({name}: {'|'.join(values)})")
+    return {opt: "; ".join(texts) for opt, texts in helps.items()}
 
 
 def _add_task_options(p: argparse.ArgumentParser) -> None:
-    for name, help_text in TASK_OPTION_FLAGS.items():
+    from harness.core.runner import EvalSettings
+
+    for name, help_text in task_option_flags().items():
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=None, help=help_text)
     p.add_argument("--data-dir", default=None, help="benchmark data root (default: $HARNESS_DATA, else the bundled mini-sets)")
-    p.add_argument("--ci", dest="ci_method", default="bootstrap", choices=["bootstrap", "wilson", "clopper-pearson"],
-                   help="confidence interval method (default: percentile bootstrap over items)")
+    add_flags(p, EvalSettings, only=["ci_method"])
 
 
 def _make_tasks(names: list[str], args: argparse.Namespace):
-    from harness.core.task import get_task, task_names
+    from harness.core.task import task_class
 
-    given = {k: getattr(args, k) for k in TASK_OPTION_FLAGS if getattr(args, k, None) is not None}
-    known = task_names()
+    given = {k: getattr(args, k) for k in task_option_flags() if getattr(args, k, None) is not None}
     tasks = []
     used: set[str] = set()
     for name in names:
-        if name not in known:
-            raise HarnessError(f"unknown task {name!r}; known tasks: {', '.join(known)} (see `harness tasks`)")
-        from importlib.metadata import entry_points
-
-        cls = next(ep for ep in entry_points(group="harness.tasks") if ep.name == name).load()
+        cls = task_class(name)
         opts = {k: v for k, v in given.items() if k in cls.options}
         used |= opts.keys()
-        tasks.append(get_task(name, **opts))
+        tasks.append(cls(**opts))
     unused = set(given) - used
     if unused:
         flags = ", ".join("--" + u.replace("_", "-") for u in sorted(unused))
@@ -90,7 +58,9 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         print(f"{ep.name}: {cls.description}")
         print(f"  data:    {cls.data_layout}")
         if cls.options:
-            print("  options: " + "; ".join(f"--{k.replace('_', '-')} {'|'.join(v)}" for k, v in cls.options.items()))
+            print("  options: " + "; ".join(f"--{k.replace('_', '-')} {'|'.join(v)}"
+                                            + (f" ({cls.option_help[k]})" if k in cls.option_help else "")
+                                            for k, v in cls.options.items()))
     print("Data root: --data-dir, else $HARNESS_DATA, else the bundled mini-sets (data/).")
     return 0
 
@@ -125,7 +95,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _eval_with_lmms(args: argparse.Namespace, specs: list[str]) -> int:
     from harness.bridges.lmms import run_lmms_eval
 
-    given = [k for k in TASK_OPTION_FLAGS if getattr(args, k, None) is not None]
+    given = [k for k in task_option_flags() if getattr(args, k, None) is not None]
     if given or args.judge or args.vs:
         flags = ", ".join("--" + k.replace("_", "-") for k in given + [k for k in ("judge", "vs") if getattr(args, k)])
         raise HarnessError(f"{flags} do not apply with --engine lmms-eval (its tasks carry their own settings)")
@@ -172,10 +142,11 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_critic_agreement(args: argparse.Namespace) -> int:
+    from harness.core.task import task_class
     from harness.judge.runs import run_agreement
-    from tasks.critic import read_votes
 
-    run_agreement(args, read_votes(Path(args.votes)))
+    # The votes format belongs to the critic task; it is found through the registry like any task.
+    run_agreement(args, task_class("critic").read_votes(Path(args.votes)))
     return 0
 
 
@@ -191,15 +162,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from harness.commands.compare import CompareConfig, run_compare
+    from harness.core.config import from_args
     from harness.stats.selection import parse_ns
 
     if args.ci_method != "bootstrap":
         raise HarnessError("compare reports percentile-bootstrap CIs only (per-item scores are fractions); drop --ci")
-    config = CompareConfig(
-        ns=parse_ns(args.n), samples=args.samples, subsets=args.subsets, temperature=args.temperature,
-        top_p=args.top_p, top_k=args.top_k, max_new_tokens=args.max_new_tokens, seed=args.seed,
-        batch_size=args.batch_size, limit=args.limit, bootstrap=args.bootstrap,
-    )
+    config = from_args(CompareConfig, args, ns=parse_ns(args.n))
     (task,) = _make_tasks([args.task], args)
     run_compare(args, task, config)
     return 0
@@ -237,6 +205,11 @@ def _recipe_builder():
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from harness.commands.compare import CompareConfig
+    from harness.core.runner import EvalSettings
+    from harness.core.types import GenConfig
+    from harness.judge.pipeline import JudgeSettings
+
     parser = argparse.ArgumentParser(
         prog="harness",
         description="Evaluate vision-language models on benchmarks with confidence intervals.",
@@ -247,16 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True, help="`tiny`, a local HF checkpoint dir, or a PEFT adapter dir")
     p.add_argument("--base", default=None, help="base checkpoint for an adapter (overrides adapter_config.json)")
     p.add_argument("--tasks", required=True, help="comma-separated task names (see `harness tasks`)")
-    p.add_argument("--limit", type=_positive_int, default=None, help="evaluate only the first N items")
-    p.add_argument("--n-samples", type=_positive_int, default=1, help="samples per item (needs --temperature > 0)")
-    p.add_argument("--batch-size", type=_positive_int, default=16)
+    add_flags(p, EvalSettings, only=["limit", "n_samples", "batch_size"])
     p.add_argument("--output-dir", default="runs", help="where runs/<ckpt>/<task>/ go (default: runs)")
-    p.add_argument("--temperature", type=_non_negative_float, default=0.0, help="0 = greedy")
-    p.add_argument("--top-p", type=_probability, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--max-new-tokens", type=_positive_int, default=None, help="default: each task's own budget")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--blind", action="store_true", help="blank every image (measures how much the model uses the image)")
+    add_flags(p, GenConfig)
+    add_flags(p, EvalSettings, only=["blind"])
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     p.add_argument("--trust-remote-code", action="store_true", help="allow checkpoint code (InternVL); off by default")
@@ -298,18 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--ckpt", help="`tiny`, a local HF checkpoint dir, or a PEFT adapter dir")
     source.add_argument("--predictions", help='JSONL made elsewhere: {"id": ..., "output": "...", "sample": k} per line')
     p.add_argument("--n", required=True, help="n values: a range 1..10, a list 1,2,4,8 or one value")
-    p.add_argument("--samples", type=_positive_int, default=None, help="K samples per item (default: the largest n)")
-    p.add_argument("--subsets", type=_positive_int, default=8, help="self-select: candidate subsets per item and n (default 8)")
+    add_flags(p, CompareConfig, only=["samples", "subsets"])
     p.add_argument("--out", default=None, help="output folder (default: <output-dir>/compare/<ckpt>/<task>/)")
     p.add_argument("--output-dir", default="runs", help="root of runs and the generation cache (default: runs)")
-    p.add_argument("--limit", type=_positive_int, default=None, help="use only the first N items")
-    p.add_argument("--batch-size", type=_positive_int, default=16)
-    p.add_argument("--temperature", type=_non_negative_float, default=0.7, help="sampling temperature of the K outputs (default 0.7)")
-    p.add_argument("--top-p", type=_probability, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--max-new-tokens", type=_positive_int, default=None, help="default: the task's own budget")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--bootstrap", type=_positive_int, default=10_000, help="bootstrap resamples (default 10000)")
+    add_flags(p, CompareConfig, only=["limit", "batch_size", "temperature", "top_p", "top_k", "max_new_tokens", "seed",
+                                      "bootstrap"])
     p.add_argument("--base", default=None, help="base checkpoint for an adapter (overrides adapter_config.json)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
@@ -325,9 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="default: <output-dir>/<judge>/critic-agreement-<votes file stem>/")
     p.add_argument("--output-dir", default="runs", help="root of runs and the generation cache (default: runs)")
     p.add_argument("--limit", type=_positive_int, default=None, help="use only the first N votes")
-    p.add_argument("--batch-size", type=_positive_int, default=16)
-    p.add_argument("--max-new-tokens", type=_positive_int, default=48, help="judge reply budget (verdict first)")
-    p.add_argument("--ci", dest="ci_method", default="bootstrap", choices=["bootstrap", "wilson", "clopper-pearson"])
+    add_flags(p, JudgeSettings, only=["batch_size", "max_new_tokens", "ci_method"])
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     p.add_argument("--trust-remote-code", action="store_true", help="allow checkpoint code (InternVL); off by default")

@@ -151,7 +151,11 @@ class AOKVQAMultipleChoice(Task):
     description = "A-OKVQA multiple choice (val): pick one of 4 choices; accuracy."
     data_layout = DATA_LAYOUT
     options = {"mc_mode": ("generate", "likelihood")}
+    option_help = {"mc_mode": "multiple-choice mode"}
     max_new_tokens = 24
+    synth, synth_sizes, synth_dirs = "tasks.synth.aokvqa", (300, 600), ("aokvqa", "coco")
+    data_engine = True
+    lmms_source = ("aokvqa/aokvqa_v1p0_val.json", "question_id")
 
     @property  # depends on --mc-mode, so it is per instance
     def request_type(self) -> str:  # type: ignore[override]
@@ -204,7 +208,9 @@ class AOKVQADirectAnswer(Task):
     description = "A-OKVQA direct answer (val, difficult questions excluded): VQA accuracy over 10 answers."
     data_layout = DATA_LAYOUT
     options = {"compat": ("none", "official-raw")}
+    option_help = {"compat": "compatibility rule"}
     max_new_tokens = 16
+    lmms_source = ("aokvqa/aokvqa_v1p0_val.json", "question_id")  # data built by aokvqa_mc's generator
 
     def load(self, data_dir: Path, split: Split = "test") -> list[Item]:
         path, rows = load_rows(data_dir, split, self.name)

@@ -8,7 +8,7 @@ capability, "question type"}}, images under `critic/images/` by the file name of
 `reference` answer per question: the training target; the judge never sees it.
 
 Scoring is not done here. The checkpoint's answers are an ordinary generation run
-(samples.jsonl); harness/judge.py then has a judge checkpoint score each answer 0-100
+(samples.jsonl); harness/judge/ then has a judge checkpoint score each answer 0-100
 (pointwise, LLaVA-Critic style) or compare it with another checkpoint's answer (`--vs`), and
 rewrites summary.json with the judged score. `score()` below only records whether an answer was
 given at all.
@@ -58,6 +58,8 @@ class Critic(Task):
     description = "open-ended image questions scored 0-100 by a judge model (--judge, --vs); MLLM-Bench layout"
     data_layout = "critic/questions.json, critic/images/<file> (or critic/mllm_bench/...)"
     options = {"questions": ("all", "with_images")}
+    option_help = {"questions": "which questions (with_images skips questions whose image is absent)"}
+    synth, synth_sizes, synth_dirs = "tasks.synth.critic", (60, 0), ("critic",)
     request_type = "generate"
     max_new_tokens = 64
     judged: ClassVar[bool] = True  # scores come from harness.judge, not from score()
@@ -172,3 +174,7 @@ def read_votes(path: Path) -> list[Comparison]:
             images=(image,), answer1=row["raw_answer1"], answer2=row["raw_answer2"], reference=_reference(row, where),
         ))
     return out
+
+
+# `harness critic agreement` reads votes through the task registry (the engine never imports tasks).
+Critic.read_votes = staticmethod(read_votes)

@@ -106,6 +106,10 @@ class GeoQA(Task):
     description = "GeoQA geometry multiple choice (G-LLaVA layout), R3V chain-of-thought prompt"
     data_layout = "geoqa/test_questions.jsonl, geoqa/test_answers.jsonl, geoqa/images/<image> (train: geoqa/train_*.jsonl)"
     options = {"extract": ("strict", "r3v")}
+    option_help = {"extract": "answer extraction mode"}
+    synth, synth_sizes, synth_dirs = "tasks.synth.geoqa", (300, 600), ("geoqa",)
+    data_engine = True
+    lmms_source = ("geoqa/test_questions.jsonl", "question_id")
     request_type = "generate"
     max_new_tokens = 48
 

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import csv
 import re
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from harness.core import files
 from harness.errors import HarnessError
 from harness.core.task import Split, Task, Unit, per_category, require_file
 from harness.core.types import Item
@@ -49,14 +48,7 @@ def _missing(cell: str | None) -> bool:
 
 def read_tsv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     """Header and rows of an LMUData TSV (csv with a raised field limit: base64 cells are large)."""
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            reader = csv.DictReader(f, delimiter="\t")
-            rows = list(reader)
-            header = list(reader.fieldnames or [])
-    except (csv.Error, UnicodeDecodeError) as e:
-        raise HarnessError(f"{path}: not a readable tab-separated file ({e}); expected the LMUData TSV layout") from None
+    header, rows = files.read_tsv(path, hint="expected the LMUData TSV layout")
     lacking = [c for c in REQUIRED if c not in header]
     if lacking:
         fix = (
@@ -225,6 +217,8 @@ class LMUDataMC(Task):
     data_layout = "LMUData/<NAME>.tsv (--tsv NAME), or --tsv /path/to/file.tsv; columns index, question, A.., answer, image"
     # Free-form: NAME is a placeholder, not a default; the task requires --tsv.
     options = {"tsv": ("NAME",)}
+    option_help = {"tsv": "LMUData TSV: NAME for <data-dir>/LMUData/NAME.tsv, or a path to a .tsv file"}
+    lmu_tsv = True
     request_type = "generate"
     max_new_tokens = 32
 

@@ -107,6 +107,8 @@ class MMBench(Task):
     data_layout = "mmbench/MMBench_DEV_EN.tsv (LMUData TSV, base64 images inside; train: MMBench_TRAIN_EN.tsv)"
     request_type = "generate"
     max_new_tokens = 32
+    synth, synth_sizes, synth_dirs = "tasks.synth.mmbench", (150, 300), ("mmbench",)
+    lmu_tsv = True
 
     def load(self, data_dir: Path, split: Split = "test") -> list[Item]:
         path = Path(data_dir) / "mmbench" / FILES[split]

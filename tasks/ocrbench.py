@@ -102,6 +102,9 @@ class OCRBench(Task):
     description = "OCRBench: text recognition, text VQA, KIE and formulas; substring match, points out of 1000."
     data_layout = "ocrbench/OCRBench.json, ocrbench/OCRBench_Images/<image_path> (train: ocrbench/OCRBench_train.json)"
     options = {"rule": ("ocrbench", "ocr_vqa")}
+    option_help = {"rule": "scoring rule"}
+    synth, synth_sizes, synth_dirs = "tasks.synth.ocrbench", (300, 600), ("ocrbench",)
+    data_engine = True
     max_new_tokens = 64
 
     def load(self, data_dir: Path, split: Split = "test") -> list[Item]:

@@ -45,7 +45,7 @@ def test_n_samples_encode_prompt_and_image_once(small_backends, arch):
     inputs = geoqa_inputs(backend)
     greedy = GenConfig(max_new_tokens=5)
     with torch.inference_mode():
-        plain = backend.model.generate(**inputs, generation_config=backend._generation_config(greedy, 1))
+        plain = backend.model.generate(**inputs, generation_config=backend.generation_config(greedy, 1))
     # Continuing from the copied prompt cache decodes exactly what one generate call does.
     assert torch.equal(backend.generate_expanded(inputs, greedy, 1), plain)
     assert torch.equal(backend.generate_expanded(inputs, greedy, 3), plain.repeat_interleave(3, dim=0))
@@ -54,7 +54,7 @@ def test_n_samples_encode_prompt_and_image_once(small_backends, arch):
     pixels, prefill = _encoded(backend, lambda: backend.generate_expanded(inputs, sampled, 4))
     with torch.inference_mode():
         rs_pixels, rs_prefill = _encoded(backend, lambda: backend.model.generate(
-            **inputs, generation_config=backend._generation_config(sampled, 4)))
+            **inputs, generation_config=backend.generation_config(sampled, 4)))
     rows, width = inputs["input_ids"].shape
     assert prefill == rows * (width - 1)  # each prompt once (its last token then runs on the 4 copies)
     assert rs_prefill == 4 * rows * width  # num_return_sequences prefills every copy of the prompt

@@ -45,10 +45,10 @@ def backend(random_tiny):
 
 def _run(backend, tmp_path, settings=EvalSettings(limit=12, batch_size=4), task_name="geoqa"):
     task = get_task(task_name)
-    items = task.load(BUNDLED, "test")
+    items = task.load(BUNDLED, "test")[: settings.limit]  # the caller limits (harness.session does)
     cache = GenerationCache(tmp_path / ".cache" / "gen.sqlite")
     try:
-        return evaluate(backend, task, items, settings, tmp_path / "run", cache, data_dir=BUNDLED)
+        return evaluate(backend, task, items, settings, tmp_path / "run", cache, data_dir=BUNDLED).summary
     finally:
         cache.close()
 
@@ -176,7 +176,7 @@ def test_items_with_identical_prompts_keep_their_own_samples(backend, tmp_path):
     first = task.load(BUNDLED, "test")[0]
     twins = [first, dataclasses.replace(first, id=first.id + "-twin")]
     cache = GenerationCache(tmp_path / "gen.sqlite")
-    summary = evaluate(backend, task, twins, EvalSettings(), tmp_path / "run", cache)
+    summary = evaluate(backend, task, twins, EvalSettings(), tmp_path / "run", cache).summary
     cache.close()
     rows = _lines(tmp_path / "run" / "samples.jsonl")
     assert summary["n"] == 2 and sorted(r["id"] for r in rows) == sorted(it.id for it in twins)

@@ -138,11 +138,11 @@ def test_later_iterations_build_from_the_pool_of_all_samples():
 
 # --- a run ---------------------------------------------------------------------------------------
 def test_two_iterations_write_loadable_adapters(random_tiny, tmp_path, monkeypatch):
-    import trainers.mpo as mpo
+    import trainers.sampling as sampling
     from trainers.self_train import SelfTrainConfig, run
 
     calls: list = []
-    monkeypatch.setattr(mpo, "sample_answers", _scripted(calls))
+    monkeypatch.setattr(sampling, "sample_answers", _scripted(calls))
     out = tmp_path / "st"
     manifest = run(SelfTrainConfig(**TINY_RUN), str(random_tiny), "geoqa", out, progress=False)
     # Iteration 1 samples from the base, iteration 2 from the iteration-1 adapter; R3V's settings.
@@ -192,11 +192,11 @@ def test_real_sampling_and_nothing_to_train_on(random_tiny, tmp_path):
 
 
 def test_leaderboard_rows_share_one_build(random_tiny, tmp_path, monkeypatch):
-    import trainers.mpo as mpo
+    import trainers.sampling as sampling
     from harness.report.leaderboard import CheckpointSpec, load_spec, run_leaderboard
     from trainers.recipes import build_recipe
 
-    monkeypatch.setattr(mpo, "sample_answers", _scripted([]))
+    monkeypatch.setattr(sampling, "sample_answers", _scripted([]))
     built = tmp_path / "built" / "self_train"
     cfg = ", ".join(f"{k}: {v}" for k, v in TINY_RUN.items())
     spec_file = tmp_path / "lb.yaml"

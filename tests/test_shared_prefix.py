@@ -65,12 +65,12 @@ def test_shared_prefix_decoding_gives_the_logits_of_repeated_prompts(small_backe
     extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
     if "mm_token_type_ids" in extra:
         extra["mm_token_type_ids"] = extra["mm_token_type_ids"][:, :-1]
-    greedy = backend._generation_config(GenConfig(max_new_tokens=steps), 1)
+    greedy = backend.generation_config(GenConfig(max_new_tokens=steps), 1)
     greedy.return_dict_in_generate, greedy.output_logits = True, True
     greedy.eos_token_id = None  # every step runs for every row
 
     def decode(make_cache, context):
-        once = backend._generation_config(GenConfig(max_new_tokens=1), 1)
+        once = backend.generation_config(GenConfig(max_new_tokens=1), 1)
         once.return_dict_in_generate = True
         with torch.inference_mode():
             first = model.generate(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], **extra, generation_config=once)

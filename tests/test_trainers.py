@@ -326,13 +326,14 @@ def test_mpo_correctness_pairs():
 
 def test_mpo_trains_with_dropout_ntp(random_tiny, base_weights, tmp_path, monkeypatch):
     import trainers.mpo as mpo
+    import trainers.sampling as sampling
 
     # A random model is never right, so its samples are scripted: half correct, half wrong.
     def scripted(backend, examples, n, gen, batch_size, advance=lambda k=1: None):
         wrong = lambda e: "ABCD"[("ABCD".index(e.item.target) + 1) % 4]  # noqa: E731
         return [[e.target, f"Angles: 10°. Answer: {wrong(e)}", "no idea", e.target][:n] for e in examples]
 
-    monkeypatch.setattr(mpo, "sample_answers", scripted)
+    monkeypatch.setattr(sampling, "sample_answers", scripted)
     out = tmp_path / "mpo"
     manifest = mpo.run(mpo.MPOConfig(**FEW, dropout_ntp=True), str(random_tiny), "geoqa", out, progress=False)
     data = manifest["data"]

@@ -12,7 +12,7 @@ from viewer_runs import HOSTILE, coin_run, hostile_geoqa, write_run
 
 from harness.report import viewer
 from harness.stats import ci as stats
-from harness.core.store import csv_safe
+from harness.core.files import csv_safe
 
 
 def page_json(path: Path) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness.core.scoring import sample_record, summarize
-from harness.core.store import atomic_write_json, atomic_write_jsonl
+from harness.core.files import atomic_write_json, atomic_write_jsonl
 from harness.core.task import get_task
 
 REPO = Path(__file__).resolve().parents[1]

@@ -202,7 +202,7 @@ def encode_conversation(backend: "HFBackend", messages: Sequence[dict[str, str]]
         part = tok(text, add_special_tokens=n == 0 and bool(bos) and not text.startswith(bos))["input_ids"]
         ids += part
         labels += part if learn else [IGNORE_INDEX] * len(part)
-    pixel_values, grid, counts = backend._encode_images(list(images))
+    pixel_values, grid, counts = backend.encode_images(list(images))
     out_ids: list[int] = []
     out_labels: list[int] = []
     seen = 0
@@ -230,9 +230,9 @@ def _batch(backend: "HFBackend", examples: Sequence[Example], replies: Sequence[
     """Model inputs for examples of tasks (the eval prompt + reply) and data files (whole conversations)."""
     if not any(e.messages for e in examples):
         return backend.batch_inputs([e.text for e in examples], [e.images for e in examples], list(replies))
-    encoded = [encode_example(backend, e, r, all_replies) if e.messages else backend._encode(e.text, e.images, r)
+    encoded = [encode_example(backend, e, r, all_replies) if e.messages else backend.encode(e.text, e.images, r)
                for e, r in zip(examples, replies)]
-    return backend._collate(encoded, with_labels=True)
+    return backend.collate(encoded, with_labels=True)
 
 
 class SFTCollator:

@@ -36,7 +36,6 @@ from trainers.common import TrainConfig, require
 from trainers.data import TARGETS, Example
 
 # Tasks whose bundled generator makes items of a chosen question type (item.category = its type).
-GENERATORS = {"geoqa": "tasks.synth.geoqa", "ocrbench": "tasks.synth.ocrbench", "aokvqa_mc": "tasks.synth.aokvqa"}
 SOURCES = ("generate", "train")
 # Generator seeds far from the bundled splits' (1, 2) and tiny's pretraining pool (1002 + seed).
 EVAL_SEED, ROUND_SEED = 80_000_000, 70_000_000
@@ -138,10 +137,15 @@ def hold_out(examples: Sequence[Example], per_type: int, seed: int) -> tuple[lis
 
 # --- items -----------------------------------------------------------------------------------------
 def generator(task_name: str):
-    if task_name not in GENERATORS:
+    """The task's own generator (Task.synth) when the task allows data_engine to use it."""
+    from harness.core.task import task_class, task_classes
+
+    cls = task_class(task_name)
+    if not (cls.data_engine and cls.synth):
+        ready = [name for name, c in task_classes().items() if c.data_engine and c.synth]
         raise HarnessError(f"data_engine source=generate has no generator for {task_name!r}; use one of "
-                           f"{', '.join(GENERATORS)}, or source=train")
-    return importlib.import_module(GENERATORS[task_name])
+                           f"{', '.join(ready)}, or source=train")
+    return importlib.import_module(cls.synth)
 
 
 def generate_examples(task, counts: Mapping[str, int], folder: Path, seeds: Mapping[str, int], target: str) -> list[Example]:

@@ -207,7 +207,7 @@ def continue_reply(backend: "HFBackend", texts: Sequence[str], prefixes: Sequenc
     """
     inputs = backend.batch_inputs(list(texts), [[] for _ in texts], list(prefixes))
     inputs.pop("labels")
-    suffix = backend.tokenizer(backend._reply_suffix, add_special_tokens=False)["input_ids"]
+    suffix = backend.tokenizer(backend.reply_suffix, add_special_tokens=False)["input_ids"]
     if suffix:
         tail = torch.tensor(suffix, device=inputs["input_ids"].device)
         if not bool((inputs["input_ids"][:, -len(suffix):] == tail).all()):
@@ -216,27 +216,12 @@ def continue_reply(backend: "HFBackend", texts: Sequence[str], prefixes: Sequenc
                   for k, v in inputs.items()}
     torch.manual_seed(gen.seed)
     with torch.inference_mode():
-        out = backend.model.generate(**inputs, generation_config=backend._generation_config(gen, 1))
+        out = backend.model.generate(**inputs, generation_config=backend.generation_config(gen, 1))
     new = out[:, inputs["input_ids"].shape[1]:]
     return backend.tokenizer.batch_decode(new, skip_special_tokens=True)
 
 
-def sample_answers(backend: "HFBackend", examples: Sequence[Example], n: int, gen, batch_size: int,
-                   advance=lambda k=1: None) -> list[list[str]]:
-    """`n` sampled replies per example, in batches of prompts; each batch seeded from gen.seed."""
-    from dataclasses import replace
-
-    outs: list[list[str]] = []
-    for b, start in enumerate(range(0, len(examples), batch_size)):
-        chunk = examples[start:start + batch_size]
-        outs += backend.generate_images([e.text for e in chunk], [e.images for e in chunk],
-                                        replace(gen, seed=gen.seed + b), n=n)
-        advance(len(chunk))
-    return outs
-
-
 # --- the treatment ---------------------------------------------------------------------------------
-DATA_BUDGET = 256  # DropoutNTP continuation budget (tokens) when no task names one
 
 
 def run(cfg: MPOConfig, base: str, tasks: str, out: Path, data_dir: str | Path | None = None,
@@ -248,10 +233,10 @@ def run(cfg: MPOConfig, base: str, tasks: str, out: Path, data_dir: str | Path |
 
     from harness.errors import HarnessError
     from harness.core.parallel import computed_on_main
-    from harness.core.types import GenConfig
     from trainers.common import (load_base, lora_config, prepare_trainer, quiet_libraries, sampling_progress,
         save_adapter, staged_output, train_metrics, trl_args, write_manifest)
     from trainers.data import PairCollator, given_pairs, index_dataset, load_train_data
+    from trainers.sampling import sample_answers, sampling_gen
 
     quiet_libraries()
     examples, data = load_train_data(tasks, data_dir, cfg.limit, sources=sources)
@@ -264,9 +249,8 @@ def run(cfg: MPOConfig, base: str, tasks: str, out: Path, data_dir: str | Path |
     t0 = time.time()
     with staged_output(Path(out), overwrite) as stage:
         backend, base_name = load_base(base, cfg.qlora, device)
-        budget = cfg.max_new_tokens or max((examples[i].task.max_new_tokens for i in sampled), default=DATA_BUDGET)
-        gen = GenConfig(max_new_tokens=budget, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
         asked = [examples[i] for i in sampled]
+        gen = sampling_gen(cfg, asked)
 
         def build_pairs():
             samples: list[list[str]] = []

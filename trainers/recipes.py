@@ -41,7 +41,7 @@ RECIPE_KEYS = {"trainer", "base", "task", "config", "data_dir", "data", "seeds",
 
 
 def build_recipe(spec: Any) -> dict[str, Any]:
-    """Train `spec` (harness.leaderboard.CheckpointSpec) into spec.ckpt; returns its manifest."""
+    """Train `spec` (harness.report.leaderboard.CheckpointSpec) into spec.ckpt; returns its manifest."""
     from trainers.cli import build_config, train
 
     recipe = dict(spec.recipe or {})

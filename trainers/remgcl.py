@@ -230,7 +230,7 @@ class REMGCLCollator(SFTCollator):
         infos = []
         for r in rows:
             ex = self.examples[r["idx"]]
-            info = {"answer_ids": content_token_ids(b.tokenizer, b._reply_prefix, ex.target), "regions": [], "offset": 0}
+            info = {"answer_ids": content_token_ids(b.tokenizer, b.reply_prefix, ex.target), "regions": [], "offset": 0}
             regions = ex.item.metadata.get("text_regions") or []
             if regions and ex.images:
                 width, height = ex.images[0].size
@@ -248,7 +248,7 @@ class REMGCLCollator(SFTCollator):
                             and isinstance(region.get("box"), (list, tuple)) and len(region["box"]) == 4):
                         raise HarnessError(f"item {ex.item.id}: text_regions entries must be {{text, box: [x0, y0, x1, y1]}}")
                     info["regions"].append((box_to_patches(region["box"], grid),
-                                            content_token_ids(b.tokenizer, b._reply_prefix, region["text"], False)))
+                                            content_token_ids(b.tokenizer, b.reply_prefix, region["text"], False)))
             image_cursor += len(ex.images)
             infos.append(info)
         batch["remgcl"] = infos

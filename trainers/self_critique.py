@@ -127,11 +127,11 @@ def run(cfg: SelfCritiqueConfig, base: str, tasks: str, out: Path, data_dir: str
     from trl import DPOConfig
 
     from harness.core.parallel import computed_on_main
-    from harness.core.types import GenConfig
     from trainers.common import (load_base, lora_config, prepare_trainer, quiet_libraries, sampling_progress,
         save_adapter, staged_output, train_metrics, trl_args, write_manifest)
     from trainers.data import PairCollator, index_dataset, load_train_data
-    from trainers.mpo import DATA_BUDGET, PairDPOTrainer, sample_answers
+    from trainers.mpo import PairDPOTrainer
+    from trainers.sampling import sample_answers, sampling_gen
 
     quiet_libraries()
     examples, data = load_train_data(tasks, data_dir, cfg.limit, sources=sources)
@@ -139,8 +139,7 @@ def run(cfg: SelfCritiqueConfig, base: str, tasks: str, out: Path, data_dir: str
     t0 = time.time()
     with staged_output(Path(out), overwrite) as stage:
         backend, base_name = load_base(base, cfg.qlora, device)
-        budget = cfg.max_new_tokens or max((e.task.max_new_tokens for e in examples if e.task), default=DATA_BUDGET)
-        gen = GenConfig(max_new_tokens=budget, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
+        gen = sampling_gen(cfg, examples)
 
         def sample_and_judge():
             with sampling_progress(progress, f"self_critique sampling {label}", len(examples)) as advance:

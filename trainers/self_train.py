@@ -13,7 +13,7 @@ and build from the pool, per question:
           refine it." -> a correct rationale (questions with both kinds);
 - select: the question + 2-3 shuffled candidates mixing correct and wrong (2 right + 1 wrong and
           1 right + 2 wrong, when there are enough; else 1 + 1), in exactly the prompt
-          `harness compare ... self-select` asks (`harness.selection.selection_prompt`) -> the final
+          `harness compare ... self-select` asks (`harness.stats.selection.selection_prompt`) -> the final
           answer of a correct candidate ("Answer: ...");
 - qa:     the question + "Answer directly, without reasoning." -> the gold final answer (from the
           train split, not sampled; qa=cot: the task prompt -> its reference rationale).
@@ -57,7 +57,7 @@ QA_INSTRUCTION = "Answer directly, without reasoning."
 
 def refine_prompt(question: str, prediction: str) -> str:
     """The self-refine request: the question as the task prompts it, one prediction, the instruction
-    (the line format follows `harness.selection.selection_prompt`)."""
+    (the line format follows `harness.stats.selection.selection_prompt`)."""
     return "\n".join([question, f"Model's Prediction: {prediction}", REFINE_INSTRUCTION])
 
 
@@ -231,13 +231,11 @@ def run(cfg: SelfTrainConfig, base: str, tasks: str, out: Path, data_dir: str | 
     manifests) and <out>/manifest.json. Returns the top-level manifest. Data files `sources` (--data)
     join every iteration's SFT as they are (they are not sampled)."""
     from harness.errors import HarnessError
-    from harness.core.parallel import computed_on_main
     from harness.core.store import atomic_write_jsonl
-    from harness.core.types import GenConfig
-    from trainers.common import (load_base, quiet_libraries, sampling_progress, save_adapter, staged_output,
+    from trainers.common import (load_base, quiet_libraries, save_adapter, staged_output,
         train_metrics, write_manifest)
     from trainers.data import load_data_files, load_train_data
-    from trainers.mpo import sample_answers
+    from trainers.sampling import draw_on_main, sampling_gen
 
     quiet_libraries()
     examples, data = load_train_data(tasks, data_dir, cfg.limit, "cot")
@@ -249,21 +247,14 @@ def run(cfg: SelfTrainConfig, base: str, tasks: str, out: Path, data_dir: str | 
     t0 = time.time()
     with staged_output(Path(out), overwrite) as stage:
         backend, base_name = load_base(base, cfg.qlora, device)
-        budget = cfg.max_new_tokens or max(e.task.max_new_tokens for e in examples)
         pool: list[list[Sample]] = [[] for _ in examples]  # every iteration's judged samples, per question
         history: list[dict[str, Any]] = []
         for k in range(1, cfg.iterations + 1):
             t_iter = time.time()
-            gen = GenConfig(max_new_tokens=budget, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
-                            seed=cfg.seed + 10_000 * k)  # each iteration draws fresh samples
+            gen = sampling_gen(cfg, examples, seed=cfg.seed + 10_000 * k)  # each iteration draws fresh samples
             backend.model.eval()
-
-            def draw(gen=gen, k=k):
-                with sampling_progress(progress, f"self_train iter{k} sampling {data['task']}", len(examples)) as advance:
-                    return sample_answers(backend, examples, cfg.samples_per_question, gen, cfg.sample_batch_size,
-                                          advance)
-
-            samples = computed_on_main(draw)  # every rank trains on rank 0's samples
+            samples = draw_on_main(backend, examples, cfg.samples_per_question, gen, cfg.sample_batch_size, progress,
+                                   f"self_train iter{k} sampling {data['task']}")  # every rank trains on rank 0's
             judged, stats = judge(examples, samples, k)
             for row, new in zip(pool, judged):
                 row += new

@@ -121,7 +121,7 @@ def for_arch(tokenizer: "PreTrainedTokenizerFast", arch: str) -> "PreTrainedToke
     missing = [t for t in SPECIAL_TOKENS if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)]
     if missing:
         raise HarnessError(
-            f"tokenizer lacks special tokens {missing}; build it with harness.tiny.build_tokenizer"
+            f"tokenizer lacks special tokens {missing}; build it with trainers.tiny_model.build_tokenizer"
         )
     if arch == "llava":
         tokenizer.pad_token, tokenizer.bos_token, tokenizer.eos_token = (

@@ -9,7 +9,7 @@ set to the device, sample logging on and the Hub offline. Its native logs go to
 `runs/<ckpt>/lmms-eval-logs/` (its --log_samples layout: <model>/<date>_samples_<task>.jsonl and
 <date>_results.json) and each task becomes `runs/<ckpt>/lmms-<task>/samples.jsonl` +
 `summary.json` in our contract, so it gets our CIs and pairs item by item with any run on the same
-ids; a leaderboard spec names them as `{lmms: TASK}` (harness/leaderboard.py).
+ids; a leaderboard spec names them as `{lmms: TASK}` (harness/report/leaderboard.py).
 
 Per-sample score: the task's first metric with a number per sample (or `--lmms-metric`). Tasks
 whose metric only exists after aggregation (GPT-judged ones such as mmbench_en_dev) have no

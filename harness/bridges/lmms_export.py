@@ -14,29 +14,19 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.core.store import atomic_write_text
-from harness.core.task import Task
+from harness.core.task import Task, task_classes
 
 
-@dataclass(frozen=True)
-class _Source:
-    """The file lmms-eval loads (relative to the data dir) and the field holding our item id."""
-
-    data_file: str
-    id_field: str
+def exportable() -> list[str]:
+    """Tasks whose test file `datasets` reads as JSON rows carrying our item id (Task.lmms_source).
+    MMBench and OCRBench are not: lmms-eval ships its own (mmbench_en_dev, ocrbench)."""
+    return sorted(name for name, cls in task_classes().items() if cls.lmms_source)
 
 
-# Tasks whose test file `datasets` reads as JSON rows carrying our item id. MMBench and OCRBench
-# are left out: lmms-eval ships its own (mmbench_en_dev, ocrbench).
-EXPORTABLE = {
-    "geoqa": _Source("geoqa/test_questions.jsonl", "question_id"),
-    "aokvqa_mc": _Source("aokvqa/aokvqa_v1p0_val.json", "question_id"),
-    "aokvqa_da": _Source("aokvqa/aokvqa_v1p0_val.json", "question_id"),
-}
 PREFIX = "harness_"  # lmms-eval's names are global; ours stay apart from any it adds later
 
 _UTILS = '''"""lmms-eval functions for the harness task {task!r}, written by `harness export-lmms-task`.
@@ -109,21 +99,21 @@ def task_name(task: Task) -> str:
 
 def export_task(task: Task, data_dir: Path, out_dir: Path) -> Path:
     """Write the YAML and its utils module into out_dir; returns the YAML path."""
-    if task.name not in EXPORTABLE:
+    if task.lmms_source is None:
         raise HarnessError(
-            f"export-lmms-task supports {', '.join(sorted(EXPORTABLE))}, not {task.name!r} "
+            f"export-lmms-task supports {', '.join(exportable())}, not {task.name!r} "
             "(lmms-eval has its own MMBench and OCRBench tasks)"
         )
     if task.request_type != "generate":
         raise HarnessError(f"{task.name}: only generation modes export (lmms-eval scores choices its own way); drop the option")
-    source = EXPORTABLE[task.name]
+    source_file, id_field = task.lmms_source
     data_dir = Path(data_dir).resolve()
-    data_file = data_dir / source.data_file
+    data_file = data_dir / source_file
     items = task.load(data_dir, "test")  # validates the data now, not inside lmms-eval later
     if not items:
         raise HarnessError(f"{task.name}: no items under {data_dir}")
     name = task_name(task)
-    utils = _UTILS.format(task=task.name, options=dict(task.opts), data_dir=str(data_dir), id_field=source.id_field)
+    utils = _UTILS.format(task=task.name, options=dict(task.opts), data_dir=str(data_dir), id_field=id_field)
     yaml_text = _yaml(name, data_file, task, data_dir)
     out_dir = Path(out_dir)
     atomic_write_text(out_dir / f"{name}_utils.py", utils)

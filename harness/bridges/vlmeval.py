@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from harness.errors import HarnessError
+from harness.core.files import atomic_path, csv_safe, read_tsv
 from harness.core.store import read_sample_lines
-from harness.core.task import get_task
+from harness.errors import HarnessError
+from harness.core.task import get_task, task_classes
 
-TSV_TASKS = ("mmbench", "lmudata_mc")
+def tsv_tasks() -> list[str]:
+    """Tasks that read an LMUData TSV (Task.lmu_tsv): their runs export in VLMEvalKit's layout."""
+    return [name for name, cls in task_classes().items() if cls.lmu_tsv]
 
 
 def _source_tsv(summary: dict[str, Any], data_dir: str | None) -> Path:
@@ -42,13 +42,9 @@ def _source_tsv(summary: dict[str, Any], data_dir: str | None) -> Path:
 
 
 def _read_rows(path: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
-    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # base64 image cells are large
     if not path.is_file():
         raise HarnessError(f"source TSV not found: {path}; pass --data-dir pointing at the data the run used")
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f, delimiter="\t")
-        rows = list(reader)
-        header = list(reader.fieldnames or [])
+    header, rows = read_tsv(path)
     return header, {str(int(float(r["index"]))): r for r in rows}
 
 
@@ -58,9 +54,9 @@ def prediction_rows(run_dir: Path, data_dir: str | None = None) -> tuple[list[st
     if not summary_path.is_file():
         raise HarnessError(f"{run_dir} is not a run folder (no summary.json); pass e.g. --run runs/tiny/mmbench")
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    if summary.get("task") not in TSV_TASKS:
+    if summary.get("task") not in tsv_tasks():
         raise HarnessError(
-            f"--format vlmeval exports runs of LMUData TSV tasks ({', '.join(TSV_TASKS)}), not {summary.get('task')!r}"
+            f"--format vlmeval exports runs of LMUData TSV tasks ({', '.join(tsv_tasks())}), not {summary.get('task')!r}"
         )
     outputs = {r["id"]: r["output"] for r in read_sample_lines(run_dir / "samples.jsonl") if r["sample"] == 0}
     if not outputs:
@@ -89,27 +85,18 @@ def prediction_rows(run_dir: Path, data_dir: str | None = None) -> tuple[list[st
 def export_predictions(run_dir: Path, out: Path, data_dir: str | None = None) -> Path:
     if out.suffix not in (".tsv", ".xlsx"):
         raise HarnessError(f"--out {out}: name a .tsv or .xlsx file (VLMEvalKit reads <model>_<dataset>.xlsx or .tsv)")
-    from harness.core.store import csv_safe
-
     columns, rows = prediction_rows(run_dir, data_dir)
     # Spreadsheet formulas in questions or outputs (`=cmd|...`) must not run when a person opens the
     # file; .xlsx included (openpyxl stores a string starting with "=" as a formula).
     rows = [{k: csv_safe(v) for k, v in row.items()} for row in rows]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=out.suffix)
-    os.close(fd)
-    try:
+    with atomic_path(out) as tmp:
         if out.suffix == ".xlsx":
-            _write_xlsx(Path(tmp), columns, rows)
+            _write_xlsx(tmp, columns, rows)
         else:
             with open(tmp, "w", encoding="utf-8", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=columns, delimiter="\t", quoting=csv.QUOTE_ALL)
                 writer.writeheader()
                 writer.writerows(rows)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return out
 
 

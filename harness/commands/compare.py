@@ -8,14 +8,14 @@ are drawn once through the runner into <output-dir>/compare/<ckpt>/<task>/sample
 generation cache, so a re-run, or one with other n values or methods, reuses them. Methods:
 
   majority-vote  plurality of the extracted answers, the exact expectation over all C(K, n)
-                 subsets of the K samples (harness.selection.majority_at_n)
+                 subsets of the K samples (harness.stats.selection.majority_at_n)
   self-select    R3V's test-time selection: the model reads the question and n candidates and
                  names the correct one; its reply is extracted and scored by the task. Averaged
                  over R random subsets per item (all subsets when C(K, n) <= R); the Monte Carlo
                  standard error of that average is reported (mc_se, points). Greedy replies.
   pass@n         oracle ceiling, the best of the n (always added)
 
-A method is any object with `name`, `needs_model` and `curve(pool, ns, ctx)` (harness.selection);
+A method is any object with `name`, `needs_model` and `curve(pool, ns, ctx)` (harness.stats.selection);
 pass your own to `compare()` (a critic-scored best-of-n is the natural next one).
 Statistics per n: percentile-bootstrap 95% CI over items (items of a group resampled together)
 and the paired difference of every method minus majority vote on the same resamples. Outputs in
@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -38,7 +36,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 from harness.errors import HarnessError
 from harness.core.runner import Backend, EvalSettings, check_images, evaluate, run_name
 from harness.stats.selection import MajorityVote, Method, MethodCurve, ModelContext, PassAtN, SamplePool, SelfSelect
-from harness.core.store import GenerationCache, atomic_write_json, atomic_write_text, csv_safe, csv_safe_frame, read_sample_lines
+from harness.core.files import atomic_write, atomic_write_json, atomic_write_text, csv_safe, csv_safe_frame
+from harness.core.store import GenerationCache
 from harness.core.task import Task
 from harness.core.types import GenConfig, Item
 
@@ -54,16 +53,16 @@ EXTRA_COLUMNS = ("delta", "delta_ci_low", "delta_ci_high", "p_value", "mc_se", "
 @dataclass(frozen=True)
 class CompareConfig:
     ns: tuple[int, ...] = field(metadata={"help": "the n values of the curve (--n 1..10, 1,2,4,8 or 4)"})
-    samples: int | None = field(default=None, metadata={"help": "K sampled outputs per item; default the largest n"})
-    subsets: int = field(default=8, metadata={"help": "self-select: random n-subsets per item and n (all when fewer exist)"})
-    temperature: float = field(default=0.7, metadata={"help": "sampling temperature of the K outputs (R3V samples at 0.7-1.0)"})
-    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling of the K outputs"})
+    samples: int | None = field(default=None, metadata={"help": "K sampled outputs per item; default the largest n", "kind": "positive"})
+    subsets: int = field(default=8, metadata={"help": "self-select: random n-subsets per item and n (all when fewer exist)", "kind": "positive"})
+    temperature: float = field(default=0.7, metadata={"help": "sampling temperature of the K outputs (R3V samples at 0.7-1.0)", "kind": "non_negative"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling of the K outputs", "kind": "probability"})
     top_k: int = field(default=0, metadata={"help": "top-k sampling of the K outputs (0: off)"})
-    max_new_tokens: int | None = field(default=None, metadata={"help": "reply budget; default the task's own"})
+    max_new_tokens: int | None = field(default=None, metadata={"help": "reply budget; default the task's own", "kind": "positive"})
     seed: int = field(default=0, metadata={"help": "seeds sampling, subset draws and the bootstrap"})
-    batch_size: int = field(default=16, metadata={"help": "prompts per generate call"})
-    limit: int | None = field(default=None, metadata={"help": "use only the first N items"})
-    bootstrap: int = field(default=10_000, metadata={"help": "bootstrap resamples for CIs and paired differences"})
+    batch_size: int = field(default=16, metadata={"help": "prompts per generate call", "kind": "positive"})
+    limit: int | None = field(default=None, metadata={"help": "use only the first N items", "kind": "positive"})
+    bootstrap: int = field(default=10_000, metadata={"help": "bootstrap resamples for CIs and paired differences", "kind": "positive"})
     level: float = field(default=0.95, metadata={"help": "confidence level"})
 
     def __post_init__(self) -> None:
@@ -87,8 +86,8 @@ class CompareConfig:
         return self.samples or max(self.ns)
 
     def sampling_gen(self) -> GenConfig:
-        budget = self.max_new_tokens or GenConfig().max_new_tokens  # the default means "the task's"
-        return GenConfig(max_new_tokens=budget, temperature=self.temperature, top_p=self.top_p,
+        """The K outputs' generation settings (max_new_tokens None: the task's own budget)."""
+        return GenConfig(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p,
                          top_k=self.top_k, seed=self.seed)
 
 
@@ -115,8 +114,8 @@ def draw_samples(backend: Backend, task: Task, items: list[Item], config: Compar
     """K samples per item through the runner (logged, cached, resumable)."""
     _require_generate(task)
     settings = EvalSettings(gen=config.sampling_gen(), n_samples=config.k, batch_size=config.batch_size)
-    evaluate(backend, task, items, settings, run_dir, cache, data_dir=data_dir, progress=progress)
-    return _pool(task, items, read_sample_lines(run_dir / "samples.jsonl"))
+    result = evaluate(backend, task, items, settings, run_dir, cache, data_dir=data_dir, progress=progress)
+    return _pool(task, items, result.records)
 
 
 def _require_generate(task: Task) -> None:
@@ -230,20 +229,7 @@ def write_plot(df: pd.DataFrame, path: Path, title: str) -> None:
     ax.set_title(title.replace("$", r"\$"), fontsize=9)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
-    _atomic_write_bytes(path, buf.getvalue())
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, buf.getvalue())
 
 
 def write_outputs(df: pd.DataFrame, results: dict[str, dict[int, MethodCurve]], out: Path, title: str,
@@ -293,36 +279,27 @@ def run_compare(args: Any, task: Task, config: CompareConfig) -> pd.DataFrame:
     if args.predictions:
         return _compare_predictions(args, task, config, methods, items, meta)
     _require_generate(task)
-    check_images(task, items)
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from harness.session import Session
 
-    from harness.models.backend import HFBackend
-    from harness.models.checkpoints import resolve_checkpoint
-
-    ref = resolve_checkpoint(args.ckpt, base=args.base, trust_remote_code=args.trust_remote_code)
-    backend = HFBackend(ref, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code)
-    root = Path(args.output_dir)
-    out = Path(args.out) if args.out else root / "compare" / backend.name / run_name(task, False)
-    cache = GenerationCache(root / ".cache" / "generations.sqlite")
-    try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), console=Console(stderr=True), transient=True) as progress:
-            pool = draw_samples(backend, task, items, config, out, cache, data_dir, progress)
-            pool.check_ns(config.ns, str(out / "samples.jsonl"))
-            ctx = ModelContext(backend, cache, out, gen=replace(config.sampling_gen(), temperature=0.0),
-                               batch_size=config.batch_size, data_dir=data_dir, progress=progress)
-            df, results = compare(pool, methods, config, ctx)
-    finally:
-        cache.close()
+    with Session(args.output_dir, data_dir, device=args.device, dtype=args.dtype,
+                 trust_remote_code=args.trust_remote_code) as s:
+        check_images(task, items)
+        backend = s.backend(s.checkpoint(args.ckpt, args.base))
+        out = Path(args.out) if args.out else s.output_dir / "compare" / backend.name / run_name(task, False)
+        pool = draw_samples(backend, task, items, config, out, s.cache, data_dir, s.progress)
+        pool.check_ns(config.ns, str(out / "samples.jsonl"))
+        ctx = ModelContext(backend, s.cache, out, gen=replace(config.sampling_gen(), temperature=0.0),
+                           batch_size=config.batch_size, data_dir=data_dir, progress=s.progress)
+        df, results = compare(pool, methods, config, ctx)
     meta.update(checkpoint={"name": backend.name, "hash": backend.content_hash}, k=config.k, items=len(pool.items),
-                missing=len(items) - len(pool.items), sampling=config.sampling_gen().as_dict(), selection="greedy")
+                missing=len(items) - len(pool.items), sampling=config.sampling_gen().for_task(task.max_new_tokens).as_dict(),
+                selection="greedy")
     title = f"{task.name} · {backend.name}: test-time selection, K={config.k} samples, {len(pool.items)} items"
     return _finish(df, results, out, title, meta)
 
 
 def _compare_predictions(args, task, config, methods, items, meta) -> pd.DataFrame:
-    from harness.commands.eval import read_predictions
+    from harness.core.store import read_predictions
     from harness.core.scoring import sample_record
 
     if args.out is None:

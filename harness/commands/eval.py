@@ -1,77 +1,46 @@
-"""Orchestration behind `harness eval` and `harness score`: validate everything, then run."""
+"""`harness eval` and `harness score`: settings from the flags, then a Session runs the tasks."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-from harness.errors import HarnessError
-from harness.core.runner import EvalSettings, check_images, evaluate, run_name
+from harness.core.config import from_args
+from harness.core.runner import EvalResult, EvalSettings
 from harness.core.scoring import sample_record, summarize
-from harness.core.store import GenerationCache, atomic_write_json, atomic_write_jsonl
+from harness.core.store import atomic_write_json, atomic_write_jsonl, read_predictions
 from harness.core.task import Task, resolve_data_dir
 from harness.core.types import GenConfig
+from harness.errors import HarnessError
 
 
-def run_eval(args: argparse.Namespace, tasks: list[Task]) -> list[dict[str, Any]]:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+def settings_from_args(args: argparse.Namespace) -> EvalSettings:
+    return from_args(EvalSettings, args, gen=from_args(GenConfig, args))
 
-    from harness.models.backend import HFBackend
-    from harness.models.checkpoints import resolve_checkpoint
+
+def run_eval(args: argparse.Namespace, tasks: list[Task]) -> list[EvalResult]:
+    """Evaluate one checkpoint on `tasks` (not judged ones); print and return what summary.json holds."""
     from harness.core.parallel import current_shard
+    from harness.session import Session
 
-    settings = EvalSettings(
-        gen=GenConfig(
-            max_new_tokens=args.max_new_tokens or GenConfig().max_new_tokens,
-            temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
-        ),
-        n_samples=args.n_samples, batch_size=args.batch_size, blind=args.blind,
-        limit=args.limit, ci_method=args.ci_method,
-    )
-    # Fail fast: data, images and the checkpoint reference are checked before loading a model.
-    data_dir = resolve_data_dir(args.data_dir)
-    loaded = []
-    for task in tasks:
-        items = task.load(data_dir, "test")
-        if settings.limit:
-            items = items[: settings.limit]
-        check_images(task, items)
-        loaded.append((task, items))
-    ref = resolve_checkpoint(args.ckpt, base=args.base, trust_remote_code=args.trust_remote_code)
-    # Under `accelerate launch` / torchrun each rank evaluates a shard on its own device (harness.parallel).
+    settings = settings_from_args(args)
+    # Under `accelerate launch` / torchrun each rank evaluates a shard on its own device (harness.core.parallel).
     shard = current_shard()
-    if getattr(args, "backend", "hf") == "vllm":
-        from harness.models.vllm_backend import VLLMBackend, require_vllm
-
-        require_vllm()
-        if any(t.request_type != "generate" for t, _ in loaded):
-            raise HarnessError("--backend vllm only generates; likelihood-scored tasks (--mc-mode likelihood) "
-                               "need the default backend")
-        backend = VLLMBackend(ref, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
-                              max_images=max((len(it.images) for _, items in loaded for it in items), default=1))
-    else:
-        backend = HFBackend(ref, device=args.device or shard.device, dtype=args.dtype,
-                            trust_remote_code=args.trust_remote_code)
-
-    out = Path(args.output_dir)
-    cache = GenerationCache(out / ".cache" / "generations.sqlite")
-    console = Console(stderr=True)
-    summaries = []
-    try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), console=console, transient=True, disable=not shard.is_main) as progress:
-            for task, items in loaded:
-                run_dir = out / backend.name / run_name(task, settings.blind)
-                summaries.append(evaluate(backend, task, items, settings, run_dir, cache,
-                                          data_dir=data_dir, progress=progress, shard=shard))
-    finally:
-        cache.close()
+    engine = getattr(args, "backend", "hf")
+    if engine == "vllm" and any(t.request_type != "generate" for t in tasks):
+        raise HarnessError("--backend vllm only generates; likelihood-scored tasks (--mc-mode likelihood) "
+                           "need the default backend")
+    with Session(args.output_dir, args.data_dir, device=args.device or shard.device, dtype=args.dtype,
+                 trust_remote_code=args.trust_remote_code, engine=engine, show_progress=shard.is_main) as s:
+        # Fail fast: data, images and the checkpoint reference are checked before loading a model.
+        loaded = [(task, s.load(task, settings.limit)) for task in tasks]
+        ref = s.checkpoint(args.ckpt, args.base)
+        backend = s.backend(ref, max_images=max((len(it.images) for _, items in loaded for it in items), default=1))
+        results = [s.evaluate(backend, task, items, settings, shard=shard) for task, items in loaded]
     if not shard.is_main:
         return []  # rank 0 merged the shards and reports
-    print_summaries(summaries, title=f"{backend.name}{' (blind)' if settings.blind else ''}")
-    return summaries
+    print_summaries([r.summary for r in results], title=f"{backend.name}{' (blind)' if settings.blind else ''}")
+    return results
 
 
 def print_summaries(summaries: list[dict[str, Any]], title: str) -> None:
@@ -85,40 +54,6 @@ def print_summaries(summaries: list[dict[str, Any]], title: str) -> None:
         table.add_row(s["task"], str(s["n"]), f"{s['score']:.1f}", f"[{s['ci_low']:.1f}, {s['ci_high']:.1f}]",
                       str(s["unparsed"]))
     Console().print(table)
-
-
-def read_predictions(path: Path, items: dict) -> list[tuple[str, int, str]]:
-    """Parse a predictions JSONL; every problem is an error naming the line."""
-    if not path.is_file():
-        raise HarnessError(f"predictions file not found: {path}")
-    rows: list[tuple[str, int, str]] = []
-    seen: set[tuple[str, int]] = set()
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise HarnessError(f"{where}: malformed JSON line ({e.msg}); fix or remove it") from None
-            if not isinstance(row, dict) or "id" not in row or "output" not in row:
-                raise HarnessError(f'{where}: expected {{"id": ..., "output": "..."}} with an optional "sample"')
-            item_id = str(row["id"])
-            if item_id not in items:
-                raise HarnessError(f"{where}: id {item_id!r} is not in the benchmark file; check --task and --data-dir")
-            if not isinstance(row["output"], str):
-                raise HarnessError(f"{where}: \"output\" must be a string")
-            sample = row.get("sample", 0)
-            if not isinstance(sample, int) or sample < 0:
-                raise HarnessError(f'{where}: "sample" must be a non-negative integer')
-            if (item_id, sample) in seen:
-                raise HarnessError(f"{where}: duplicate output for id {item_id!r} sample {sample}; give each sample its own \"sample\" index")
-            seen.add((item_id, sample))
-            rows.append((item_id, sample, row["output"]))
-    if not rows:
-        raise HarnessError(f"{path}: no predictions found")
-    return rows
 
 
 def run_score(args: argparse.Namespace, task: Task) -> dict[str, Any]:

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Iterator, Protocol, Sequence
 
 from harness.errors import HarnessError
 from harness.core.images import image_digest, missing_images
 from harness.core.parallel import Shard, merge_samples, shard_logs, shard_positions
-from harness.core.scoring import data_hash, library_versions, sample_record, summarize
+from harness.core.scoring import data_hash, library_versions, sample_record, summarize_units
 from harness.core.store import GenerationCache, SampleLog, atomic_write_json, read_sample_lines
-from harness.core.task import Task
+from harness.core.task import Task, Unit
 from harness.core.types import GenConfig, Item, Prompt
 
 
@@ -31,14 +31,21 @@ class Backend(Protocol):
     def choice_losses(self, prompts: Sequence[Prompt], choices: Sequence[Sequence[str]], blind: bool = False) -> list[list[float]]: ...
 
 
+CI_METHODS = ("bootstrap", "wilson", "clopper-pearson")
+
+
 @dataclass(frozen=True)
 class EvalSettings:
+    """How a task is run (with `gen`, how each reply is generated). CLI flags come from the metadata."""
+
     gen: GenConfig = GenConfig()
-    n_samples: int = 1
-    batch_size: int = 16
-    blind: bool = False
-    limit: int | None = None
-    ci_method: str = "bootstrap"
+    n_samples: int = field(default=1, metadata={"help": "samples per item (needs --temperature > 0)", "kind": "positive"})
+    batch_size: int = field(default=16, metadata={"help": "prompts per generate call", "kind": "positive"})
+    blind: bool = field(default=False, metadata={"help": "blank every image (measures how much the model uses the image)"})
+    limit: int | None = field(default=None, metadata={"help": "evaluate only the first N items", "kind": "positive"})
+    ci_method: str = field(default="bootstrap", metadata={
+        "help": "confidence interval method (default: percentile bootstrap over items)", "flag": "--ci",
+        "choices": CI_METHODS})
 
     def __post_init__(self) -> None:
         if self.n_samples < 1:
@@ -49,6 +56,25 @@ class EvalSettings:
             raise HarnessError("--batch-size must be >= 1")
         if self.limit is not None and self.limit < 1:
             raise HarnessError("--limit must be >= 1")
+        if self.ci_method not in CI_METHODS:
+            raise HarnessError(f"unknown CI method {self.ci_method!r}; choose {', '.join(CI_METHODS)}")
+
+    def gen_for(self, task: Task) -> GenConfig:
+        """The generation settings of `task`'s requests: its own budget unless one was given."""
+        return self.gen.for_task(task.max_new_tokens)
+
+
+@dataclass
+class EvalResult:
+    """What one task run produced: summary.json's content, the units statistics resample, the samples."""
+
+    summary: dict[str, Any]
+    units: list[Unit]
+    records: list[dict[str, Any]]
+
+    @property
+    def unit_scores(self) -> dict[str, float]:
+        return {u.id: u.score for u in self.units}
 
 
 @dataclass
@@ -67,29 +93,33 @@ def run_name(task: Task, blind: bool) -> str:
     return "-".join(parts)
 
 
-def _request_key(backend: Backend, task: Task, item_id: str, req_hash: str, settings: EvalSettings, k: int) -> str:
-    # The item id is part of the key: two items with the same prompt and image (it happens in
-    # real benchmarks) are separate requests, and their samples must not collapse into one.
-    gen = replace(settings.gen, max_new_tokens=_max_new_tokens(task, settings))
-    payload = [backend.content_hash, task.request_type, item_id, req_hash, gen.as_dict(), k, settings.blind]
+def request_key(content_hash: str, kind: str, item_id: str, req_hash: str, gen: GenConfig, k: int = 0,
+                blind: bool = False) -> str:
+    """The cache key of one generation (or likelihood) request; the judge's replies use it too."""
+    payload = [content_hash, kind, item_id, req_hash, gen.as_dict(), k, blind]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _max_new_tokens(task: Task, settings: EvalSettings) -> int:
-    # A task's own budget applies unless the user asked for a different one.
-    return settings.gen.max_new_tokens if settings.gen.max_new_tokens != GenConfig().max_new_tokens else task.max_new_tokens
+def prompt_hash(prompt: Prompt, extra: bytes = b"", digest=image_digest) -> str:
+    """Hash of the prompt text, its image bytes and `extra` (a likelihood request's choices)."""
+    h = hashlib.sha256(prompt.text.encode())
+    for ref in prompt.images:
+        h.update(digest(ref).encode())
+    h.update(extra)
+    return h.hexdigest()
 
 
 def build_requests(backend: Backend, task: Task, items: list[Item], settings: EvalSettings) -> list[_Request]:
+    gen = settings.gen_for(task)
     reqs = []
     for item in items:
         prompt = Prompt(task.prompt(item), item.images)
-        h = hashlib.sha256(prompt.text.encode())
-        for ref in item.images:
-            h.update(image_digest(ref).encode())
-        if task.request_type == "choice_likelihood":
-            h.update(json.dumps(list(item.choices)).encode())
-        keys = [_request_key(backend, task, item.id, h.hexdigest(), settings, k) for k in range(settings.n_samples)]
+        choices = json.dumps(list(item.choices)).encode() if task.request_type == "choice_likelihood" else b""
+        h = prompt_hash(prompt, choices)
+        # The item id is part of the key: two items with the same prompt and image (it happens in
+        # real benchmarks) are separate requests, and their samples must not collapse into one.
+        keys = [request_key(backend.content_hash, task.request_type, item.id, h, gen, k, settings.blind)
+                for k in range(settings.n_samples)]
         reqs.append(_Request(item, prompt, keys))
     return reqs
 
@@ -113,19 +143,17 @@ def evaluate(
     data_dir: Path | None = None,
     progress=None,
     shard: Shard | None = None,
-) -> dict[str, Any] | None:
-    """Evaluate `items` and write run_dir/samples.jsonl and run_dir/summary.json.
+) -> EvalResult | None:
+    """Evaluate `items` (already limited and image-checked, see harness.session) and write
+    run_dir/samples.jsonl and run_dir/summary.json.
 
-    Under data parallelism (`shard` of a launched run, see harness.parallel) this rank evaluates
-    its share of the items into its own shard log; rank 0 then merges the shards and returns the
-    summary, the other ranks return None.
+    Under data parallelism (`shard` of a launched run, see harness.core.parallel) this rank
+    evaluates its share of the items into its own shard log; rank 0 then merges the shards and
+    returns the result, the other ranks return None.
     """
     shard = shard or Shard()
-    if settings.limit:
-        items = items[: settings.limit]
     if not items:
         raise HarnessError(f"{task.name}: no items to evaluate")
-    check_images(task, items)
     reqs = build_requests(backend, task, items, settings)
     final = run_dir / "samples.jsonl"
     if shard.active:
@@ -148,22 +176,22 @@ def evaluate(
     log.append(_records(task, wanted, [(key, *cached[key]) for key in todo if key in cached]))
     todo = [key for key in todo if key not in cached]
 
-    # Generate what is left, item by item (all missing samples of an item in one call),
-    # batched by similar prompt length so left padding wastes little.
+    # Generate what is left, item by item (all missing samples of an item in one call).
     pending: dict[int, list[str]] = {}
     for key in todo:
         pending.setdefault(id(wanted[key][0]), []).append(key)
     by_req = {id(r): r for r in reqs}
-    order = sorted(pending, key=lambda rid: len(by_req[rid].prompt.text))
     task_id = progress.add_task(f"{backend.name} {task.name}", total=len(todo)) if progress else None
-    for start in range(0, len(order), settings.batch_size):
-        batch = [by_req[rid] for rid in order[start : start + settings.batch_size]]
-        for n_missing, group in _group_by(batch, lambda r: len(pending[id(r)])).items():
-            rows = _run_batch(backend, task, group, [pending[id(r)] for r in group], n_missing, settings)
-            cache.put_many(rows)
-            log.append(_records(task, wanted, rows))
-            if progress:
-                progress.advance(task_id, len(rows))
+    if task.request_type == "choice_likelihood":
+        batches = _likelihood_batches(backend, [(by_req[rid], keys) for rid, keys in pending.items()], settings)
+    else:
+        batches = generate_batches(backend, [(by_req[rid].prompt, keys) for rid, keys in pending.items()],
+                                   settings.gen_for(task), settings.batch_size, settings.blind)
+    for rows in batches:
+        cache.put_many(rows)
+        log.append(_records(task, wanted, rows))
+        if progress:
+            progress.advance(task_id, len(rows))
     log.close()
     positions = {key: (pos, k) for pos, r in enumerate(reqs) for k, key in enumerate(r.keys)}
     extra: dict[str, Any] = {}
@@ -191,11 +219,10 @@ def evaluate(
 
     records = merged  # every requested sample, in item order: what samples.jsonl now holds
     item_map = {it.id: it for it in items}
-    summary = summarize(
+    summary, units = summarize_units(
         task, item_map, records, ci_method=settings.ci_method, seed=settings.gen.seed,
         checkpoint={"name": backend.name, "hash": backend.content_hash},
-        generation={**replace(settings.gen, max_new_tokens=_max_new_tokens(task, settings)).as_dict(),
-                    "n_samples": settings.n_samples},
+        generation={**settings.gen_for(task).as_dict(), "n_samples": settings.n_samples},
         blind=settings.blind,
         limit=settings.limit,
         data={"dir": str(data_dir) if data_dir else None, "hash": data_hash(items)},
@@ -203,7 +230,7 @@ def evaluate(
         **extra,
     )
     atomic_write_json(run_dir / "summary.json", summary)
-    return summary
+    return EvalResult(summary, units, records)
 
 
 def _group_by(seq, key) -> dict:
@@ -213,19 +240,31 @@ def _group_by(seq, key) -> dict:
     return groups
 
 
-def _run_batch(backend: Backend, task: Task, reqs: list[_Request], keys: list[list[str]], n: int,
-               settings: EvalSettings) -> list[tuple[str, str, dict[str, Any]]]:
-    if task.request_type == "choice_likelihood":
-        losses = backend.choice_losses([r.prompt for r in reqs], [r.item.choices for r in reqs], blind=settings.blind)
-        return [
-            (ks[0], r.item.choices[min(range(len(ls)), key=ls.__getitem__)], {"choice_losses": ls})
-            for r, ks, ls in zip(reqs, keys, losses)
-        ]
-    # Seed per batch from its first key, so a resumed run draws reproducibly for the same batch.
-    seed = int(keys[0][0][:8], 16) ^ settings.gen.seed
-    gen = replace(settings.gen, max_new_tokens=_max_new_tokens(task, settings), seed=seed)
-    outputs = backend.generate([r.prompt for r in reqs], gen, n=n, blind=settings.blind)
-    return [(key, out, {}) for ks, outs in zip(keys, outputs) for key, out in zip(ks, outs)]
+def generate_batches(backend: Backend, requests: Sequence[tuple[Prompt, list[str]]], gen: GenConfig,
+                     batch_size: int, blind: bool = False) -> Iterator[list[tuple[str, str, dict[str, Any]]]]:
+    """Generate len(keys) replies per (prompt, keys) request; yields (key, reply, {}) rows per call.
+
+    Shortest prompts first, `batch_size` prompts per call, so left padding wastes little; the
+    prompts of one call that want the same number of samples are generated together.
+    """
+    order = sorted(requests, key=lambda r: len(r[0].text))
+    for start in range(0, len(order), batch_size):
+        for n, group in _group_by(order[start : start + batch_size], lambda r: len(r[1])).items():
+            # Seed per call from its first key, so a resumed run draws reproducibly for the same batch.
+            seed = int(group[0][1][0][:8], 16) ^ gen.seed
+            outputs = backend.generate([p for p, _ in group], replace(gen, seed=seed), n=n, blind=blind)
+            yield [(key, out, {}) for (_, keys), outs in zip(group, outputs) for key, out in zip(keys, outs)]
+
+
+def _likelihood_batches(backend: Backend, reqs: list[tuple[_Request, list[str]]], settings: EvalSettings):
+    """Rank each item's choices by mean token loss; the lowest-loss choice is the reply."""
+    order = sorted(reqs, key=lambda r: len(r[0].prompt.text))
+    for start in range(0, len(order), settings.batch_size):
+        group = order[start : start + settings.batch_size]
+        losses = backend.choice_losses([r.prompt for r, _ in group], [r.item.choices for r, _ in group],
+                                       blind=settings.blind)
+        yield [(keys[0], r.item.choices[min(range(len(ls)), key=ls.__getitem__)], {"choice_losses": ls})
+               for (r, keys), ls in zip(group, losses)]
 
 
 def _records(task: Task, wanted: dict[str, tuple[_Request, int]], rows) -> list[dict[str, Any]]:

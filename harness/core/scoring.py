@@ -12,7 +12,7 @@ from collections import defaultdict
 from importlib import metadata
 from typing import Any, Iterable
 
-from harness.core.task import Task, per_category
+from harness.core.task import Task, Unit, per_category
 from harness.core.types import Item
 
 
@@ -44,15 +44,20 @@ def rescore(task: Task, items: dict[str, Item], records: Iterable[dict[str, Any]
 _DERIVED = {"id", "sample", "output", "extracted", "score", "category", "group"}
 
 
-def summarize(
+def summarize(task: Task, items: dict[str, Item], records: list[dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
+    """summary.json: headline score (percent) with CI, per-category scores, unparsed count."""
+    return summarize_units(task, items, records, **kwargs)[0]
+
+
+def summarize_units(
     task: Task,
     items: dict[str, Item],
     records: list[dict[str, Any]],
     ci_method: str = "bootstrap",
     seed: int = 0,
     **meta: Any,
-) -> dict[str, Any]:
-    """summary.json: headline score (percent) with CI, per-category scores, unparsed count."""
+) -> tuple[dict[str, Any], list[Unit]]:
+    """The summary and the units it was computed from (what the leaderboard resamples)."""
     from harness.stats import ci as stats
 
     per_item: dict[str, list[float]] = defaultdict(list)
@@ -60,7 +65,7 @@ def summarize(
         per_item[r["id"]].append(r["score"])
     units = task.units(items, dict(per_item))
     ci = stats.score_ci([u.score for u in units], method=ci_method, seed=seed)
-    return {
+    summary = {
         "task": task.name,
         "options": task.opts,
         "n": len(units),
@@ -75,6 +80,7 @@ def summarize(
         **task.extras(items, dict(per_item)),
         **meta,
     }
+    return summary, units
 
 
 def data_hash(items: Iterable[Item]) -> str:

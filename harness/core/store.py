@@ -10,79 +10,51 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sqlite3
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
-if TYPE_CHECKING:
-    import pandas as pd
+from harness.core.files import atomic_write_json, atomic_write_jsonl, atomic_write_text, numbered_jsonl, read_jsonl
+from harness.errors import HarnessError
 
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder + rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-
-
-def atomic_write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-
-
-# --- CSV / TSV cells ------------------------------------------------------------------------------
-# A spreadsheet runs a cell that starts with = + - @ (or tab / CR, which some strip first) as a
-# formula: `=cmd|' /C calc'!A0` as a checkpoint name or a model output would execute on opening.
-# Every CSV and TSV the project writes passes its text cells through csv_safe (OWASP's advice:
-# prefix a quote). Plain numbers such as -3.5 or +2 cannot be formulas and are kept as written.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?%?")
-
-
-def csv_safe(value: Any) -> Any:
-    """A cell value that no spreadsheet reads as a formula (non-strings pass through)."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _NUMBER.fullmatch(value):
-        return "'" + value
-    return value
-
-
-def csv_safe_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """A copy of `df` with csv_safe applied to its text cells and column names."""
-    from pandas.api.types import is_numeric_dtype
-
-    out = df.copy()
-    for col in out.columns:
-        if not is_numeric_dtype(out[col]):  # object or pandas' string dtype: text cells
-            out[col] = out[col].map(csv_safe)
-    out.columns = [csv_safe(str(c)) for c in out.columns]
-    return out
+__all__ = ["GenerationCache", "SampleLog", "atomic_write_json", "atomic_write_jsonl", "atomic_write_text",
+           "read_predictions", "read_sample_lines"]
 
 
 def read_sample_lines(path: Path) -> Iterator[dict[str, Any]]:
     """Valid sample records of a samples.jsonl; a torn or foreign line (from a kill) is skipped."""
     if not path.is_file():
         return
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict) and "id" in row and "sample" in row:
-                yield row
+    for row in read_jsonl(path, skip_bad=True):
+        if "id" in row and "sample" in row:
+            yield row
+
+
+def read_predictions(path: Path, items: dict) -> list[tuple[str, int, str]]:
+    """Parse a predictions JSONL; every problem is an error naming the line."""
+    if not path.is_file():
+        raise HarnessError(f"predictions file not found: {path}")
+    rows: list[tuple[str, int, str]] = []
+    seen: set[tuple[str, int]] = set()
+    for lineno, row in numbered_jsonl(path):
+        where = f"{path}:{lineno}"
+        if "id" not in row or "output" not in row:
+            raise HarnessError(f'{where}: expected {{"id": ..., "output": "..."}} with an optional "sample"')
+        item_id = str(row["id"])
+        if item_id not in items:
+            raise HarnessError(f"{where}: id {item_id!r} is not in the benchmark file; check --task and --data-dir")
+        if not isinstance(row["output"], str):
+            raise HarnessError(f"{where}: \"output\" must be a string")
+        sample = row.get("sample", 0)
+        if not isinstance(sample, int) or sample < 0:
+            raise HarnessError(f'{where}: "sample" must be a non-negative integer')
+        if (item_id, sample) in seen:
+            raise HarnessError(f"{where}: duplicate output for id {item_id!r} sample {sample}; give each sample its own \"sample\" index")
+        seen.add((item_id, sample))
+        rows.append((item_id, sample, row["output"]))
+    if not rows:
+        raise HarnessError(f"{path}: no predictions found")
+    return rows
 
 
 class SampleLog:

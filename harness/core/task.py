@@ -6,15 +6,15 @@ the `harness.tasks` entry points (pyproject.toml), so it never imports a benchma
 """
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Literal, Sequence
+from typing import Any, ClassVar, Literal, Sequence
 
-from harness.errors import HarnessError
+from harness.core.files import read_json, read_jsonl  # noqa: F401  (loaders import them from here)
 from harness.core.types import Item
+from harness.errors import HarnessError
 
 Split = Literal["train", "test"]
 
@@ -38,6 +38,22 @@ class Task:
     data_layout: ClassVar[str] = ""
     # Options a user may set from the CLI: name -> allowed values; the first is the default.
     options: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # name -> what the option chooses; `--<name>` flags and their help are built from it.
+    option_help: ClassVar[dict[str, str]] = {}
+    # The bundled mini-set's generator: a module with build(out_dir, split, n, seed) (`make data`
+    # runs it), the (test, train) item counts it builds and the data folders it writes. Tasks
+    # sharing a data folder name the generator once (aokvqa_mc builds aokvqa_da's data too).
+    synth: ClassVar[str | None] = None
+    synth_sizes: ClassVar[tuple[int, int]] = (0, 0)
+    synth_dirs: ClassVar[tuple[str, ...]] = ()
+    # `harness train data_engine` may generate new items of this task's question types with
+    # `synth` (its build takes types=[...] and the module lists TYPES).
+    data_engine: ClassVar[bool] = False
+    # `harness export-lmms-task`: the test file lmms-eval reads (relative to the data dir) and its
+    # field holding our item id; None when lmms-eval has its own version of the benchmark.
+    lmms_source: ClassVar[tuple[str, str] | None] = None
+    # `harness export --format vlmeval`: the task reads an LMUData TSV, so its runs export as one.
+    lmu_tsv: ClassVar[bool] = False
     # "generate": free generation; "choice_likelihood": rank item.choices by mean token loss.
     request_type: ClassVar[str] = "generate"
     max_new_tokens: ClassVar[int] = 32
@@ -95,15 +111,23 @@ def task_names() -> list[str]:
     return sorted(ep.name for ep in entry_points(group="harness.tasks"))
 
 
-def get_task(name: str, **opts: str) -> Task:
+def task_class(name: str) -> type[Task]:
     found = {ep.name: ep for ep in entry_points(group="harness.tasks")}
     if name not in found:
         raise HarnessError(
             f"unknown task {name!r}; known tasks: {', '.join(sorted(found)) or 'none'} "
             "(is the project installed? run `make setup`)"
         )
-    cls = found[name].load()
-    return cls(**opts)
+    return found[name].load()
+
+
+def task_classes() -> dict[str, type[Task]]:
+    """Every registered task class by name (what the CLI derives task flags from)."""
+    return {ep.name: ep.load() for ep in sorted(entry_points(group="harness.tasks"), key=lambda e: e.name)}
+
+
+def get_task(name: str, **opts: str) -> Task:
+    return task_class(name)(**opts)
 
 
 # --- data locations ---------------------------------------------------------------------------
@@ -127,29 +151,6 @@ def require_file(path: Path, task: str, hint: str = "") -> Path:
         fix = hint or "pass --data-dir pointing at a folder with this layout (see `harness tasks`)"
         raise HarnessError(f"{task}: data file not found: {path}; {fix}")
     return path
-
-
-def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """Yield JSON objects line by line; a malformed line is an error naming file and line."""
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise HarnessError(f"{path}:{lineno}: malformed JSON line ({e.msg}); fix or remove it") from None
-            if not isinstance(row, dict):
-                raise HarnessError(f"{path}:{lineno}: expected a JSON object per line")
-            yield row
-
-
-def read_json(path: Path) -> Any:
-    try:
-        with path.open(encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise HarnessError(f"{path}: malformed JSON at line {e.lineno} ({e.msg})") from None
 
 
 def per_category(units: Sequence[Unit], key: str | None = None) -> dict[str, float]:

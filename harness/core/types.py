@@ -30,19 +30,33 @@ class Item:
         return self.group or self.id
 
 
+# The reply budget of a bare backend call that names none (no task to take a budget from).
+DEFAULT_MAX_NEW_TOKENS = 64
+
+
 @dataclass(frozen=True)
 class GenConfig:
-    """Generation settings; part of every cache key."""
+    """Generation settings; part of every cache key (with max_new_tokens resolved)."""
 
-    max_new_tokens: int = 64
-    temperature: float = 0.0  # 0 means greedy
-    top_p: float = 1.0
-    top_k: int = 0
-    seed: int = 0
+    max_new_tokens: int | None = field(default=None, metadata={
+        "help": "reply budget in tokens (default: each task's own)", "kind": "positive"})
+    temperature: float = field(default=0.0, metadata={"help": "0 = greedy", "kind": "non_negative"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling threshold", "kind": "probability"})
+    top_k: int = field(default=0, metadata={"help": "top-k sampling (0: off)"})
+    seed: int = field(default=0, metadata={"help": "seeds sampling (and the bootstrap)"})
 
     @property
     def greedy(self) -> bool:
         return self.temperature <= 0.0
+
+    @property
+    def budget(self) -> int:
+        """max_new_tokens, or the bare default when nothing resolved it."""
+        return self.max_new_tokens if self.max_new_tokens is not None else DEFAULT_MAX_NEW_TOKENS
+
+    def for_task(self, task_budget: int) -> GenConfig:
+        """None means "the task's own budget"; an explicit value (64 included) is kept."""
+        return self if self.max_new_tokens is not None else dataclasses.replace(self, max_new_tokens=task_budget)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -5,7 +5,7 @@
     harness critic agreement --judge tiny --votes votes.json    # how often the judge agrees with reference votes
 
 LLaVA-Critic style (Xiong et al. 2024, "LLaVA-Critic: Learning to Evaluate Multimodal Models").
-The answers are an ordinary generation run (samples.jsonl from harness.runner.evaluate); this
+The answers are an ordinary generation run (samples.jsonl from harness.core.runner.evaluate); this
 module reads those samples, asks a second backend (the judge) about each answer, caches every
 reply in the GenerationCache under a key of (judge content hash, judge prompt with the answer in
 it, image bytes, generation settings), and writes judgements.jsonl (raw reply, parsed score or
@@ -25,8 +25,6 @@ Nothing here knows a benchmark: items give the question and images, samples give
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -106,9 +104,10 @@ def combine_orders(first: Verdict | None, swapped: Verdict | None) -> tuple[str 
 # --- the judge: a backend whose replies are cached -------------------------------------------
 @dataclass(frozen=True)
 class JudgeSettings:
-    max_new_tokens: int = field(default=48, metadata={"help": "reply budget: the score or verdict comes first, then a short justification"})
-    batch_size: int = field(default=16, metadata={"help": "judge prompts per generate call"})
-    ci_method: str = field(default="bootstrap", metadata={"help": "CI of the mean score and of the rates (see harness.stats.score_ci)"})
+    max_new_tokens: int = field(default=48, metadata={"help": "judge reply budget: the score or verdict comes first, then a short justification", "kind": "positive"})
+    batch_size: int = field(default=16, metadata={"help": "judge prompts per generate call", "kind": "positive"})
+    ci_method: str = field(default="bootstrap", metadata={"help": "CI of the mean score and of the rates (see harness.stats.ci.score_ci)",
+                                                          "flag": "--ci", "choices": ("bootstrap", "wilson", "clopper-pearson")})
     seed: int = field(default=0, metadata={"help": "bootstrap seed"})
 
     def __post_init__(self) -> None:
@@ -146,22 +145,22 @@ class Judge:
         return self._digests[k]
 
     def key(self, prompt: Prompt) -> str:
-        payload = [self.backend.content_hash, "judge", prompt.text, [self._digest(r) for r in prompt.images],
-                   self.gen.as_dict()]
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+        """The runner's cache key of a greedy reply to `prompt` (kind "judge", no item id)."""
+        from harness.core.runner import prompt_hash, request_key
+
+        return request_key(self.backend.content_hash, "judge", "", prompt_hash(prompt, digest=self._digest), self.gen)
 
     def ask(self, prompts: Sequence[Prompt], label: str = "judge") -> list[str]:
-        """One reply per prompt; cached ones are not asked again, duplicates are asked once."""
+        """One reply per prompt; cached ones are not asked again, duplicates are asked once.
+        Batched like the runner (shortest prompts first), every batch stored as it completes."""
+        from harness.core.runner import generate_batches
+
         keys = [self.key(p) for p in prompts]
         unique = dict(zip(keys, prompts))
         replies = {k: out for k, (out, _) in self.cache.get_many(list(unique)).items()}
-        todo = sorted((k for k in unique if k not in replies), key=lambda k: len(unique[k].text))
+        todo = [(unique[k], [k]) for k in unique if k not in replies]
         bar = self.progress.add_task(f"{self.backend.name} {label}", total=len(todo)) if self.progress and todo else None
-        step = self.settings.batch_size
-        for start in range(0, len(todo), step):
-            batch = todo[start:start + step]
-            outs = self.backend.generate([unique[k] for k in batch], self.gen, n=1)
-            rows = [(k, out[0], {}) for k, out in zip(batch, outs)]
+        for rows in generate_batches(self.backend, todo, self.gen, self.settings.batch_size):
             self.cache.put_many(rows)  # a killed pass resumes from here
             replies.update((k, out) for k, out, _ in rows)
             if bar is not None:
@@ -202,15 +201,13 @@ def _headline(per_unit: dict[str, float], settings: JudgeSettings) -> dict[str, 
 
 def _counts(records: list[dict[str, Any]], units: dict[str, float]) -> dict[str, Any]:
     """n (scored items), sample and missing counts, per-category percent scores."""
-    ids = {r["id"] for r in records}
-    cats: dict[str, list[float]] = defaultdict(list)
-    for item_id, category in {r["id"]: r.get("category", "") for r in records}.items():
-        if item_id in units:
-            cats[category].append(units[item_id])
+    from harness.core.task import Unit, per_category
+
+    categories = {r["id"]: r.get("category", "") for r in records}
     missing = sum(1 for r in records if r["missing"])
-    return {"n": len(units), "n_items": len(ids), "n_samples": len(records), "missing": missing,
-            "missing_items": len(ids) - len(units), "unparsed": missing,
-            "categories": {c: 100.0 * _mean(v) for c, v in sorted(cats.items())}}
+    return {"n": len(units), "n_items": len(categories), "n_samples": len(records), "missing": missing,
+            "missing_items": len(categories) - len(units), "unparsed": missing,
+            "categories": per_category([Unit(i, units[i], c) for i, c in categories.items() if i in units])}
 
 
 def pointwise_units(records: Iterable[dict[str, Any]]) -> dict[str, float]:

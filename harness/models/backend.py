@@ -45,7 +45,9 @@ class HFBackend:
     """A loaded checkpoint plus its tokenizer and image processor."""
 
     def __init__(self, ref: CheckpointRef, device: str | None = None, dtype: str | None = None,
-                 trust_remote_code: bool = False):
+                 trust_remote_code: bool = False, model: Any = None):
+        """`model`: an already loaded (in-memory, possibly PEFT-wrapped) model to run instead of
+        loading ref's weights; ref then only supplies the tokenizer, processor and family."""
         import torch
         from transformers.utils import logging as hf_logging
 
@@ -55,6 +57,9 @@ class HFBackend:
         self.ref = ref
         self.name = ref.name
         self.content_hash = ref.content_hash
+        if model is not None:
+            param = next(model.parameters())
+            device, dtype = str(param.device), param.dtype
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if dtype is None:
             cuda_bf16 = self.device.startswith("cuda") and torch.cuda.is_bf16_supported()
@@ -63,9 +68,9 @@ class HFBackend:
             self.torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         self.dtype = str(self.torch_dtype).removeprefix("torch.")
         self.trust_remote_code = trust_remote_code or ref.model_type == "internvl_chat"
-        self.model = self._load_model()
+        self.model = self._load_model() if model is None else model.eval()
         self.model_family = str(self.model.config.model_type)
-        # N samples per prompt share the prompt's keys and values (harness/shared_prefix.py).
+        # N samples per prompt share the prompt's keys and values (harness/models/shared_prefix.py).
         self.shared_prefix = supports_shared_prefix(self.model)
         self._load_processors()
 
@@ -121,6 +126,31 @@ class HFBackend:
         if self.pad_token_id is None:
             self.pad_token_id = self.model.generation_config.pad_token_id or self.tokenizer.eos_token_id
         self._reply_prefix, self._reply_suffix = self._reply_format()
+
+    @property
+    def reply_prefix(self) -> str:
+        """What the chat template puts before an assistant reply (after the generation prompt)."""
+        return self._reply_prefix
+
+    @property
+    def reply_suffix(self) -> str:
+        """The end-of-turn text the chat template puts after an assistant reply."""
+        return self._reply_suffix
+
+    def generation_config(self, gen: GenConfig, n: int = 1):
+        """The transformers GenerationConfig `generate` uses for `gen` and n samples."""
+        return self._generation_config(gen, n)
+
+    # Input building for training code (trainers/data.py): the same steps evaluation uses.
+    def encode_images(self, images: Sequence["Image"]) -> tuple[Any, Any, list[int]]:
+        return self._encode_images(images)
+
+    def encode(self, text: str, images: Sequence["Image"], target: str | None,
+               image_feats: tuple[Any, Any, list[int]] | None = None) -> _Encoded:
+        return self._encode(text, images, target, image_feats)
+
+    def collate(self, examples: Sequence[_Encoded], with_labels: bool) -> dict[str, Any]:
+        return self._collate(examples, with_labels)
 
     def _reply_format(self) -> tuple[str, str]:
         """The text the chat template puts before and after an assistant reply (after the
@@ -276,7 +306,7 @@ class HFBackend:
         that cache (the prefix-caching use Hugging Face documents): only the last prompt token
         and the sampled tokens run on the n rows. With `self.shared_prefix` the n rows attend to
         ONE copy of the prompt's keys and values and draw tokens by inverse CDF
-        (harness/shared_prefix.py); otherwise the cache is repeated n times. Rows come back
+        (harness/models/shared_prefix.py); otherwise the cache is repeated n times. Rows come back
         grouped by prompt, like num_return_sequences. Returns prompt + new token ids for B * n rows.
         """
         import torch
@@ -308,8 +338,8 @@ class HFBackend:
             from harness.models.shared_prefix import decoding_with, sampling_processors, shared_prefix_cache
 
             # +1: the last prompt token is written to each row's own part too.
-            shared = shared_prefix_cache(cache, mask[:, :-1], capacity=gen.max_new_tokens + 1)
-            greedy_mode = self._generation_config(GenConfig(max_new_tokens=gen.max_new_tokens), 1)
+            shared = shared_prefix_cache(cache, mask[:, :-1], capacity=gen.budget + 1)
+            greedy_mode = self._generation_config(GenConfig(max_new_tokens=gen.budget), 1)
             sampler = [] if gen.greedy else sampling_processors(gen.temperature, gen.top_k, gen.top_p)
             with decoding_with(self.model, shared):
                 return self.model.generate(**rows, past_key_values=shared, generation_config=greedy_mode,
@@ -319,7 +349,7 @@ class HFBackend:
         import copy
 
         config = copy.deepcopy(self.model.generation_config)
-        config.max_new_tokens = gen.max_new_tokens
+        config.max_new_tokens = gen.budget
         config.pad_token_id = self.pad_token_id
         if config.eos_token_id is None:
             config.eos_token_id = self.tokenizer.eos_token_id

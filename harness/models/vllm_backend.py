@@ -29,7 +29,7 @@ def require_vllm() -> None:
 
 
 class VLLMBackend:
-    """The Backend protocol of harness.runner over a vLLM engine."""
+    """The Backend protocol of harness.core.runner over a vLLM engine."""
 
     def __init__(self, ref: CheckpointRef, dtype: str | None = None, trust_remote_code: bool = False,
                  max_images: int = 1) -> None:
@@ -62,7 +62,7 @@ class VLLMBackend:
 
         params = SamplingParams(
             n=1 if gen.greedy else n, temperature=0.0 if gen.greedy else gen.temperature, top_p=gen.top_p,
-            top_k=gen.top_k if gen.top_k > 0 else -1, max_tokens=gen.max_new_tokens, seed=gen.seed,
+            top_k=gen.top_k if gen.top_k > 0 else -1, max_tokens=gen.budget, seed=gen.seed,
         )
         requests = []
         for p in prompts:

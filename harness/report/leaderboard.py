@@ -146,126 +146,65 @@ def _optional_positive(value: Any, key: str, bad: Callable[[str], HarnessError])
     return value
 
 
-class LazyBackend:
-    """Loads the model only when something must be generated: an unchanged re-run never loads it."""
-
-    def __init__(self, ref, **kwargs: Any) -> None:
-        self.ref, self.kwargs, self._backend = ref, kwargs, None
-        self.name, self.content_hash = ref.name, ref.content_hash
-
-    def _get(self):
-        if self._backend is None:
-            from harness.models.backend import HFBackend
-
-            self._backend = HFBackend(self.ref, **self.kwargs)
-        return self._backend
-
-    def generate(self, *args: Any, **kwargs: Any):
-        return self._get().generate(*args, **kwargs)
-
-    def choice_losses(self, *args: Any, **kwargs: Any):
-        return self._get().choice_losses(*args, **kwargs)
-
-
 def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpec], None] | None = None,
                     device: str | None = None, data_fingerprint: Callable[[dict], Any] | None = None):
     """Build missing recipe checkpoints, evaluate (cached), compute statistics, render everything.
     `data_fingerprint(recipe)` (trainers.recipes) hashes the data files a recipe names, so a built
     row whose files changed is stale like one whose recipe changed."""
-    from collections import defaultdict
-
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from harness.report import render as report
-    from harness.models.checkpoints import resolve_checkpoint
-    from harness.core.runner import EvalSettings, check_images, evaluate, run_name
-    from harness.core.store import GenerationCache, read_sample_lines
-    from harness.core.task import get_task, resolve_data_dir
+    from harness.core.runner import EvalSettings
+    from harness.core.task import get_task
     from harness.core.types import GenConfig
-
-    data_dir = resolve_data_dir(spec.data_dir)
-    tasks = [get_task(t.name, **t.options) for t in spec.tasks if t.engine == "harness"]
-    lmms_tasks = [t for t in spec.tasks if t.engine == "lmms-eval"]
-    items = {}
-    for task in tasks:
-        items[task.name] = task.load(data_dir, "test")[: spec.limit]
-        check_images(task, items[task.name])
-    for c in spec.checkpoints:
-        if c.recipe is None:
-            continue
-        if Path(c.ckpt).exists():
-            check_recipe_current(c, data_fingerprint)
-            continue
-        if build_recipe is None:
-            raise HarnessError(f"checkpoint {c.name} needs training (recipe) but no trainer is available")
-        build_recipe(c)
-        for other in spec.checkpoints:  # rows one build made (self_train's iterations) share its stamp
-            if other.recipe == c.recipe and Path(other.ckpt).is_dir():
-                stamp_recipe(other, data_fingerprint)
-    refs = {c.name: resolve_checkpoint(c.ckpt) for c in spec.checkpoints}
-    judge_ref = resolve_checkpoint(spec.judge) if any(getattr(t, "judged", False) for t in tasks) else None
+    from harness.report import render as report
+    from harness.session import Session
 
     g = spec.generation
-    gen = GenConfig(max_new_tokens=g.get("max_new_tokens") or GenConfig().max_new_tokens,
-                    temperature=float(g.get("temperature", 0.0)), top_p=float(g.get("top_p", 1.0)),
-                    top_k=int(g.get("top_k", 0)), seed=spec.seed)
-    out = Path(spec.output_dir)
-    cache = GenerationCache(out / ".cache" / "generations.sqlite")
-    # A checkpoint's blind run follows its own run, so both use one model load; at most one model
-    # is loaded at a time (a GPU never holds two checkpoints). Rows keep the spec's order.
-    runs = [(c.name, blind) for c in spec.checkpoints for blind in (False, True) if not blind or c.name in spec.blind]
-    unit_scores: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
-    for label in [c.name for c in spec.checkpoints] + [f"{b}+blind" for b in spec.blind]:
-        unit_scores[label] = {}
-    loaded: dict[str, LazyBackend] = {}
+    gen = GenConfig(max_new_tokens=g.get("max_new_tokens"), temperature=float(g.get("temperature", 0.0)),
+                    top_p=float(g.get("top_p", 1.0)), top_k=int(g.get("top_k", 0)), seed=spec.seed)
+    # At most one model is loaded at a time (a GPU never holds two checkpoints).
+    with Session(spec.output_dir, spec.data_dir, device=device, one_model=True) as s:
+        tasks = [get_task(t.name, **t.options) for t in spec.tasks if t.engine == "harness"]
+        lmms_tasks = [t for t in spec.tasks if t.engine == "lmms-eval"]
+        items = {task.name: s.load(task, spec.limit) for task in tasks}
+        build_checkpoints(spec, build_recipe, data_fingerprint)
+        refs = {c.name: s.checkpoint(c.ckpt) for c in spec.checkpoints}
+        judge_ref = s.checkpoint(spec.judge) if any(getattr(t, "judged", False) for t in tasks) else None
 
-    def backend_for(name: str, ref) -> LazyBackend:
-        if name not in loaded:
-            loaded.clear()  # drop the previous model before the next one loads
-            loaded[name] = LazyBackend(ref, device=device)
-        return loaded[name]
+        # A checkpoint's blind run follows its own run, so both use one model load. Rows keep the spec's order.
+        runs = [(c.name, blind) for c in spec.checkpoints for blind in (False, True) if not blind or c.name in spec.blind]
+        unit_scores: dict[str, dict[str, dict[str, float]]] = {
+            label: {} for label in [c.name for c in spec.checkpoints] + [f"{b}+blind" for b in spec.blind]}
+        judged = []  # (label, task, items, run_dir, result) of tasks a judge model scores (harness.judge)
+        from harness.report.viewer import RunView
 
-    judged = []  # (label, task, items, run_dir) of tasks a judge model scores (harness.judge)
-    from harness.report.viewer import RunView
+        viewed: dict[tuple[str, str], RunView] = {}  # the sample viewer's pages, linked from each cell
+        for name, blind in runs:
+            lmms_cols = {}
+            if lmms_tasks and not blind:  # lmms-eval loads its own model: before ours, not beside it
+                from harness.bridges.lmms import leaderboard_columns as lmms_columns
 
-    viewed: dict[tuple[str, str], RunView] = {}  # the sample viewer's pages, linked from each cell
-    console = Console(stderr=True)
-    try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=console, transient=True) as progress:
-            for name, blind in runs:
-                lmms_cols = {}
-                if lmms_tasks and not blind:  # lmms-eval loads its own model: before ours, not beside it
-                    from harness.bridges.lmms import leaderboard_columns as lmms_columns
+                s.release_models()
+                lmms_cols = lmms_columns(name, refs[name], lmms_tasks, spec, gen, device)
+            backend = s.backend(refs[name])
+            settings = EvalSettings(gen=gen, batch_size=int(g.get("batch_size", 16)), blind=blind)
+            label = f"{name}+blind" if blind else name
+            for task in tasks:
+                run_dir = s.run_dir(name, task, blind)
+                result = s.evaluate(backend, task, items[task.name], settings, run_dir)
+                viewed[(label, task.name)] = RunView(label, task, {it.id: it for it in items[task.name]}, result.records)
+                if getattr(task, "judged", False):
+                    judged.append((label, task, {it.id: it for it in items[task.name]}, run_dir, result))
+                else:
+                    unit_scores[label][task.name] = result.unit_scores
+            unit_scores[name].update(lmms_cols)  # after our tasks, in the spec's column order
+        if judged:
+            from harness.judge.pipeline import Judge, JudgeSettings
+            from harness.judge.runs import leaderboard_columns
 
-                    loaded.clear()
-                    lmms_cols = lmms_columns(name, refs[name], lmms_tasks, spec, gen, device)
-                backend = backend_for(name, refs[name])
-                settings = EvalSettings(gen=gen, batch_size=int(g.get("batch_size", 16)), blind=blind)
-                for task in tasks:
-                    run_dir = out / name / run_name(task, blind)
-                    evaluate(backend, task, items[task.name], settings, run_dir, cache, data_dir=data_dir, progress=progress)
-                    item_map = {it.id: it for it in items[task.name]}
-                    per_item: dict[str, list[float]] = defaultdict(list)
-                    records = [r for r in read_sample_lines(run_dir / "samples.jsonl") if r["id"] in item_map]
-                    for r in records:
-                        per_item[r["id"]].append(r["score"])
-                    label = f"{name}+blind" if blind else name
-                    viewed[(label, task.name)] = RunView(label, task, item_map, records)
-                    if getattr(task, "judged", False):
-                        judged.append((label, task, item_map, run_dir))
-                        continue
-                    unit_scores[label][task.name] = {u.id: u.score for u in task.units(item_map, dict(per_item))}
-                unit_scores[name].update(lmms_cols)  # after our tasks, in the spec's column order
-            if judged:
-                from harness.judge.runs import leaderboard_columns
-
-                judge = backend_for(f"judge:{judge_ref.name}", judge_ref)
-                for label, columns in leaderboard_columns(judge, judged, spec.baseline, cache, progress, spec.seed).items():
-                    unit_scores[label].update(columns)
-    finally:
-        cache.close()
+            judge = Judge(s.backend(judge_ref), s.cache, JudgeSettings(seed=spec.seed), s.progress)
+            for label, columns in leaderboard_columns(judge, judged, spec.baseline).items():
+                unit_scores[label].update(columns)
 
     unit_scores = {label: columns for label, columns in unit_scores.items() if columns}
     title = f"Leaderboard: {spec.name} (baseline {spec.baseline})"
@@ -290,6 +229,23 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
         write_render_cache(spec.out_dir, key, df)
     Console().print(report.rich_table(df))
     return df
+
+
+def build_checkpoints(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpec], None] | None,
+                      data_fingerprint: Callable[[dict], Any] | None = None) -> None:
+    """Train the recipe checkpoints whose folder does not exist yet; check the others are current."""
+    for c in spec.checkpoints:
+        if c.recipe is None:
+            continue
+        if Path(c.ckpt).exists():
+            check_recipe_current(c, data_fingerprint)
+            continue
+        if build_recipe is None:
+            raise HarnessError(f"checkpoint {c.name} needs training (recipe) but no trainer is available")
+        build_recipe(c)
+        for other in spec.checkpoints:  # rows one build made (self_train's iterations) share its stamp
+            if other.recipe == c.recipe and Path(other.ckpt).is_dir():
+                stamp_recipe(other, data_fingerprint)
 
 
 RECIPE_STAMP = "recipe.json"

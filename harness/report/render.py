@@ -1,11 +1,11 @@
 """Leaderboard renderers: CSV, Markdown, self-contained HTML, a forest plot and a Rich table.
 
 Input: a DataFrame with one row per checkpoint x task and the columns of CSV_COLUMNS (what
-`harness.stats.leaderboard_frame` returns), plus optional `mcnemar_p` and `n_dropped`. Scores
+`harness.stats.ci.leaderboard_frame` returns), plus optional `mcnemar_p` and `n_dropped`. Scores
 and bounds are percent, deltas points; the delta columns are empty (NaN) for the baseline.
 
 A delta gets the mark "*" when its paired-bootstrap CI excludes 0 — the same rule that splits
-rank bands (see harness.stats). Checkpoint and task names are untrusted text: they are escaped
+rank bands (see harness.stats.ci). Checkpoint and task names are untrusted text: they are escaped
 for HTML, Markdown, Rich markup and matplotlib mathtext. Every file is written atomically (a
 temp file in the same folder, then os.replace), so a crash never leaves a half-written result.
 """
@@ -14,12 +14,11 @@ from __future__ import annotations
 import base64
 import html
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
+from harness.core.files import atomic_write, csv_safe_frame
 from harness.errors import HarnessError
 from harness.stats.ci import LEADERBOARD_COLUMNS
 
@@ -138,35 +137,15 @@ def _dropped_note(board: Board) -> str:
     return "Units left out to compare every checkpoint on the same items: " + "; ".join(dropped) + "."
 
 
-# --- atomic writes ------------------------------------------------------------------------------
-def _atomic_write(path: str | Path, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; results are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-atomic_write = _atomic_write  # public name for the viewer's pages, written beside leaderboard.html
-
-
 # --- CSV and Markdown ---------------------------------------------------------------------------
 def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
     """The contract columns first, in order, then optional and any further columns."""
     _check_columns(df)
     rest = [c for c in OPTIONAL_COLUMNS if c in df.columns]
     rest += [c for c in df.columns if c not in CSV_COLUMNS and c not in rest]
-    from harness.core.store import csv_safe_frame  # checkpoint names are untrusted: no spreadsheet formulas
-
+    # Checkpoint names are untrusted: no spreadsheet formulas.
     text = csv_safe_frame(df[[*CSV_COLUMNS, *rest]]).to_csv(index=False, float_format="%.6g", lineterminator="\n")
-    return _atomic_write(path, text.encode("utf-8"))
+    return atomic_write(path, text.encode("utf-8"))
 
 
 def _md(text: str) -> str:
@@ -188,7 +167,7 @@ def write_markdown(df: pd.DataFrame, path: str | Path, title: str) -> Path:
     lines += ["", LEGEND.replace("*", r"\*")]
     if note := _dropped_note(board):
         lines += ["", _md(note)]
-    return _atomic_write(path, ("\n".join(lines) + "\n").encode("utf-8"))
+    return atomic_write(path, ("\n".join(lines) + "\n").encode("utf-8"))
 
 
 # --- HTML ---------------------------------------------------------------------------------------
@@ -266,7 +245,7 @@ def write_html(df: pd.DataFrame, path: str | Path, title: str, plot_png: str | P
 {figure}
 </body></html>
 """
-    return _atomic_write(path, page.encode("utf-8"))
+    return atomic_write(path, page.encode("utf-8"))
 
 
 # --- plot and terminal --------------------------------------------------------------------------
@@ -317,7 +296,7 @@ def forest_plot(df: pd.DataFrame, path: str | Path) -> Path:
     )
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    return _atomic_write(path, buffer.getvalue())
+    return atomic_write(path, buffer.getvalue())
 
 
 def rich_table(df: pd.DataFrame) -> Table:

@@ -254,7 +254,7 @@ def _page_key(run: RunView, base: RunView | None, units: Iterable[str] | None) -
 def write_page(path: Path, run: RunView, base: RunView | None = None, units: Iterable[str] | None = None) -> Path:
     """Write a run's page (or its flips page against `base`) atomically; unchanged pages are kept."""
     from harness.report import viewer_page
-    from harness.report.render import atomic_write  # 0644, like the leaderboard files beside it
+    from harness.core.files import atomic_write
 
     units = None if units is None else set(units)
     key = _page_key(run, base, units)

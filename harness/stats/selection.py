@@ -36,7 +36,7 @@ from typing import Any, Hashable, Mapping, Protocol, Sequence
 from harness.errors import HarnessError
 from harness.core.images import image_digest
 from harness.core.runner import Backend, EvalSettings, evaluate
-from harness.core.store import GenerationCache, read_sample_lines
+from harness.core.store import GenerationCache
 from harness.core.task import Task
 from harness.core.types import GenConfig, Item
 
@@ -293,9 +293,9 @@ class SelfSelect:
                         prompts[pid] = replace(item, id=pid, question=text, group=item.cluster, metadata={"of": item_id})
         settings = EvalSettings(gen=replace(ctx.gen, temperature=0.0), batch_size=ctx.batch_size)
         run_dir = ctx.run_dir / "self_select"
-        evaluate(ctx.backend, _SelectionTask(pool.task, pool.items), list(prompts.values()), settings, run_dir,
-                 ctx.cache, data_dir=ctx.data_dir, progress=ctx.progress)
-        replies = {r["id"]: r["output"] for r in read_sample_lines(run_dir / "samples.jsonl") if r["id"] in uses}
+        result = evaluate(ctx.backend, _SelectionTask(pool.task, pool.items), list(prompts.values()), settings, run_dir,
+                          ctx.cache, data_dir=ctx.data_dir, progress=ctx.progress)
+        replies = {r["id"]: r["output"] for r in result.records if r["id"] in uses}
         picked: dict[tuple[str, int], list[float]] = defaultdict(list)
         for pid, where in uses.items():
             for item_id, n in where:  # scored against each subset's own item

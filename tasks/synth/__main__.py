@@ -1,5 +1,7 @@
 """Rebuild the bundled mini-sets: `python -m tasks.synth --out data` (what `make data` runs).
 
+Every task that names a generator (`Task.synth`, with its `synth_sizes` and `synth_dirs`) is
+built; adding a benchmark's generator to its task class is all `make data` needs.
 Deterministic: the same seeds give byte-identical files, so the committed data/ can be checked.
 """
 from __future__ import annotations
@@ -9,17 +11,23 @@ import importlib
 import shutil
 from pathlib import Path
 
-# generator module -> (test items, train items); MMBench counts questions (copies come on top).
-SIZES = {"geoqa": (300, 600), "aokvqa": (300, 600), "mmbench": (150, 300), "ocrbench": (300, 600)}
 SEEDS = {"test": 1, "train": 2}
 
 
+def generators() -> list[tuple[str, tuple[int, int], tuple[str, ...]]]:
+    """(generator module, (test items, train items), data folders) of every registered task."""
+    from harness.core.task import task_classes
+
+    return [(cls.synth, cls.synth_sizes, cls.synth_dirs) for cls in task_classes().values() if cls.synth]
+
+
 def build_all(out: Path, scale: float = 1.0, seed_offset: int = 0, splits=("test", "train")) -> None:
-    for name, (n_test, n_train) in SIZES.items():
-        gen = importlib.import_module(f"tasks.synth.{name}")
+    for module, sizes, _ in generators():
+        gen = importlib.import_module(module)
         for split in splits:
-            n = n_test if split == "test" else n_train
-            gen.build(out, split, max(1, int(n * scale)), SEEDS[split] + seed_offset)
+            n = sizes[0] if split == "test" else sizes[1]
+            if n:  # a generator with no train split (critic) builds none
+                gen.build(out, split, max(1, int(n * scale)), SEEDS[split] + seed_offset)
 
 
 def main() -> None:
@@ -27,8 +35,9 @@ def main() -> None:
     parser.add_argument("--out", default="data", help="data root to (re)write")
     args = parser.parse_args()
     out = Path(args.out)
-    for sub in ("geoqa", "aokvqa", "coco", "mmbench", "ocrbench"):
-        shutil.rmtree(out / sub, ignore_errors=True)
+    for _, _, dirs in generators():
+        for sub in dirs:
+            shutil.rmtree(out / sub, ignore_errors=True)
     build_all(out)
     print(f"wrote bundled mini-sets to {out}")
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from harness.errors import HarnessError
-from harness.core.store import csv_safe
+from harness.core.files import csv_safe
 from tasks.mmbench import COLUMNS, COPY_STRIDE, FILES, rotate_options
 
 TYPES: tuple[str, ...] = (
