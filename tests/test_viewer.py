@@ -12,6 +12,7 @@ from viewer_runs import HOSTILE, coin_run, hostile_geoqa, write_run
 
 from harness.report import viewer
 from harness.stats import ci as stats
+from harness.stats.board import leaderboard_frame
 from harness.core.files import csv_safe
 
 
@@ -70,7 +71,7 @@ def test_leaderboard_flips_use_the_units_every_checkpoint_shares(tmp_path, runs)
     coin_run(short, "geoqa", 0.5, seed=3, label="short", limit=200)  # lacks 100 units
     partial = viewer.load_run(short)
     unit_scores = {r.label: {"geoqa": r.unit_scores()} for r in (base, sft, partial)}
-    frame = stats.leaderboard_frame(unit_scores, "base", B=200)
+    frame = leaderboard_frame(unit_scores, "base", B=200)
     links = viewer.leaderboard_pages(tmp_path / "lb", {(r.label, "geoqa"): r for r in (base, sft, partial)}, "base", unit_scores)
     assert set(links) == {("base", "geoqa"), ("sft", "geoqa"), ("short", "geoqa")}
     assert "delta" not in links[("base", "geoqa")]
@@ -81,7 +82,14 @@ def test_leaderboard_flips_use_the_units_every_checkpoint_shares(tmp_path, runs)
     b = [unit_scores["base"]["geoqa"][u] for u in common]
     paired = stats.paired_difference(a, b, common, common, B=200)
     assert (data["flips"]["wr"], data["flips"]["rw"]) == (paired.a_only, paired.b_only)
+    row = frame[frame.checkpoint == "sft"].iloc[0]  # the leaderboard's own discordant counts
+    assert (data["flips"]["wr"], data["flips"]["rw"]) == (int(row["a_only"]), int(row["b_only"]))
     assert all(int(r["id"]) < 200 for r in data["rows"])
+    # A seeds row (one score mapping per seed) narrows the shared units like the statistics do.
+    seeded = {"base": unit_scores["base"], "sft": unit_scores["sft"],
+              "seeds": {"geoqa": [sft.unit_scores(), partial.unit_scores()]}}  # the short run is one seed
+    links = viewer.leaderboard_pages(tmp_path / "lb2", {(r.label, "geoqa"): r for r in (base, sft)}, "base", seeded)
+    assert page_json(tmp_path / "lb2" / links[("sft", "geoqa")]["delta"])["flips"] == data["flips"]
 
 
 def test_a_page_lists_every_item_with_its_k_samples(tmp_path):
@@ -145,7 +153,7 @@ def test_leaderboard_csv_neutralises_formulas(tmp_path):
     from harness.report import render as report
 
     evil = "=cmd|' /C calc'!A0"
-    frame = stats.leaderboard_frame({"base": {"geoqa": {"1": 1.0, "2": 0.0}}, evil: {"geoqa": {"1": 0.0, "2": 0.0}}}, "base", B=100)
+    frame = leaderboard_frame({"base": {"geoqa": {"1": 1.0, "2": 0.0}}, evil: {"geoqa": {"1": 0.0, "2": 0.0}}}, "base", B=100)
     report.write_csv(frame, tmp_path / "leaderboard.csv")
     rows = list(csv.DictReader((tmp_path / "leaderboard.csv").open()))
     assert [r["checkpoint"] for r in rows] == ["base", "'" + evil]

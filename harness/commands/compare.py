@@ -57,7 +57,7 @@ class CompareConfig:
     subsets: int = field(default=8, metadata={"help": "self-select: random n-subsets per item and n (all when fewer exist)", "kind": "positive"})
     temperature: float = field(default=0.7, metadata={"help": "sampling temperature of the K outputs (R3V samples at 0.7-1.0)", "kind": "non_negative"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling of the K outputs", "kind": "probability"})
-    top_k: int = field(default=0, metadata={"help": "top-k sampling of the K outputs (0: off)"})
+    top_k: int = field(default=0, metadata={"help": "top-k sampling of the K outputs (0: off)", "kind": "count"})
     max_new_tokens: int | None = field(default=None, metadata={"help": "reply budget; default the task's own", "kind": "positive"})
     seed: int = field(default=0, metadata={"help": "seeds sampling, subset draws and the bootstrap"})
     batch_size: int = field(default=16, metadata={"help": "prompts per generate call", "kind": "positive"})
@@ -190,8 +190,9 @@ def _cells(row: dict[str, Any]) -> list[str]:
 
 
 HEADERS = ("n", "method", "score", "95% CI", f"Δ vs {REFERENCE} [95% CI]", "p", "MC s.e.")
-NOTE = (f"Scores in percent; CI: percentile bootstrap over items; Δ: paired difference from {REFERENCE} in "
-        "points on the same resamples, p its two-sided bootstrap p-value; MC s.e.: Monte Carlo standard error "
+NOTE = (f"Scores in percent; CI: Wilson where every unit scores 0 or 1, else an expanded percentile bootstrap over "
+        f"items; Δ: paired difference from {REFERENCE} in points, p and its CI from one procedure (McNemar for 0/1 "
+        "units, else the paired bootstrap; harness/stats/ci.py); MC s.e.: Monte Carlo standard error "
         "of self-select's average over sampled candidate subsets (blank: exact). pass@n is an oracle ceiling.")
 
 

@@ -7,6 +7,8 @@ the file and line, except where a torn line is expected (a killed run's log: `sk
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
@@ -23,19 +25,43 @@ from harness.errors import HarnessError
 FILE_MODE = 0o644
 
 
+def write_error(path: Path, e: OSError) -> HarnessError:
+    """A failed write as one line naming the file and what to do."""
+    fix = {errno.ENOSPC: "free disk space", errno.EDQUOT: "free disk space (quota)",
+           errno.EROFS: "choose a writable output folder", errno.EACCES: "choose a writable output folder or fix its permissions",
+           errno.EPERM: "choose a writable output folder or fix its permissions"}.get(e.errno, "check the output folder")
+    return HarnessError(f"cannot write {path}: {e.strerror or e}; {fix} and re-run (finished work is kept)")
+
+
+def not_utf8(path: Path, e: UnicodeDecodeError) -> HarnessError:
+    return HarnessError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); re-save it as UTF-8")
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temp path beside `path`; whatever is written there replaces `path` when the block ends."""
+    """A temp path beside `path`; whatever is written there replaces `path` when the block ends.
+
+    A failed write (disk full, read-only folder) is one HarnessError line; the temp file is removed
+    and a folder this write created is removed again, so no empty output folder is left behind.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
-    os.close(fd)
+    tmp = None
+    made_folder = not path.parent.exists()
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
+        os.close(fd)
         yield Path(tmp)
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if made_folder:
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()
+        if isinstance(e, OSError):
+            raise write_error(path, e) from None
         raise
 
 
@@ -70,8 +96,16 @@ def read_jsonl(path: Path, skip_bad: bool = False) -> Iterator[dict[str, Any]]:
 
 
 def numbered_jsonl(path: Path, skip_bad: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) pairs of read_jsonl, for callers whose own checks name the line."""
-    with path.open(encoding="utf-8") as f:
+    """(line number, object) pairs of read_jsonl, for callers whose own checks name the line.
+    With `skip_bad` an undecodable byte (a torn multi-byte character) only spoils its own line."""
+    try:
+        yield from _numbered_jsonl(path, skip_bad)
+    except UnicodeDecodeError as e:
+        raise not_utf8(path, e) from None
+
+
+def _numbered_jsonl(path: Path, skip_bad: bool) -> Iterator[tuple[int, dict[str, Any]]]:
+    with path.open(encoding="utf-8", errors="replace" if skip_bad else "strict") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -94,6 +128,8 @@ def read_json(path: Path) -> Any:
             return json.load(f)
     except json.JSONDecodeError as e:
         raise HarnessError(f"{path}: malformed JSON at line {e.lineno} ({e.msg})") from None
+    except UnicodeDecodeError as e:
+        raise not_utf8(path, e) from None
 
 
 def read_tsv(path: Path, hint: str = "check the file") -> tuple[list[str], list[dict[str, str]]]:

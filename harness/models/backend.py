@@ -168,6 +168,10 @@ class HFBackend:
 
     # ---- inputs ----------------------------------------------------------------------------
     def _prompt_ids(self, text: str, n_images: int) -> list[int]:
+        limit = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
+        if limit and len(text) > 64 * limit:  # never tokenize a 10 MB line: it cannot fit the context anyway
+            raise HarnessError(f"a prompt of {len(text)} characters cannot fit the model's context of {limit} "
+                               "tokens; shorten the question")
         content = [{"type": "image"}] * n_images + [{"type": "text", "text": text}]
         rendered = self.tokenizer.apply_chat_template(
             [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
@@ -212,6 +216,10 @@ class HFBackend:
             raise HarnessError(
                 f"{self.ref.path}: chat template placed {image_index} image tokens for {len(counts)} images"
             )
+        limit = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
+        if limit and len(ids) > limit:  # image tokens included: what the pre-flight text count cannot see
+            raise HarnessError(f"a prompt of {len(ids)} tokens (images included) exceeds the model's context of "
+                               f"{limit} tokens; shorten the question or use smaller images")
         labels = [IGNORE_INDEX] * len(ids)
         if target is not None:
             reply = self._reply_prefix + target + self._reply_suffix
@@ -266,17 +274,33 @@ class HFBackend:
         return [open_image(ref, blank=blind) for ref in prompt.images]
 
     def generate(self, prompts: Sequence[Prompt], gen: GenConfig, n: int = 1,
-                 blind: bool = False) -> list[list[str]]:
+                 blind: bool = False, seeds: Sequence[int] | None = None) -> list[list[str]]:
         """`n` outputs per prompt, from one batched `model.generate` call.
 
-        Greedy when gen.temperature == 0 (then the n outputs are copies). Sampling is seeded with
-        gen.seed before the call, so sampled outputs are reproducible for the same batch
-        composition (the same prompts in the same order and batch size) on the same device.
+        Greedy when gen.temperature == 0 (then the n outputs are copies). With `seeds` (one per
+        output row, grouped by prompt) each row draws from its own counter-based stream, so a
+        sampled output does not depend on the batch it ran in; without, sampling is seeded with
+        gen.seed before the call (reproducible for the same batch composition).
         """
-        return self.generate_images([p.text for p in prompts], [self._open(p, blind) for p in prompts], gen, n)
+        return self.generate_images([p.text for p in prompts], [self._open(p, blind) for p in prompts], gen, n,
+                                    seeds=seeds)
+
+    def check_prompts(self, prompts: Sequence[tuple[str, Prompt]], max_new_tokens: int) -> None:
+        """Refuse, before generating anything, a prompt that cannot fit the model's context."""
+        limit = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
+        if not limit:
+            return
+        for item_id, prompt in prompts:
+            # A token spans at most a few dozen characters: far longer text is refused untokenized
+            # (tokenizing a 10 MB line costs gigabytes).
+            n = limit * 64 if len(prompt.text) > limit * 64 else len(self._prompt_ids(prompt.text, len(prompt.images)))
+            if n + max_new_tokens > limit:
+                raise HarnessError(f"item {item_id}: prompt of {'over ' if n == limit * 64 else ''}{n} tokens plus "
+                                   f"{max_new_tokens} new ones exceeds the model's context of {limit} tokens; "
+                                   "shorten the question or lower --max-new-tokens")
 
     def generate_images(self, texts: Sequence[str], images: Sequence[Sequence["Image"]], gen: GenConfig,
-                        n: int = 1) -> list[list[str]]:
+                        n: int = 1, seeds: Sequence[int] | None = None) -> list[list[str]]:
         """`generate` for already opened images (training loops that keep images in memory)."""
         import torch
 
@@ -285,18 +309,30 @@ class HFBackend:
         inputs = self.batch_inputs(texts, images)
         if gen.greedy or n == 1:
             gen_config = self._generation_config(gen, n)
+            sampler = self._row_sampler(gen, seeds)
+            if sampler:  # greedy mode picks the token the per-row sampler drew
+                gen_config = self._generation_config(GenConfig(max_new_tokens=gen.budget), 1)
             torch.manual_seed(gen.seed)
             with torch.inference_mode():
-                out = self.model.generate(**inputs, generation_config=gen_config)
+                out = self.model.generate(**inputs, generation_config=gen_config, logits_processor=sampler)
         else:
-            out = self.generate_expanded(inputs, gen, n)
+            out = self.generate_expanded(inputs, gen, n, seeds=seeds)
         new_tokens = out[:, inputs["input_ids"].shape[1]:]
         outs = [t.strip() for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
         per_prompt = 1 if gen.greedy else n
         grouped = [outs[i * per_prompt:(i + 1) * per_prompt] for i in range(len(texts))]
         return [g * n if gen.greedy else g for g in grouped]
 
-    def generate_expanded(self, inputs: dict[str, Any], gen: GenConfig, n: int) -> "torch.Tensor":
+    @staticmethod
+    def _row_sampler(gen: GenConfig, seeds: Sequence[int] | None) -> list:
+        if gen.greedy or seeds is None:
+            return []
+        from harness.models.shared_prefix import sampling_processors
+
+        return sampling_processors(gen.temperature, gen.top_k, gen.top_p, seeds=list(seeds))
+
+    def generate_expanded(self, inputs: dict[str, Any], gen: GenConfig, n: int,
+                          seeds: Sequence[int] | None = None) -> "torch.Tensor":
         """`n` continuations per row of `inputs`, encoding each prompt and its images ONCE.
 
         `num_return_sequences` copies every prompt n times before the first forward pass, so the
@@ -312,9 +348,14 @@ class HFBackend:
         import torch
 
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        row_sampler = self._row_sampler(gen, seeds)
+        greedy_mode = self._generation_config(GenConfig(max_new_tokens=gen.budget), 1)
         if bool((ids[:, -1] == self.image_token_id).any()):  # a template ending in an image: no split point
             torch.manual_seed(gen.seed)
             with torch.inference_mode():
+                if row_sampler:  # n copies at temperature 1 choose exactly the token the row sampler drew
+                    copies = self._generation_config(GenConfig(max_new_tokens=gen.budget, temperature=1.0), n)
+                    return self.model.generate(**inputs, generation_config=copies, logits_processor=row_sampler)
                 return self.model.generate(**inputs, generation_config=self._generation_config(gen, n))
         prefix = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}
         if "mm_token_type_ids" in prefix:
@@ -333,14 +374,16 @@ class HFBackend:
             torch.manual_seed(gen.seed)
             if not self.shared_prefix:
                 cache.batch_repeat_interleave(n)
+                if row_sampler:
+                    return self.model.generate(**rows, past_key_values=cache, generation_config=greedy_mode,
+                                               logits_processor=row_sampler)
                 return self.model.generate(**rows, past_key_values=cache,
                                            generation_config=self._generation_config(gen, 1))
             from harness.models.shared_prefix import decoding_with, sampling_processors, shared_prefix_cache
 
             # +1: the last prompt token is written to each row's own part too.
             shared = shared_prefix_cache(cache, mask[:, :-1], capacity=gen.budget + 1)
-            greedy_mode = self._generation_config(GenConfig(max_new_tokens=gen.budget), 1)
-            sampler = [] if gen.greedy else sampling_processors(gen.temperature, gen.top_k, gen.top_p)
+            sampler = row_sampler or ([] if gen.greedy else sampling_processors(gen.temperature, gen.top_k, gen.top_p))
             with decoding_with(self.model, shared):
                 return self.model.generate(**rows, past_key_values=shared, generation_config=greedy_mode,
                                            logits_processor=sampler)

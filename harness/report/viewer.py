@@ -298,7 +298,7 @@ def find_runs(path: Path) -> list[Path]:
 
 
 def leaderboard_pages(out_dir: Path, runs: Mapping[tuple[str, str], RunView], baseline: str,
-                      unit_scores: Mapping[str, Mapping[str, Mapping[str, float]]]) -> dict[tuple[str, str], dict[str, str]]:
+                      unit_scores: Mapping[str, Mapping[str, Any]]) -> dict[tuple[str, str], dict[str, str]]:
     """Pages for every (checkpoint, task) run of a leaderboard, under out_dir/samples/.
 
     Returns, per (checkpoint, task), the hrefs (relative to out_dir) of its page ("score") and of
@@ -314,7 +314,9 @@ def leaderboard_pages(out_dir: Path, runs: Mapping[tuple[str, str], RunView], ba
         links[(label, task)] = {"score": "samples/" + quote(page.name)}
         if label == baseline or (baseline, task) not in runs:
             continue
-        shared = set.intersection(*(set(c[task]) for c in unit_scores.values() if task in c))
+        # A seeds row holds one mapping per seed; the statistics keep the units all of them share.
+        shared = set.intersection(*(set(m) for c in unit_scores.values() if task in c
+                                    for m in ([c[task]] if isinstance(c[task], Mapping) else c[task])))
         flip = write_page(out_dir / "samples" / f"{stem}--vs-{safe_name(baseline)}.html", run,
                           runs[(baseline, task)], shared)
         links[(label, task)]["delta"] = "samples/" + quote(flip.name)
