@@ -73,6 +73,18 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from harness.models.families import table
+
+    # Plain lines, like `harness tasks`: the notes stay readable at any terminal width.
+    for row in table():
+        print(f"{row['family']}: lmms-eval {row['lmms-eval']}")
+        print(f"  tested: {row['tested']}")
+        print(f"  limits: {row['limits']}")
+    print("Other model types run through their own processor (generic path), untested.")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from harness.commands.eval import run_eval
 
@@ -367,6 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tasks", help="list tasks and where each expects its data")
     p.set_defaults(func=cmd_tasks)
+
+    p = sub.add_parser("models", help="list the model families the harness drives, how each is tested, known limits")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("bench", add_help=False, help="throughput: our eval vs lmms-eval vs a naive loop, N-sample cost "
                        "(bench/throughput.py; `harness bench --help` lists its options)")
