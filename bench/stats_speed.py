@@ -1,7 +1,7 @@
 """Time the batched leaderboard statistics: `python bench/stats_speed.py [--checkpoints 20 ...]`.
 
 Builds random 0/1 unit scores for C checkpoints x T tasks x N units and times
-`harness.stats.ci.leaderboard_frame` (all CIs, paired deltas vs the baseline, corrections, rank intervals).
+`harness.stats.board.leaderboard_frame` (all CIs, paired deltas vs the baseline, corrections, rank intervals).
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from harness.stats.ci import leaderboard_frame
+from harness.stats.board import leaderboard_frame
 
 
 def random_scores(checkpoints: int, tasks: int, units: int, seed: int) -> dict[str, dict[str, dict[str, float]]]:

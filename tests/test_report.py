@@ -18,7 +18,7 @@ from rich.console import Console
 
 from harness.report import render as report
 from harness.errors import HarnessError
-from harness.stats.ci import leaderboard_frame
+from harness.stats.board import leaderboard_frame
 
 CONTRACT = [
     "checkpoint", "task", "n", "score", "ci_low", "ci_high", "ci_method",

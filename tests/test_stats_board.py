@@ -7,7 +7,8 @@ import pytest
 
 from harness.stats import ci as stats
 from harness.errors import HarnessError
-from harness.stats.ci import leaderboard_frame, paired_difference, score_ci
+from harness.stats.board import LEADERBOARD_COLUMNS, leaderboard_frame
+from harness.stats.ci import paired_difference, score_ci
 
 TASKS = ("t1", "t2", "t3", "t4", "t5", "t6")
 
@@ -183,7 +184,7 @@ def test_leaderboard_frame_matches_pairwise_functions() -> None:
         "same": {"t1": dict(zip(ids, base))},
     }
     df = leaderboard_frame(board, baseline="base", B=2_000)
-    assert tuple(df.columns[: len(stats.LEADERBOARD_COLUMNS)]) == stats.LEADERBOARD_COLUMNS
+    assert tuple(df.columns[: len(LEADERBOARD_COLUMNS)]) == LEADERBOARD_COLUMNS
     rows = {(r.checkpoint, r.task): r for r in df.itertuples()}
     assert np.isnan(rows["base", "t1"].delta) and np.isnan(rows["base", "t1"].p_adjusted)
     ref = paired_difference(strong, base, ids, ids)

@@ -1,7 +1,7 @@
 """Leaderboard renderers: CSV, Markdown, self-contained HTML, a forest plot and a Rich table.
 
 Input: a DataFrame with one row per checkpoint x task and the columns of CSV_COLUMNS (what
-`harness.stats.ci.leaderboard_frame` returns), plus optional EXTRA_COLUMNS. Scores and bounds are
+`harness.stats.board.leaderboard_frame` returns), plus optional EXTRA_COLUMNS. Scores and bounds are
 percent, deltas points; the delta columns are empty (NaN) for the baseline.
 
 A delta gets the mark "*" when its multiplicity-adjusted p-value (`p_adjusted`, Holm unless the
@@ -148,7 +148,7 @@ def _check_columns(df: pd.DataFrame) -> None:
     if missing:
         raise HarnessError(
             f"leaderboard table lacks column(s) {', '.join(missing)}; build it with "
-            "harness.stats.ci.leaderboard_frame"
+            "harness.stats.board.leaderboard_frame"
         )
 
 

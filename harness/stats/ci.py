@@ -481,7 +481,6 @@ def task_seed(seed: int, task: str) -> list[int]:
     return [seed, zlib.crc32(task.encode("utf-8"))]
 
 
-from harness.stats.board import LEADERBOARD_COLUMNS, leaderboard_frame  # noqa: E402  (re-exported)
 
-__all__ = ["CI", "CI_METHODS", "CORRECTIONS", "LEADERBOARD_COLUMNS", "Paired", "adjust", "bootstrap_means",
-           "leaderboard_frame", "mcnemar_test", "mde", "n_for", "paired_difference", "proportion_ci", "score_ci"]
+__all__ = ["CI", "CI_METHODS", "CORRECTIONS", "Paired", "adjust", "bootstrap_means",
+           "mcnemar_test", "mde", "n_for", "paired_difference", "proportion_ci", "score_ci"]
