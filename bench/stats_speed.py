@@ -1,7 +1,7 @@
 """Time the batched leaderboard statistics: `python bench/stats_speed.py [--checkpoints 20 ...]`.
 
 Builds random 0/1 unit scores for C checkpoints x T tasks x N units and times
-`harness.stats.ci.leaderboard_frame` (all CIs, paired deltas vs the baseline, rank bands).
+`harness.stats.board.leaderboard_frame` (all CIs, paired deltas vs the baseline, corrections, rank intervals).
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from harness.stats.ci import leaderboard_frame
+from harness.stats.board import leaderboard_frame
 
 
 def random_scores(checkpoints: int, tasks: int, units: int, seed: int) -> dict[str, dict[str, dict[str, float]]]:
@@ -18,7 +18,7 @@ def random_scores(checkpoints: int, tasks: int, units: int, seed: int) -> dict[s
     ids = [f"q{i}" for i in range(units)]
     board: dict[str, dict[str, dict[str, float]]] = {}
     for c in range(checkpoints):
-        accuracy = 0.5 + 0.01 * c  # small real differences so bands and deltas vary
+        accuracy = 0.5 + 0.01 * c  # small real differences so ranks and deltas vary
         board[f"ckpt{c:02d}"] = {
             f"task{t}": dict(zip(ids, (rng.random(units) < accuracy).astype(float).tolist()))
             for t in range(tasks)

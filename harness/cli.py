@@ -9,6 +9,7 @@ from typing import Any, Callable
 from harness.core.config import _positive_int, add_flags
 from harness.errors import HarnessError
 
+
 def task_option_flags() -> dict[str, str]:
     """option -> flag help, gathered from every registered task's `options` and `option_help`."""
     from harness.core.task import task_classes
@@ -19,6 +20,13 @@ def task_option_flags() -> dict[str, str]:
             what = cls.option_help.get(opt, opt.replace("_", " "))
             helps.setdefault(opt, []).append(f"{what} ({name}: {'|'.join(values)})")
     return {opt: "; ".join(texts) for opt, texts in helps.items()}
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as ONE line (like every other error), naming the flag and `--help`."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {self.prog}: {message} (see `{self.prog} --help`)\n")
 
 
 def _add_task_options(p: argparse.ArgumentParser) -> None:
@@ -62,6 +70,18 @@ def cmd_tasks(args: argparse.Namespace) -> int:
                                             + (f" ({cls.option_help[k]})" if k in cls.option_help else "")
                                             for k, v in cls.options.items()))
     print("Data root: --data-dir, else $HARNESS_DATA, else the bundled mini-sets (data/).")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from harness.models.families import table
+
+    # Plain lines, like `harness tasks`: the notes stay readable at any terminal width.
+    for row in table():
+        print(f"{row['family']}: lmms-eval {row['lmms-eval']}")
+        print(f"  tested: {row['tested']}")
+        print(f"  limits: {row['limits']}")
+    print("Other model types run through their own processor (generic path), untested.")
     return 0
 
 
@@ -154,9 +174,19 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from harness.report.leaderboard import load_spec, run_leaderboard
 
     spec = load_spec(Path(args.spec))
+    spec.ci = args.ci or spec.ci
+    spec.correction = args.correction or spec.correction
     build, fingerprint = _recipe_builder()
     run_leaderboard(spec, build_recipe=build, device=args.device, data_fingerprint=fingerprint)
     print(f"wrote {spec.out_dir}/leaderboard.{{md,csv,html}} and forest.png")
+    return 0
+
+
+def cmd_power(args: argparse.Namespace) -> int:
+    from harness.commands.power import run_power
+
+    (task,) = _make_tasks([args.task], args)
+    run_power(args, task)
     return 0
 
 
@@ -165,9 +195,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from harness.core.config import from_args
     from harness.stats.selection import parse_ns
 
-    if args.ci_method != "bootstrap":
+    if args.ci_method not in ("auto", "bootstrap"):
         raise HarnessError("compare reports percentile-bootstrap CIs only (per-item scores are fractions); drop --ci")
-    config = from_args(CompareConfig, args, ns=parse_ns(args.n))
+    config = from_args(CompareConfig, args, ns=parse_ns(args.n, args.samples))
     (task,) = _make_tasks([args.task], args)
     run_compare(args, task, config)
     return 0
@@ -206,11 +236,11 @@ def _recipe_builder():
 
 def build_parser() -> argparse.ArgumentParser:
     from harness.commands.compare import CompareConfig
-    from harness.core.runner import EvalSettings
+    from harness.core.runner import CI_METHODS, EvalSettings
     from harness.core.types import GenConfig
     from harness.judge.pipeline import JudgeSettings
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="harness",
         description="Evaluate vision-language models on benchmarks with confidence intervals.",
     )
@@ -244,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True)
     p.add_argument("--predictions", required=True, help='JSONL: {"id": ..., "output": "...", "sample": k (optional)} per line')
     p.add_argument("--out", required=True, help="folder for samples.jsonl and summary.json")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="score the items that have predictions when some have none (the count is shown); "
+                        "default: missing items are an error")
     p.add_argument("--judge", default=None, help="judged tasks (critic): the checkpoint that scores the answers (default: tiny)")
     p.add_argument("--device", default=None, help="judged tasks: where the judge runs (default: cuda if present)")
     _add_task_options(p)
@@ -252,7 +285,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("leaderboard", help="build, evaluate and render a leaderboard spec")
     p.add_argument("--spec", default="leaderboards/default.yaml")
     p.add_argument("--device", default=None)
+    p.add_argument("--ci", default=None, choices=list(CI_METHODS), help="score CIs, overriding the spec's `ci:` (default auto)")
+    p.add_argument("--correction", default=None, choices=["holm", "bh", "none"],
+                   help="multiplicity correction of the stars, overriding the spec's `correction:` (default holm)")
     p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("power", help="items needed to detect an effect, from a pilot run's samples (MDE at 80%% power)")
+    p.add_argument("--task", required=True)
+    p.add_argument("--run", required=True, help="pilot run folder with samples.jsonl (e.g. runs/tiny/geoqa)")
+    p.add_argument("--vs", default=None, help="a second run on the same items: measures how often the two disagree")
+    p.add_argument("--n", type=_positive_int, default=None, help="also give the MDE at this many units")
+    p.add_argument("--delta", type=float, default=None, help="effect in points: how many units detect it")
+    _add_task_options(p)
+    p.set_defaults(func=cmd_power)
 
     p = sub.add_parser(
         "compare", help="test-time scaling curves: majority vote vs self-select vs pass@n against n",
@@ -328,8 +373,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="where the run's TSV lives (default: the run's own data dir)")
     p.set_defaults(func=cmd_export)
 
+    from harness.commands.view import add_parsers as add_view_parsers
+
+    add_view_parsers(sub)
+
     p = sub.add_parser("tasks", help="list tasks and where each expects its data")
     p.set_defaults(func=cmd_tasks)
+
+    p = sub.add_parser("models", help="list the model families the harness drives, how each is tested, known limits")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("bench", add_help=False, help="throughput: our eval vs lmms-eval vs a naive loop, N-sample cost "
                        "(bench/throughput.py; `harness bench --help` lists its options)")
@@ -355,6 +407,14 @@ def main(argv: list[str] | None = None) -> int:
         return func(args)
     except HarnessError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except UnicodeDecodeError as e:  # a data, predictions or spec file that is not UTF-8 text
+        print(f"error: a file is not UTF-8 text ({e.reason} at byte {e.start}); re-save it as UTF-8", file=sys.stderr)
+        return 2
+    except OSError as e:  # disk full, read-only folder, permissions: the file and the reason, no traceback
+        from harness.core.files import write_error
+
+        print(f"error: {write_error(Path(e.filename or '?'), e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume", file=sys.stderr)

@@ -19,6 +19,7 @@ from harness.core.runner import Backend, EvalResult, EvalSettings, check_images,
 from harness.core.store import GenerationCache
 from harness.core.task import Task, resolve_data_dir
 from harness.core.types import Item
+from harness.core.validate import safe_name
 from harness.errors import HarnessError
 from harness.models.checkpoints import CheckpointRef, resolve_checkpoint
 
@@ -38,6 +39,15 @@ class LazyBackend:
 
             self._backend = HFBackend(self.ref, **self.kwargs)
         return self._backend
+
+    def load(self) -> None:
+        """Load now: the runner calls this before writing anything when there is work to generate,
+        so a broken checkpoint is named while no file of the run exists yet."""
+        self._get()
+
+    def check_prompts(self, *args: Any, **kwargs: Any) -> None:
+        if self._backend is not None:  # only a loaded model generates, so only then do lengths matter
+            self._backend.check_prompts(*args, **kwargs)
 
     def generate(self, *args: Any, **kwargs: Any):
         return self._get().generate(*args, **kwargs)
@@ -82,12 +92,10 @@ class Session:
     @property
     def progress(self):
         if self._progress is None:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from harness.core.progress import progress_bar
 
-            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                      TimeRemainingColumn(), console=Console(stderr=True), transient=True,
-                                      disable=not self.show_progress)
+            # A rich bar on a terminal, plain timed lines in logs (CI, cluster jobs, `| tee`).
+            self._progress = progress_bar(enabled=self.show_progress)
             self._progress.start()
         return self._progress
 
@@ -110,7 +118,9 @@ class Session:
         return items
 
     def checkpoint(self, ckpt: str, base: str | None = None) -> CheckpointRef:
-        return resolve_checkpoint(ckpt, base=base, trust_remote_code=self.trust_remote_code)
+        ref = resolve_checkpoint(ckpt, base=base, trust_remote_code=self.trust_remote_code)
+        safe_name(ref.name, "checkpoint name")  # runs/<name>/: checked before the model loads
+        return ref
 
     def backend(self, ref: CheckpointRef, max_images: int = 1) -> Backend:
         """One backend per checkpoint content (the judge may also be a checkpoint under test)."""

@@ -237,6 +237,10 @@ class AOKVQADirectAnswer(Task):
             for row in kept
         ]
 
+    def excluded_ids(self, data_dir: Path, split: Split = "test") -> frozenset[str]:
+        _, rows = load_rows(data_dir, split, self.name)
+        return frozenset(str(row["question_id"]) for row in rows if row.get("difficult_direct_answer") is True)
+
     def prompt(self, item: Item) -> str:
         return f"{item.question}\n{SHORT_ANSWER_INSTRUCTION}"
 

@@ -12,8 +12,11 @@ AI2D_TEST, ScienceQA_TEST, MMStar, ... share this layout.
 Prompt (hint, question, lettered options, "Answer with the option's letter ...") and answer
 extraction are MMBench's (tasks/mmbench.py, whose docstring lists how the extraction differs from
 VLMEvalKit's `can_infer`: no GPT judge, no random fallback). Each row is scored on its own (plain
-accuracy); MMBench's CircularEval stays with the `mmbench` task. Categories: `category`, and
-`l2-category` reported per category in summary.json.
+accuracy); MMBench's CircularEval stays with the `mmbench` task. When the file holds circular
+copies (an index >= 1,000,000), rows are grouped by index % 1,000,000: the score stays the accuracy
+over rows, but the CI resamples whole questions (copies of one question are not independent), and
+summary.json says so (`clustered`, `clusters`). Categories: `category`, and `l2-category` reported
+per category in summary.json.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ REQUIRED = ("index", "question", "answer", "image", "A", "B")
 INSTRUCTION = "Answer with the option's letter from the given choices directly."
 # Capital letters that are also English words: counted as options only when marked as letters.
 _WORD_LETTERS = frozenset("AI")
+COPY_STRIDE = 1_000_000  # MMBench's circular copy j of question g has index g + j * COPY_STRIDE
 _IMAGE_REF_MAX = 64  # VLMEvalKit's rule: an image cell this short names another row's index
 
 _LETTER = re.compile(r"(?<![A-Za-z0-9])([A-Z])(?![A-Za-z0-9])")
@@ -233,7 +237,10 @@ class LMUDataMC(Task):
         if split == "train":
             raise HarnessError("lmudata_mc has no train split; LMUData files are evaluation sets")
         path = resolve_tsv(data_dir, self.tsv)
-        return [replace(it, metadata={**it.metadata, "source_file": str(path)}) for it in read_items(path)]
+        items = read_items(path)
+        circular = any(it.metadata["index"] >= COPY_STRIDE for it in items)
+        return [replace(it, group=str(it.metadata["index"] % COPY_STRIDE) if circular else it.group,
+                        metadata={**it.metadata, "source_file": str(path)}) for it in items]
 
     def prompt(self, item: Item) -> str:
         return mc_prompt(item)
@@ -249,13 +256,17 @@ class LMUDataMC(Task):
 
     def units(self, items: dict[str, Item], scores: dict[str, list[float]]) -> list[Unit]:
         return [
-            Unit(i, sum(s) / len(s), items[i].category, {"l2_category": items[i].metadata.get("l2_category", "")})
+            Unit(i, sum(s) / len(s), items[i].category, {"l2_category": items[i].metadata.get("l2_category", "")},
+                 cluster=items[i].group or None)
             for i, s in scores.items() if s
         ]
 
     def extras(self, items: dict[str, Item], scores: dict[str, list[float]]) -> dict[str, Any]:
         first = next(iter(items.values()), None)
+        circular = any(it.group for it in items.values())
         return {
+            "clustered": (f"circular copies grouped by index % {COPY_STRIDE}: the CI resamples whole questions"
+                          if circular else None),
             "per_l2_category": per_category(self.units(items, scores), "l2_category"),
             "source_file": first.metadata.get("source_file") if first else None,
         }

@@ -39,9 +39,7 @@ from typing import Any
 from harness.errors import HarnessError
 from harness.core.task import Split, Task, Unit, per_category, require_file
 from harness.core.types import Item
-from tasks.lmudata import extract_option, letters_of, mc_prompt, read_items
-
-COPY_STRIDE = 1_000_000  # circular copy j of question g has index g + j * COPY_STRIDE
+from tasks.lmudata import COPY_STRIDE, extract_option, letters_of, mc_prompt, read_items
 FILES = {"test": "MMBench_DEV_EN.tsv", "train": "MMBench_TRAIN_EN.tsv"}
 # Column order of the real LMUData dev file (the bundled generator writes the same).
 COLUMNS = (
@@ -153,9 +151,16 @@ class MMBench(Task):
         all_per_group = defaultdict(int)
         for it in items.values():
             all_per_group[it.cluster] += 1
+        from harness.stats.ci import score_ci
+
+        # The vanilla score's own CI: one unit per question (its base copy), Wilson for 0/1.
+        vci = score_ci([u.score for u in vanilla]) if vanilla else None
         return {
             "circular": _percent(circular),
             "vanilla": _percent(vanilla),
+            "vanilla_ci_low": vci.low if vci else None,
+            "vanilla_ci_high": vci.high if vci else None,
+            "vanilla_ci_method": vci.method if vci else None,
             "circular_per_category": per_category(circular),
             "vanilla_per_category": per_category(vanilla),
             "circular_per_l2_category": per_category(circular, "l2_category"),

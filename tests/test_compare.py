@@ -166,7 +166,7 @@ class ScriptedBackend:
     def __init__(self):
         self.calls = 0
 
-    def generate(self, prompts, gen, n=1, blind=False):
+    def generate(self, prompts, gen, n=1, blind=False, seeds=None):
         self.calls += 1
         out = []
         for p in prompts:

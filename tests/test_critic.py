@@ -29,7 +29,7 @@ class ScriptedJudge:
         self.reply, self.name, self.content_hash = reply, "scripted", content_hash
         self.asked: list[str] = []
 
-    def generate(self, prompts, gen, n=1, blind=False):
+    def generate(self, prompts, gen, n=1, blind=False, seeds=None):
         self.asked += [p.text for p in prompts]
         return [[self.reply(p.text)] * n for p in prompts]
 

@@ -107,7 +107,7 @@ class _Recorder:
     def __init__(self) -> None:
         self.budgets: list[int] = []
 
-    def generate(self, prompts, gen, n=1, blind=False):
+    def generate(self, prompts, gen, n=1, blind=False, seeds=None):
         self.budgets.append(gen.max_new_tokens)
         return [["Answer: A"] * n for _ in prompts]
 

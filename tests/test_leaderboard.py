@@ -5,12 +5,13 @@ import csv
 from pathlib import Path
 
 import pytest
+from conftest import small_board_spec
 
 from harness.errors import HarnessError
 from harness.report.leaderboard import load_spec, run_leaderboard
 
-CONTRACT = ["checkpoint", "task", "n", "score", "ci_low", "ci_high", "delta", "delta_ci_low",
-            "delta_ci_high", "p_value", "rank_band"]
+CONTRACT = ["checkpoint", "task", "n", "score", "ci_low", "ci_high", "ci_method", "delta", "delta_ci_low",
+            "delta_ci_high", "p_value", "p_adjusted", "a_only", "b_only", "mde", "rank", "rank_low", "rank_high"]
 
 
 def _spec(tmp_path: Path, text: str) -> Path:
@@ -48,20 +49,7 @@ def test_unknown_task_in_spec(tmp_path, random_tiny):
 
 
 def test_leaderboard_end_to_end(tmp_path, random_tiny):
-    text = f"""
-name: small
-baseline: base
-checkpoints:
-  - {{name: base, path: {random_tiny}}}
-  - {{name: same, path: {random_tiny}}}
-blind: [base]
-tasks: [geoqa, mmbench]
-generation: {{batch_size: 8}}
-output_dir: {tmp_path / 'runs'}
-limit: 16
-bootstrap: 2000
-"""
-    spec = load_spec(_spec(tmp_path, text))
+    spec = load_spec(small_board_spec(tmp_path, random_tiny, limit=16, bootstrap=2000))
     df = run_leaderboard(spec)
     out = tmp_path / "small"
     for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.html", "forest.png"):
@@ -72,11 +60,11 @@ bootstrap: 2000
     assert {(r["checkpoint"], r["task"]) for r in rows} == {
         (c, t) for c in ("base", "same", "base+blind") for t in ("geoqa", "mmbench")
     }
-    # The same weights under another name: identical scores, a zero difference, one rank band.
+    # The same weights under another name: identical scores, a zero difference, one rank interval.
     same = df[df.checkpoint == "same"].set_index("task")
     base = df[df.checkpoint == "base"].set_index("task")
     assert (same.score == base.score).all() and (same.delta == 0).all()
-    assert (same.rank_band == base.rank_band).all()
+    assert (same[["rank", "rank_low", "rank_high"]] == base[["rank", "rank_low", "rank_high"]]).all().all()
     assert (tmp_path / "runs" / "base+blind").exists() is False  # blind runs live beside, not as a checkpoint
     assert (tmp_path / "runs" / "base" / "geoqa-blind" / "samples.jsonl").exists()
 
@@ -89,7 +77,7 @@ bootstrap: 2000
     original = backend_module.HFBackend
     backend_module.HFBackend = refuse
     try:
-        again = run_leaderboard(load_spec(_spec(tmp_path, text)))
+        again = run_leaderboard(load_spec(tmp_path / "lb.yaml"))
     finally:
         backend_module.HFBackend = original
     assert again.equals(df)
@@ -124,3 +112,95 @@ bootstrap: 200
     shutil.rmtree(tmp_path / "built" / "tuned")
     run_leaderboard(spec(2), build_recipe=fake_build)
     assert built == ["tuned", "tuned"]
+
+
+def test_seeds_row_builds_one_checkpoint_per_seed_and_scores_their_mean(tmp_path, random_tiny):
+    import shutil
+
+    built = []
+
+    def fake_build(c):  # one build per seed, each with the recipe's config seed set
+        built.append((c.name, c.ckpt, c.recipe["config"]["seed"]))
+        shutil.copytree(random_tiny, c.ckpt)
+
+    text = f"""
+baseline: base
+checkpoints:
+  - {{name: base, path: {random_tiny}}}
+  - {{name: tuned, path: {tmp_path / 'built' / 'tuned'}, seeds: [3, 1],
+     recipe: {{trainer: sft, base: {random_tiny}, config: {{epochs: 1}}}}}}
+tasks: [geoqa]
+output_dir: {tmp_path / 'runs'}
+limit: 8
+bootstrap: 200
+"""
+    df = run_leaderboard(load_spec(_spec(tmp_path, text)), build_recipe=fake_build)
+    assert built == [("tuned", str(tmp_path / "built" / "tuned" / f"seed{k}"), k) for k in (3, 1)]
+    row = df.set_index("checkpoint").loc["tuned"]
+    base = df.set_index("checkpoint").loc["base"]
+    assert row.seeds == 2  # at 0% / 100% the bootstrap has no spread: Wilson over the units instead
+    assert row.ci_method == ("wilson" if row.score in (0.0, 100.0) else "hierarchical-bootstrap")
+    assert row.score == base.score == row.seed_min == row.seed_max  # the same weights at every seed
+    assert (tmp_path / "runs" / "tuned" / "seed3" / "geoqa" / "samples.jsonl").is_file()
+    # The recipe's own seeds mean the same for a one-checkpoint trainer.
+    spec = load_spec(_spec(tmp_path, text.replace("seeds: [3, 1],\n     recipe: {", "recipe: {seeds: [3, 1], ")))
+    assert spec.checkpoints[1].seeds == [3, 1] and "seeds" not in spec.checkpoints[1].recipe
+
+
+def test_runs_row_scores_without_a_model(tmp_path, random_tiny):
+    text = f"""
+baseline: base
+checkpoints:
+  - {{name: base, path: {random_tiny}}}
+tasks: [geoqa, mmbench]
+output_dir: {tmp_path / 'runs'}
+limit: 8
+bootstrap: 200
+"""
+    run_leaderboard(load_spec(_spec(tmp_path, text)))
+    # The scored runs of another tool: the same samples, in DIR/<task>/samples.jsonl.
+    import shutil
+
+    shutil.copytree(tmp_path / "runs" / "base", tmp_path / "theirs")
+    import harness.models.backend as backend_module
+
+    def refuse(*a, **k):
+        raise AssertionError("a runs row loaded a model")
+
+    spec = load_spec(_spec(tmp_path, text.replace("  - {name: base", f"  - {{name: theirs, runs: {tmp_path / 'theirs'}}}\n  - {{name: base")))
+    original, backend_module.HFBackend = backend_module.HFBackend, refuse
+    try:
+        df = run_leaderboard(spec)
+    finally:
+        backend_module.HFBackend = original
+    rows = df.set_index(["checkpoint", "task"])
+    for task in ("geoqa", "mmbench"):
+        assert rows.loc[("theirs", task), "delta"] == 0 and rows.loc[("theirs", task), "p_value"] == 1.0
+    shutil.rmtree(tmp_path / "theirs" / "mmbench")
+    with pytest.raises(HarnessError, match=r"theirs/mmbench/samples.jsonl not found"):
+        run_leaderboard(load_spec(spec.path))
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ("{name: b, runs: r, path: p}", "{name, runs: DIR} and nothing else"),
+        ("{name: b, seeds: [1, 1], recipe: {trainer: sft}}", "distinct integers"),
+        ("{name: b, seeds: [1], path: p}", "seeds need a recipe"),
+        ("{name: b, seeds: [1], recipe: {trainer: average}}", "seeds need a recipe"),
+        ("{name: b, colour: red, path: p}", "unknown key(s) colour"),
+    ],
+)
+def test_seeds_and_runs_rows_are_checked(tmp_path, row, message):
+    path = _spec(tmp_path, f"baseline: a\ncheckpoints: [a, {row}]\ntasks: [geoqa]\n")
+    with pytest.raises(HarnessError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_spec(path)
+
+
+def test_ci_and_correction_keys(tmp_path):
+    spec = load_spec(_spec(tmp_path, "baseline: a\ncheckpoints: [a]\ntasks: [geoqa]\nci: jeffreys\ncorrection: bh\n"))
+    assert (spec.ci, spec.correction) == ("jeffreys", "bh")
+    with pytest.raises(HarnessError, match="ci 'bca' is not one of"):
+        load_spec(_spec(tmp_path, "baseline: a\ncheckpoints: [a]\ntasks: [geoqa]\nci: bca\n"))
+    with pytest.raises(HarnessError, match="correction 'bonf' is not one of"):
+        load_spec(_spec(tmp_path, "baseline: a\ncheckpoints: [a]\ntasks: [geoqa]\ncorrection: bonf\n"))

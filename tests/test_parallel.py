@@ -60,7 +60,7 @@ class EchoBackend:
     def __init__(self) -> None:
         self.prompts = 0
 
-    def generate(self, prompts, gen, n=1, blind=False):
+    def generate(self, prompts, gen, n=1, blind=False, seeds=None):
         self.prompts += len(prompts)
         return [[f"Answer: {'ABCD'[len(p.text) % 4]} ({k})" for k in range(n)] for p in prompts]
 

@@ -65,7 +65,7 @@ def test_n_samples_encode_prompt_and_image_once(small_backends, arch):
 
 def test_leaderboard_loads_a_checkpoint_once_and_caches_its_statistics(tmp_path, random_tiny, monkeypatch):
     import harness.models.backend as backend_module
-    import harness.stats.ci as stats_module
+    import harness.stats.board as stats_module
     from harness.report.leaderboard import load_spec, run_leaderboard
 
     loads = []

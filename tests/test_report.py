@@ -18,11 +18,12 @@ from rich.console import Console
 
 from harness.report import render as report
 from harness.errors import HarnessError
-from harness.stats.ci import leaderboard_frame
+from harness.stats.board import leaderboard_frame
 
 CONTRACT = [
-    "checkpoint", "task", "n", "score", "ci_low", "ci_high",
-    "delta", "delta_ci_low", "delta_ci_high", "p_value", "rank_band",
+    "checkpoint", "task", "n", "score", "ci_low", "ci_high", "ci_method",
+    "delta", "delta_ci_low", "delta_ci_high", "p_value", "p_adjusted", "a_only", "b_only", "mde",
+    "rank", "rank_low", "rank_high",
 ]
 EVIL = "<script>alert(1)</script>"
 MARKUP = "[bold red]x[/] | $y$"
@@ -50,8 +51,8 @@ def test_csv_has_contract_columns_in_order(frame: pd.DataFrame, tmp_path: Path) 
     out = report.write_csv(shuffled, tmp_path / "board" / "leaderboard.csv")
     with out.open(newline="") as f:
         rows = list(csv.reader(f))
-    assert rows[0][:11] == CONTRACT
-    assert set(rows[0][11:]) == {"mcnemar_p", "n_dropped"}
+    assert rows[0][: len(CONTRACT)] == CONTRACT
+    assert set(rows[0][len(CONTRACT):]) == set(report.OPTIONAL_COLUMNS)
     assert len(rows) == 1 + len(frame)
     back = pd.read_csv(out)
     base_rows = back[back.checkpoint == "base"]
@@ -63,8 +64,8 @@ def test_csv_has_contract_columns_in_order(frame: pd.DataFrame, tmp_path: Path) 
 
 
 def test_missing_column_is_a_clear_error(frame: pd.DataFrame, tmp_path: Path) -> None:
-    with pytest.raises(HarnessError, match="rank_band"):
-        report.write_csv(frame.drop(columns=["rank_band"]), tmp_path / "x.csv")
+    with pytest.raises(HarnessError, match="rank_low"):
+        report.write_csv(frame.drop(columns=["rank_low"]), tmp_path / "x.csv")
     assert not (tmp_path / "x.csv").exists()
 
 
@@ -87,6 +88,9 @@ def test_markdown_table(frame: pd.DataFrame, tmp_path: Path) -> None:
     assert "Δ" not in rows["base (baseline)"][0]
     assert rows[report._md(MARKUP)][1].strip() == "—"  # no mmbench result for that checkpoint
     assert "Units left out" in text  # EVIL's mmbench set was smaller: reported, not silent
+    assert f"rank {better['rank']} [" in rows["better"][0]
+    assert "Minimum detectable effect" in text and f"geoqa {better.mde:.1f}" in text
+    assert "Holm" in text
 
 
 class Tags(HTMLParser):
@@ -156,7 +160,7 @@ def test_writes_are_atomic(frame: pd.DataFrame, tmp_path: Path, monkeypatch: pyt
         raise OSError("disk went away")
 
     monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(HarnessError, match="disk went away"):  # harness.core.files: one line naming the file
         report.write_csv(frame[frame.task == "geoqa"], target)
     assert target.read_bytes() == before  # the old result survives intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["leaderboard.csv"]  # no temp left behind

@@ -73,7 +73,7 @@ def test_eval_writes_samples_and_summary(backend, tmp_path):
     assert summary["checkpoint"]["hash"] == backend.content_hash
     assert summary["generation"]["max_new_tokens"] == get_task("geoqa").max_new_tokens
     assert {"torch", "transformers"} <= summary["versions"].keys()
-    assert summary["data"]["hash"] and summary["ci_method"] == "bootstrap"
+    assert summary["data"]["hash"] and summary["ci_method"] == "wilson"  # 0/1 items, no clusters
 
 
 def test_rerun_is_served_from_the_log_and_the_cache(backend, tmp_path):

@@ -45,7 +45,8 @@ def test_missing_image_root_blocks_eval_but_not_score(name, tmp_path):
     items = task.load(data, "test")[:20]
     preds = tmp_path / "preds.jsonl"
     preds.write_text("".join(json.dumps({"id": it.id, "output": task.target_text(it)}) + "\n" for it in items))
-    res = run_cli("score", "--task", name, "--predictions", str(preds), "--data-dir", str(data), "--out", str(tmp_path / "s"))
+    res = run_cli("score", "--task", name, "--predictions", str(preds), "--data-dir", str(data), "--out", str(tmp_path / "s"),
+                  "--allow-missing")
     assert res.returncode == 0, res.stderr
     summary = json.loads((tmp_path / "s" / "summary.json").read_text())
     assert summary["score"] == 100.0 and summary["unparsed"] == 0

@@ -256,14 +256,13 @@ def prepare_trainer(trainer, progress: bool, label: str):
 
 
 def _rich_progress_callback(label: str):
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from transformers import TrainerCallback
+
+    from harness.core.progress import progress_bar
 
     class RichProgress(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+            self.bar = progress_bar()
             self.bar.start()
             self.task = self.bar.add_task(label, total=state.max_steps)
 
@@ -282,16 +281,14 @@ def _rich_progress_callback(label: str):
 
 def sampling_progress(enabled: bool, label: str, total: int):
     """A context manager yielding advance(n): a Rich bar on stderr, or a no-op."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from harness.core.progress import progress_bar
 
     @contextlib.contextmanager
     def bar():
         if not enabled:
             yield lambda n=1: None
             return
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=Console(stderr=True), transient=True) as p:
+        with progress_bar() as p:
             t = p.add_task(label, total=total)
             yield lambda n=1: p.advance(t, n)
 

@@ -164,21 +164,19 @@ class Pair:
 
 def image_content(backend: "HFBackend", text: str) -> list[dict[str, str]]:
     """A user turn's `<image>` placeholders -> the chat template's content parts, so the template
-    writes the model's own image tokens. THE one place this mapping happens (harness/families.py will
-    own it per family); today it does what HFBackend._prompt_ids does: the turn's images, then its text."""
+    writes the model's own image placeholders: the turn's images, then its text, as evaluation
+    prompts are rendered (harness/models/families.py)."""
     from trainers.formats import PLACEHOLDER, strip_placeholders
 
     return [{"type": "image"}] * text.count(PLACEHOLDER) + [{"type": "text", "text": strip_placeholders(text)}]
 
 
-def encode_conversation(backend: "HFBackend", messages: Sequence[dict[str, str]], images: Sequence[Any],
-                        all_replies: bool = True):
-    """A whole conversation as one training sequence: the chat template renders it turn by turn, the
-    assistant replies (all of them, or only the last) carry labels, every other token -100; each
-    image token is expanded to the image's vision-token count (as HFBackend._encode does)."""
-    from harness.models.backend import IGNORE_INDEX, _Encoded
-
-    tok = backend.tokenizer
+def encode_conversation(backend: "HFBackend", messages: Sequence[dict[str, str]],
+                        all_replies: bool = True) -> list[tuple[str, bool]]:
+    """A whole conversation as the chat template renders it turn by turn, in (text, learn) pieces:
+    the assistant replies (all of them, or only the last) are learned, everything else is not. The
+    family's processor then expands the images and the labels follow the pieces
+    (HFBackend.conversation_inputs)."""
     chat = [{"role": m["role"], "content": image_content(backend, m["content"]) if m["role"] == "user"
              else [{"type": "text", "text": m["content"]}]} for m in messages]
     last = max(i for i, m in enumerate(chat) if m["role"] == "assistant")
@@ -187,52 +185,37 @@ def encode_conversation(backend: "HFBackend", messages: Sequence[dict[str, str]]
     for i, m in enumerate(chat):
         if m["role"] != "assistant":
             continue
-        prompt = tok.apply_chat_template(chat[:i], tokenize=False, add_generation_prompt=True)
-        full = tok.apply_chat_template(chat[:i + 1], tokenize=False)
+        prompt = backend.render_prompt(chat[:i], add_generation_prompt=True)
+        full = backend.render_prompt(chat[:i + 1], add_generation_prompt=False)
         if not prompt.startswith(done) or not full.startswith(prompt):
             raise HarnessError(f"{backend.ref.path}: its chat template renders earlier turns differently once a "
                                "reply follows; train on single-turn rows with this model")
         reply = full[len(prompt):].rstrip()  # trailing newlines after end-of-turn are not the model's to say
         pieces += [(prompt[len(done):], False), (reply, all_replies or i == last)]
         done = prompt + reply
-    bos = tok.bos_token
-    ids: list[int] = []
-    labels: list[int] = []
-    for n, (text, learn) in enumerate(pieces):
-        part = tok(text, add_special_tokens=n == 0 and bool(bos) and not text.startswith(bos))["input_ids"]
-        ids += part
-        labels += part if learn else [IGNORE_INDEX] * len(part)
-    pixel_values, grid, counts = backend.encode_images(list(images))
-    out_ids: list[int] = []
-    out_labels: list[int] = []
-    seen = 0
-    for t, lab in zip(ids, labels):
-        if t == backend.image_token_id and seen < len(counts):
-            out_ids += [t] * counts[seen]
-            out_labels += [IGNORE_INDEX] * counts[seen]
-            seen += 1
-        else:
-            out_ids.append(t)
-            out_labels.append(lab)
-    if seen != len(counts):
-        raise HarnessError(f"{backend.ref.path}: chat template placed {seen} image tokens for {len(counts)} images")
-    return _Encoded(out_ids, out_labels, pixel_values, grid)
+    return pieces
 
 
-def encode_example(backend: "HFBackend", e: Example, reply: str, all_replies: bool = True):
+def encode_example(backend: "HFBackend", e: Example, reply: str, all_replies: bool = True) -> list[tuple[str, bool]]:
     """A data-file example with `reply` as its last assistant turn (MPO: the chosen or the rejected)."""
     messages = list(e.messages or [])
     messages[-1] = {"role": "assistant", "content": reply}
-    return encode_conversation(backend, messages, e.images, all_replies)
+    return encode_conversation(backend, messages, all_replies)
 
 
 def _batch(backend: "HFBackend", examples: Sequence[Example], replies: Sequence[str], all_replies: bool):
     """Model inputs for examples of tasks (the eval prompt + reply) and data files (whole conversations)."""
     if not any(e.messages for e in examples):
         return backend.batch_inputs([e.text for e in examples], [e.images for e in examples], list(replies))
-    encoded = [encode_example(backend, e, r, all_replies) if e.messages else backend.encode(e.text, e.images, r)
-               for e, r in zip(examples, replies)]
-    return backend.collate(encoded, with_labels=True)
+    pieces = []
+    for e, r in zip(examples, replies):
+        if e.messages:
+            pieces.append(encode_example(backend, e, r, all_replies))
+        else:  # a task example: its eval prompt, then the reply as the template writes it
+            prompt = backend.render_prompt([{"role": "user", "content": [{"type": "image"}] * len(e.images)
+                                             + [{"type": "text", "text": e.text}]}], add_generation_prompt=True)
+            pieces.append([(prompt, False), (backend.reply_prefix + r + backend.reply_suffix, True)])
+    return backend.conversation_inputs(pieces, [e.images for e in examples])
 
 
 class SFTCollator:

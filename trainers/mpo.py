@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from trl import DPOTrainer
 
+from harness.models.families import trim_right
 from trainers.common import TrainConfig, require
 from trainers.data import Example, Pair
 
@@ -212,8 +213,7 @@ def continue_reply(backend: "HFBackend", texts: Sequence[str], prefixes: Sequenc
         tail = torch.tensor(suffix, device=inputs["input_ids"].device)
         if not bool((inputs["input_ids"][:, -len(suffix):] == tail).all()):
             raise RuntimeError("reply suffix tokens not where expected; cannot continue replies")
-        inputs = {k: (v[:, :-len(suffix)] if k in ("input_ids", "attention_mask", "mm_token_type_ids") else v)
-                  for k, v in inputs.items()}
+        inputs = trim_right(inputs, len(suffix))
     torch.manual_seed(gen.seed)
     with torch.inference_mode():
         out = backend.model.generate(**inputs, generation_config=backend.generation_config(gen, 1))

@@ -12,6 +12,13 @@ default checkpoints/built/<name>) does not exist yet. An `average` recipe trains
 them with the adapters listed under `include` (e.g. an earlier row's SFT run, built first because
 rows are built in spec order; this saves training that seed twice).
 
+Several training seeds of one recipe (the leaderboard shows their mean, a hierarchical bootstrap CI
+over seeds then items, and the seed range): `seeds` beside the recipe, or inside a non-average recipe.
+The leaderboard (harness.report.leaderboard.CheckpointSpec.builds) calls `build_recipe` once per seed with
+the row's path + /seed<k> and the recipe's config `seed: k`:
+
+      - {name: mpo, seeds: [0, 1, 2], recipe: {trainer: mpo, base: tiny, task: geoqa, config: {...}}}
+
 A recipe trains on data files with `data:` (a `PATH[:RATIO],...` string, or a list of paths and
 `{path, ratio, format, image_folder}` mappings; trainers/formats.py), alone or beside `task`; the
 leaderboard's staleness check hashes those files (`data_fingerprint`), so an edited file is a changed recipe:

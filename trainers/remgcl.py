@@ -220,9 +220,11 @@ class REMGCLCollator(SFTCollator):
     """SFT batches plus `remgcl`: per example its reply content ids, and for each text region the
     token indices under its box and the region text's ids."""
 
-    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        from harness.models.backend import QWEN_FAMILIES
+    def __init__(self, backend: Any, examples: Any, local: bool = True) -> None:
+        super().__init__(backend, examples)
+        self.local = local  # map text regions to visual tokens (the local term is on)
 
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         batch = super().__call__(rows)
         b = self.backend
         grids = batch.get("image_grid_thw")
@@ -231,18 +233,21 @@ class REMGCLCollator(SFTCollator):
         for r in rows:
             ex = self.examples[r["idx"]]
             info = {"answer_ids": content_token_ids(b.tokenizer, b.reply_prefix, ex.target), "regions": [], "offset": 0}
-            regions = ex.item.metadata.get("text_regions") or []
+            regions = (ex.item.metadata.get("text_regions") or []) if self.local else []
             if regions and ex.images:
                 width, height = ex.images[0].size
-                if b.model_family in QWEN_FAMILIES:
+                if b.family.grid == "qwen":
                     grid = qwen_grid(grids[image_cursor].tolist(), b.image_processor.patch_size,
                                      b.image_processor.merge_size, width, height)
-                else:
+                elif b.family.grid == "clip":
                     vision = b.model.config.vision_config
                     grid = clip_grid(b.image_processor, vision.patch_size, width, height)
                     # a CLIP tower keeps its CLS token in front of the patches unless "default" drops it
                     info["offset"] = int(vision.model_type == "clip_vision_model"
                                          and b.model.config.vision_feature_select_strategy == "full")
+                else:
+                    raise HarnessError(f"remgcl: text regions need the visual-token grid of the model family, and "
+                                       f"{b.model_family!r} has none in harness/models/families.py; train with local_weight=0")
                 for region in regions:
                     if not (isinstance(region, dict) and isinstance(region.get("text"), str)
                             and isinstance(region.get("box"), (list, tuple)) and len(region["box"]) == 4):
@@ -338,9 +343,15 @@ def run(cfg: REMGCLConfig, base: str, tasks: str, out: Path, data_dir: str | Pat
     with staged_output(Path(out), overwrite) as stage:
         backend, base_name = load_base(base, cfg.qlora, device)
         _decoder(backend.model)  # an unsupported architecture fails before training starts
+        if cfg.local_weight > 0 and data["with_regions"] and backend.family.grid is None:
+            raise HarnessError(f"remgcl: text regions need the visual-token grid of the model family, and "
+                               f"{backend.model_family!r} has none in harness/models/families.py; train with local_weight=0")
+        if not backend.family.visual_tokens:
+            raise HarnessError(f"remgcl: {backend.model_family} models read images by cross-attention; there are no "
+                               "visual tokens in the sequence to align; use sft")
         trainer = fit_lora_sft(
             backend, backend.model, examples, cfg, progress, f"remgcl {data['task']}",
-            collator=REMGCLCollator(backend, examples), trainer_cls=_make_trainer(SFTTrainer),
+            collator=REMGCLCollator(backend, examples, local=cfg.local_weight > 0), trainer_cls=_make_trainer(SFTTrainer),
             image_token_id=backend.image_token_id,
             align=(cfg.global_weight, cfg.local_weight, cfg.temperature, cfg.negatives),
         )

@@ -31,11 +31,12 @@ from typing import Any
 from harness.bridges.lmms_import import import_task_samples
 from harness.models.checkpoints import CheckpointRef
 from harness.errors import HarnessError
+from harness.models.families import family_of, lmms_wrappers, processor_defaults, takes_video_processor
 from harness.core.scoring import library_versions
 from harness.core.store import atomic_write_json
 
 INSTALL_HINT = "pip install '.[lmms]' (with CUDA torch; with CPU torch `make setup` installs it, see README: Bridges)"
-WRAPPERS = {"llava": "llava_hf", "qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_5_vl"}
+WRAPPERS = lmms_wrappers()  # model_type -> lmms-eval model name (harness/models/families.py)
 
 
 def require_lmms():
@@ -105,7 +106,7 @@ def model_dir(ref: CheckpointRef, cache_root: Path) -> Path:
     feature strategy) added when missing, as in the embedded tiny, whose tokenizer and image
     processor are saved without a LlavaProcessor.
     """
-    needs_processor = ref.model_type == "llava" and not _has_llava_processor(ref.base_path or ref.path)
+    needs_processor = ref.model_type in ("llava", "llava_next") and not _has_llava_processor(ref.base_path or ref.path)
     if ref.kind == "model" and not needs_processor:
         return ref.path
     view = cache_root / ref.content_hash
@@ -144,13 +145,9 @@ def _write_llava_processor_config(source: Path, dest: Path) -> None:
 
     config = AutoConfig.from_pretrained(source)
     tokenizer = AutoTokenizer.from_pretrained(source)
-    vision = config.vision_config
     processor = {
-        "processor_class": "LlavaProcessor",
-        "patch_size": vision.patch_size,
-        "vision_feature_select_strategy": config.vision_feature_select_strategy,
-        # A CLIP tower adds a CLS token that the "default" strategy then drops.
-        "num_additional_image_tokens": 1 if vision.model_type == "clip_vision_model" else 0,
+        "processor_class": "LlavaNextProcessor" if config.model_type == "llava_next" else "LlavaProcessor",
+        **processor_defaults(config, family_of(config.model_type)),
         "image_token": tokenizer.convert_ids_to_tokens(config.image_token_index),
     }
     (dest / "processor_config.json").unlink(missing_ok=True)  # a symlink: never write through it
@@ -188,12 +185,12 @@ def run_lmms_eval(args: argparse.Namespace, specs: list[str]) -> list[dict[str, 
             f"{ref.path}: lmms-eval bridge supports model types {', '.join(WRAPPERS)}, not {ref.model_type!r}; "
             "use the default engine"
         )
-    if wrapper != "llava_hf" and importlib.util.find_spec("torchvision") is None:
-        # transformers builds Qwen2-VL's processor with a torchvision video processor, and
-        # qwen-vl-utils needs torchvision too; no CPU torchvision matches the CPU torch wheel here.
+    if takes_video_processor(ref.model_type) and importlib.util.find_spec("torchvision") is None:
+        # lmms-eval's wrappers load the full processor (AutoProcessor), whose video processor needs
+        # torchvision; no CPU torchvision matches the CPU torch wheel here.
         raise HarnessError(
-            f"lmms-eval's {wrapper} wrapper needs torchvision (Qwen2-VL's video processor), which is not installed; "
-            "run it where torch and torchvision are a matching (CUDA) pair, see README: Bridges"
+            f"lmms-eval's {wrapper} wrapper needs torchvision ({ref.model_type}'s video processor), which is not "
+            "installed; run it where torch and torchvision are a matching (CUDA) pair, see README: Bridges"
         )
     gen: dict[str, Any] = {}  # only what the user set overrides the task YAML's generation_kwargs
     if args.max_new_tokens:

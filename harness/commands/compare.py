@@ -27,7 +27,6 @@ R3V-style candidate sampling: diverse enough for samples to disagree, still most
 from __future__ import annotations
 
 import io
-import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
@@ -37,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from harness.errors import HarnessError
 from harness.core.runner import Backend, EvalSettings, check_images, evaluate, run_name
 from harness.stats.selection import MajorityVote, Method, MethodCurve, ModelContext, PassAtN, SamplePool, SelfSelect
-from harness.core.files import atomic_write, atomic_write_json, atomic_write_text
+from harness.core.files import atomic_write, atomic_write_json, atomic_write_text, csv_safe, csv_safe_frame
 from harness.core.store import GenerationCache
 from harness.core.task import Task
 from harness.core.types import GenConfig, Item
@@ -58,7 +57,7 @@ class CompareConfig:
     subsets: int = field(default=8, metadata={"help": "self-select: random n-subsets per item and n (all when fewer exist)", "kind": "positive"})
     temperature: float = field(default=0.7, metadata={"help": "sampling temperature of the K outputs (R3V samples at 0.7-1.0)", "kind": "non_negative"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling of the K outputs", "kind": "probability"})
-    top_k: int = field(default=0, metadata={"help": "top-k sampling of the K outputs (0: off)"})
+    top_k: int = field(default=0, metadata={"help": "top-k sampling of the K outputs (0: off)", "kind": "count"})
     max_new_tokens: int | None = field(default=None, metadata={"help": "reply budget; default the task's own", "kind": "positive"})
     seed: int = field(default=0, metadata={"help": "seeds sampling, subset draws and the bootstrap"})
     batch_size: int = field(default=16, metadata={"help": "prompts per generate call", "kind": "positive"})
@@ -191,8 +190,9 @@ def _cells(row: dict[str, Any]) -> list[str]:
 
 
 HEADERS = ("n", "method", "score", "95% CI", f"Δ vs {REFERENCE} [95% CI]", "p", "MC s.e.")
-NOTE = (f"Scores in percent; CI: percentile bootstrap over items; Δ: paired difference from {REFERENCE} in "
-        "points on the same resamples, p its two-sided bootstrap p-value; MC s.e.: Monte Carlo standard error "
+NOTE = (f"Scores in percent; CI: Wilson where every unit scores 0 or 1, else an expanded percentile bootstrap over "
+        f"items; Δ: paired difference from {REFERENCE} in points, p and its CI from one procedure (McNemar for 0/1 "
+        "units, else the paired bootstrap; harness/stats/ci.py); MC s.e.: Monte Carlo standard error "
         "of self-select's average over sampled candidate subsets (blank: exact). pass@n is an oracle ceiling.")
 
 
@@ -235,12 +235,16 @@ def write_plot(df: pd.DataFrame, path: Path, title: str) -> None:
 
 def write_outputs(df: pd.DataFrame, results: dict[str, dict[int, MethodCurve]], out: Path, title: str,
                   meta: dict[str, Any]) -> None:
-    atomic_write_text(out / "curve.csv", df.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
-    per_item = ["n,method,id,score"] + [
-        f"{n},{name},{json.dumps(item_id)},{score:.6g}"
-        for name, curves in results.items() for n, c in curves.items() for item_id, score in sorted(c.scores.items())
-    ]
-    atomic_write_text(out / "per_item.csv", "\n".join(per_item) + "\n")
+    import csv
+
+    atomic_write_text(out / "curve.csv", csv_safe_frame(df).to_csv(index=False, float_format="%.6g", lineterminator="\n"))
+    per_item = io.StringIO()
+    writer = csv.writer(per_item, lineterminator="\n")  # ids are data: quoted by csv, never by hand
+    writer.writerow(["n", "method", "id", "score"])
+    writer.writerows([n, csv_safe(name), csv_safe(str(item_id)), f"{score:.6g}"]
+                     for name, curves in results.items() for n, c in curves.items()
+                     for item_id, score in sorted(c.scores.items()))
+    atomic_write_text(out / "per_item.csv", per_item.getvalue())
     write_markdown(df, out / "curve.md", title)
     write_plot(df, out / "curve.png", title)
     atomic_write_json(out / "compare.json", meta)

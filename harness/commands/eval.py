@@ -48,23 +48,32 @@ def print_summaries(summaries: list[dict[str, Any]], title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    for col in ("task", "n", "score", "95% CI", "unparsed"):
+    # Items left unscored (score --allow-missing) or excluded by the official rule are shown, never silent.
+    shown = [c for c in ("missing", "excluded") if any(s.get(c) for s in summaries)]
+    for col in ("task", "n", "score", "95% CI", "unparsed", *shown):
         table.add_column(col, justify="right" if col != "task" else "left")
     for s in summaries:
         table.add_row(s["task"], str(s["n"]), f"{s['score']:.1f}", f"[{s['ci_low']:.1f}, {s['ci_high']:.1f}]",
-                      str(s["unparsed"]))
+                      str(s["unparsed"]), *(str(s.get(c, 0)) for c in shown))
     Console().print(table)
 
 
 def run_score(args: argparse.Namespace, task: Task) -> dict[str, Any]:
     data_dir = resolve_data_dir(args.data_dir)
     items = {it.id: it for it in task.load(data_dir, "test")}
-    preds = read_predictions(Path(args.predictions), items)
+    skipped: list[str] = []
+    preds = read_predictions(Path(args.predictions), items, task.excluded_ids(data_dir, "test"), skipped)
+    if not preds:
+        raise HarnessError(f"{args.predictions}: every prediction is for an id the official rule excludes; nothing to score")
     records = [sample_record(task, items[i], k, out) for i, k, out in preds]
     scored = {r["id"] for r in records}
+    missing = len(items) - len(scored)
+    if missing and not getattr(args, "allow_missing", False):
+        raise HarnessError(f"{args.predictions}: {missing} of {len(items)} {task.name} item(s) have no prediction; "
+                           f"add them, or pass --allow-missing to score the {len(scored)} present")
     summary = summarize(
         task, {i: items[i] for i in scored}, records, ci_method=args.ci_method,
-        predictions=str(args.predictions), missing=len(items) - len(scored),
+        predictions=str(args.predictions), missing=missing, excluded=len(set(skipped)),
         data={"dir": str(data_dir)},
     )
     out = Path(args.out)

@@ -1,8 +1,8 @@
 """Settings dataclasses -> command-line flags, written once.
 
 Every settings field carries `metadata={"help": ...}` (TRL style), optionally `"flag"` (the flag
-name when it is not the field name), `"kind"` (a value check: positive, probability,
-non_negative) and `"choices"`. `add_flags` turns the fields into argparse options and
+name when it is not the field name), `"kind"` (a value check: positive, count (an integer >= 0),
+probability, non_negative) and `"choices"`. `add_flags` turns the fields into argparse options and
 `from_args` builds the dataclass back from the parsed namespace, so a setting's name, type,
 default and help live in one place: the dataclass.
 """
@@ -32,12 +32,15 @@ def _checked(convert: Callable[[str], Any], ok: Callable[[Any], bool], expected:
 
 
 _positive_int = _checked(int, lambda v: v >= 1, "a positive integer")
+_non_negative_int = _checked(int, lambda v: v >= 0, "an integer >= 0")
 _probability = _checked(float, lambda v: 0.0 < v <= 1.0, "a number in (0, 1]")
-_non_negative_float = _checked(float, lambda v: v >= 0, "a number >= 0")
+# nan fails `>= 0`; inf would sample uniformly random tokens
+_non_negative_float = _checked(float, lambda v: 0 <= v < float("inf"), "a finite number >= 0")
 
 
 KINDS: dict[str, Callable[[str], Any]] = {
-    "positive": _positive_int, "probability": _probability, "non_negative": _non_negative_float,
+    "positive": _positive_int, "count": _non_negative_int, "probability": _probability,
+    "non_negative": _non_negative_float,
 }
 
 

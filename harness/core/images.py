@@ -45,5 +45,30 @@ def image_digest(ref: ImageRef) -> str:
     return h.hexdigest()[:16]
 
 
+def undecodable_image(ref: ImageRef) -> str | None:
+    """Why `ref` cannot be decoded (zero bytes, truncated, not an image, a decompression bomb), or None.
+
+    Run on every image before a model loads, so a broken file costs a second, not a model load.
+    """
+    import warnings
+
+    from PIL import Image
+
+    try:
+        data = ref if isinstance(ref, bytes) else Path(ref).read_bytes()
+        if not data:
+            return "empty file"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # oversized counts as broken
+            with Image.open(io.BytesIO(data)) as img:
+                img.draft("RGB", (64, 64))  # JPEG: decode at reduced scale, still reading every byte
+                img.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        return f"decompression bomb ({str(e).split('.')[0]})"
+    except Exception as e:  # PIL raises several types for corrupt files
+        return str(e).splitlines()[0] if str(e) else type(e).__name__
+    return None
+
+
 def missing_images(refs: list[ImageRef]) -> list[Path]:
     return [Path(r) for r in refs if not isinstance(r, bytes) and not Path(r).is_file()]

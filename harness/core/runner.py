@@ -9,29 +9,31 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence
 
 from harness.errors import HarnessError
-from harness.core.images import image_digest, missing_images
+from harness.core.images import image_digest, missing_images, undecodable_image
 from harness.core.parallel import Shard, merge_samples, shard_logs, shard_positions
 from harness.core.scoring import data_hash, library_versions, sample_record, summarize_units
-from harness.core.store import GenerationCache, SampleLog, atomic_write_json, read_sample_lines
+from harness.core.store import GenerationCache, SampleLog, atomic_write_json, read_sample_lines, run_lock
 from harness.core.task import Task, Unit
 from harness.core.types import GenConfig, Item, Prompt
+from harness.core.validate import safe_name
 
 
 class Backend(Protocol):
     name: str
     content_hash: str
 
-    def generate(self, prompts: Sequence[Prompt], gen: GenConfig, n: int = 1, blind: bool = False) -> list[list[str]]: ...
+    def generate(self, prompts: Sequence[Prompt], gen: GenConfig, n: int = 1, blind: bool = False,
+                 seeds: Sequence[int] | None = None) -> list[list[str]]: ...
 
     def choice_losses(self, prompts: Sequence[Prompt], choices: Sequence[Sequence[str]], blind: bool = False) -> list[list[float]]: ...
 
 
-CI_METHODS = ("bootstrap", "wilson", "clopper-pearson")
+CI_METHODS = ("auto", "wilson", "jeffreys", "clopper-pearson", "bootstrap")  # harness.stats.ci.CI_METHODS (kept light)
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,9 @@ class EvalSettings:
     batch_size: int = field(default=16, metadata={"help": "prompts per generate call", "kind": "positive"})
     blind: bool = field(default=False, metadata={"help": "blank every image (measures how much the model uses the image)"})
     limit: int | None = field(default=None, metadata={"help": "evaluate only the first N items", "kind": "positive"})
-    ci_method: str = field(default="bootstrap", metadata={
-        "help": "confidence interval method (default: percentile bootstrap over items)", "flag": "--ci",
+    ci_method: str = field(default="auto", metadata={
+        "help": "confidence interval: auto (Wilson for 0/1 items, bootstrap for clustered or partial-credit scores; "
+                "the default), wilson, jeffreys, clopper-pearson or bootstrap", "flag": "--ci",
         "choices": CI_METHODS})
 
     def __post_init__(self) -> None:
@@ -125,12 +128,23 @@ def build_requests(backend: Backend, task: Task, items: list[Item], settings: Ev
 
 
 def check_images(task: Task, items: list[Item]) -> None:
+    """Every image exists and decodes: checked before any model loads."""
     missing = missing_images([ref for it in items for ref in it.images])
     if missing:
         raise HarnessError(
             f"{task.name}: {len(missing)} image(s) missing, e.g. {missing[0]}; "
             f"put the images where `harness tasks` says ({task.data_layout}) or use `harness score` for text-only re-scoring"
         )
+    seen: set[Any] = set()
+    for it in items:
+        for ref in it.images:
+            if (key := ref if isinstance(ref, bytes) else str(ref)) in seen:
+                continue
+            seen.add(key)
+            why = undecodable_image(ref)
+            if why:
+                where = f"image of item {it.id}" if isinstance(ref, bytes) else f"image {ref} (item {it.id})"
+                raise HarnessError(f"{task.name}: cannot decode {where}: {why}; replace the file or drop the item")
 
 
 def evaluate(
@@ -154,7 +168,33 @@ def evaluate(
     shard = shard or Shard()
     if not items:
         raise HarnessError(f"{task.name}: no items to evaluate")
+    safe_name(backend.name, "checkpoint name")  # an in-memory model names its own runs/<name>/
     reqs = build_requests(backend, task, items, settings)
+    load = getattr(backend, "load", None)  # a lazily loaded model (harness.session.LazyBackend)
+    if load is not None and _must_generate(reqs, run_dir, cache, shard):
+        load()  # a broken checkpoint fails here, before the run writes any file
+    check_prompts = getattr(backend, "check_prompts", None)
+    if check_prompts is not None:  # too long for the model's context: refused before anything is generated
+        check_prompts([(r.item.id, r.prompt) for r in reqs], settings.gen_for(task).budget)
+    cache.open()  # a damaged or unwritable cache is named before anything is written
+    # One process per run folder: a second one waits, then finds the work done (store.run_lock).
+    with run_lock(run_dir, shard.rank if shard.active else None):
+        return _evaluate_locked(backend, task, items, settings, run_dir, cache, data_dir, progress, shard, reqs)
+
+
+def _must_generate(reqs: list[_Request], run_dir: Path, cache: GenerationCache, shard: Shard) -> bool:
+    """Whether some sample is neither logged nor cached. Read-only (creates no file); outside the
+    run lock, so only a hint: the locked pass below decides what is generated."""
+    todo = {key for r in reqs for key in r.keys}
+    for path in (run_dir / "samples.jsonl", shard.log_path(run_dir) if shard.active else None):
+        if path is not None:
+            todo -= {row.get("key") for row in read_sample_lines(path)}
+    if todo and cache.path.is_file():
+        todo -= set(cache.get_many(sorted(todo)))
+    return bool(todo)
+
+
+def _evaluate_locked(backend, task, items, settings, run_dir, cache, data_dir, progress, shard, reqs):
     final = run_dir / "samples.jsonl"
     if shard.active:
         mine = [reqs[i] for i in shard_positions([len(r.prompt.text) for r in reqs], shard.rank, shard.world)]
@@ -204,6 +244,10 @@ def evaluate(
         # parallel run has them) unless they already are, so an unchanged re-run writes nothing.
         rows = list(read_sample_lines(final))
         merged = merge_samples([rows], positions)
+        missing = len(positions) - len(merged)
+        if missing:  # never summarize a partial run (its score would silently cover fewer items)
+            raise HarnessError(f"{task.name}: {missing} of {len(positions)} requested sample(s) missing from "
+                               f"{final}; re-run the same command to generate them")
         if [r.get("key") for r in rows] != [r["key"] for r in merged]:
             SampleLog(final).reset_to(merged)
     else:
@@ -226,7 +270,8 @@ def evaluate(
     summary, units = summarize_units(
         task, item_map, records, ci_method=settings.ci_method, seed=settings.gen.seed,
         checkpoint={"name": backend.name, "hash": backend.content_hash},
-        generation={**settings.gen_for(task).as_dict(), "n_samples": settings.n_samples},
+        generation={**settings.gen_for(task).as_dict(), "n_samples": settings.n_samples,
+                    "batch_size": settings.batch_size, "draws": SAMPLING_DRAWS},
         blind=settings.blind,
         limit=settings.limit,
         data={"dir": str(data_dir) if data_dir else None, "hash": data_hash(items)},
@@ -235,6 +280,15 @@ def evaluate(
     )
     atomic_write_json(run_dir / "summary.json", summary)
     return EvalResult(summary, units, records)
+
+
+# Recorded in summary.json: how sampled tokens are drawn (batch-invariant per-sample streams).
+SAMPLING_DRAWS = "per-sample-counter"
+
+
+def row_seed(key: str) -> int:
+    """The seed of one sample's draws: 63 bits of its cache key (which already holds the seed)."""
+    return int(key[:16], 16) & (2**63 - 1)
 
 
 def _group_by(seq, key) -> dict:
@@ -257,9 +311,10 @@ def generate_batches(backend: Backend, requests: Sequence[tuple[Prompt, list[str
     order = sorted(requests, key=lambda r: (groups[position[id(r)]] if groups else "", len(r[0].text)))
     for start in range(0, len(order), batch_size):
         for n, group in _group_by(order[start : start + batch_size], lambda r: len(r[1])).items():
-            # Seed per call from its first key, so a resumed run draws reproducibly for the same batch.
-            seed = int(group[0][1][0][:8], 16) ^ gen.seed
-            outputs = backend.generate([p for p, _ in group], replace(gen, seed=seed), n=n, blind=blind)
+            # Each sample draws from its own stream, seeded by its key (checkpoint, prompt + images,
+            # settings, seed, item, sample index): outputs do not depend on the batch it ran in.
+            seeds = [row_seed(key) for _, keys in group for key in keys]
+            outputs = backend.generate([p for p, _ in group], gen, n=n, blind=blind, seeds=seeds)
             yield [(key, out, {}) for (_, keys), outs in zip(group, outputs) for key, out in zip(keys, outs)]
 
 

@@ -53,7 +53,7 @@ def summarize_units(
     task: Task,
     items: dict[str, Item],
     records: list[dict[str, Any]],
-    ci_method: str = "bootstrap",
+    ci_method: str = "auto",
     seed: int = 0,
     **meta: Any,
 ) -> tuple[dict[str, Any], list[Unit]]:
@@ -64,11 +64,14 @@ def summarize_units(
     for r in records:
         per_item[r["id"]].append(r["score"])
     units = task.units(items, dict(per_item))
-    ci = stats.score_ci([u.score for u in units], method=ci_method, seed=seed)
+    clustered = any(u.cluster is not None for u in units)
+    groups = [u.cluster or u.id for u in units] if clustered else None
+    ci = stats.score_ci([u.score for u in units], method=ci_method, seed=seed, groups=groups)
     summary = {
         "task": task.name,
         "options": task.opts,
         "n": len(units),
+        **({"clusters": ci.n} if clustered else {}),
         "n_items": len(per_item),
         "n_samples": len(records),
         "score": ci.estimate,

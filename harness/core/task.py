@@ -27,6 +27,9 @@ class Unit:
     score: float
     category: str
     extra: dict[str, str] | None = None  # further breakdown keys, e.g. {"l2_category": ...}
+    # Units sharing a cluster are not independent (lmudata_mc's circular copies): statistics keep
+    # each unit's weight but resample whole clusters. None: the unit is its own cluster.
+    cluster: str | None = None
 
 
 class Task:
@@ -104,6 +107,11 @@ class Task:
     def extras(self, items: dict[str, Item], scores: dict[str, list[float]]) -> dict[str, Any]:
         """Task-specific summary fields (OCRBench points, MMBench vanilla score, ...)."""
         return {}
+
+    def excluded_ids(self, data_dir: Path, split: Split = "test") -> frozenset[str]:
+        """Ids in the benchmark file that the official rule leaves out of the score (not items):
+        `harness score` skips and counts their predictions instead of refusing them."""
+        return frozenset()
 
 
 # --- registry -------------------------------------------------------------------------------

@@ -42,8 +42,16 @@ class GenConfig:
         "help": "reply budget in tokens (default: each task's own)", "kind": "positive"})
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy", "kind": "non_negative"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling threshold", "kind": "probability"})
-    top_k: int = field(default=0, metadata={"help": "top-k sampling (0: off)"})
+    top_k: int = field(default=0, metadata={"help": "top-k sampling (0: off)", "kind": "count"})
     seed: int = field(default=0, metadata={"help": "seeds sampling (and the bootstrap)"})
+
+    def __post_init__(self) -> None:
+        # Checked here so every path (flags, leaderboard specs, trainers) fails before a model loads.
+        from harness.core.validate import check_generation
+
+        checked = check_generation(self.max_new_tokens, self.temperature, self.top_p, self.top_k, self.seed)
+        for name, value in zip(("max_new_tokens", "temperature", "top_p", "top_k", "seed"), checked):
+            object.__setattr__(self, name, value)
 
     @property
     def greedy(self) -> bool:

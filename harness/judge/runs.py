@@ -15,9 +15,11 @@ from harness.errors import HarnessError
 from harness.judge.pipeline import Comparison, Judge, JudgeSettings, agreement, judge_pairwise, judge_pointwise
 
 
-def _bootstrap_only(ci_method: str) -> None:
-    if ci_method != "bootstrap":
+def _bootstrap_only(ci_method: str) -> str:
+    """Judge scores are 0-100: the bootstrap (what `--ci auto`, the default, picks for them)."""
+    if ci_method not in ("auto", "bootstrap"):
         raise HarnessError(f"--ci {ci_method} needs 0/1 scores; judge scores are 0-100, so use the bootstrap (drop --ci)")
+    return "bootstrap"
 
 
 def run_judged_eval(args: Any, tasks: list[Any]) -> list[dict[str, Any]]:
@@ -43,7 +45,7 @@ def run_judged_eval(args: Any, tasks: list[Any]) -> list[dict[str, Any]]:
             if vs_ref.name == ref.name:
                 raise HarnessError(f"--ckpt and --vs are both named {ref.name!r}, so their runs would share a folder; rename one")
             answerers.append(vs_ref)
-        judge = Judge(s.backend(judge_ref), s.cache, JudgeSettings(batch_size=args.batch_size, ci_method=args.ci_method,
+        judge = Judge(s.backend(judge_ref), s.cache, JudgeSettings(batch_size=args.batch_size, ci_method=_bootstrap_only(args.ci_method),
                       seed=args.seed), s.progress)
         summaries = []
         for task, items in loaded:
@@ -78,7 +80,7 @@ def run_judged_score(args: Any, task: Any) -> dict[str, Any]:
         records = [sample_record(task, items[i], k, text) for i, k, text in preds]
         judge_ref = s.checkpoint(args.judge or "tiny")
         atomic_write_jsonl(out / "samples.jsonl", records)
-        judge = Judge(s.backend(judge_ref), s.cache, JudgeSettings(ci_method=args.ci_method))
+        judge = Judge(s.backend(judge_ref), s.cache, JudgeSettings(ci_method=_bootstrap_only(args.ci_method)))
         scored = {r["id"] for r in records}
         base = {"task": task.name, "options": task.opts, "predictions": str(args.predictions),
                 "missing_predictions": len(items) - len(scored), "data": {"dir": str(s.data_dir)}}
@@ -95,7 +97,7 @@ def run_agreement(args: Any, comparisons: Sequence[Comparison]) -> dict[str, Any
     with Session(args.output_dir, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code) as s:
         judge_ref = s.checkpoint(args.judge)
         out_dir = Path(args.out) if args.out else s.output_dir / judge_ref.name / f"critic-agreement-{Path(args.votes).stem}"
-        judge = Judge(s.backend(judge_ref), s.cache, JudgeSettings(batch_size=args.batch_size, ci_method=args.ci_method,
+        judge = Judge(s.backend(judge_ref), s.cache, JudgeSettings(batch_size=args.batch_size, ci_method=_bootstrap_only(args.ci_method),
                                                                    max_new_tokens=args.max_new_tokens), s.progress)
         summary = agreement(judge, comparisons, out_dir, {"votes_file": str(args.votes)})
     _print_agreement(summary, f"judge {judge_ref.name} vs {Path(args.votes).name}")

@@ -238,8 +238,38 @@ def decoding_with(model: Any, cache: Any) -> Iterator[None]:
         _active.pop()
 
 
-def sampling_processors(temperature: float, top_k: int, top_p: float) -> list:
-    """Logits processors that make greedy decoding draw from softmax(logits / T) after top-k/top-p."""
+_GOLDEN = 0x9E3779B97F4A7C15
+_MIX1, _MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+
+
+def _signed(c: int) -> int:  # a 64-bit constant as the int64 torch multiplies with (wrapping)
+    return c - (1 << 64) if c >= 1 << 63 else c
+
+
+def _shr(x: "torch.Tensor", bits: int) -> "torch.Tensor":  # logical right shift of int64
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def counter_uniforms(seeds: "torch.Tensor", step: int) -> "torch.Tensor":
+    """One uniform number in [0, 1) per row: splitmix64 of (row seed, step), float64.
+
+    A counter-based draw: the number row r uses at step t depends only on its seed and t, never
+    on the other rows of the batch or on a shared generator's position, so a sample's output
+    does not depend on batch size, batch composition or what was cached before.
+    """
+    z = seeds + _signed((_GOLDEN * (step + 1)) % (1 << 64))
+    z = (z ^ _shr(z, 30)) * _signed(_MIX1)
+    z = (z ^ _shr(z, 27)) * _signed(_MIX2)
+    z = z ^ _shr(z, 31)
+    return _shr(z, 11).double() / float(1 << 53)
+
+
+def sampling_processors(temperature: float, top_k: int, top_p: float, seeds: "list[int] | None" = None) -> list:
+    """Logits processors that make greedy decoding draw from softmax(logits / T) after top-k/top-p.
+
+    With `seeds` (one per row), row r's token at step t is drawn with counter_uniforms(seed_r, t);
+    without, from torch's global generator (seeded by the caller).
+    """
     import torch
     from transformers import LogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
@@ -248,11 +278,23 @@ def sampling_processors(temperature: float, top_k: int, top_p: float) -> list:
         and returns scores whose argmax is that token. One random number per row, where
         `torch.multinomial` or Gumbel noise cost a full vocabulary of them (slow on a CPU)."""
 
+        def __init__(self) -> None:
+            self.start: int | None = None  # input length at the first draw: step = tokens drawn so far
+
         def __call__(self, input_ids, scores):
             cdf = torch.softmax(scores.float(), dim=-1).cumsum_(-1)
-            u = torch.rand(cdf.shape[0], 1, device=cdf.device) * cdf[:, -1:]
+            if seeds is None:
+                u = torch.rand(cdf.shape[0], 1, device=cdf.device)
+            else:
+                if len(seeds) != cdf.shape[0]:
+                    raise ValueError(f"{len(seeds)} row seeds for {cdf.shape[0]} rows")
+                self.start = input_ids.shape[1] if self.start is None else self.start
+                rows = torch.tensor(seeds, dtype=torch.long)
+                u = counter_uniforms(rows, input_ids.shape[1] - self.start).to(cdf.device, cdf.dtype)[:, None]
+            u = u * cdf[:, -1:]
             # The first index whose cumulative probability exceeds u: zero-probability tokens never win.
-            token = torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[-1] - 1)
+            # A u that rounds up to the total falls past the end: take the last token with mass instead.
+            token = torch.minimum(torch.searchsorted(cdf, u, right=True), torch.searchsorted(cdf, cdf[:, -1:].contiguous()))
             return torch.full_like(scores, float("-inf")).scatter_(1, token, 0.0)
 
     processors: list = [TemperatureLogitsWarper(temperature)]

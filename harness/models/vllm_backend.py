@@ -57,7 +57,9 @@ class VLLMBackend:
             rendered = rendered[len(bos):]
         return rendered
 
-    def generate(self, prompts: Sequence[Prompt], gen: GenConfig, n: int = 1, blind: bool = False) -> list[list[str]]:
+    def generate(self, prompts: Sequence[Prompt], gen: GenConfig, n: int = 1, blind: bool = False,
+                 seeds: Sequence[int] | None = None) -> list[list[str]]:
+        # `seeds` (per-row streams) are the HF backend's batch invariance; vLLM draws from gen.seed.
         from vllm import SamplingParams
 
         params = SamplingParams(

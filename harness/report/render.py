@@ -1,13 +1,14 @@
 """Leaderboard renderers: CSV, Markdown, self-contained HTML, a forest plot and a Rich table.
 
 Input: a DataFrame with one row per checkpoint x task and the columns of CSV_COLUMNS (what
-`harness.stats.ci.leaderboard_frame` returns), plus optional `mcnemar_p` and `n_dropped`. Scores
-and bounds are percent, deltas points; the delta columns are empty (NaN) for the baseline.
+`harness.stats.board.leaderboard_frame` returns), plus optional EXTRA_COLUMNS. Scores and bounds are
+percent, deltas points; the delta columns are empty (NaN) for the baseline.
 
-A delta gets the mark "*" when its paired-bootstrap CI excludes 0 — the same rule that splits
-rank bands (see harness.stats.ci). Checkpoint and task names are untrusted text: they are escaped
-for HTML, Markdown, Rich markup and matplotlib mathtext. Every file is written atomically (a
-temp file in the same folder, then os.replace), so a crash never leaves a half-written result.
+A delta gets the mark "*" when its multiplicity-adjusted p-value (`p_adjusted`, Holm unless the
+spec says otherwise) is below 0.05; the rules are in harness/stats/ci.py. Checkpoint and task names
+are untrusted text: they are escaped for HTML, Markdown, Rich markup and matplotlib mathtext.
+Every file is written atomically (a temp file in the same folder, then os.replace), so a crash
+never leaves a half-written result.
 """
 from __future__ import annotations
 
@@ -18,23 +19,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from harness.core.files import atomic_write
+from harness.core.files import atomic_write, csv_safe_frame
 from harness.errors import HarnessError
-from harness.stats.ci import LEADERBOARD_COLUMNS
+from harness.stats.board import EXTRA_COLUMNS, LEADERBOARD_COLUMNS
 
 if TYPE_CHECKING:  # heavy imports stay lazy so `harness --help` is fast
     import pandas as pd
     from rich.table import Table
 
 CSV_COLUMNS = LEADERBOARD_COLUMNS
-OPTIONAL_COLUMNS = ("mcnemar_p", "n_dropped")
+OPTIONAL_COLUMNS = EXTRA_COLUMNS
 SIGNIFICANT = "*"
-LEGEND = (
-    "Cells: score in percent [95% CI, percentile bootstrap over units]; Δ = paired difference "
-    f"from the baseline in points, marked {SIGNIFICANT} when its paired-bootstrap CI excludes 0; "
-    "band = rank band within the task (1 = best; a checkpoint opens a new band when it is "
-    "significantly below the leader of the band above)."
-)
+ALPHA = 0.05
+CORRECTION_NAMES = {"holm": "Holm", "bh": "Benjamini-Hochberg (FDR)", "none": "no correction"}
+
+
+def legend(correction: str = "holm") -> str:
+    name = CORRECTION_NAMES.get(correction, correction)
+    adjusted = "unadjusted p" if correction == "none" else f"p adjusted by {name} over every comparison on the board"
+    return (
+        "Cells: score in percent [95% CI; Wilson for 0/1 items, bootstrap over units for clustered or partial-credit "
+        "scores, seeds then items for multi-seed rows (mean over seeds, seed range in brackets)]; "
+        f"Δ = paired difference from the baseline in points, marked {SIGNIFICANT} when its {adjusted} is below "
+        f"{ALPHA:g} (exact McNemar with fewer than 25 discordant pairs, else McNemar's score test for 0/1 items; "
+        "paired bootstrap otherwise); rank r [lo-hi] = 1 + the number of checkpoints scoring higher, with its 95% "
+        "bootstrap interval over items (independent of names and order)."
+    )
+
+
+LEGEND = legend()
 
 
 # --- reading the frame --------------------------------------------------------------------------
@@ -46,21 +59,41 @@ class Cell:
     low: float
     high: float
     n: int
-    band: int
+    rank: int
+    rank_low: int
+    rank_high: int
     delta: float | None
     delta_low: float | None
     delta_high: float | None
     p_value: float | None
-    mcnemar_p: float | None
+    p_adjusted: float | None
+    a_only: int | None
+    b_only: int | None
+    mde: float | None
+    ci_method: str
     n_dropped: int
+    seeds: int | None = None
+    seed_min: float | None = None
+    seed_max: float | None = None
 
     @property
     def significant(self) -> bool:
-        return self.delta_low is not None and (self.delta_low > 0 or (self.delta_high or 0) < 0)
+        return self.p_adjusted is not None and self.p_adjusted < ALPHA
 
     @property
     def score_text(self) -> str:
         return f"{self.score:.1f} [{self.low:.1f}, {self.high:.1f}]"
+
+    @property
+    def seed_text(self) -> str:
+        if self.seeds is None:
+            return ""
+        return f"{self.seeds} seeds {self.seed_min:.1f}-{self.seed_max:.1f}"
+
+    @property
+    def rank_text(self) -> str:
+        span = f"{self.rank_low}" if self.rank_low == self.rank_high else f"{self.rank_low}-{self.rank_high}"
+        return f"rank {self.rank} [{span}]"
 
     @property
     def delta_text(self) -> str:
@@ -77,6 +110,7 @@ class Board:
     tasks: list[str]
     cells: dict[tuple[str, str], Cell]
     baselines: list[str]
+    correction: str = "holm"
 
     def rows(self) -> Iterator[tuple[str, list[Cell | None]]]:
         for ckpt in self.checkpoints:
@@ -85,6 +119,13 @@ class Board:
     def task_n(self, task: str) -> str:
         ns = sorted({c.n for (_, t), c in self.cells.items() if t == task})
         return str(ns[0]) if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"
+
+    def task_mde(self, task: str) -> float | None:
+        return next((c.mde for (_, t), c in self.cells.items() if t == task and c.mde is not None), None)
+
+    @property
+    def legend(self) -> str:
+        return legend(self.correction)
 
 
 def _optional(value: Any) -> float | None:
@@ -97,12 +138,17 @@ def _optional(value: Any) -> float | None:
     return None if math.isnan(number) else number
 
 
+def _optional_int(value: Any) -> int | None:
+    number = _optional(value)
+    return None if number is None else int(number)
+
+
 def _check_columns(df: pd.DataFrame) -> None:
     missing = [c for c in CSV_COLUMNS if c not in df.columns]
     if missing:
         raise HarnessError(
             f"leaderboard table lacks column(s) {', '.join(missing)}; build it with "
-            "harness.stats.ci.leaderboard_frame"
+            "harness.stats.board.leaderboard_frame"
         )
 
 
@@ -111,23 +157,28 @@ def _board(df: pd.DataFrame) -> Board:
     checkpoints: list[str] = []
     tasks: list[str] = []
     cells: dict[tuple[str, str], Cell] = {}
+    corrections = {str(c) for c in df.get("correction", []) if isinstance(c, str) and c}
     for record in df.to_dict("records"):
         ckpt, task = str(record["checkpoint"]), str(record["task"])
         if (ckpt, task) in cells:
             raise HarnessError(f"leaderboard table has two rows for {ckpt!r} x {task!r}; keep one")
         checkpoints += [ckpt] if ckpt not in checkpoints else []
         tasks += [task] if task not in tasks else []
-        dropped = _optional(record.get("n_dropped"))
         cells[(ckpt, task)] = Cell(
             score=float(record["score"]), low=float(record["ci_low"]), high=float(record["ci_high"]),
-            n=int(record["n"]), band=int(record["rank_band"]),
+            n=int(record["n"]), rank=int(record["rank"]), rank_low=int(record["rank_low"]),
+            rank_high=int(record["rank_high"]),
             delta=_optional(record["delta"]), delta_low=_optional(record["delta_ci_low"]),
             delta_high=_optional(record["delta_ci_high"]), p_value=_optional(record["p_value"]),
-            mcnemar_p=_optional(record.get("mcnemar_p")), n_dropped=int(dropped or 0),
+            p_adjusted=_optional(record["p_adjusted"]), a_only=_optional_int(record["a_only"]),
+            b_only=_optional_int(record["b_only"]), mde=_optional(record["mde"]),
+            ci_method=str(record["ci_method"]), n_dropped=int(_optional(record.get("n_dropped")) or 0),
+            seeds=_optional_int(record.get("seeds")), seed_min=_optional(record.get("seed_min")),
+            seed_max=_optional(record.get("seed_max")),
         )
     # The baseline is the checkpoint with no delta anywhere.
     baselines = [c for c in checkpoints if all(cell.delta is None for (k, _), cell in cells.items() if k == c)]
-    return Board(checkpoints, tasks, cells, baselines)
+    return Board(checkpoints, tasks, cells, baselines, corrections.pop() if len(corrections) == 1 else "holm")
 
 
 def _dropped_note(board: Board) -> str:
@@ -137,13 +188,23 @@ def _dropped_note(board: Board) -> str:
     return "Units left out to compare every checkpoint on the same items: " + "; ".join(dropped) + "."
 
 
+def mde_note(board: Board) -> str:
+    """The footer line: what each task's n can detect."""
+    parts = [f"{t} {m:.1f}" for t in board.tasks if (m := board.task_mde(t)) is not None]
+    if not parts:
+        return ""
+    return ("Minimum detectable effect (points; a single paired comparison at 80% power, two-sided 5%, "
+            "from n and the median discordance with the baseline): " + ", ".join(parts) + ".")
+
+
 # --- CSV and Markdown ---------------------------------------------------------------------------
 def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
     """The contract columns first, in order, then optional and any further columns."""
     _check_columns(df)
     rest = [c for c in OPTIONAL_COLUMNS if c in df.columns]
     rest += [c for c in df.columns if c not in CSV_COLUMNS and c not in rest]
-    text = df[[*CSV_COLUMNS, *rest]].to_csv(index=False, float_format="%.6g", lineterminator="\n")
+    # Checkpoint names are untrusted: no spreadsheet formulas.
+    text = csv_safe_frame(df[[*CSV_COLUMNS, *rest]]).to_csv(index=False, float_format="%.6g", lineterminator="\n")
     return atomic_write(path, text.encode("utf-8"))
 
 
@@ -159,13 +220,15 @@ def write_markdown(df: pd.DataFrame, path: str | Path, title: str) -> Path:
     for ckpt, cells in board.rows():
         name = _md(ckpt) + (" (baseline)" if ckpt in board.baselines else "")
         texts = [
-            "—" if c is None else " · ".join(filter(None, [c.score_text, c.delta_text and f"Δ {c.delta_text}", f"band {c.band}"])).replace("*", r"\*")
+            "—" if c is None else " · ".join(filter(None, [c.score_text, c.seed_text, c.delta_text and f"Δ {c.delta_text}",
+                                                     c.rank_text])).replace("*", r"\*")
             for c in cells
         ]
         lines.append("| " + " | ".join([name, *texts]) + " |")
-    lines += ["", LEGEND.replace("*", r"\*")]
-    if note := _dropped_note(board):
-        lines += ["", _md(note)]
+    lines += ["", board.legend.replace("*", r"\*")]
+    for note in (mde_note(board), _dropped_note(board)):
+        if note:
+            lines += ["", _md(note)]
     return atomic_write(path, ("\n".join(lines) + "\n").encode("utf-8"))
 
 
@@ -179,38 +242,53 @@ th { background: #f2f2f2; }
 .ci { color: #666; font-size: 0.85em; }
 .up { color: #11772d; font-weight: bold; }
 .down { color: #b3261e; font-weight: bold; }
-.band { color: #666; font-size: 0.85em; }
+.rank { color: #666; font-size: 0.85em; }
 .base { font-style: italic; }
 img { max-width: 100%; }
 p.note { color: #555; max-width: 60em; }
+a { color: inherit; }
 """
 
 
-def _html_cell(cell: Cell | None) -> str:
+def _link(text: str, href: str | None) -> str:
+    """`text` (already HTML) as a link to a sample viewer page; hrefs are our own quoted file names."""
+    return f"<a href='{html.escape(href, quote=True)}'>{text}</a>" if href else text
+
+
+def _html_cell(cell: Cell | None, links: dict[str, str] | None = None) -> str:
+    links = links or {}
     if cell is None:
         return "<td>—</td>"
-    tip = [f"n={cell.n}"]
+    tip = [f"n={cell.n}", f"CI: {cell.ci_method}"]
     if cell.p_value is not None:
-        tip.append(f"bootstrap p={cell.p_value:.3g}")
-    if cell.mcnemar_p is not None:
-        tip.append(f"McNemar p={cell.mcnemar_p:.3g}")
-    parts = [f"{cell.score:.1f} <span class='ci'>[{cell.low:.1f}, {cell.high:.1f}]</span>"]
+        tip.append(f"p={cell.p_value:.3g}, adjusted p={cell.p_adjusted:.3g}")
+    if cell.a_only is not None:
+        tip.append(f"only this right: {cell.a_only}, only the baseline right: {cell.b_only}")
+    parts = [_link(f"{cell.score:.1f}", links.get("score")) + f" <span class='ci'>[{cell.low:.1f}, {cell.high:.1f}]</span>"]
+    if cell.seeds is not None:
+        parts.append(f"<span class='ci'>{html.escape(cell.seed_text)}</span>")
     if cell.delta is not None:
         kind = "up" if cell.significant and cell.delta > 0 else "down" if cell.significant else "flat"
-        parts.append(f"<span class='{kind}'>Δ {html.escape(cell.delta_text)}</span>")
-    parts.append(f"<span class='band'>band {cell.band}</span>")
+        parts.append(_link(f"<span class='{kind}'>Δ {html.escape(cell.delta_text)}</span>", links.get("delta")))
+    parts.append(f"<span class='rank'>{cell.rank_text}</span>")
     return f"<td title='{html.escape(', '.join(tip), quote=True)}'>{'<br>'.join(parts)}</td>"
 
 
-def write_html(df: pd.DataFrame, path: str | Path, title: str, plot_png: str | Path | None = None) -> Path:
-    """One self-contained page: inline CSS, the plot as a base64 data URI, all data escaped."""
+def write_html(df: pd.DataFrame, path: str | Path, title: str, plot_png: str | Path | None = None,
+               links: dict[tuple[str, str], dict[str, str]] | None = None) -> Path:
+    """One self-contained page: inline CSS, the plot as a base64 data URI, all data escaped.
+
+    `links` maps (checkpoint, task) to the hrefs of its sample viewer pages ("score": the run's
+    samples, "delta": the items that flipped against the baseline); see harness.report.viewer.
+    """
+    links = links or {}
     board = _board(df)
     esc = html.escape
     head = "".join(f"<th>{esc(t)}<br><span class='ci'>n={board.task_n(t)}</span></th>" for t in board.tasks)
     body = []
     for ckpt, cells in board.rows():
         base = " <span class='base'>(baseline)</span>" if ckpt in board.baselines else ""
-        body.append(f"<tr><td>{esc(ckpt)}{base}</td>{''.join(_html_cell(c) for c in cells)}</tr>")
+        body.append(f"<tr><td>{esc(ckpt)}{base}</td>{''.join(_html_cell(c, links.get((ckpt, t))) for c, t in zip(cells, board.tasks))}</tr>")
     figure = ""
     if plot_png is not None:
         png = Path(plot_png)
@@ -218,7 +296,9 @@ def write_html(df: pd.DataFrame, path: str | Path, title: str, plot_png: str | P
             raise HarnessError(f"plot not found: {png}; draw it with forest_plot first or pass no plot")
         data = base64.b64encode(png.read_bytes()).decode("ascii")
         figure = f"<img alt='scores with 95% confidence intervals' src='data:image/png;base64,{data}'>"
-    note = _dropped_note(board)
+    click = "Click a score for its samples, a Δ for the items that flipped." if links else ""
+    notes = "".join(f'<p class="note">{esc(n)}</p>'
+                    for n in (board.legend, click, mde_note(board), _dropped_note(board)) if n)
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
 <style>{_CSS}</style></head>
@@ -227,7 +307,7 @@ def write_html(df: pd.DataFrame, path: str | Path, title: str, plot_png: str | P
 <tbody>
 {chr(10).join(body)}
 </tbody></table>
-<p class="note">{esc(LEGEND)}</p>{f'<p class="note">{esc(note)}</p>' if note else ''}
+{notes}
 {figure}
 </body></html>
 """
@@ -291,7 +371,7 @@ def rich_table(df: pd.DataFrame) -> Table:
     from rich.text import Text
 
     board = _board(df)
-    table = Table(caption=LEGEND, caption_justify="left")
+    table = Table(caption=Text(" ".join(filter(None, [board.legend, mde_note(board)]))), caption_justify="left")
     table.add_column("checkpoint", no_wrap=True)
     for task in board.tasks:
         table.add_column(Text(f"{task}\nn={board.task_n(task)}"), justify="right")
@@ -306,7 +386,7 @@ def rich_table(df: pd.DataFrame) -> Table:
             if cell.delta is not None:
                 style = ("bold green" if (cell.delta or 0) > 0 else "bold red") if cell.significant else "dim"
                 text.append(f"\n{cell.delta_text}", style=style)
-            text.append(f"  b{cell.band}", style="dim")
+            text.append(f"  r{cell.rank} [{cell.rank_low}-{cell.rank_high}]", style="dim")
             texts.append(text)
         table.add_row(name, *texts)
     return table

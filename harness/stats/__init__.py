@@ -1,1 +1,1 @@
-"""Statistics over stored scores: confidence intervals, paired differences, rank bands, test-time selection."""
+"""Statistics over stored scores: confidence intervals, paired differences, corrections, rank intervals, power (ci, board), test-time selection."""

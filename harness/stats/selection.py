@@ -53,8 +53,16 @@ def selection_prompt(question: str, candidates: Sequence[str]) -> str:
     return "\n".join([question, *lines, SELECT_INSTRUCTION])
 
 
-def parse_ns(spec: str) -> tuple[int, ...]:
-    """`--n`: a range "1..10", a list "1,2,4,8", a single value "4", or a mix "1..4,8"."""
+MAX_K = 4096  # samples per item: far beyond any test-time scaling curve, and a cap on what --n may expand to
+
+
+def parse_ns(spec: str, k: int | None = None) -> tuple[int, ...]:
+    """`--n`: a range "1..10", a list "1,2,4,8", a single value "4", or a mix "1..4,8".
+
+    Every value is checked against K (`k`, else MAX_K) before a range is expanded, so a typo
+    like 1..1000000000 is an error, not a billion-element set.
+    """
+    top = k or MAX_K
     values: set[int] = set()
     for part in str(spec).split(","):
         part = part.strip()
@@ -64,9 +72,10 @@ def parse_ns(spec: str) -> tuple[int, ...]:
                 lo, hi = int(lo_text), int(hi_text)
                 if lo > hi:
                     raise HarnessError(f"--n {spec!r}: range {part} runs backwards; write it as {hi}..{lo}")
+                _check_top(spec, hi, top, k)
                 values.update(range(lo, hi + 1))
             else:
-                values.add(int(part))
+                values.add(_check_top(spec, int(part), top, k))
         except ValueError:
             raise HarnessError(
                 f"--n {spec!r}: {part!r} is not a number; use a range (1..10), a list (1,2,4,8) or one value"
@@ -74,6 +83,13 @@ def parse_ns(spec: str) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise HarnessError(f"--n {spec!r}: every n must be a positive integer")
     return tuple(sorted(values))
+
+
+def _check_top(spec: str, n: int, top: int, k: int | None) -> int:
+    if n > top:
+        what = f"--samples K={k}" if k else f"the largest supported K ({MAX_K} samples per item)"
+        raise HarnessError(f"--n {spec!r}: n={n} exceeds {what}; lower --n" + ("" if k else " or set --samples"))
+    return n
 
 
 def _check_n(k: int, n: int) -> None:
