@@ -278,6 +278,11 @@ def test_qwen_prompts_sharing_a_prefix_get_the_token_ids_of_plain_generate(tmp_p
     plain, shared = decoded
     assert len({tuple(row.tolist()) for row in plain}) > 3  # replies that differ by prompt
     assert torch.equal(shared, plain)  # questions are contiguous in this batch: same row order
+    # No reply budget named (max_new_tokens None): the bare default, as backend.generate takes it.
+    bare = GenConfig()
+    texts = [p.text for p in prompts]
+    assert common_prefix_generate(backend, texts, images, [p.images for p in prompts], bare) == \
+        [out[0] for out in backend.generate(prompts, bare)]
 
 
 def test_prompt_sharing_leaves_sampling_to_plain_generate(small_backends):

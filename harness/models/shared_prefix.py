@@ -384,7 +384,7 @@ def common_prefix_generate(backend: Any, texts: Sequence[str], images: Sequence[
         inner = getattr(backend.model, "model", None)
         if getattr(inner, "rope_deltas", None) is not None:
             inner.rope_deltas = inner.rope_deltas[of_row]
-        shared = shared_prefix_cache(first.past_key_values, prefix_mask, capacity=suffix_ids.shape[1] + gen.max_new_tokens,
+        shared = shared_prefix_cache(first.past_key_values, prefix_mask, capacity=suffix_ids.shape[1] + gen.budget,
                                      row_counts=counts, own_valid=suffix_mask)
         torch.manual_seed(gen.seed)
         with decoding_with(backend.model, shared):
