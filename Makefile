@@ -35,7 +35,7 @@ lock:
 	$(MAKE) test
 
 test: setup
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -rs -n 2 --dist loadfile
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow

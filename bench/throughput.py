@@ -8,8 +8,12 @@ naive per-item `model.generate` loop, and the cost of N sampled outputs per item
 Measured, in this order, in one process after a warm-up call (one-time import and allocation
 costs excluded), each with a fresh generation cache so nothing is read back:
   ours     `harness.core.runner.evaluate` (batched by prompt length, left padded), greedy
+  bare     the ceiling: one batched `model.generate` per batch of the same requests (same order,
+           batch size and input builder), no runner, cache, log or scoring; ours/bare >= 0.9 is the
+           target
   lmms     lmms-eval's `llava_hf` / `qwen2_vl` model on the same checkpoint and items, when
-           lmms-eval is importable (LLaVA gets our rendered prompt, so its greedy outputs must
+           lmms-eval is importable, at its largest supported batch size (llava_hf: 1; qwen2_vl:
+           --batch-size) (LLaVA gets our rendered prompt, so its greedy outputs must
            match; Qwen2-VL's wrapper builds its own prompt, so mismatches there are expected)
   naive    one `model.generate` call per item, same inputs as ours, greedy
   sampled  ours with --samples N at --temperature: prompt and image encoded once per item, the N
@@ -21,9 +25,9 @@ Greedy outputs are compared across paths by item id. Peak memory is the peak RSS
 phase on a CPU (sampled every 10 ms) or torch.cuda.max_memory_allocated on a GPU. With --repeats R
 the phases take turns R times; a phase reports its fastest wall time and its median CPU seconds
 (the steadier figure when other processes share the CPU), and the ratios use both. `--config
-qwen2-vl-2b` builds a Qwen2-VL-2B-sized model (random weights, 151,936-token vocabulary, 448 px
-images = 256 vision tokens) with the tiny tokenizer; random weights rarely stop early, so every
-row decodes the full --max-new-tokens.
+qwen2-vl-2b` / `llava-1.5-7b` build a model of that size with random bf16 weights and the tiny
+tokenizer (bench/random_models.py); every path then decodes the full --max-new-tokens
+(min_new_tokens), and --layers N cuts the depth for a CPU smoke test.
 """
 from __future__ import annotations
 
@@ -36,15 +40,19 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-CONFIGS = ("tiny", "qwen2-vl-2b")
+CONFIGS = ("tiny", "qwen2-vl-2b", "llava-1.5-7b")
+LMMS_MAX_BATCH = {"llava_hf": 1}  # lmms-eval's llava_hf asserts batch size 1; its qwen2_vl batches
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="harness bench", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", default="tiny", help="checkpoint (`tiny`, a folder); ignored with --config qwen2-vl-2b")
-    p.add_argument("--config", default="tiny", choices=CONFIGS, help="qwen2-vl-2b: build a random 2B model (for GPUs)")
-    p.add_argument("--build-dir", default=None, help="where --config qwen2-vl-2b is saved (default: a temp folder)")
+    p.add_argument("--ckpt", default="tiny", help="checkpoint (`tiny`, a folder); ignored with another --config")
+    p.add_argument("--config", default="tiny", choices=CONFIGS,
+                   help="qwen2-vl-2b / llava-1.5-7b: build a random model of that size (bench/random_models.py; for GPUs)")
+    p.add_argument("--layers", type=int, default=None,
+                   help="cut a --config model to this many text and vision layers (a CPU smoke test)")
+    p.add_argument("--build-dir", default=None, help="where a --config model is saved (default: a temp folder)")
     p.add_argument("--task", default="geoqa")
     p.add_argument("--data-dir", default=None,
                    help="benchmark data root (default: $HARNESS_DATA, else the bundled mini-sets)")
@@ -59,11 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default on a CPU: 1, so timings stay steady when other work shares "
                         "the cores; on a GPU: torch's default)")
-    p.add_argument("--skip", default="", help="comma-separated phases to skip: lmms, naive, sampled, sampled_copied, sampled_rs")
+    p.add_argument("--skip", default="",
+                   help="comma-separated phases to skip: bare, lmms, naive, sampled, sampled_copied, sampled_rs")
     p.add_argument("--out", default="bench/results/throughput.json", help="JSON file to write")
     args = p.parse_args(argv)
-    if min(args.limit, args.batch_size, args.repeats) < 1 or args.samples < 2 or args.temperature <= 0:
-        p.error("--limit, --batch-size and --repeats must be >= 1, --samples >= 2 and --temperature > 0")
+    if min(args.limit, args.batch_size, args.repeats, args.layers or 1) < 1 or args.samples < 2 or args.temperature <= 0:
+        p.error("--limit, --batch-size, --repeats and --layers must be >= 1, --samples >= 2 and --temperature > 0")
     return args
 
 
@@ -142,6 +151,34 @@ def ours(backend, task, items, settings) -> dict[str, str]:
         return {r["id"]: r["output"] for r in result.records if r["sample"] == 0}
 
 
+def _batches(backend, task, items, batch_size: int):
+    """The runner's batches (by prompt length, --batch-size) with their model inputs."""
+    from harness.core.images import open_image
+
+    order = sorted(items, key=lambda it: len(task.prompt(it)))
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        yield batch, backend.batch_inputs([task.prompt(it) for it in batch],
+                                          [[open_image(ref) for ref in it.images] for it in batch])
+
+
+def bare(backend, task, items, gen, batch_size: int) -> dict[str, str]:
+    """The ceiling: one batched `model.generate` per batch of the same requests, in the runner's
+    order (by prompt length) and batch size, inputs from the same builder; no runner, cache, log
+    or scoring."""
+    import torch
+
+    config = backend.generation_config(gen, 1)
+    outs = {}
+    for batch, inputs in _batches(backend, task, items, batch_size):
+        torch.manual_seed(gen.seed)
+        with torch.inference_mode():
+            ids = backend.model.generate(**inputs, generation_config=config)
+        texts = backend.tokenizer.batch_decode(ids[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        outs.update((it.id, text.strip()) for it, text in zip(batch, texts))
+    return outs
+
+
 def naive(backend, task, items, gen) -> dict[str, str]:
     """One generate call per item: the loop most wrappers run (batch size 1, nothing shared)."""
     import torch
@@ -172,14 +209,8 @@ def sampled_rs(backend, task, items, gen, n: int, batch_size: int) -> dict[str, 
     """N samples per item through num_return_sequences (each prompt prefilled N times)."""
     import torch
 
-    from harness.core.images import open_image
-
     config = backend.generation_config(gen, n)
-    order = sorted(items, key=lambda it: len(task.prompt(it)))
-    for start in range(0, len(order), batch_size):
-        batch = order[start:start + batch_size]
-        inputs = backend.batch_inputs([task.prompt(it) for it in batch],
-                                      [[open_image(r) for r in it.images] for it in batch])
+    for _, inputs in _batches(backend, task, items, batch_size):
         torch.manual_seed(gen.seed)
         with torch.inference_mode():
             backend.model.generate(**inputs, generation_config=config)
@@ -192,9 +223,11 @@ def lmms_available() -> bool:
     return importlib.util.find_spec("lmms_eval") is not None
 
 
-def lmms(backend, task, items, gen, cache_root: Path) -> Callable[[], dict[str, str]]:
-    """lmms-eval's own (simple) HF wrapper for the model family, loaded now (untimed), and the call
-    that feeds it the same items; it runs one item per generate call (llava_hf asserts batch size 1).
+def lmms(backend, task, items, gen, cache_root: Path, batch_size: int,
+         min_new_tokens: int | None = None) -> tuple[Callable[[], dict[str, str]], int]:
+    """lmms-eval's own (simple) HF wrapper for the model family, loaded now (untimed), the call
+    that feeds it the same items, and the batch size it runs: ours, or the largest the wrapper
+    supports (llava_hf asserts 1).
 
     For LLaVA the wrapper is given our fully rendered prompt and a pass-through chat template, so
     it tokenizes the same text (its processor expands the image token); Qwen2-VL's wrapper builds
@@ -212,12 +245,15 @@ def lmms(backend, task, items, gen, cache_root: Path) -> Callable[[], dict[str, 
     except TypeError:  # releases before the chat/simple split
         cls = get_model(name)
     device = str(backend.device)
+    batch_size = min(batch_size, LMMS_MAX_BATCH.get(name, batch_size))
     kwargs: dict[str, Any] = {"pretrained": str(model_dir(backend.ref, cache_root)), "device": device,
-                              "device_map": device, "batch_size": 1}
+                              "device_map": device, "batch_size": batch_size}
     same_prompt = name == "llava_hf"
     if same_prompt:
         kwargs.update(chat_template="{{ messages[0]['content'] }}", dtype=backend.dtype)
     model = cls(**kwargs)
+    if min_new_tokens:  # random weights: every row decodes the full budget, as in the other phases
+        model.model.generation_config.min_new_tokens = min_new_tokens
     docs = dict(enumerate(items))
     model.task_dict = {task.name: {"test": docs}}
 
@@ -243,62 +279,11 @@ def lmms(backend, task, items, gen, cache_root: Path) -> Callable[[], dict[str, 
         outputs = model.generate_until(requests())
         return {it.id: str(getattr(out, "text", out)).strip() for it, out in zip(items, outputs)}
 
-    return run
+    return run, batch_size
 
 
 def mismatches(reference: dict[str, str], other: dict[str, str]) -> list[str]:
     return sorted((i for i in reference if other.get(i) != reference[i]), key=str)
-
-
-# ---- the 2B-sized model ----------------------------------------------------------------------------
-def qwen2vl_2b_config(tok):
-    """Qwen2-VL-2B's published shape (28 x 1536 text layers, 12 heads / 2 KV heads, 151,936 vocab,
-    tied embeddings; 32 x 1280 vision blocks), special tokens from `tok` (a tiny tokenizer)."""
-    from transformers import Qwen2VLConfig
-
-    from trainers.tiny_model import QWEN_TOKENS
-
-    ids = {k: tok.convert_tokens_to_ids(v) for k, v in QWEN_TOKENS.items()}
-    return Qwen2VLConfig(
-        vision_config=dict(depth=32, embed_dim=1280, hidden_size=1536, num_heads=16, mlp_ratio=4, patch_size=14,
-                           spatial_merge_size=2, temporal_patch_size=2),
-        text_config=dict(vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
-                         num_attention_heads=12, num_key_value_heads=2, max_position_embeddings=32768,
-                         max_window_layers=28, bos_token_id=None, eos_token_id=ids["im_end"], pad_token_id=ids["pad"],
-                         rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
-                         tie_word_embeddings=True),
-        image_token_id=ids["image"], video_token_id=ids["video"], vision_start_token_id=ids["vision_start"],
-        vision_end_token_id=ids["vision_end"], tie_word_embeddings=True,
-    )
-
-
-def build_qwen2vl_2b(out: Path, device: str) -> Path:
-    """A Qwen2-VL-2B-sized checkpoint with random bf16 weights and the tiny tokenizer, saved to `out`."""
-    import torch
-    from transformers import AutoTokenizer, GenerationConfig, Qwen2VLForConditionalGeneration
-    from transformers import Qwen2VLImageProcessorPil
-
-    from harness.models.checkpoints import tiny_path
-    from trainers.tiny_model import for_arch
-
-    if (out / "config.json").is_file():
-        return out
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    tok = for_arch(AutoTokenizer.from_pretrained(tiny_path()), "qwen2vl")
-    torch.manual_seed(0)
-    with torch.device(device):  # initialising 2B parameters on a GPU takes seconds, on a CPU minutes
-        model = Qwen2VLForConditionalGeneration._from_config(qwen2vl_2b_config(tok), dtype=torch.bfloat16)
-    model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    side = 448  # 32 x 32 patches of 14 px, merged 2 x 2: 256 vision tokens per image
-    Qwen2VLImageProcessorPil(min_pixels=side * side, max_pixels=side * side, patch_size=14, merge_size=2,
-                             temporal_patch_size=2).save_pretrained(out)
-    del model
-    return out
 
 
 # ---- main ------------------------------------------------------------------------------------------
@@ -323,17 +308,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = args.ckpt
-        if args.config == "qwen2-vl-2b":
-            ckpt = str(build_qwen2vl_2b(Path(args.build_dir or tmp) / "qwen2-vl-2b-random", device))
+        if args.config != "tiny":
+            import importlib.util
+
+            # bench/ is no package and `harness bench` loads this file by path: so is its neighbour.
+            spec = importlib.util.spec_from_file_location("bench_random_models", Path(__file__).with_name("random_models.py"))
+            random_models = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(random_models)
+            build = random_models.build
+            depth = f"-{args.layers}layers" if args.layers else ""
+            ckpt = str(build(args.config, Path(args.build_dir or tmp) / f"{args.config}{depth}-random", device, args.layers))
         backend = HFBackend(resolve_checkpoint(ckpt), device=device, dtype=args.dtype)
         greedy = EvalSettings(gen=GenConfig(max_new_tokens=args.max_new_tokens), batch_size=args.batch_size)
         gen = greedy.gen_for(task)
+        forced = gen.max_new_tokens if args.config != "tiny" else None
+        if forced:  # random weights: no early end token, every path decodes the full budget
+            backend.model.generation_config.min_new_tokens = forced
         sampling = EvalSettings(gen=GenConfig(max_new_tokens=gen.max_new_tokens, temperature=args.temperature),
                                 n_samples=args.samples, batch_size=args.batch_size)
         skip = {s.strip() for s in args.skip.split(",") if s.strip()}
         n = len(items)
         result: dict[str, Any] = {
-            "checkpoint": backend.name, "config": args.config, "model_family": backend.model_family,
+            "checkpoint": backend.name, "config": args.config, "layers": args.layers, "full_length": bool(forced),
+            "model_family": backend.model_family,
             "parameters": sum(p.numel() for p in backend.model.parameters()), "task": task.name, "items": n,
             "batch_size": args.batch_size, "max_new_tokens": gen.max_new_tokens, "samples": args.samples,
             "temperature": args.temperature, "device": str(backend.device), "dtype": backend.dtype,
@@ -343,14 +340,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             result["gpu"] = torch.cuda.get_device_name(backend.device)
         backend.generate([Prompt(task.prompt(items[0]), items[0].images)], gen)  # warm-up: kernels, lazy imports
         phases: dict[str, Callable[[], dict[str, str]]] = {"ours": lambda: ours(backend, task, items, greedy)}
+        if "bare" not in skip:
+            phases["bare"] = lambda: bare(backend, task, items, gen, args.batch_size)
         paths = result["paths"]
+        lmms_batch = None
         if "lmms" in skip:
             paths["lmms"] = {"status": "skipped"}
         elif not lmms_available():
             paths["lmms"] = {"status": "not installed (pip install -e '.[lmms]')"}
         else:
             try:
-                phases["lmms"] = lmms(backend, task, items, gen, Path(tmp) / "lmms-models")
+                phases["lmms"], lmms_batch = lmms(backend, task, items, gen, Path(tmp) / "lmms-models",
+                                                  args.batch_size, forced)
             except Exception as e:  # a wrapper that cannot load this checkpoint is a result, not a crash
                 paths["lmms"] = {"status": f"error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
         if "naive" not in skip:
@@ -376,10 +377,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 best.update(seconds=min(best["runs"]), items_per_s=round(n / min(best["runs"]), 3),
                             cpu_seconds=round((cpu[(len(cpu) - 1) // 2] + cpu[len(cpu) // 2]) / 2, 3),
                             peak_memory_mb=max(best["peak_memory_mb"], row["peak_memory_mb"]))
-                if name in ("ours", "lmms", "naive"):
+                if name in ("ours", "bare", "lmms", "naive"):
                     greedy_outputs.setdefault(name, outputs)
         if "lmms" in phases:
-            paths["lmms"]["status"] = "ok"
+            paths["lmms"].update(status="ok", batch_size=lmms_batch)
         result["greedy_mismatches"] = {k: mismatches(greedy_outputs["ours"], v)
                                        for k, v in greedy_outputs.items() if k != "ours"}
         result["ratios"] = ratios(paths)
@@ -396,6 +397,8 @@ def ratios(paths: dict[str, dict[str, Any]]) -> dict[str, float | None]:
         return round(a / b, 3) if a and b else None
 
     return {
+        "ours_vs_bare_items_per_s": div(get("ours", "items_per_s"), get("bare", "items_per_s")),
+        "ours_vs_bare_cpu": div(get("bare", "cpu_seconds"), get("ours", "cpu_seconds")),
         "ours_vs_naive_items_per_s": div(get("ours", "items_per_s"), get("naive", "items_per_s")),
         "ours_vs_naive_cpu": div(get("naive", "cpu_seconds"), get("ours", "cpu_seconds")),
         "ours_vs_lmms_items_per_s": div(get("ours", "items_per_s"), get("lmms", "items_per_s")),

@@ -373,6 +373,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="where the run's TSV lives (default: the run's own data dir)")
     p.set_defaults(func=cmd_export)
 
+    from harness.commands.view import add_parsers as add_view_parsers
+
+    add_view_parsers(sub)
+
     p = sub.add_parser("tasks", help="list tasks and where each expects its data")
     p.set_defaults(func=cmd_tasks)
 

@@ -38,6 +38,25 @@ def geoqa_inputs(backend, k: int = 3) -> dict:
     return backend.batch_inputs([task.prompt(it) for it in items], [[open_image(r) for r in it.images] for it in items])
 
 
+def small_board_spec(tmp_path: Path, ckpt: Path, limit: int, bootstrap: int, generation: str = "{batch_size: 8}") -> Path:
+    """A leaderboard spec `small`: base and same (one checkpoint twice) and base+blind on geoqa and mmbench."""
+    path = tmp_path / "lb.yaml"
+    path.write_text(f"""
+name: small
+baseline: base
+checkpoints:
+  - {{name: base, path: {ckpt}}}
+  - {{name: same, path: {ckpt}}}
+blind: [base]
+tasks: [geoqa, mmbench]
+generation: {generation}
+output_dir: {tmp_path / 'runs'}
+limit: {limit}
+bootstrap: {bootstrap}
+""")
+    return path
+
+
 @pytest.fixture(scope="session")
 def random_tiny(tmp_path_factory) -> Path:
     """A small random-weight LLaVA with a tokenizer trained on the bundled prompts."""

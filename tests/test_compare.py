@@ -354,3 +354,34 @@ def test_end_to_end_with_a_tiny_vlm(random_tiny, tmp_path, capsys):
         assert float(r["score"]) == pytest.approx(100 * expected / 6, abs=1e-3)
     assert (run / "curve.png").is_file() and (run / "curve.md").is_file()
     assert "self-select" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_self_select_with_a_shared_question_prefix_gives_the_same_replies(tmp_path):
+    """The tiny model's self-select replies with each question's prefix prefilled once (batched by
+    question) equal those of whole prompts batched by length, prompt by prompt (temperature 0)."""
+    from harness.commands.compare import CompareConfig, draw_samples
+    from harness.core.store import GenerationCache
+    from harness.core.task import get_task
+    from harness.models.backend import HFBackend
+    from harness.models.checkpoints import resolve_checkpoint
+    from harness.stats.selection import ModelContext, SelfSelect
+
+    task = get_task("geoqa")
+    items = task.load(BUNDLED, "test")[:3]
+    backend = HFBackend(resolve_checkpoint("tiny"), device="cpu")
+    config = CompareConfig(ns=(1, 2, 4), samples=4, subsets=3)
+    replies = {}
+    for share in (True, False):
+        run = tmp_path / str(share)
+        cache = GenerationCache(run / "cache.sqlite")  # each its own: nothing read back
+        try:
+            pool = draw_samples(backend, task, items, config, run, cache, BUNDLED)
+            ctx = ModelContext(backend, cache, run, batch_size=4)
+            SelfSelect(subsets=3, share_prefix=share).curve(pool, config.ns, ctx)
+        finally:
+            cache.close()
+        replies[share] = {json.loads(line)["id"]: json.loads(line)["output"]
+                          for line in (run / "self_select" / "samples.jsonl").read_text().splitlines()}
+    assert len(replies[True]) >= 9 and len(set(replies[True].values())) > 1
+    assert replies[True] == replies[False]

@@ -5,6 +5,7 @@ import csv
 from pathlib import Path
 
 import pytest
+from conftest import small_board_spec
 
 from harness.errors import HarnessError
 from harness.report.leaderboard import load_spec, run_leaderboard
@@ -48,20 +49,7 @@ def test_unknown_task_in_spec(tmp_path, random_tiny):
 
 
 def test_leaderboard_end_to_end(tmp_path, random_tiny):
-    text = f"""
-name: small
-baseline: base
-checkpoints:
-  - {{name: base, path: {random_tiny}}}
-  - {{name: same, path: {random_tiny}}}
-blind: [base]
-tasks: [geoqa, mmbench]
-generation: {{batch_size: 8}}
-output_dir: {tmp_path / 'runs'}
-limit: 16
-bootstrap: 2000
-"""
-    spec = load_spec(_spec(tmp_path, text))
+    spec = load_spec(small_board_spec(tmp_path, random_tiny, limit=16, bootstrap=2000))
     df = run_leaderboard(spec)
     out = tmp_path / "small"
     for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.html", "forest.png"):
@@ -89,7 +77,7 @@ bootstrap: 2000
     original = backend_module.HFBackend
     backend_module.HFBackend = refuse
     try:
-        again = run_leaderboard(load_spec(_spec(tmp_path, text)))
+        again = run_leaderboard(load_spec(tmp_path / "lb.yaml"))
     finally:
         backend_module.HFBackend = original
     assert again.equals(df)

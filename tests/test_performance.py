@@ -103,16 +103,40 @@ def test_bench_writes_its_json(tmp_path, random_tiny, monkeypatch):
                        "--max-new-tokens", "4", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["items"] == 3 and result["max_new_tokens"] == 4 and result["samples"] == 2
-    for path in ("ours", "naive", "sampled", "sampled_rs"):
+    for path in ("ours", "bare", "naive", "sampled", "sampled_rs"):
         row = result["paths"][path]
         assert row["seconds"] > 0 and row["items_per_s"] == pytest.approx(3 / row["seconds"], rel=0.01)
         assert row["peak_memory_mb"] > 0 and row["memory_kind"] == "rss"
     assert result["paths"]["lmms"]["status"].startswith("not installed")
-    assert result["greedy_mismatches"] == {"naive": []}  # same greedy outputs, item by item
+    # The bare batched generate sees the same batches as ours: the same greedy outputs, and the ratio.
+    assert result["greedy_mismatches"] == {"bare": [], "naive": []}  # same greedy outputs, item by item
     ratios = result["ratios"]
     assert ratios["ours_vs_naive_items_per_s"] == pytest.approx(
         result["paths"]["ours"]["items_per_s"] / result["paths"]["naive"]["items_per_s"], rel=0.01)
     assert ratios["ours_vs_lmms_items_per_s"] is None
+    assert ratios["ours_vs_bare_items_per_s"] == pytest.approx(
+        result["paths"]["ours"]["items_per_s"] / result["paths"]["bare"]["items_per_s"], rel=0.01)
+
+
+@pytest.mark.parametrize("name, parameters", [("qwen2-vl-2b", 2_208_985_600), ("llava-1.5-7b", 7_063_427_072)])
+def test_random_bench_models_have_the_published_sizes(name, parameters):
+    """The bench's random stand-ins count the parameters of Qwen2/Qwen2-VL-2B-Instruct and
+    llava-hf/llava-1.5-7b-hf (built on the meta device: shapes only, no memory)."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoTokenizer
+
+    from harness.models.checkpoints import tiny_path
+    from trainers.tiny_model import for_arch
+
+    spec = importlib.util.spec_from_file_location("random_models", REPO / "bench" / "random_models.py")
+    random_models = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(random_models)
+    arch = "qwen2vl" if name.startswith("qwen") else "llava"
+    tok = for_arch(AutoTokenizer.from_pretrained(tiny_path()), arch)
+    make = random_models.qwen2vl_2b_config if arch == "qwen2vl" else random_models.llava15_7b_config
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(make(tok))
+    assert sum(p.numel() for p in model.parameters()) == parameters
 
 
 def test_vllm_backend_names_its_install():

@@ -23,11 +23,24 @@ def _reference_attention(query, prompt_keys, prompt_values, valid, own_keys, own
     return out.transpose(1, 2)
 
 
-@pytest.mark.parametrize("q_len", [1, 3])
-def test_attention_over_one_prompt_copy_equals_attention_over_n_copies(q_len):
+def _attend(layer, query, own_keys, own_values):
+    """shared_prefix_attention of one layer's cache (`layer`), as transformers would call it."""
     from types import SimpleNamespace
 
     from harness.models.shared_prefix import _active, shared_prefix_attention
+
+    _active.append([layer])
+    try:
+        out, _ = shared_prefix_attention(SimpleNamespace(layer_idx=0), query, own_keys, own_values, None,
+                                         scaling=query.shape[-1] ** -0.5)
+    finally:
+        _active.pop()
+    return out
+
+
+@pytest.mark.parametrize("q_len", [1, 3])
+def test_attention_over_one_prompt_copy_equals_attention_over_n_copies(q_len):
+    from types import SimpleNamespace
 
     gen = torch.Generator().manual_seed(0)
     prompts, repeats, kv_heads, heads, prompt_len, own_len, dim = 3, 4, 2, 4, 7, 5, 8  # grouped-query heads
@@ -39,12 +52,7 @@ def test_attention_over_one_prompt_copy_equals_attention_over_n_copies(q_len):
     query = rand(rows, heads, q_len, dim)
     own_keys, own_values = rand(rows, kv_heads, own_len, dim), rand(rows, kv_heads, own_len, dim)
     layer = SimpleNamespace(prefix_keys=prompt_keys, prefix_values=prompt_values, prefix_valid=valid)
-    _active.append([layer])
-    try:
-        out, _ = shared_prefix_attention(SimpleNamespace(layer_idx=0), query, own_keys, own_values, None,
-                                         scaling=dim ** -0.5)
-    finally:
-        _active.pop()
+    out = _attend(layer, query, own_keys, own_values)
     expected = _reference_attention(query, prompt_keys, prompt_values, valid, own_keys, own_values, repeats)
     assert out.shape == (rows, q_len, heads, dim)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
@@ -144,3 +152,142 @@ def test_sliding_window_models_keep_the_copied_cache(text, expected):
     config = SimpleNamespace(get_text_config=lambda: SimpleNamespace(**text))
     model = SimpleNamespace(config=config, _can_set_attn_implementation=lambda: True)
     assert supports_shared_prefix(model) is expected
+
+
+# --- prompts of one question sharing their prefix (self-select) ---------------------------------------
+@pytest.mark.parametrize("q_len", [1, 4])
+def test_attention_with_uneven_rows_and_padded_suffixes_equals_copied_prompts(q_len):
+    """Prompts with 3 / 1 / 2 rows, each row's own tokens left padded: the prompt part read once per
+    prompt equals plain attention over [prompt copy | own tokens] with the padding masked."""
+    from types import SimpleNamespace
+
+    gen = torch.Generator().manual_seed(1)
+    rand = lambda *shape: torch.randn(*shape, generator=gen)  # noqa: E731
+    counts, kv_heads, heads, prompt_len, own_len, dim = (3, 1, 2), 2, 4, 6, 7, 8
+    rows = sum(counts)
+    prompt_keys, prompt_values = rand(3, kv_heads, prompt_len, dim), rand(3, kv_heads, prompt_len, dim)
+    valid = torch.ones(3, prompt_len, dtype=torch.bool)
+    valid[1, :2] = False
+    own_valid = torch.ones(rows, own_len, dtype=torch.bool)
+    own_valid[0, :3] = own_valid[4, :1] = own_valid[5, :4] = False  # suffixes of different lengths
+    query = rand(rows, heads, q_len, dim)
+    own_keys, own_values = rand(rows, kv_heads, own_len, dim), rand(rows, kv_heads, own_len, dim)
+    layer = SimpleNamespace(prefix_keys=prompt_keys, prefix_values=prompt_values, prefix_valid=valid,
+                            row_counts=counts, own_valid=own_valid)
+    out = _attend(layer, query, own_keys, own_values)
+    of_row = torch.repeat_interleave(torch.arange(3), torch.tensor(counts))
+    keys = torch.cat([prompt_keys[of_row], own_keys], 2).repeat_interleave(heads // kv_heads, 1)
+    values = torch.cat([prompt_values[of_row], own_values], 2).repeat_interleave(heads // kv_heads, 1)
+    causal = torch.ones(q_len, own_len, dtype=torch.bool).tril(own_len - q_len)
+    visible = torch.cat([valid[of_row][:, None, :].expand(rows, q_len, prompt_len),
+                         causal[None] & own_valid[:, None, :]], -1)
+    expected = torch.nn.functional.scaled_dot_product_attention(query, keys, values, attn_mask=visible[:, None])
+    real = own_valid[:, own_len - q_len:]  # queries at padding positions have no defined output
+    torch.testing.assert_close(out.transpose(1, 2)[real[:, None, :].expand(-1, heads, -1)],
+                               expected[real[:, None, :].expand(-1, heads, -1)], rtol=1e-5, atol=1e-5)
+    assert bool(out.isfinite().all())  # padding queries too: nothing NaN leaks into later layers
+
+
+IMAGE_FIRST = (  # LLaVA-1.5's layout: the image before the question (tiny's template puts it after)
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}USER: "
+    "{% for part in m['content'] %}{% if part['type'] == 'image' %}<image>\n{% endif %}{% endfor %}"
+    "{% for part in m['content'] %}{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %} "
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_backend():
+    """The bundled trained tiny LLaVA: its replies differ from prompt to prompt (a random model's
+    are all the same junk, which would let a wrong prefix pass)."""
+    from harness.models.backend import HFBackend
+    from harness.models.checkpoints import resolve_checkpoint
+
+    return HFBackend(resolve_checkpoint("tiny"), device="cpu")
+
+
+@pytest.mark.parametrize("layout", ["image_last", "image_first"])
+def test_prompts_sharing_a_prefix_get_the_replies_of_plain_generate(tiny_backend, layout, monkeypatch):
+    """Self-select prompts of three questions (different candidate lists), in one batch: one
+    prefill per question, the same greedy replies as `generate` on the whole prompts."""
+    from harness.core.task import get_task
+    from harness.models.shared_prefix import common_prefix_generate
+    from harness.core.types import Prompt
+    from harness.stats.selection import selection_prompt
+
+    from conftest import BUNDLED
+
+    backend = tiny_backend
+    if layout == "image_first":
+        monkeypatch.setattr(backend.tokenizer, "chat_template", IMAGE_FIRST)
+        if hasattr(backend, "chat_template"):
+            monkeypatch.setattr(backend, "chat_template", IMAGE_FIRST)
+    task = get_task("geoqa")
+    items = task.load(BUNDLED, "test")[:3]
+    candidates = [["Answer: A"], ["so 30. Answer: B", "Answer: A"], ["B", "angle 2 is 60", "Answer: (C)"]]
+    prompts = [Prompt(selection_prompt(task.prompt(it), cands), it.images) for it in items for cands in candidates]
+    gen = GenConfig(max_new_tokens=24)
+    expected = [out[0] for out in backend.generate(prompts, gen)]
+    from harness.core.images import open_image
+
+    images = [[open_image(ref) for ref in p.images] for p in prompts]
+    calls = []
+    real_generate = backend.model.generate
+    monkeypatch.setattr(backend.model, "generate", lambda **kw: calls.append(kw["input_ids"].shape) or real_generate(**kw))
+    replies = common_prefix_generate(backend, [p.text for p in prompts], images, [p.images for p in prompts], gen)
+    assert replies == expected and len(set(expected)) > 1  # real, differing replies
+    prefix_shape = calls[0]
+    assert prefix_shape[0] == 3  # one prefill row per question, not per prompt
+    image_tokens = 16 if layout == "image_first" else 0  # 64 px / 16 px patches
+    assert prefix_shape[1] >= image_tokens + 20  # the question's tokens (and image, when it comes first)
+
+
+def test_qwen_prompts_sharing_a_prefix_get_the_token_ids_of_plain_generate(tmp_path):
+    """Qwen2-VL (M-RoPE: each prefix's position offset carried to its rows), weights large enough
+    that the greedy tokens depend on the prompt: the same token ids as whole prompts."""
+    from conftest import BUNDLED
+    from harness.core.images import open_image
+    from harness.core.task import get_task
+    from harness.core.types import Prompt
+    from harness.models.backend import HFBackend
+    from harness.models.checkpoints import resolve_checkpoint
+    from harness.models.shared_prefix import common_prefix_generate
+    from harness.stats.selection import selection_prompt
+    from trainers.tiny_model import build_tiny, build_tokenizer
+
+    task = get_task("geoqa")
+    items = task.load(BUNDLED, "test")[:3]
+    tok = build_tokenizer([task.prompt(it) for it in task.load(BUNDLED, "test")[:100]], vocab_size=400)
+    ckpt = build_tiny("qwen2vl", tok, tmp_path / "qwen", image_size=32, patch_size=8, hidden=32, layers=2, heads=2,
+                      vision_hidden=16, vision_layers=1, vision_heads=2)
+    backend = HFBackend(resolve_checkpoint(str(ckpt)), device="cpu")
+    torch.manual_seed(0)
+    with torch.no_grad():  # init-scale weights give every prompt the same tokens
+        for weight in backend.model.parameters():
+            if weight.dim() > 1:
+                weight.normal_(0, 0.3)
+    candidates = [["Answer: A"], ["so 30. Answer: B", "Answer: A"], ["B", "angle 2 is 60", "Answer: (C)"]]
+    prompts = [Prompt(selection_prompt(task.prompt(it), cands), it.images) for it in items for cands in candidates]
+    decoded = []
+    real_decode = backend.tokenizer.batch_decode
+    backend.tokenizer.batch_decode = lambda ids, **kw: decoded.append(ids.clone()) or real_decode(ids, **kw)
+    gen = GenConfig(max_new_tokens=8)
+    expected = [out[0] for out in backend.generate(prompts, gen)]
+    images = [[open_image(ref) for ref in p.images] for p in prompts]
+    assert common_prefix_generate(backend, [p.text for p in prompts], images, [p.images for p in prompts], gen) == expected
+    plain, shared = decoded
+    assert len({tuple(row.tolist()) for row in plain}) > 3  # replies that differ by prompt
+    assert torch.equal(shared, plain)  # questions are contiguous in this batch: same row order
+    # No reply budget named (max_new_tokens None): the bare default, as backend.generate takes it.
+    bare = GenConfig()
+    texts = [p.text for p in prompts]
+    assert common_prefix_generate(backend, texts, images, [p.images for p in prompts], bare) == \
+        [out[0] for out in backend.generate(prompts, bare)]
+
+
+def test_prompt_sharing_leaves_sampling_to_plain_generate(small_backends):
+    from harness.models.shared_prefix import common_prefix_generate
+
+    texts, keys = ["Q? Model's Prediction 1: A", "Q? Model's Prediction 1: B"], ["q", "q"]
+    sampled = GenConfig(max_new_tokens=4, temperature=0.7)
+    assert common_prefix_generate(small_backends["llava"], texts, [[], []], keys, sampled) is None

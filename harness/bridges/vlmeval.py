@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.core.files import atomic_path, read_tsv
+from harness.core.files import atomic_path, csv_safe, read_tsv
 from harness.core.store import read_sample_lines
 from harness.errors import HarnessError
 from harness.core.task import get_task, task_classes
@@ -86,6 +86,9 @@ def export_predictions(run_dir: Path, out: Path, data_dir: str | None = None) ->
     if out.suffix not in (".tsv", ".xlsx"):
         raise HarnessError(f"--out {out}: name a .tsv or .xlsx file (VLMEvalKit reads <model>_<dataset>.xlsx or .tsv)")
     columns, rows = prediction_rows(run_dir, data_dir)
+    # Spreadsheet formulas in questions or outputs (`=cmd|...`) must not run when a person opens the
+    # file; .xlsx included (openpyxl stores a string starting with "=" as a formula).
+    rows = [{k: csv_safe(v) for k, v in row.items()} for row in rows]
     with atomic_path(out) as tmp:
         if out.suffix == ".xlsx":
             _write_xlsx(tmp, columns, rows)

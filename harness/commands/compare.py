@@ -27,7 +27,6 @@ R3V-style candidate sampling: diverse enough for samples to disagree, still most
 from __future__ import annotations
 
 import io
-import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
@@ -37,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from harness.errors import HarnessError
 from harness.core.runner import Backend, EvalSettings, check_images, evaluate, run_name
 from harness.stats.selection import MajorityVote, Method, MethodCurve, ModelContext, PassAtN, SamplePool, SelfSelect
-from harness.core.files import atomic_write, atomic_write_json, atomic_write_text
+from harness.core.files import atomic_write, atomic_write_json, atomic_write_text, csv_safe, csv_safe_frame
 from harness.core.store import GenerationCache
 from harness.core.task import Task
 from harness.core.types import GenConfig, Item
@@ -236,12 +235,16 @@ def write_plot(df: pd.DataFrame, path: Path, title: str) -> None:
 
 def write_outputs(df: pd.DataFrame, results: dict[str, dict[int, MethodCurve]], out: Path, title: str,
                   meta: dict[str, Any]) -> None:
-    atomic_write_text(out / "curve.csv", df.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
-    per_item = ["n,method,id,score"] + [
-        f"{n},{name},{json.dumps(item_id)},{score:.6g}"
-        for name, curves in results.items() for n, c in curves.items() for item_id, score in sorted(c.scores.items())
-    ]
-    atomic_write_text(out / "per_item.csv", "\n".join(per_item) + "\n")
+    import csv
+
+    atomic_write_text(out / "curve.csv", csv_safe_frame(df).to_csv(index=False, float_format="%.6g", lineterminator="\n"))
+    per_item = io.StringIO()
+    writer = csv.writer(per_item, lineterminator="\n")  # ids are data: quoted by csv, never by hand
+    writer.writerow(["n", "method", "id", "score"])
+    writer.writerows([n, csv_safe(name), csv_safe(str(item_id)), f"{score:.6g}"]
+                     for name, curves in results.items() for n, c in curves.items()
+                     for item_id, score in sorted(c.scores.items()))
+    atomic_write_text(out / "per_item.csv", per_item.getvalue())
     write_markdown(df, out / "curve.md", title)
     write_plot(df, out / "curve.png", title)
     atomic_write_json(out / "compare.json", meta)

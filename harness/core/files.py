@@ -1,4 +1,4 @@
-"""Reading and writing files: one atomic writer, one JSONL reader, one TSV reader.
+"""Reading and writing files: one atomic writer, one JSONL reader, one TSV reader, CSV cell safety.
 
 Every result file is written to a temp file in the same folder and renamed into place, so a
 crash never leaves half a file, with mode 0644 (results are meant to be shared; mkstemp alone
@@ -11,10 +11,14 @@ import contextlib
 import errno
 import json
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from harness.errors import HarnessError
 
@@ -142,3 +146,31 @@ def read_tsv(path: Path, hint: str = "check the file") -> tuple[list[str], list[
     except (csv.Error, UnicodeDecodeError) as e:
         raise HarnessError(f"{path}: not a readable tab-separated file ({e}); {hint}") from None
     return header, rows
+
+
+# --- CSV / TSV cells ------------------------------------------------------------------------------
+# A spreadsheet runs a cell that starts with = + - @ (or tab / CR, which some strip first) as a
+# formula: `=cmd|' /C calc'!A0` as a checkpoint name or a model output would execute on opening.
+# Every CSV and TSV the project writes passes its text cells through csv_safe (OWASP's advice:
+# prefix a quote). Plain numbers such as -3.5 or +2 cannot be formulas and are kept as written.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?%?")
+
+
+def csv_safe(value: Any) -> Any:
+    """A cell value that no spreadsheet reads as a formula (non-strings pass through)."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def csv_safe_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of `df` with csv_safe applied to its text cells and column names."""
+    from pandas.api.types import is_numeric_dtype
+
+    out = df.copy()
+    for col in out.columns:
+        if not is_numeric_dtype(out[col]):  # object or pandas' string dtype: text cells
+            out[col] = out[col].map(csv_safe)
+    out.columns = [csv_safe(str(c)) for c in out.columns]
+    return out

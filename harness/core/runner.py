@@ -225,8 +225,12 @@ def _evaluate_locked(backend, task, items, settings, run_dir, cache, data_dir, p
     if task.request_type == "choice_likelihood":
         batches = _likelihood_batches(backend, [(by_req[rid], keys) for rid, keys in pending.items()], settings)
     else:
+        # A task may name groups of items whose prompts share a prefix (self-select: one question's
+        # candidate lists); each group is then batched together, by length within it.
+        group = getattr(task, "batch_group", None)
         batches = generate_batches(backend, [(by_req[rid].prompt, keys) for rid, keys in pending.items()],
-                                   settings.gen_for(task), settings.batch_size, settings.blind)
+                                   settings.gen_for(task), settings.batch_size, settings.blind,
+                                   groups=[group(by_req[rid].item) for rid in pending] if group else None)
     for rows in batches:
         cache.put_many(rows)
         log.append(_records(task, wanted, rows))
@@ -295,13 +299,16 @@ def _group_by(seq, key) -> dict:
 
 
 def generate_batches(backend: Backend, requests: Sequence[tuple[Prompt, list[str]]], gen: GenConfig,
-                     batch_size: int, blind: bool = False) -> Iterator[list[tuple[str, str, dict[str, Any]]]]:
+                     batch_size: int, blind: bool = False,
+                     groups: Sequence[str] | None = None) -> Iterator[list[tuple[str, str, dict[str, Any]]]]:
     """Generate len(keys) replies per (prompt, keys) request; yields (key, reply, {}) rows per call.
 
     Shortest prompts first, `batch_size` prompts per call, so left padding wastes little; the
-    prompts of one call that want the same number of samples are generated together.
+    prompts of one call that want the same number of samples are generated together. With
+    `groups` (one name per request), each group's requests come together, shortest first within it.
     """
-    order = sorted(requests, key=lambda r: len(r[0].text))
+    position = {id(r): i for i, r in enumerate(requests)}
+    order = sorted(requests, key=lambda r: (groups[position[id(r)]] if groups else "", len(r[0].text)))
     for start in range(0, len(order), batch_size):
         for n, group in _group_by(order[start : start + batch_size], lambda r: len(r[1])).items():
             # Each sample draws from its own stream, seeded by its key (checkpoint, prompt + images,

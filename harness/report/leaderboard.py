@@ -275,10 +275,18 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
             else:
                 unit_scores[label][task.name] = scores
 
+        from harness.report.viewer import RunView
+
+        # The sample viewer's pages, linked from each cell. A seeds row has one run per seed and
+        # its cell is their mean, so no single run's page stands for it: those cells get no link.
+        viewed: dict[tuple[str, str], RunView] = {}
         for c in spec.checkpoints:  # scored runs: their samples are the whole result, no model
             if c.runs is not None:
                 for task in tasks:
-                    collect(c.name, task, scored_units(c, task, items[task.name]), False)
+                    item_map = {it.id: it for it in items[task.name]}
+                    records = scored_records(c, task, item_map)
+                    collect(c.name, task, scored_units(task, item_map, records), False)
+                    viewed[(c.name, task.name)] = RunView(c.name, task, item_map, records)
         judged = []  # (label, task, items, run_dir, result) of tasks a judge model scores (harness.judge)
         for c, b, blind in runs:
             name, seeded = c.name, c.seeds is not None
@@ -294,6 +302,9 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
             for task in tasks:
                 run_dir = s.run_dir(f"{name}/{Path(b.ckpt).name}" if seeded else name, task, blind)
                 result = s.evaluate(backend, task, items[task.name], settings, run_dir)
+                if not seeded:
+                    viewed[(label, task.name)] = RunView(label, task, {it.id: it for it in items[task.name]},
+                                                         result.records)
                 if getattr(task, "judged", False):
                     if seeded:
                         raise HarnessError(f"checkpoint {name}: judged task {task.name} takes one checkpoint per row; "
@@ -316,6 +327,10 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
     # unchanged re-run reads the frame back instead of bootstrapping and plotting again.
     key = render_key([unit_scores, clusters, spec.ci, spec.correction], spec.baseline, spec.bootstrap, spec.seed, title)
     df = read_render_cache(spec.out_dir, key)
+    from harness.report.viewer import leaderboard_pages
+
+    viewed = {k: v for k, v in viewed.items() if k[1] in unit_scores.get(k[0], {})}  # judged runs have no cell
+    links = leaderboard_pages(spec.out_dir, viewed, spec.baseline, unit_scores)
     if df is None:
         from harness.stats.board import leaderboard_frame
 
@@ -330,7 +345,7 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
         report.forest_plot(df, plot)
         report.write_csv(df, spec.out_dir / "leaderboard.csv")
         report.write_markdown(df, spec.out_dir / "leaderboard.md", title)
-        report.write_html(df, spec.out_dir / "leaderboard.html", title, plot_png=plot)
+        report.write_html(df, spec.out_dir / "leaderboard.html", title, plot_png=plot, links=links)
         write_render_cache(spec.out_dir, key, df)
     Console().print(report.rich_table(df))
     return df
@@ -405,11 +420,9 @@ RENDERED = ("leaderboard.csv", "leaderboard.md", "leaderboard.html", "forest.png
 RENDER_CACHE = ".render-cache.json"
 
 
-def scored_units(c: CheckpointSpec, task: Any, items: list) -> list:
-    """The units of a scored-runs row: <runs>/<task run folder>/samples.jsonl (as `harness eval`
-    names it), else <runs>/<task name>/samples.jsonl, aggregated by the task like a fresh run."""
-    from collections import defaultdict
-
+def scored_records(c: CheckpointSpec, task: Any, item_map: dict) -> list[dict[str, Any]]:
+    """The sample rows of a scored-runs row: <runs>/<task run folder>/samples.jsonl (as `harness
+    eval` names it), else <runs>/<task name>/samples.jsonl; only the rows of the task's items."""
     from harness.core.runner import run_name
     from harness.core.store import read_sample_lines
 
@@ -420,11 +433,16 @@ def scored_units(c: CheckpointSpec, task: Any, items: list) -> list:
     if not found:
         raise HarnessError(f"scored runs: {root / task.name / 'samples.jsonl'} not found; run `harness eval` or "
                            f"`harness score --task {task.name} --out {root / task.name}` first, or drop the task")
-    item_map = {it.id: it for it in items}
+    return [r for r in read_sample_lines(found[0] / "samples.jsonl") if r["id"] in item_map]
+
+
+def scored_units(task: Any, item_map: dict, records: list[dict[str, Any]]) -> list:
+    """A scored-runs row's units, aggregated by the task like a fresh run."""
+    from collections import defaultdict
+
     per_item: dict[str, list[float]] = defaultdict(list)
-    for r in read_sample_lines(found[0] / "samples.jsonl"):
-        if r["id"] in item_map:
-            per_item[r["id"]].append(float(r["score"]))
+    for r in records:
+        per_item[r["id"]].append(float(r["score"]))
     return task.units(item_map, dict(per_item))
 
 
@@ -435,7 +453,8 @@ def render_key(unit_scores: Any, baseline: str, bootstrap: int, seed: int, title
 
     order = [[label, list(columns)] for label, columns in unit_scores[0].items()]  # row order of the frame
     h = hashlib.sha256(json.dumps([unit_scores, order, baseline, bootstrap, seed, title], sort_keys=True).encode())
-    for module in ("stats/ci.py", "stats/board.py", "report/render.py", "report/leaderboard.py"):
+    for module in ("stats/ci.py", "stats/board.py", "report/render.py", "report/leaderboard.py",
+                   "report/viewer.py"):  # viewer: the links
         h.update((Path(__file__).parents[1] / module).read_bytes())
     return h.hexdigest()
 

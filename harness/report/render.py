@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from harness.core.files import atomic_write
+from harness.core.files import atomic_write, csv_safe_frame
 from harness.errors import HarnessError
 from harness.stats.board import EXTRA_COLUMNS, LEADERBOARD_COLUMNS
 
@@ -203,7 +203,8 @@ def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
     _check_columns(df)
     rest = [c for c in OPTIONAL_COLUMNS if c in df.columns]
     rest += [c for c in df.columns if c not in CSV_COLUMNS and c not in rest]
-    text = df[[*CSV_COLUMNS, *rest]].to_csv(index=False, float_format="%.6g", lineterminator="\n")
+    # Checkpoint names are untrusted: no spreadsheet formulas.
+    text = csv_safe_frame(df[[*CSV_COLUMNS, *rest]]).to_csv(index=False, float_format="%.6g", lineterminator="\n")
     return atomic_write(path, text.encode("utf-8"))
 
 
@@ -245,10 +246,17 @@ th { background: #f2f2f2; }
 .base { font-style: italic; }
 img { max-width: 100%; }
 p.note { color: #555; max-width: 60em; }
+a { color: inherit; }
 """
 
 
-def _html_cell(cell: Cell | None) -> str:
+def _link(text: str, href: str | None) -> str:
+    """`text` (already HTML) as a link to a sample viewer page; hrefs are our own quoted file names."""
+    return f"<a href='{html.escape(href, quote=True)}'>{text}</a>" if href else text
+
+
+def _html_cell(cell: Cell | None, links: dict[str, str] | None = None) -> str:
+    links = links or {}
     if cell is None:
         return "<td>—</td>"
     tip = [f"n={cell.n}", f"CI: {cell.ci_method}"]
@@ -256,25 +264,31 @@ def _html_cell(cell: Cell | None) -> str:
         tip.append(f"p={cell.p_value:.3g}, adjusted p={cell.p_adjusted:.3g}")
     if cell.a_only is not None:
         tip.append(f"only this right: {cell.a_only}, only the baseline right: {cell.b_only}")
-    parts = [f"{cell.score:.1f} <span class='ci'>[{cell.low:.1f}, {cell.high:.1f}]</span>"]
+    parts = [_link(f"{cell.score:.1f}", links.get("score")) + f" <span class='ci'>[{cell.low:.1f}, {cell.high:.1f}]</span>"]
     if cell.seeds is not None:
         parts.append(f"<span class='ci'>{html.escape(cell.seed_text)}</span>")
     if cell.delta is not None:
         kind = "up" if cell.significant and cell.delta > 0 else "down" if cell.significant else "flat"
-        parts.append(f"<span class='{kind}'>Δ {html.escape(cell.delta_text)}</span>")
+        parts.append(_link(f"<span class='{kind}'>Δ {html.escape(cell.delta_text)}</span>", links.get("delta")))
     parts.append(f"<span class='rank'>{cell.rank_text}</span>")
     return f"<td title='{html.escape(', '.join(tip), quote=True)}'>{'<br>'.join(parts)}</td>"
 
 
-def write_html(df: pd.DataFrame, path: str | Path, title: str, plot_png: str | Path | None = None) -> Path:
-    """One self-contained page: inline CSS, the plot as a base64 data URI, all data escaped."""
+def write_html(df: pd.DataFrame, path: str | Path, title: str, plot_png: str | Path | None = None,
+               links: dict[tuple[str, str], dict[str, str]] | None = None) -> Path:
+    """One self-contained page: inline CSS, the plot as a base64 data URI, all data escaped.
+
+    `links` maps (checkpoint, task) to the hrefs of its sample viewer pages ("score": the run's
+    samples, "delta": the items that flipped against the baseline); see harness.report.viewer.
+    """
+    links = links or {}
     board = _board(df)
     esc = html.escape
     head = "".join(f"<th>{esc(t)}<br><span class='ci'>n={board.task_n(t)}</span></th>" for t in board.tasks)
     body = []
     for ckpt, cells in board.rows():
         base = " <span class='base'>(baseline)</span>" if ckpt in board.baselines else ""
-        body.append(f"<tr><td>{esc(ckpt)}{base}</td>{''.join(_html_cell(c) for c in cells)}</tr>")
+        body.append(f"<tr><td>{esc(ckpt)}{base}</td>{''.join(_html_cell(c, links.get((ckpt, t))) for c, t in zip(cells, board.tasks))}</tr>")
     figure = ""
     if plot_png is not None:
         png = Path(plot_png)
@@ -282,7 +296,9 @@ def write_html(df: pd.DataFrame, path: str | Path, title: str, plot_png: str | P
             raise HarnessError(f"plot not found: {png}; draw it with forest_plot first or pass no plot")
         data = base64.b64encode(png.read_bytes()).decode("ascii")
         figure = f"<img alt='scores with 95% confidence intervals' src='data:image/png;base64,{data}'>"
-    notes = "".join(f'<p class="note">{esc(n)}</p>' for n in (board.legend, mde_note(board), _dropped_note(board)) if n)
+    click = "Click a score for its samples, a Δ for the items that flipped." if links else ""
+    notes = "".join(f'<p class="note">{esc(n)}</p>'
+                    for n in (board.legend, click, mde_note(board), _dropped_note(board)) if n)
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
 <style>{_CSS}</style></head>

@@ -16,7 +16,8 @@ line per candidate, then the instruction to pick the correct one.
 
 A method (`Method`: `name`, `needs_model`, `curve(pool, ns, ctx)`) turns a `SamplePool` into a
 `MethodCurve` per n: `MajorityVote`, `PassAtN` (exact, no model) and `SelfSelect` (asks the
-model through the runner, so its prompts are cached and logged like any eval). A new method,
+model through the runner, so its prompts are cached and logged like any eval; one question's
+prompts are batched together and share one prefill of their common prefix, image and question). A new method,
 e.g. a critic-scored best-of-n, is one more class with the same three members.
 """
 from __future__ import annotations
@@ -264,10 +265,12 @@ class _SelectionTask(Task):
 
     name = "self-select"
 
-    def __init__(self, base: Task, base_items: dict[str, Item]) -> None:
+    def __init__(self, base: Task, base_items: dict[str, Item], by_question: bool = True) -> None:
         super().__init__()
         self.base, self.base_items = base, base_items
         self.max_new_tokens = base.max_new_tokens  # type: ignore[misc]  # per instance on purpose
+        if not by_question:
+            self.batch_group = None  # the runner's plain order: all prompts by length
 
     def prompt(self, item: Item) -> str:
         return item.question
@@ -278,6 +281,42 @@ class _SelectionTask(Task):
     def score(self, extracted: str | None, item: Item) -> float:
         return self.base.score(extracted, self.base_items[item.metadata["of"]])
 
+    def batch_group(self, item: Item) -> str:
+        return item.metadata["of"]  # one question's prompts in the same batches: they share its prefix
+
+
+class _PrefixSharing:
+    """The backend, with the prompts of one question (same images) answered from ONE prefill of
+    their common prefix, image and question (harness.models.shared_prefix.common_prefix_generate);
+    anything that path does not take goes to the backend as usual. Same name and content hash,
+    so cache keys and outputs do not change."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.name, self.content_hash = backend.name, backend.content_hash
+
+    def __getattr__(self, name: str) -> Any:  # everything else is the backend's
+        return getattr(self.backend, name)
+
+    def generate(self, prompts, gen, n=1, blind=False, **kwargs):
+        if n == 1 and not blind and getattr(self.backend, "shared_prefix", False):
+            from harness.core.images import open_image
+            from harness.models.shared_prefix import common_prefix_generate
+
+            opened: dict[Any, Any] = {}  # each question's images decoded once per batch
+
+            def image(ref):
+                if ref not in opened:
+                    opened[ref] = open_image(ref)
+                return opened[ref]
+
+            images = [[image(ref) for ref in p.images] for p in prompts]
+            replies = common_prefix_generate(self.backend, [p.text for p in prompts], images,
+                                             [tuple(p.images) for p in prompts], gen)
+            if replies is not None:
+                return [[r] for r in replies]
+        return self.backend.generate(prompts, gen, n=n, blind=blind, **kwargs)
+
 
 @dataclass
 class SelfSelect:
@@ -287,6 +326,7 @@ class SelfSelect:
     seed: int = 0
     name: str = "self-select"
     needs_model: bool = True
+    share_prefix: bool = True  # False: every prompt prefilled whole, batched by length (the way before sharing)
 
     def curve(self, pool, ns, ctx=None):
         if ctx is None:
@@ -309,7 +349,8 @@ class SelfSelect:
                         prompts[pid] = replace(item, id=pid, question=text, group=item.cluster, metadata={"of": item_id})
         settings = EvalSettings(gen=replace(ctx.gen, temperature=0.0), batch_size=ctx.batch_size)
         run_dir = ctx.run_dir / "self_select"
-        result = evaluate(ctx.backend, _SelectionTask(pool.task, pool.items), list(prompts.values()), settings, run_dir,
+        backend = _PrefixSharing(ctx.backend) if self.share_prefix else ctx.backend
+        result = evaluate(backend, _SelectionTask(pool.task, pool.items, self.share_prefix), list(prompts.values()), settings, run_dir,
                           ctx.cache, data_dir=ctx.data_dir, progress=ctx.progress)
         replies = {r["id"]: r["output"] for r in result.records if r["id"] in uses}
         picked: dict[tuple[str, int], list[float]] = defaultdict(list)

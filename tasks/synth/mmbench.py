@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from harness.errors import HarnessError
+from harness.core.files import csv_safe
 from tasks.mmbench import COLUMNS, COPY_STRIDE, FILES, rotate_options
 
 TYPES: tuple[str, ...] = (
@@ -326,4 +327,4 @@ def build(out_dir: Path, split: str, n: int, seed: int, types: Sequence[str] | N
     with path.open("w", encoding="utf-8", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(COLUMNS), delimiter="\t", lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: csv_safe(v) for k, v in row.items()} for row in rows)

@@ -1,0 +1,66 @@
+"""`harness view` and `harness diff`: the sample viewer's commands (harness.report.viewer does the work)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    from harness.report.viewer import find_runs, write_view
+
+    runs = find_runs(Path(args.run_dir))
+    vs = None
+    if args.vs:
+        base = Path(args.vs)
+        if (base / "samples.jsonl").is_file():
+            if len(runs) != 1:
+                raise HarnessError(f"--vs {base} is one run but {args.run_dir} holds {len(runs)}; "
+                                   "give the baseline's checkpoint folder")
+            vs = [base]
+        else:
+            vs = [base / r.name for r in runs]
+            missing = [str(p) for p in vs if not (p / "samples.jsonl").is_file()]
+            if missing:
+                raise HarnessError(f"--vs {base} has no run {missing[0]}; evaluate the baseline on the same task")
+    for path in write_view(runs, Path(args.out), vs, args.data_dir):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from harness.report.viewer import diff_table, find_runs, load_run
+
+    def pick(path: str):
+        run = Path(path) if (Path(path) / "samples.jsonl").is_file() else Path(path) / args.task
+        if not (run / "samples.jsonl").is_file():
+            raise HarnessError(f"{path} has no {args.task} run; give a run folder or a folder holding {args.task}/")
+        return load_run(run, args.data_dir)
+
+    a, b = pick(args.run_a), pick(args.run_b)
+    if a.task.name != args.task or b.task.name != args.task:
+        raise HarnessError(f"--task {args.task} but the runs are {a.task.name} and {b.task.name}; name their task")
+    Console().print(diff_table(a, b, first=args.first))
+    return 0
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("view", help="static HTML sample viewer of a run (every item, output, score; flips with --vs)",
+                       description="One self-contained page per checkpoint x task (works from file://): filters, "
+                                   "search, sorting, thumbnails; with --vs, a page of the units that flipped.")
+    p.add_argument("run_dir", help="a run folder (samples.jsonl + summary.json) or a checkpoint folder of them")
+    p.add_argument("--vs", default=None, help="the baseline's run (or checkpoint) folder: also write flips pages")
+    p.add_argument("--out", required=True, help="folder for the pages")
+    p.add_argument("--data-dir", default=None, help="benchmark data root (default: the run's own, else $HARNESS_DATA)")
+    p.set_defaults(func=cmd_view)
+
+    p = sub.add_parser("diff", help="items that flipped between two runs of a task (rich table)")
+    p.add_argument("run_a", help="run (or checkpoint) folder: the treatment")
+    p.add_argument("run_b", help="run (or checkpoint) folder: the baseline")
+    p.add_argument("--task", required=True, help="task name (the run folder's name inside a checkpoint folder)")
+    p.add_argument("--first", type=int, default=20, help="show the first N flipped items (default 20)")
+    p.add_argument("--data-dir", default=None, help="benchmark data root (default: the runs' own)")
+    p.set_defaults(func=cmd_diff)
