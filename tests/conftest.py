@@ -29,12 +29,14 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> sub
 
 
 def geoqa_inputs(backend, k: int = 3) -> dict:
-    """`backend`'s batched, left-padded inputs for the first k bundled geoqa test items."""
+    """`backend`'s batched, left-padded inputs for k bundled geoqa test items of different prompt lengths."""
     from harness.core.images import open_image
     from harness.core.task import get_task
 
     task = get_task("geoqa")
-    items = task.load(BUNDLED, "test")[:k]
+    # Spread over prompt lengths (shortest .. longest of the first 50) so the batch really is padded.
+    pool = sorted(task.load(BUNDLED, "test")[:50], key=lambda it: (len(task.prompt(it)), it.id))
+    items = [pool[round(i * (len(pool) - 1) / max(k - 1, 1))] for i in range(k)]
     return backend.batch_inputs([task.prompt(it) for it in items], [[open_image(r) for r in it.images] for it in items])
 
 
