@@ -358,3 +358,16 @@ def test_prompt_longer_than_context(tmp_path, capsys, geoqa):
     rows[0]["text"] = rows[0]["text"].replace("Question:", "Question:" + "x " * 5_000_000, 1)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     expect_error(tmp_path, capsys, _eval(geoqa), "exceeds the model's context")
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("temperature=inf", "temperature must be a finite number"),   # self_critique's range is only "> 0"
+    ("temperature=nan", "temperature must be a finite number"),
+    ("learning_rate=.inf", "learning_rate must be a finite number"),
+    ("top_p=2", "top_p must be in (0, 1]"),
+    ("lora_r=abc", "lora_r"),
+])
+def test_bad_treatment_config(tmp_path, capsys, override, needle):
+    """Treatment config values are checked before the base loads: nothing is written under --out."""
+    expect_error(tmp_path, capsys, ["train", "self_critique", "--base", "tiny", "--task", "geoqa",
+                                    "--out", str(tmp_path / "out"), override], needle)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import shutil
 import time
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
@@ -57,6 +58,12 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
+        # nan/inf pass every range check below (nan compares False, inf > 0): refuse them first,
+        # in every subclass's fields too (temperatures, loss weights, learning rates).
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise HarnessError(f"config: {f.name} must be a finite number, got {value}")
         require(self.lora_r >= 1, "lora_r must be >= 1")
         require(self.lora_alpha > 0, "lora_alpha must be > 0")
         require(0.0 <= self.lora_dropout < 1.0, "lora_dropout must be in [0, 1)")
