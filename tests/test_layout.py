@@ -51,9 +51,9 @@ def _graph() -> dict[str, set[str]]:
 
 
 def test_the_engine_never_imports_tasks_or_trainers():
-    # DESIGN.md: the CLI -> engine, tasks, trainers. harness.cli is that CLI: it hands `harness
-    # train` and leaderboard recipes to trainers/ (its only way in); it never imports a task.
-    allowed = {("harness.cli", "trainers.cli"), ("harness.cli", "trainers.recipes")}
+    # DESIGN.md: the CLI -> engine, tasks, trainers. The CLI's commands `harness train` and
+    # `harness leaderboard` hand training to trainers/ (its only way in); no command imports a task.
+    allowed = {("harness.commands.train", "trainers.cli"), ("harness.commands.leaderboard", "trainers.recipes")}
     bad = sorted(f"{m} -> {t}" for m, targets in _graph().items() if m.split(".")[0] == "harness"
                  for t in targets if t.split(".")[0] in ("tasks", "trainers") and (m, t) not in allowed)
     assert not bad, bad
@@ -115,7 +115,7 @@ class _Recorder:
 @pytest.mark.parametrize("flag, expected", [([], 48), (["--max-new-tokens", "64"], 64)])
 def test_cli_max_new_tokens_reaches_the_backend(flag, expected, tmp_path):
     from harness.cli import build_parser
-    from harness.commands.eval import settings_from_args
+    from harness.commands.common import settings_from_args
     from harness.core.runner import evaluate
     from harness.core.store import GenerationCache
     from harness.core.task import BUNDLED_DATA, get_task

@@ -171,7 +171,7 @@ def run_lmms_eval(args: argparse.Namespace, specs: list[str]) -> list[dict[str, 
     lmms-eval version and settings is not run again (delete the folder to force it).
     """
     from harness.models.checkpoints import resolve_checkpoint
-    from harness.commands.eval import print_summaries
+    from harness.commands.common import print_summaries
 
     if args.blind:
         raise HarnessError("--blind is not available with --engine lmms-eval (its tasks load the images); drop it")

@@ -1,1 +1,2 @@
-"""What the CLI commands run (harness.cli parses the flags and calls these)."""
+"""One module per `harness` command: its flags (`add_parser(subparsers)`) and what it runs (`cmd_*`);
+harness.cli builds the parser from them. common.py holds what several commands share."""

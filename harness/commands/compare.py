@@ -33,9 +33,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from harness.commands.common import add_task_options, make_tasks
+from harness.core.config import add_flags, from_args
 from harness.errors import HarnessError
 from harness.core.runner import Backend, EvalSettings, check_images, evaluate, run_name
-from harness.stats.selection import MajorityVote, Method, MethodCurve, ModelContext, PassAtN, SamplePool, SelfSelect
+from harness.stats.selection import (MajorityVote, Method, MethodCurve, ModelContext, PassAtN, SamplePool, SelfSelect,
+                                     parse_ns)
 from harness.core.files import atomic_write, atomic_write_json, atomic_write_text, csv_safe, csv_safe_frame
 from harness.core.store import GenerationCache
 from harness.core.task import Task
@@ -328,6 +331,41 @@ def _finish(df, results, out: Path, title: str, meta: dict[str, Any]) -> pd.Data
     print_table(df, title)
     print(f"wrote {out}/curve.{{csv,md,png}}, per_item.csv and compare.json")
     return df
+
+
+# --- the CLI adapter -----------------------------------------------------------------------------
+def cmd_compare(args: Any) -> int:
+    if args.ci_method not in ("auto", "bootstrap"):
+        raise HarnessError("compare reports percentile-bootstrap CIs only (per-item scores are fractions); drop --ci")
+    config = from_args(CompareConfig, args, ns=parse_ns(args.n, args.samples))
+    (task,) = make_tasks([args.task], args)
+    run_compare(args, task, config)
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "compare", help="test-time scaling curves: majority vote vs self-select vs pass@n against n",
+        description="Sample K outputs per item once, then score selection methods at each n with 95% CIs. "
+                    "Methods: majority-vote, self-select (needs --ckpt), pass@n (always added).",
+    )
+    p.add_argument("methods", nargs="+", metavar="METHOD", help="majority-vote, self-select, pass@n")
+    p.add_argument("--task", required=True)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt", help="`tiny`, a local HF checkpoint dir, or a PEFT adapter dir")
+    source.add_argument("--predictions", help='JSONL made elsewhere: {"id": ..., "output": "...", "sample": k} per line')
+    p.add_argument("--n", required=True, help="n values: a range 1..10, a list 1,2,4,8 or one value")
+    add_flags(p, CompareConfig, only=["samples", "subsets"])
+    p.add_argument("--out", default=None, help="output folder (default: <output-dir>/compare/<ckpt>/<task>/)")
+    p.add_argument("--output-dir", default="runs", help="root of runs and the generation cache (default: runs)")
+    add_flags(p, CompareConfig, only=["limit", "batch_size", "temperature", "top_p", "top_k", "max_new_tokens", "seed",
+                                      "bootstrap"])
+    p.add_argument("--base", default=None, help="base checkpoint for an adapter (overrides adapter_config.json)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--trust-remote-code", action="store_true", help="allow checkpoint code (InternVL); off by default")
+    add_task_options(p)
+    p.set_defaults(func=cmd_compare)
 
 
 __all__ = ["CompareConfig", "compare", "curve_frame", "draw_samples", "make_methods", "run_compare"]

@@ -1,21 +1,14 @@
-"""`harness eval` and `harness score`: settings from the flags, then a Session runs the tasks."""
+"""`harness eval`: settings from the flags, then a Session runs the tasks (judged ones through harness.judge)."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-from typing import Any
 
-from harness.core.config import from_args
+from harness.commands.common import add_task_options, make_tasks, print_summaries, settings_from_args, task_option_flags
+from harness.core.config import add_flags
 from harness.core.runner import EvalResult, EvalSettings
-from harness.core.scoring import sample_record, summarize
-from harness.core.store import atomic_write_json, atomic_write_jsonl, read_predictions
-from harness.core.task import Task, resolve_data_dir
+from harness.core.task import Task
 from harness.core.types import GenConfig
 from harness.errors import HarnessError
-
-
-def settings_from_args(args: argparse.Namespace) -> EvalSettings:
-    return from_args(EvalSettings, args, gen=from_args(GenConfig, args))
 
 
 def run_eval(args: argparse.Namespace, tasks: list[Task]) -> list[EvalResult]:
@@ -43,41 +36,69 @@ def run_eval(args: argparse.Namespace, tasks: list[Task]) -> list[EvalResult]:
     return results
 
 
-def print_summaries(summaries: list[dict[str, Any]], title: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
+# --- the CLI adapter -----------------------------------------------------------------------------
+def cmd_eval(args: argparse.Namespace) -> int:
+    names = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if not names:
+        raise HarnessError("--tasks is empty; give a comma-separated list, e.g. --tasks geoqa,mmbench")
+    if args.engine == "lmms-eval":
+        return _eval_with_lmms(args, names)
+    if args.lmms_metric:
+        raise HarnessError("--lmms-metric applies only with --engine lmms-eval")
+    tasks = make_tasks(names, args)
+    # Judged tasks (critic) are scored by a second model; harness.judge runs them.
+    judged = [t for t in tasks if getattr(t, "judged", False)]
+    if (args.judge or args.vs) and not judged:
+        raise HarnessError("--judge and --vs apply only to judged tasks (critic); add one to --tasks or drop them")
+    if len(judged) < len(tasks):
+        run_eval(args, [t for t in tasks if not getattr(t, "judged", False)])
+    if judged:
+        from harness.judge.runs import run_judged_eval
+        from harness.core.parallel import current_shard
 
-    table = Table(title=title)
-    # Items left unscored (score --allow-missing) or excluded by the official rule are shown, never silent.
-    shown = [c for c in ("missing", "excluded") if any(s.get(c) for s in summaries)]
-    for col in ("task", "n", "score", "95% CI", "unparsed", *shown):
-        table.add_column(col, justify="right" if col != "task" else "left")
-    for s in summaries:
-        table.add_row(s["task"], str(s["n"]), f"{s['score']:.1f}", f"[{s['ci_low']:.1f}, {s['ci_high']:.1f}]",
-                      str(s["unparsed"]), *(str(s.get(c, 0)) for c in shown))
-    Console().print(table)
+        if not current_shard().is_main:
+            return 0  # judged tasks are not sharded: under a parallel launch rank 0 runs them whole
+        run_judged_eval(args, judged)
+    return 0
 
 
-def run_score(args: argparse.Namespace, task: Task) -> dict[str, Any]:
-    data_dir = resolve_data_dir(args.data_dir)
-    items = {it.id: it for it in task.load(data_dir, "test")}
-    skipped: list[str] = []
-    preds = read_predictions(Path(args.predictions), items, task.excluded_ids(data_dir, "test"), skipped)
-    if not preds:
-        raise HarnessError(f"{args.predictions}: every prediction is for an id the official rule excludes; nothing to score")
-    records = [sample_record(task, items[i], k, out) for i, k, out in preds]
-    scored = {r["id"] for r in records}
-    missing = len(items) - len(scored)
-    if missing and not getattr(args, "allow_missing", False):
-        raise HarnessError(f"{args.predictions}: {missing} of {len(items)} {task.name} item(s) have no prediction; "
-                           f"add them, or pass --allow-missing to score the {len(scored)} present")
-    summary = summarize(
-        task, {i: items[i] for i in scored}, records, ci_method=args.ci_method,
-        predictions=str(args.predictions), missing=missing, excluded=len(set(skipped)),
-        data={"dir": str(data_dir)},
-    )
-    out = Path(args.out)
-    atomic_write_jsonl(out / "samples.jsonl", records)
-    atomic_write_json(out / "summary.json", summary)
-    print_summaries([summary], title=f"{task.name} (scored from {Path(args.predictions).name})")
-    return summary
+def _eval_with_lmms(args: argparse.Namespace, specs: list[str]) -> int:
+    from harness.bridges.lmms import run_lmms_eval
+
+    given = [k for k in task_option_flags() if getattr(args, k, None) is not None]
+    if given or args.judge or args.vs:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given + [k for k in ("judge", "vs") if getattr(args, k)])
+        raise HarnessError(f"{flags} do not apply with --engine lmms-eval (its tasks carry their own settings)")
+    if getattr(args, "backend", None) not in (None, "hf"):
+        raise HarnessError("--backend does not apply with --engine lmms-eval (its wrappers run transformers)")
+    if args.data_dir:
+        raise HarnessError("--data-dir does not apply with --engine lmms-eval: a task YAML names its data "
+                           "(re-export ours with `harness export-lmms-task TASK --data-dir D`)")
+    run_lmms_eval(args, specs)
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a checkpoint on tasks")
+    p.add_argument("--ckpt", required=True, help="`tiny`, a local HF checkpoint dir, or a PEFT adapter dir")
+    p.add_argument("--base", default=None, help="base checkpoint for an adapter (overrides adapter_config.json)")
+    p.add_argument("--tasks", required=True, help="comma-separated task names (see `harness tasks`)")
+    add_flags(p, EvalSettings, only=["limit", "n_samples", "batch_size"])
+    p.add_argument("--output-dir", default="runs", help="where runs/<ckpt>/<task>/ go (default: runs)")
+    add_flags(p, GenConfig)
+    add_flags(p, EvalSettings, only=["blind"])
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--trust-remote-code", action="store_true", help="allow checkpoint code (InternVL); off by default")
+    p.add_argument("--judge", default=None, help="judged tasks (critic): the checkpoint that scores the answers (default: tiny)")
+    p.add_argument("--vs", default=None, help="judged tasks: compare with this checkpoint's answers (pairwise, both orders)")
+    p.add_argument("--engine", default="harness", choices=["harness", "lmms-eval"],
+                   help="lmms-eval: run lmms-eval's simple_evaluate (--tasks: its task names or task YAML paths) "
+                        "and import its samples (needs pip install '.[lmms]')")
+    p.add_argument("--lmms-metric", default=None, help="--engine lmms-eval: the per-sample metric to score by "
+                   "(default: the task's first numeric one)")
+    p.add_argument("--backend", default="hf", choices=["hf", "vllm"],
+                   help="hf: transformers generate (default); vllm: vLLM engine for fast N-sample decoding on a GPU "
+                        "(pip install vllm; tested here only against a stand-in of its API)")
+    add_task_options(p)
+    p.set_defaults(func=cmd_eval)

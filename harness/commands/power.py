@@ -16,6 +16,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from harness.commands.common import add_task_options, make_tasks
+from harness.core.config import _positive_int
 from harness.errors import HarnessError
 
 
@@ -86,3 +88,20 @@ def run_power(args: Any, task: Any) -> None:
     items = {it.id: it for it in task.load(resolve_data_dir(args.data_dir), "test")}
     for line in power_lines(task, items, Path(args.run), Path(args.vs) if args.vs else None, args.n, args.delta):
         print(line)
+
+
+def cmd_power(args: Any) -> int:
+    (task,) = make_tasks([args.task], args)
+    run_power(args, task)
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("power", help="items needed to detect an effect, from a pilot run's samples (MDE at 80%% power)")
+    p.add_argument("--task", required=True)
+    p.add_argument("--run", required=True, help="pilot run folder with samples.jsonl (e.g. runs/tiny/geoqa)")
+    p.add_argument("--vs", default=None, help="a second run on the same items: measures how often the two disagree")
+    p.add_argument("--n", type=_positive_int, default=None, help="also give the MDE at this many units")
+    p.add_argument("--delta", type=float, default=None, help="effect in points: how many units detect it")
+    add_task_options(p)
+    p.set_defaults(func=cmd_power)

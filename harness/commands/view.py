@@ -47,7 +47,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parsers(sub) -> None:
+def add_parser(sub) -> None:
     p = sub.add_parser("view", help="static HTML sample viewer of a run (every item, output, score; flips with --vs)",
                        description="One self-contained page per checkpoint x task (works from file://): filters, "
                                    "search, sorting, thumbnails; with --vs, a page of the units that flipped.")

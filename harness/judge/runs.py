@@ -27,7 +27,7 @@ def run_judged_eval(args: Any, tasks: list[Any]) -> list[dict[str, Any]]:
 
     With --blind only the answering checkpoints see blanked images; the judge always sees them.
     """
-    from harness.commands.eval import settings_from_args
+    from harness.commands.common import settings_from_args
     from harness.session import Session
 
     _bootstrap_only(args.ci_method)

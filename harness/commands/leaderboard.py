@@ -1,0 +1,39 @@
+"""`harness leaderboard`: build, evaluate and render a leaderboard spec (harness.report.leaderboard)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from harness.report.leaderboard import load_spec, run_leaderboard
+
+    spec = load_spec(Path(args.spec))
+    spec.ci = args.ci or spec.ci
+    spec.correction = args.correction or spec.correction
+    build, fingerprint = _recipe_builder()
+    run_leaderboard(spec, build_recipe=build, device=args.device, data_fingerprint=fingerprint)
+    print(f"wrote {spec.out_dir}/leaderboard.{{md,csv,html}} and forest.png")
+    return 0
+
+
+def _recipe_builder():
+    """Training lives in trainers/; the engine receives it (and the data-file hashing of recipes'
+    `data:`) as callbacks (imports point one way)."""
+    try:
+        from trainers.recipes import build_recipe, data_fingerprint
+    except ImportError:
+        return None, None
+    return build_recipe, data_fingerprint
+
+
+def add_parser(sub) -> None:
+    from harness.core.runner import CI_METHODS
+
+    p = sub.add_parser("leaderboard", help="build, evaluate and render a leaderboard spec")
+    p.add_argument("--spec", default="leaderboards/default.yaml")
+    p.add_argument("--device", default=None)
+    p.add_argument("--ci", default=None, choices=list(CI_METHODS), help="score CIs, overriding the spec's `ci:` (default auto)")
+    p.add_argument("--correction", default=None, choices=["holm", "bh", "none"],
+                   help="multiplicity correction of the stars, overriding the spec's `correction:` (default holm)")
+    p.set_defaults(func=cmd_leaderboard)
