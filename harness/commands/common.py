@@ -30,6 +30,13 @@ def add_task_options(p: argparse.ArgumentParser) -> None:
     add_flags(p, EvalSettings, only=["ci_method"])
 
 
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    """Where and how a checkpoint loads (eval, compare, critic agreement)."""
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--trust-remote-code", action="store_true", help="allow checkpoint code (InternVL); off by default")
+
+
 def make_tasks(names: list[str], args: argparse.Namespace):
     from harness.core.task import task_class
 

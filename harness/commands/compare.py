@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from harness.commands.common import add_task_options, make_tasks
+from harness.commands.common import add_model_flags, add_task_options, make_tasks
 from harness.core.config import add_flags, from_args
 from harness.errors import HarnessError
 from harness.core.runner import Backend, EvalSettings, check_images, evaluate, run_name
@@ -361,9 +361,7 @@ def add_parser(sub) -> None:
     add_flags(p, CompareConfig, only=["limit", "batch_size", "temperature", "top_p", "top_k", "max_new_tokens", "seed",
                                       "bootstrap"])
     p.add_argument("--base", default=None, help="base checkpoint for an adapter (overrides adapter_config.json)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
-    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--trust-remote-code", action="store_true", help="allow checkpoint code (InternVL); off by default")
+    add_model_flags(p)
     add_task_options(p)
     p.set_defaults(func=cmd_compare)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from harness.commands.common import add_model_flags
 from harness.core.config import _positive_int, add_flags
 
 
@@ -28,7 +29,5 @@ def add_parser(sub) -> None:
     p.add_argument("--output-dir", default="runs", help="root of runs and the generation cache (default: runs)")
     p.add_argument("--limit", type=_positive_int, default=None, help="use only the first N votes")
     add_flags(p, JudgeSettings, only=["batch_size", "max_new_tokens", "ci_method"])
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
-    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--trust-remote-code", action="store_true", help="allow checkpoint code (InternVL); off by default")
+    add_model_flags(p)
     p.set_defaults(func=cmd_critic_agreement)

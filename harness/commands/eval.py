@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from harness.commands.common import add_task_options, make_tasks, print_summaries, settings_from_args, task_option_flags
+from harness.commands.common import (add_model_flags, add_task_options, make_tasks, print_summaries, settings_from_args,
+                                     task_option_flags)
 from harness.core.config import add_flags
 from harness.core.runner import EvalResult, EvalSettings
 from harness.core.task import Task
@@ -87,9 +88,7 @@ def add_parser(sub) -> None:
     p.add_argument("--output-dir", default="runs", help="where runs/<ckpt>/<task>/ go (default: runs)")
     add_flags(p, GenConfig)
     add_flags(p, EvalSettings, only=["blind"])
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
-    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--trust-remote-code", action="store_true", help="allow checkpoint code (InternVL); off by default")
+    add_model_flags(p)
     p.add_argument("--judge", default=None, help="judged tasks (critic): the checkpoint that scores the answers (default: tiny)")
     p.add_argument("--vs", default=None, help="judged tasks: compare with this checkpoint's answers (pairwise, both orders)")
     p.add_argument("--engine", default="harness", choices=["harness", "lmms-eval"],
