@@ -180,11 +180,14 @@ class LLM:
         _log({"init": {k: str(v) for k, v in kwargs.items()}})
 
     def generate(self, requests, params, use_tqdm=True):
-        _log({"params": params.kwargs, "requests": [
+        # vLLM takes one SamplingParams for all requests or a list with one per request.
+        per_request = params if isinstance(params, list) else [params] * len(requests)
+        _log({"params": [p.kwargs for p in per_request], "requests": [
             {"prompt": r["prompt"], "image": list(r["multi_modal_data"]["image"].size)} for r in requests]})
         letters = "ABCD"
-        return [_RequestOutput([_Completion(f" Answer: {letters[(i + k) % 4]} ") for k in range(params.kwargs["n"])])
-                for i, _ in enumerate(requests)]
+        # The reply depends on the request's seed alone (as a real draw would), not its position.
+        return [_RequestOutput([_Completion(f" Answer: {letters[((p.kwargs['seed'] or 0) + k) % 4]} ")
+                                for k in range(p.kwargs["n"])]) for p in per_request]
 '''
 
 
@@ -210,18 +213,30 @@ def test_vllm_backend_speaks_the_documented_api(tmp_path, random_tiny):
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert calls[0]["init"]["model"] == str(random_tiny) and calls[0]["init"]["trust_remote_code"] == "False"
     greedy, sampled = (c for c in calls if "params" in c)
-    assert greedy["params"]["n"] == 1 and greedy["params"]["temperature"] == 0.0
-    assert sampled["params"] | {"seed": 0} == {"n": 4, "temperature": 0.7, "top_p": 1.0, "top_k": 20, "seed": 0,
-                                              "max_tokens": greedy["params"]["max_tokens"]}
+    assert all(p["n"] == 1 and p["temperature"] == 0.0 for p in greedy["params"])
+    # Sampling: one request per sample, each with its own seed (batch-invariant draws), same settings.
+    assert len(sampled["params"]) == len(sampled["requests"]) == 12
+    assert len({p["seed"] for p in sampled["params"]}) == 12
+    assert all(p | {"seed": 0} == {"n": 1, "temperature": 0.7, "top_p": 1.0, "top_k": 20, "seed": 0,
+                                   "max_tokens": greedy["params"][0]["max_tokens"]} for p in sampled["params"])
     tok = AutoTokenizer.from_pretrained(random_tiny)
     items = get_task("geoqa").load(BUNDLED, "test")[:3]
     for request in greedy["requests"]:
         assert request["prompt"].count("<image>") == 1 and not request["prompt"].startswith(tok.bos_token * 2)
-    assert sorted(r["prompt"] for r in greedy["requests"]) == sorted(r["prompt"] for r in sampled["requests"])
+    assert sorted(r["prompt"] for r in greedy["requests"] for _ in range(4)) == sorted(
+        r["prompt"] for r in sampled["requests"])
     from harness.core.images import open_image
 
     assert sorted(r["image"] for r in greedy["requests"]) == sorted(
         list(open_image(it.images[0]).size) for it in items)
     rows = [json.loads(line) for line in (tmp_path / "sampled" / random_tiny.name / "geoqa" / "samples.jsonl")
             .read_text().splitlines()]
-    assert len(rows) == 12 and {r["output"] for r in rows} == {f"Answer: {c}" for c in "ABCD"}
+    assert len(rows) == 12 and {r["output"] for r in rows} <= {f"Answer: {c}" for c in "ABCD"}
+    # The same samples one prompt per batch: each sample keeps its seed, so its output (batch invariance).
+    done = run_cli(*base, "--output-dir", str(tmp_path / "one"), "--n-samples", "4", "--temperature", "0.7",
+                   "--top-k", "20", "--batch-size", "1", env=env)
+    assert done.returncode == 0, done.stderr
+    ones = [json.loads(line) for line in (tmp_path / "one" / random_tiny.name / "geoqa" / "samples.jsonl")
+            .read_text().splitlines()]
+    assert sorted((r["id"], r["sample"], r["output"]) for r in ones) == sorted(
+        (r["id"], r["sample"], r["output"]) for r in rows)

@@ -3,9 +3,10 @@
 Written against vLLM's documented offline API and tested against a logging stand-in of it
 (tests/test_performance.py), never against vLLM itself (it needs a CUDA GPU):
 `LLM(model=...)` and `LLM.generate([{"prompt": text, "multi_modal_data": {"image": ...}}],
-SamplingParams(n=..., ...))`. vLLM schedules all prompts at once (continuous batching) and the n
-samples of a request share its prompt's KV cache, which is where it beats HF generate for
-N-sample decoding. Prompts are rendered with the checkpoint's own chat template, as HFBackend
+SamplingParams(...))` (one, or a list with one per request). vLLM schedules all prompts at once
+(continuous batching); a sampled item's N requests (one per sample, each with its own seed, so
+outputs are batch-invariant) share the prompt's KV through prefix caching, which is where it beats
+HF generate for N-sample decoding. Prompts are rendered with the checkpoint's own chat template, as HFBackend
 does, and vLLM's processor expands the image placeholder. Likelihood scoring (aokvqa_mc
 --mc-mode likelihood) and PEFT adapters stay on the default backend.
 """
@@ -59,13 +60,14 @@ class VLLMBackend:
 
     def generate(self, prompts: Sequence[Prompt], gen: GenConfig, n: int = 1, blind: bool = False,
                  seeds: Sequence[int] | None = None) -> list[list[str]]:
-        # `seeds` (per-row streams) are the HF backend's batch invariance; vLLM draws from gen.seed.
         from vllm import SamplingParams
 
-        params = SamplingParams(
-            n=1 if gen.greedy else n, temperature=0.0 if gen.greedy else gen.temperature, top_p=gen.top_p,
-            top_k=gen.top_k if gen.top_k > 0 else -1, max_tokens=gen.budget, seed=gen.seed,
-        )
+        def params(count: int, seed: int | None) -> "SamplingParams":
+            return SamplingParams(
+                n=count, temperature=0.0 if gen.greedy else gen.temperature, top_p=gen.top_p,
+                top_k=gen.top_k if gen.top_k > 0 else -1, max_tokens=gen.budget, seed=seed,
+            )
+
         requests = []
         for p in prompts:
             images = [open_image(ref, blank=blind) for ref in p.images]
@@ -73,9 +75,21 @@ class VLLMBackend:
             if images:
                 request["multi_modal_data"] = {"image": images[0] if len(images) == 1 else images}
             requests.append(request)
-        outputs = self.llm.generate(requests, params, use_tqdm=False)
-        texts = [[c.text.strip() for c in out.outputs] for out in outputs]
-        return [t * n if gen.greedy else t for t in texts]
+        if gen.greedy:
+            outputs = self.llm.generate(requests, params(1, gen.seed), use_tqdm=False)
+            return [[out.outputs[0].text.strip()] * n for out in outputs]
+        if seeds is None:
+            outputs = self.llm.generate(requests, params(n, gen.seed), use_tqdm=False)
+            return [[c.text.strip() for c in out.outputs] for out in outputs]
+        # Batch invariance: one request per sample with that sample's own seed (from its cache key),
+        # so an output does not depend on what else is scheduled; vLLM's prefix caching still
+        # computes each prompt's KV once for its n requests.
+        if len(seeds) != len(prompts) * n:
+            raise HarnessError(f"internal: {len(seeds)} seeds for {len(prompts)} prompts x {n} samples")
+        expanded = [r for r in requests for _ in range(n)]
+        outputs = self.llm.generate(expanded, [params(1, seed) for seed in seeds], use_tqdm=False)
+        texts = [out.outputs[0].text.strip() for out in outputs]
+        return [texts[i * n:(i + 1) * n] for i in range(len(prompts))]
 
     def choice_losses(self, prompts, choices, blind: bool = False):
         raise HarnessError("--backend vllm does not score choice likelihoods; use the default backend for "
