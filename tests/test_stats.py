@@ -21,11 +21,32 @@ def binary(n: int, p: float, seed: int) -> np.ndarray:
 
 
 # --- score_ci: methods --------------------------------------------------------------------------
-def test_auto_is_wilson_for_01_and_bootstrap_for_partial_or_grouped() -> None:
+def test_auto_is_wilson_for_01_clustered_wilson_for_grouped_and_bootstrap_for_partial() -> None:
     x = binary(80, 0.3, 1)
     assert score_ci(x).method == "wilson" and score_ci(x) == score_ci(x, method="wilson")
     assert score_ci(np.linspace(0, 1, 80)).method == "bootstrap"
-    assert score_ci(x, groups=np.arange(80) // 4).method == "bootstrap"
+    assert score_ci(x, groups=np.arange(80) // 4).method == "wilson-clustered"
+    assert score_ci(x, groups=np.arange(80) // 4, method="bootstrap").method == "bootstrap"
+    assert score_ci(np.linspace(0, 1, 80), groups=np.arange(80) // 4).method == "bootstrap"
+
+
+def test_clustered_wilson_runs_between_row_wilson_and_cluster_wilson() -> None:
+    """Design effect 1 (copies disagree as much as independent rows would) gives Wilson over the
+    rows; copies answered alike (design effect = copies) give Wilson over the questions; both with
+    t_{G-1} for z (statsmodels' proportion_confint at the matching alpha)."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    G = 50
+    alpha = 2 * sps.norm.sf(sps.t.ppf(0.975, G - 1))
+    alike = np.repeat(binary(G, 0.4, 3), 4)
+    ci = score_ci(alike, groups=np.repeat(np.arange(G), 4))
+    k = alike.reshape(G, 4)[:, 0].sum()
+    assert (ci.low, ci.high) == pytest.approx([100 * b for b in proportion_confint(k, G, alpha, "wilson")])
+    mixed = np.tile([1.0, 0.0, 0.0, 1.0], G)  # every question 2 of 4: no spread between questions
+    ci = score_ci(mixed, groups=np.repeat(np.arange(G), 4))
+    assert (ci.low, ci.high) == pytest.approx([100 * b for b in proportion_confint(2 * G, 4 * G, alpha, "wilson")])
+    zero = score_ci(np.zeros(4 * G), groups=np.repeat(np.arange(G), 4))  # 0%: as wide as whole questions
+    assert zero.low == 0 and zero.high == pytest.approx(100 * proportion_confint(0, G, alpha, "wilson")[1])
 
 
 @pytest.mark.parametrize("method", stats.CI_METHODS)
@@ -98,7 +119,7 @@ def test_grouped_bootstrap_is_wider_when_copies_agree() -> None:
     per_question = binary(100, 0.6, 5)
     rows = np.repeat(per_question, 4)  # 4 circular copies answered alike
     naive = score_ci(rows, method="bootstrap", seed=1)
-    grouped = score_ci(rows, groups=np.repeat(np.arange(100), 4), seed=1)
+    grouped = score_ci(rows, groups=np.repeat(np.arange(100), 4), method="bootstrap", seed=1)
     assert grouped.n == 100 and naive.n == 400 and grouped.estimate == naive.estimate
     assert grouped.high - grouped.low > 1.7 * (naive.high - naive.low)  # sqrt(4) = 2 in theory
 
@@ -151,31 +172,35 @@ def test_default_interval_covers_95_percent_full_grid() -> None:
             assert 0.935 <= cov <= 0.965, (n, p, cov)
 
 
-def _grouped_coverage(G: int, p: float, reps: int, seed: int) -> float:
-    """4 circular copies per question, questions of varying difficulty (mean p): the truth is p."""
+def _grouped_coverage(G: int, p: float, reps: int, seed: int, method: str = "auto", copies: int = 4,
+                      concentration: float = 2.0) -> float:
+    """`copies` circular copies per question; question difficulty q ~ Beta with mean p (copies of
+    one question share q, so they are correlated: intra-cluster correlation 1/(1 + concentration),
+    1/3 by default). The truth is p, the mean over questions."""
     rng = np.random.default_rng(seed)
-    groups = np.repeat(np.arange(G), 4)
+    groups = np.repeat(np.arange(G), copies)
     hits = 0
     for r in range(reps):
-        q = rng.beta(2 * p, 2 * (1 - p), size=G)
-        x = (rng.random((G, 4)) < q[:, None]).astype(float).ravel()
-        ci = score_ci(x, groups=groups, B=1_000, seed=r)
+        q = rng.beta(concentration * p, concentration * (1 - p), size=G)
+        x = (rng.random((G, copies)) < q[:, None]).astype(float).ravel()
+        ci = score_ci(x, groups=groups, method=method, B=1_000, seed=r)
         hits += ci.low <= 100 * p <= ci.high
     return hits / reps
 
 
-def test_grouped_bootstrap_coverage_fast() -> None:
-    assert 0.92 <= _grouped_coverage(100, 0.5, 300, 1) <= 0.985  # 300 draws: s.e. 1.3 points
+def test_grouped_coverage_fast() -> None:
+    # 30 questions, where the percentile bootstrap fell short (92.7% at p = 0.9); 2,000 draws: s.e. 0.5.
+    for p in (0.1, 0.5, 0.9):
+        assert 0.93 <= _grouped_coverage(30, p, 2_000, 7) <= 0.97, p
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("G, p", [(30, 0.1), (30, 0.5), (30, 0.9), (100, 0.1), (100, 0.5), (100, 0.9), (1000, 0.5)])
-def test_grouped_bootstrap_coverage_grid(G: int, p: float) -> None:
-    # The draws of bench/stats_audit.py (s.e. 0.6 points at 1,500). At 30 questions with skewed
-    # difficulty the percentile bootstrap runs about 2 points short (92.7% at p = 0.9, README
-    # "Statistics"): the bound says so.
-    reps = 1_500 if G < 1000 else 750
-    assert (0.92 if G < 100 else 0.935) <= _grouped_coverage(G, p, reps, G) <= 0.97
+@pytest.mark.parametrize("G", [30, 100, 1000])
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_grouped_coverage_grid(G: int, p: float) -> None:
+    # The draws of bench/stats_audit.py (10,000 per cell, 5,000 at 1,000 questions: s.e. 0.2-0.3).
+    reps = 10_000 if G < 1000 else 5_000
+    assert 0.935 <= _grouped_coverage(G, p, reps, G) <= 0.965
 
 
 # --- paired differences: one rule -------------------------------------------------------------

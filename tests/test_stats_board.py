@@ -209,7 +209,7 @@ def test_clustered_task_resamples_questions() -> None:
     board = {"a": {"mc": dict(zip(ids, rows))}, "b": {"mc": dict(zip(ids, np.roll(rows, 4)))}}
     grouped = leaderboard_frame(board, "a", B=2_000, clusters=clusters).set_index("checkpoint")
     flat = leaderboard_frame(board, "a", B=2_000).set_index("checkpoint")
-    assert grouped.loc["a", "n"] == 150 and grouped.loc["a", "ci_method"] == "bootstrap"
+    assert grouped.loc["a", "n"] == 150 and grouped.loc["a", "ci_method"] == "wilson-clustered"
     assert grouped.loc["a", "score"] == flat.loc["a", "score"]
     width = lambda r: r.ci_high - r.ci_low  # noqa: E731
     assert width(grouped.loc["a"]) > 1.7 * width(flat.loc["a"])

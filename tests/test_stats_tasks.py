@@ -29,7 +29,7 @@ def test_lmudata_mc_groups_circular_copies_and_says_so() -> None:
     right = lambda it: (it.metadata["index"] % 1_000_000) % 3 == 0  # noqa: E731
     summary = summarize(task, {it.id: it for it in items}, _records(items, right))
     assert summary["n"] == len(items) and summary["clusters"] == len(questions)
-    assert summary["ci_method"] == "bootstrap" and "index % 1000000" in summary["clustered"]
+    assert summary["ci_method"] == "wilson-clustered" and "index % 1000000" in summary["clustered"]
     assert summary["score"] == pytest.approx(100 * sum(map(right, items)) / len(items))  # accuracy over rows
     # Wilson would ignore the groups: asked for explicitly, it is refused with the fix named.
     with pytest.raises(HarnessError, match="without groups"):

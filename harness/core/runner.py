@@ -46,7 +46,8 @@ class EvalSettings:
     blind: bool = field(default=False, metadata={"help": "blank every image (measures how much the model uses the image)"})
     limit: int | None = field(default=None, metadata={"help": "evaluate only the first N items", "kind": "positive"})
     ci_method: str = field(default="auto", metadata={
-        "help": "confidence interval: auto (Wilson for 0/1 items, bootstrap for clustered or partial-credit scores; "
+        "help": "confidence interval: auto (Wilson for 0/1 items, Wilson on the effective n for clustered 0/1 rows, "
+                "bootstrap for partial-credit scores; "
                 "the default), wilson, jeffreys, clopper-pearson or bootstrap", "flag": "--ci",
         "choices": CI_METHODS})
 

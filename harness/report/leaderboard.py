@@ -21,8 +21,9 @@ Spec keys (unknown keys are errors, so a typo never silently changes a leaderboa
   limit: null                    # evaluate only the first N items of each task (quick looks)
   judge: tiny                    # judged tasks (critic): the judge checkpoint; they add a column
                                  # "<task>-vs-<baseline>" (preference over the baseline's answers)
-  ci: auto                       # score CIs: auto (Wilson for 0/1 units, bootstrap for clustered or
-                                 # fractional ones), wilson, jeffreys, clopper-pearson or bootstrap
+  ci: auto                       # score CIs: auto (Wilson for 0/1 units, wilson-clustered for clustered
+                                 # 0/1 rows, bootstrap for fractional ones), wilson, jeffreys,
+                                 # clopper-pearson or bootstrap
   correction: holm               # multiplicity over the board's comparisons: holm, bh or none
 A row with `seeds: [..]` (beside its recipe; a non-average recipe's own `seeds` means the same) builds
 one checkpoint per seed, <path>/seed<k>, with the recipe's config `seed` set to k; its cells show the
