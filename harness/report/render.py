@@ -38,8 +38,9 @@ def legend(correction: str = "holm") -> str:
     name = CORRECTION_NAMES.get(correction, correction)
     adjusted = "unadjusted p" if correction == "none" else f"p adjusted by {name} over every comparison on the board"
     return (
-        "Cells: score in percent [95% CI; Wilson for 0/1 items, bootstrap over units for clustered or partial-credit "
-        "scores, seeds then items for multi-seed rows (mean over seeds, seed range in brackets)]; "
+        "Cells: score in percent [95% CI (ci: auto): Wilson for 0/1 items, Wilson on the design-effect sample size "
+        "for clustered 0/1 rows, bootstrap over units for partial-credit scores, seeds then items for multi-seed rows "
+        "(mean over seeds, seed range in brackets); the CSV's ci_method names each]; "
         f"Δ = paired difference from the baseline in points, marked {SIGNIFICANT} when its {adjusted} is below "
         f"{ALPHA:g} (exact McNemar with fewer than 25 discordant pairs, else McNemar's score test for 0/1 items; "
         "paired bootstrap otherwise); rank r [lo-hi] = 1 + the number of checkpoints scoring higher, with its 95% "
