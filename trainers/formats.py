@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from harness.core.files import numbered_jsonl, read_json
 from harness.errors import HarnessError
 
 FORMATS = ("llava", "sharegpt", "messages", "preference", "mmpr")
@@ -121,15 +122,6 @@ def repeat(rows: list, ratio: float, rng: random.Random) -> list:
 
 
 # --- reading containers ----------------------------------------------------------------------------
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise HarnessError(f"{path}: not UTF-8 text; give a JSON, JSONL or parquet file") from None
-    except json.JSONDecodeError as e:
-        raise HarnessError(f"{path}: not valid JSON (line {e.lineno}: {e.msg}); fix the file") from None
-
-
 def _read_rows(path: Path) -> tuple[list[Any], str]:
     """The rows of a file or save_to_disk folder and how each row is named in errors."""
     if path.is_dir():
@@ -151,17 +143,12 @@ def _read_rows(path: Path) -> tuple[list[Any], str]:
         except Exception as e:  # pyarrow raises several types for a corrupt file
             raise HarnessError(f"{path}: cannot read parquet ({e}); rewrite it with pandas or datasets") from None
     if path.suffix == ".jsonl":
-        rows = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise HarnessError(f"{path} line {n}: not valid JSON ({e.msg}); one JSON object per line") from None
-            else:
-                rows.append(None)  # keeps row numbers = line numbers; blank lines are skipped below
+        rows: list[Any] = []
+        for n, row in numbered_jsonl(path):
+            rows += [None] * (n - 1 - len(rows))  # keeps row numbers = line numbers; blank lines are skipped below
+            rows.append(row)
         return rows, "line"
-    data = _read_json(path)
+    data = read_json(path)
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
@@ -172,7 +159,7 @@ def _read_rows(path: Path) -> tuple[list[Any], str]:
 def detect(path: Path) -> str:
     """The layout of a source, from its content."""
     if path.suffix == ".json" and path.is_file():
-        data = _read_json(path)
+        data = read_json(path)
         if isinstance(data, dict) and data and all(isinstance(v, dict) and "annotation" in v for v in data.values()):
             return "mmpr"
     if path.suffix == ".jsonl":  # the first row is enough (MMPR annotation files run to gigabytes)
@@ -374,7 +361,7 @@ def source_hash(src: Source) -> str:
         raise HarnessError(f"data: {src.path} not found; give a JSON/JSONL/parquet file or a save_to_disk folder")
     if (src.format or detect(src.path)) != "mmpr":
         return file_hash([src.path])
-    meta = _read_json(src.path)
+    meta = read_json(src.path)
     entries = meta.values() if isinstance(meta, dict) else []
     anns = [_near(src.path.parent, e["annotation"]) for e in entries if isinstance(e, dict) and isinstance(e.get("annotation"), str)]
     return file_hash([src.path] + [a for a in anns if a.is_file()])
@@ -428,7 +415,7 @@ def load_source(src: Source, limit: int | None = None, seed: int = 0) -> Loaded:
 
 
 def _load_mmpr(src: Source, limit: int | None, rng: random.Random) -> tuple[list[Row], list[dict]]:
-    meta = _read_json(src.path)
+    meta = read_json(src.path)
     if not isinstance(meta, dict) or not all(isinstance(v, dict) for v in meta.values()):
         raise HarnessError(f"{src.path}: an MMPR meta file maps dataset names to {{root, annotation, repeat_time}}")
     base = src.path.parent

@@ -11,7 +11,6 @@ is conservative. Clustered units (MMBench's circular copies in lmudata_mc) count
 """
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -83,7 +82,7 @@ def run_power(args: Any, task: Any) -> None:
 
     if args.n is not None and args.n < 2:
         raise HarnessError(f"--n {args.n} must be at least 2")
-    if args.delta is not None and not (0 < args.delta <= 100) or (args.delta is not None and math.isnan(args.delta)):
+    if args.delta is not None and not 0 < args.delta <= 100:  # nan fails the comparison too
         raise HarnessError(f"--delta {args.delta} must be between 0 and 100 points")
     items = {it.id: it for it in task.load(resolve_data_dir(args.data_dir), "test")}
     for line in power_lines(task, items, Path(args.run), Path(args.vs) if args.vs else None, args.n, args.delta):

@@ -318,7 +318,6 @@ class HFBackend:
             config.top_k = gen.top_k  # 0 disables top-k filtering
         return config
 
-    _generation_config = generation_config  # the older private name, still used by benchmarks and tests
 
     def choice_losses(self, prompts: Sequence[Prompt], choices: Sequence[Sequence[str]],
                       blind: bool = False) -> list[list[float]]:

@@ -224,7 +224,7 @@ def page_data(run: RunView, base: RunView | None = None, units: Iterable[str] | 
 
 
 # --- writing pages --------------------------------------------------------------------------------
-def safe_name(text: str) -> str:
+def file_stem(text: str) -> str:
     """A file name for untrusted text: safe characters only, a short hash when anything changed."""
     clean = re.sub(r"[^A-Za-z0-9._+@-]", "_", text).lstrip(".") or "_"
     if clean != text:
@@ -279,10 +279,10 @@ def write_view(run_dirs: list[Path], out: Path, vs: list[Path] | None = None, da
         pairs.append((run_dir, run, base))
     written = []
     for run_dir, run, base in pairs:
-        stem = f"{safe_name(run.label)}--{safe_name(run_dir.name)}"
+        stem = f"{file_stem(run.label)}--{file_stem(run_dir.name)}"
         written.append(write_page(out / f"{stem}.html", run))
         if base is not None:
-            written.append(write_page(out / f"{stem}--vs-{safe_name(base.label)}.html", run, base))
+            written.append(write_page(out / f"{stem}--vs-{file_stem(base.label)}.html", run, base))
     return written
 
 
@@ -309,7 +309,7 @@ def leaderboard_pages(out_dir: Path, runs: Mapping[tuple[str, str], RunView], ba
 
     links: dict[tuple[str, str], dict[str, str]] = {}
     for (label, task), run in runs.items():
-        stem = f"{safe_name(label)}--{safe_name(task)}"
+        stem = f"{file_stem(label)}--{file_stem(task)}"
         page = write_page(out_dir / "samples" / f"{stem}.html", run)
         links[(label, task)] = {"score": "samples/" + quote(page.name)}
         if label == baseline or (baseline, task) not in runs:
@@ -317,7 +317,7 @@ def leaderboard_pages(out_dir: Path, runs: Mapping[tuple[str, str], RunView], ba
         # A seeds row holds one mapping per seed; the statistics keep the units all of them share.
         shared = set.intersection(*(set(m) for c in unit_scores.values() if task in c
                                     for m in ([c[task]] if isinstance(c[task], Mapping) else c[task])))
-        flip = write_page(out_dir / "samples" / f"{stem}--vs-{safe_name(baseline)}.html", run,
+        flip = write_page(out_dir / "samples" / f"{stem}--vs-{file_stem(baseline)}.html", run,
                           runs[(baseline, task)], shared)
         links[(label, task)]["delta"] = "samples/" + quote(flip.name)
     return links
