@@ -130,6 +130,23 @@ def test_selection_prompt_is_r3v_format():
     assert SELECT_INSTRUCTION.startswith("Which prediction is correct?")
 
 
+def test_selection_reply_without_marker_is_read_as_the_answer():
+    from harness.core.task import get_task
+    from harness.stats.selection import read_selection
+
+    task = get_task("geoqa")
+    item = task.load(BUNDLED, "test")[0]
+    gold = item.target
+    value = item.choices["ABCD".index(gold)]
+    other = next(c for c in item.choices if c != value)
+    assert task.extract(value, item) is None  # strict extraction needs the marker
+    assert read_selection(task, value, item) == gold  # the bare value of the chosen option
+    assert read_selection(task, f"({gold})", item) == gold
+    assert read_selection(task, f"Answer: {other}", item) != gold  # with the marker: as the task reads it
+    assert read_selection(task, f"I think {value}. The answer is unclear", item) is None
+    assert read_selection(task, "   ", item) is None
+
+
 def test_monte_carlo_variance():
     from harness.stats.selection import _mc_variance
 

@@ -324,6 +324,27 @@ def test_mpo_correctness_pairs():
     assert len(capped) == 1
 
 
+def test_mpo_gold_chosen_pairs_reference_with_wrong_samples():
+    from harness.core.task import get_task
+    from trainers.data import load_examples
+    from trainers.mpo import correctness_pairs
+
+    task = get_task("geoqa")
+    ex = load_examples(task, BUNDLED, limit=3)
+    wrong = ["ABCD"[("ABCD".index(e.item.target) + 1) % 4] for e in ex]
+    samples = [[f"Answer: {wrong[0]}", "no idea"],                 # unsolved: the reference is chosen
+               [f"Answer: {ex[1].item.target}", f"Answer: {wrong[1]}"],  # solved: its own sample stays chosen
+               []]                                                   # nothing sampled: no pair
+    off, stats_off = correctness_pairs(ex, samples, max_pairs=2, rng=random.Random(0))
+    assert {p.index for p in off} == {1} and stats_off["gold_chosen"] == 0
+    on, stats = correctness_pairs(ex, samples, max_pairs=2, rng=random.Random(0), gold_chosen=True)
+    assert stats["gold_chosen"] == 1 and {p.index for p in on} == {0, 1}
+    gold_pairs = [p for p in on if p.index == 0]
+    assert len(gold_pairs) == 2 and all(p.chosen == ex[0].target.strip() for p in gold_pairs)
+    assert task.score(task.extract(gold_pairs[0].chosen, ex[0].item), ex[0].item) == 1.0  # the reference is right
+    assert [p.chosen for p in on if p.index == 1] == [f"Answer: {ex[1].item.target}"]
+
+
 def test_mpo_trains_with_dropout_ntp(random_tiny, base_weights, tmp_path, monkeypatch):
     import trainers.mpo as mpo
     import trainers.sampling as sampling

@@ -49,6 +49,11 @@ class TrainConfig:
     batch_size: int = field(default=8, metadata={"help": "examples (or pairs) per optimiser step"})
     limit: int | None = field(default=None, metadata={"help": "use only the first N train items of each task (None: all)"})
     seed: int = field(default=0, metadata={"help": "seed for LoRA init, data order and sampling"})
+    init_seed: int | None = field(
+        default=None,
+        metadata={"help": "seed of the LoRA initialisation alone (None: seed); adapters to be averaged share "
+                          "it, as a model soup's members share their start, and differ by seed (data order)"},
+    )
     logging_steps: int = field(default=5, metadata={"help": "log the loss every N steps"})
     qlora: bool = field(default=False, metadata={"help": "load the base in 4 bit (needs a CUDA GPU and bitsandbytes)"})
     deepspeed: str | None = field(
@@ -238,7 +243,7 @@ def trl_args(args_cls: type, cfg: TrainConfig, workdir: Path, **extra: Any):
                                "on a CUDA machine); or drop deepspeed= to train with plain DDP")
         extra["deepspeed"] = cfg.deepspeed  # TrainingArguments hands it to accelerate's DeepSpeed plugin
     return args_cls(
-        output_dir=str(workdir), seed=cfg.seed, data_seed=cfg.seed,
+        output_dir=str(workdir), seed=cfg.seed if cfg.init_seed is None else cfg.init_seed, data_seed=cfg.seed,
         learning_rate=cfg.learning_rate, lr_scheduler_type="linear", warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio
         weight_decay=cfg.weight_decay, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=1,

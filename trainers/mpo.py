@@ -53,6 +53,12 @@ class MPOConfig(TrainConfig):
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling threshold"})
     max_new_tokens: int | None = field(default=None, metadata={"help": "sampling budget (None: the task's own)"})
     max_pairs_per_question: int = field(default=2, metadata={"help": "M: at most this many correctness pairs per question"})
+    gold_chosen: bool = field(
+        default=False,
+        metadata={"help": "a question none of whose samples is right gets its reference reply (the train split's "
+                          "rationale) as the chosen against its wrong samples, as SPIN / mDPO pair gold with "
+                          "model outputs; off: such questions give no pair, as in MPO's sampled pairs"},
+    )
     dropout_ntp: bool = field(default=False, metadata={"help": "also make DropoutNTP pairs (continuation without the image = rejected)"})
     sample_batch_size: int = field(default=32, metadata={"help": "prompts per sampling call"})
     beta: float = field(default=0.1, metadata={"help": "KL strength of the DPO and BCO terms"})
@@ -152,10 +158,12 @@ class MPOTrainer(PairDPOTrainer):
 
 # --- pairs ---------------------------------------------------------------------------------------
 def correctness_pairs(examples: Sequence[Example], samples: Sequence[Sequence[str]],
-                      max_pairs: int, rng: random.Random) -> tuple[list[Pair], dict[str, int]]:
-    """Chosen = a correct, parsed sample; rejected = a wrong or unparsed one; <= max_pairs each."""
+                      max_pairs: int, rng: random.Random, gold_chosen: bool = False) -> tuple[list[Pair], dict[str, int]]:
+    """Chosen = a correct, parsed sample; rejected = a wrong or unparsed one; <= max_pairs each.
+    gold_chosen: a question with no correct sample takes its reference reply as the one chosen."""
     pairs: list[Pair] = []
-    stats = {"questions_with_pairs": 0, "skipped_substring": 0, "all_correct": 0, "all_wrong": 0}
+    stats = {"questions_with_pairs": 0, "skipped_substring": 0, "all_correct": 0, "all_wrong": 0,
+             "gold_chosen": 0}
     for index, (ex, outs) in enumerate(zip(examples, samples)):
         good: list[str] = []
         bad: list[str] = []
@@ -167,6 +175,9 @@ def correctness_pairs(examples: Sequence[Example], samples: Sequence[Sequence[st
             stats["all_correct"] += bool(good)
         if not good:
             stats["all_wrong"] += 1
+            if gold_chosen and ex.target.strip() and bad:
+                good = [ex.target.strip()]
+                stats["gold_chosen"] += 1
         combos = []
         for c in good:
             for r in bad:
@@ -255,12 +266,13 @@ def run(cfg: MPOConfig, base: str, tasks: str, out: Path, data_dir: str | Path |
         def build_pairs():
             samples: list[list[str]] = []
             pairs: list[Pair] = []
-            stats = {"questions_with_pairs": 0, "skipped_substring": 0, "all_correct": 0, "all_wrong": 0}
+            stats = {"questions_with_pairs": 0, "skipped_substring": 0, "all_correct": 0, "all_wrong": 0, "gold_chosen": 0}
             if asked:
                 with sampling_progress(progress, f"mpo sampling {data['task']}", len(asked)) as advance:
                     samples = sample_answers(backend, asked, cfg.samples_per_question, gen, cfg.sample_batch_size,
                                              advance)
-                pairs, stats = correctness_pairs(asked, samples, cfg.max_pairs_per_question, random.Random(cfg.seed))
+                pairs, stats = correctness_pairs(asked, samples, cfg.max_pairs_per_question, random.Random(cfg.seed),
+                                                 cfg.gold_chosen)
                 pairs = [replace(p, index=sampled[p.index]) for p in pairs]
             stats["given_pairs"] = len(given)
             pairs += given

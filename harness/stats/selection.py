@@ -12,7 +12,9 @@ on which n samples happen to come first):
 
 `selection_prompt` is R3V's test-time selection prompt (Cheng et al. 2024, "Vision-Language
 Models Can Self-Improve Reasoning via Reflection"): the question, one "Model's Prediction i: ..."
-line per candidate, then the instruction to pick the correct one.
+line per candidate, then the instruction to pick the correct one. The request asks for the final
+answer only, so `read_selection` reads a reply without any "answer" marker ("70°", "(B)") as that
+answer; any other reply is extracted exactly as the task extracts an output.
 
 A method (`Method`: `name`, `needs_model`, `curve(pool, ns, ctx)`) turns a `SamplePool` into a
 `MethodCurve` per n: `MajorityVote`, `PassAtN` (exact, no model) and `SelfSelect` (asks the
@@ -51,6 +53,16 @@ def selection_prompt(question: str, candidates: Sequence[str]) -> str:
     """The question (as the task prompts it), the numbered candidates, the selection request."""
     lines = [f"Model's Prediction {i}: {text}" for i, text in enumerate(candidates, 1)]
     return "\n".join([question, *lines, SELECT_INSTRUCTION])
+
+
+def read_selection(task: Task, reply: str, item: Item) -> Any:
+    """The task's extraction of a selection reply. The selection request asks for the final answer
+    only, so a reply with no "answer" marker at all ("70°", "(B)") is read as that answer, as if it
+    followed "Answer:"; a reply with the marker is extracted exactly as the task extracts any output."""
+    extracted = task.extract(reply, item)
+    if extracted is None and reply.strip() and "answer" not in reply.lower():
+        extracted = task.extract(f"Answer: {reply.strip()}", item)
+    return extracted
 
 
 MAX_K = 4096  # samples per item: far beyond any test-time scaling curve, and a cap on what --n may expand to
@@ -276,7 +288,7 @@ class _SelectionTask(Task):
         return item.question
 
     def extract(self, output: str, item: Item) -> str | None:
-        return self.base.extract(output, self.base_items[item.metadata["of"]])
+        return read_selection(self.base, output, self.base_items[item.metadata["of"]])
 
     def score(self, extracted: str | None, item: Item) -> float:
         return self.base.score(extracted, self.base_items[item.metadata["of"]])
@@ -357,7 +369,7 @@ class SelfSelect:
         for pid, where in uses.items():
             for item_id, n in where:  # scored against each subset's own item
                 item = pool.items[item_id]
-                picked[(item_id, n)].append(float(pool.task.score(pool.task.extract(replies[pid], item), item)))
+                picked[(item_id, n)].append(float(pool.task.score(read_selection(pool.task, replies[pid], item), item)))
         out = {}
         for n in ns:
             scores, var = {}, {}
