@@ -6,9 +6,11 @@ group scored together); estimates and bounds go out in percent, differences in p
 The rules (README "Statistics" says the same):
 - Score CI (`ci="auto"`): Wilson's score interval for 0/1 units without clusters; for 0/1 rows in
   clusters (`groups`) Wilson's interval on the effective sample size rows / design effect, with
-  t_{G-1} for z (`clustered_wilson`, "wilson-clustered"); for fractional scores an expanded
-  percentile bootstrap (Hesterberg 2015: percentiles at Phi(-sqrt(n/(n-1)) t_{n-1}) so small n is
-  not too narrow). A bootstrap over units that all score 0 (or all 1) has no spread: there the
+  t_{G-1} for z (`clustered_wilson`, "wilson-clustered"; the design maximum until two clusters hold
+  the minority outcome); for fractional scores Wilson's interval on n m(1-m)/s^2 effective units
+  with t_{n-1} (`effective_wilson`, "wilson-effective"). `bootstrap` (and fractional rows in groups)
+  is an expanded percentile bootstrap (Hesterberg 2015: percentiles at Phi(-sqrt(n/(n-1)) t_{n-1})
+  so small n is not too narrow); over units that all score 0 (or all 1) it has no spread: there the
   interval is Wilson's over the n units, so no interval has zero width. `ci_method` names what was used.
 - Paired delta (a - b on the ids both share), one procedure gives the p-value, the CI and the star:
   0/1 units without clusters: with fewer than 25 discordant pairs exact McNemar (two-sided binomial
@@ -369,7 +371,7 @@ def clustered_wilson(x: np.ndarray, clusters: np.ndarray, level: float) -> tuple
     outcome (the right rows when p <= 1/2, else the wrong ones) it takes the upper end, as at 0% or
     100%: the between-cluster variance then rests on one cluster and merely repeats its count (one
     right row reads as "no clustering"); at 100 questions x 4 copies, p = 0.02, that alone covered
-    92.2%. A second minority cluster is enough: requiring more over-covered (README).
+    92.2%. Two is the threshold: three took that cell to 96.9% (README).
     """
     import numpy as np
 
