@@ -1,9 +1,9 @@
-"""Simulation audit of the statistics with known truth: `python bench/stats_audit.py [--quick]`.
+"""Simulation audit of the statistics with known truth: `python bench/stats_audit.py [--quick] [--only T]`.
 
 Prints Markdown tables: coverage of the default score CI (Wilson for 0/1 items) exactly at p and
-over a neighbourhood of p; coverage of the grouped interval (4 circular copies per question:
-wilson-clustered and the bootstrap; other copy counts and correlations); coverage of the
-paired-delta CI; family-wise error of the board's stars for 10 equal checkpoints x 6 tasks
+over a neighbourhood of p; coverage of the grouped interval (wilson-clustered; 4 circular copies
+per question, and other copy counts and correlations); coverage of the partial-credit interval
+(wilson-effective and the expanded bootstrap) over score shapes; coverage of the paired-delta CI; family-wise error of the board's stars for 10 equal checkpoints x 6 tasks
 (Holm, BH, none; 0/1 items and partial-credit items). Seeded: the same numbers every run.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 from scipy import stats as sps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from test_stats import _coverage, _exact_coverage, _grouped_coverage, _neighbourhood  # noqa: E402
+from test_stats import _coverage, _exact_coverage, _grouped_coverage, _neighbourhood, _partial_coverage  # noqa: E402
 from test_stats_board import _fwer  # noqa: E402
 
 from harness.stats.ci import mcnemar_test, score_ci  # noqa: E402
@@ -37,40 +37,35 @@ def wilson_table(draws: int) -> None:
 
 
 def grouped_table(reps: int) -> None:
-    boot = reps // 4  # the bootstrap (B=1000 per draw) is slower; kept for comparison
-    print(f"\nGrouped 0/1 rows (4 copies per question) coverage, %: default (wilson-clustered, {reps:,} draws per "
-          f"cell) / grouped bootstrap (B=1000, {boot:,} draws); half the draws at 1,000 questions\n")
-    ps = (0.02, 0.1, 0.5, 0.9)
-    print("| questions | " + " | ".join(f"p={p}" for p in ps) + " |\n|---|" + "---|" * len(ps))
+    print(f"\nGrouped 0/1 rows (4 copies per question) coverage of the default (wilson-clustered), %: {reps:,} "
+          "draws per cell, half at 1,000 questions; at p = 0.02 (a few right rows, next to the band's edges) 10x, 4x at 1,000\n")
+    print("| questions | " + " | ".join(f"p={p}" for p in PS) + " |\n|---|" + "---|" * len(PS))
     for G in NS:
-        r, b = (reps, boot) if G < 1000 else (reps // 2, boot // 2)
-        cells = [f"{100 * _grouped_coverage(G, p, r, G):.1f} / {100 * _grouped_coverage(G, p, b, G, 'bootstrap'):.1f}"
-                 for p in ps]
-        print(f"| {G} | " + " | ".join(cells) + " |")
-    print("\nwilson-clustered at other clustering (10,000 draws per cell, p = 0.1 / 0.5 / 0.9)\n")
-    print("| questions | copies | intra-question correlation | coverage % |\n|---|---|---|---|")
+        r = reps if G < 1000 else reps // 2
+        print(f"| {G} | " + " | ".join(f"{100 * _grouped_coverage(G, p, r * (1 if p > 0.05 else 4 if G == 1000 else 10), G):.{1 if p > 0.05 else 2}f}"
+                                       for p in PS) + " |", flush=True)
+    print(f"\nwilson-clustered at other clustering ({reps:,} draws per cell)\n")
+    print("| questions | copies | intra-question correlation | " + " / ".join(f"p={p}" for p in PS)
+          + " |\n|---|---|---|---|")
     for G in (30, 100):
         for copies, conc in ((4, 0.5), (4, 10.0), (2, 2.0), (8, 2.0)):
-            cov = " / ".join(f"{100 * _grouped_coverage(G, p, reps, G, copies=copies, concentration=conc):.1f}"
-                             for p in (0.1, 0.5, 0.9))
+            cov = " / ".join(f"{100 * _grouped_coverage(G, p, reps, G, copies=copies, concentration=conc):.1f}" for p in PS)
             print(f"| {G} | {copies} | {1 / (1 + conc):.2f} | {cov} |")
 
 
 def partial_table(reps: int) -> None:
-    """Partial credit: a unit's score is the share of its question's 4 copies right (the bootstrap)."""
-    print(f"\nPartial-credit units (share of 4 copies right), bootstrap coverage, % ({reps:,} draws per cell)\n")
+    """Partial-credit units: the default (wilson-effective) / the expanded percentile bootstrap."""
+    boot = reps // 10
+    print(f"\nPartial-credit units, coverage %: default (wilson-effective, {reps:,} draws per cell) / expanded "
+          f"percentile bootstrap (B=1000, {boot:,} draws); a quarter of the draws at 1,000 units\n")
     ps = (0.1, 0.5, 0.9)
-    print("| units | " + " | ".join(f"p={p}" for p in ps) + " |\n|---|" + "---|" * len(ps))
-    for G in (30, 100):
-        cells = []
-        for p in ps:
-            rng, hits = np.random.default_rng(G), 0
-            for r in range(reps):
-                x = (rng.random((G, 4)) < rng.beta(2 * p, 2 * (1 - p), size=G)[:, None]).mean(axis=1)
-                ci = score_ci(x, B=1_000, seed=r)
-                hits += ci.low <= 100 * p <= ci.high
-            cells.append(f"{100 * hits / reps:.1f}")
-        print(f"| {G} | " + " | ".join(cells) + " |")
+    print("| scores | units | " + " | ".join(f"p={p}" for p in ps) + " |\n|---|---|" + "---|" * len(ps))
+    for shape in ("share4", "share2", "beta2", "beta10", "mixed"):
+        for n in NS:
+            r, b = (reps, boot) if n < 1000 else (reps // 4, boot // 4)
+            cells = [f"{100 * _partial_coverage(shape, n, p, r, n):.1f} / "
+                     f"{100 * _partial_coverage(shape, n, p, b, n, 'bootstrap'):.1f}" for p in ps]
+            print(f"| {shape} | {n} | " + " | ".join(cells) + " |", flush=True)
 
 
 def delta_table(reps: int) -> None:
@@ -108,13 +103,15 @@ def fwer_table(boards: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer draws (a few minutes)")
+    parser.add_argument("--only", choices=("wilson", "grouped", "partial", "delta", "fwer"), help="one table")
     args = parser.parse_args()
     q = args.quick
-    wilson_table(6_000 if q else 60_000)
-    grouped_table(2_000 if q else 10_000)
-    partial_table(300 if q else 1_500)
-    delta_table(1_000 if q else 4_000)
-    fwer_table(120 if q else 600)
+    tables = {"wilson": lambda: wilson_table(6_000 if q else 60_000), "grouped": lambda: grouped_table(2_000 if q else 10_000),
+              "partial": lambda: partial_table(1_000 if q else 10_000), "delta": lambda: delta_table(1_000 if q else 4_000),
+              "fwer": lambda: fwer_table(120 if q else 600)}
+    for name, table in tables.items():
+        if args.only in (None, name):
+            table()
 
 
 if __name__ == "__main__":

@@ -193,8 +193,8 @@ def _cells(row: dict[str, Any]) -> list[str]:
 
 
 HEADERS = ("n", "method", "score", "95% CI", f"Δ vs {REFERENCE} [95% CI]", "p", "MC s.e.")
-NOTE = (f"Scores in percent; CI: Wilson where every unit scores 0 or 1, else an expanded percentile bootstrap over "
-        f"items; Δ: paired difference from {REFERENCE} in points, p and its CI from one procedure (McNemar for 0/1 "
+NOTE = (f"Scores in percent; CI: Wilson where every unit scores 0 or 1, else Wilson on the effective sample size "
+        f"(wilson-effective); Δ: paired difference from {REFERENCE} in points, p and its CI from one procedure (McNemar for 0/1 "
         "units, else the paired bootstrap; harness/stats/ci.py); MC s.e.: Monte Carlo standard error "
         "of self-select's average over sampled candidate subsets (blank: exact). pass@n is an oracle ceiling.")
 
@@ -336,7 +336,7 @@ def _finish(df, results, out: Path, title: str, meta: dict[str, Any]) -> pd.Data
 # --- the CLI adapter -----------------------------------------------------------------------------
 def cmd_compare(args: Any) -> int:
     if args.ci_method not in ("auto", "bootstrap"):
-        raise HarnessError("compare reports percentile-bootstrap CIs only (per-item scores are fractions); drop --ci")
+        raise HarnessError("compare reports the default CIs only (Wilson, or wilson-effective for fractional per-item scores); drop --ci")
     config = from_args(CompareConfig, args, ns=parse_ns(args.n, args.samples))
     (task,) = make_tasks([args.task], args)
     run_compare(args, task, config)

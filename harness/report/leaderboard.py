@@ -22,7 +22,7 @@ Spec keys (unknown keys are errors, so a typo never silently changes a leaderboa
   judge: tiny                    # judged tasks (critic): the judge checkpoint; they add a column
                                  # "<task>-vs-<baseline>" (preference over the baseline's answers)
   ci: auto                       # score CIs: auto (Wilson for 0/1 units, wilson-clustered for clustered
-                                 # 0/1 rows, bootstrap for fractional ones), wilson, jeffreys,
+                                 # 0/1 rows, wilson-effective for fractional ones), wilson, jeffreys,
                                  # clopper-pearson or bootstrap
   correction: holm               # multiplicity over the board's comparisons: holm, bh or none
 A row with `seeds: [..]` (beside its recipe; a non-average recipe's own `seeds` means the same) builds

@@ -39,7 +39,7 @@ def legend(correction: str = "holm") -> str:
     adjusted = "unadjusted p" if correction == "none" else f"p adjusted by {name} over every comparison on the board"
     return (
         "Cells: score in percent [95% CI (ci: auto): Wilson for 0/1 items, Wilson on the design-effect sample size "
-        "for clustered 0/1 rows, bootstrap over units for partial-credit scores, seeds then items for multi-seed rows "
+        "for clustered 0/1 rows, Wilson on the effective sample size for partial-credit scores, seeds then items for multi-seed rows "
         "(mean over seeds, seed range in brackets); the CSV's ci_method names each]; "
         f"Δ = paired difference from the baseline in points, marked {SIGNIFICANT} when its {adjusted} is below "
         f"{ALPHA:g} (exact McNemar with fewer than 25 discordant pairs, else McNemar's score test for 0/1 items; "
