@@ -178,6 +178,33 @@ def test_two_iterations_write_loadable_adapters(random_tiny, tmp_path, monkeypat
     assert json.loads((tmp_path / "runs" / "iter2" / "geoqa" / "summary.json").read_text())["n"] == 2
 
 
+def test_self_training_from_a_warm_up_adapter(random_tiny, tmp_path, monkeypatch):
+    """R3V starts from a warm-up (SFT on distilled rationales): --base ADAPTER samples iteration 1 from
+    it, and every iteration trains a fresh copy of it (its shape, not the config's lora_r)."""
+    import torch
+    from safetensors.torch import load_file
+
+    import trainers.sampling as sampling
+
+    from trainers.self_train import SelfTrainConfig, run
+    from trainers.sft import SFTConfig
+    from trainers.sft import run as sft_run
+
+    warm = tmp_path / "warm"
+    sft_run(SFTConfig(max_steps=2, batch_size=4, limit=6, lora_r=4), str(random_tiny), "geoqa", warm, progress=False)
+    calls: list = []
+    monkeypatch.setattr(sampling, "sample_answers", _scripted(calls))
+    out = tmp_path / "st"
+    manifest = run(SelfTrainConfig(**TINY_RUN), str(warm), "geoqa", out, progress=False)
+    assert [c[0] for c in calls] == ["PeftModelForCausalLM", "PeftModelForCausalLM"]  # the warm-up, then iter1
+    assert manifest["start_adapter"] == str(warm.resolve()) and manifest["iterations"][0]["sampled_from"] == "start"
+    start = load_file(str(warm / "adapter_model.safetensors"))
+    for k in (1, 2):
+        assert json.loads((out / f"iter{k}" / "adapter_config.json").read_text())["r"] == 4
+        tensors = load_file(str(out / f"iter{k}" / "adapter_model.safetensors"))
+        assert set(tensors) == set(start) and any(not torch.equal(tensors[n], start[n]) for n in start)
+
+
 def test_real_sampling_and_nothing_to_train_on(random_tiny, tmp_path):
     from trainers.self_train import SelfTrainConfig, run
 

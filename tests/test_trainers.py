@@ -149,6 +149,33 @@ def test_sft_target_modules_and_qlora_error(random_tiny, tmp_path):
         assert not (tmp_path / "q").exists()
 
 
+def test_training_continues_from_an_adapter_base(random_tiny, tmp_path):
+    """--base ADAPTER (a warm-up): the result is that adapter trained further, on the same base model,
+    with the warm-up's LoRA shape; treatments that cannot continue one refuse it in one line."""
+    from safetensors.torch import load_file
+
+    from trainers.mpo import MPOConfig
+    from trainers.mpo import run as mpo_run
+    from trainers.sft import SFTConfig, run
+
+    warm = tmp_path / "warm"
+    run(SFTConfig(**FEW, lora_r=4), str(random_tiny), "geoqa", warm, progress=False)
+    more = tmp_path / "more"
+    manifest = run(SFTConfig(**{**FEW, "max_steps": 2}, lora_r=16, learning_rate=1e-2), str(warm), "geoqa", more,
+                   progress=False)
+    cfg = json.loads((more / "adapter_config.json").read_text())
+    assert cfg["r"] == 4 and cfg["base_model_name_or_path"] == str(random_tiny.resolve())  # the warm-up's shape, its base
+    assert manifest["start_adapter"] == str(warm.resolve()) and manifest["base"] == str(random_tiny.resolve())
+    a, b = load_file(str(warm / "adapter_model.safetensors")), load_file(str(more / "adapter_model.safetensors"))
+    assert set(a) == set(b) and any(not torch.equal(a[k], b[k]) for k in a)  # trained further, not replaced
+    assert not any(torch.count_nonzero(b[k]) == 0 for k in b if "lora_B" in k)  # B kept the warm-up's (non-zero) values
+    res = run_cli("eval", "--ckpt", str(more), "--tasks", "geoqa", "--limit", "2", "--output-dir", str(tmp_path / "runs"))
+    assert res.returncode == 0, res.stderr
+    with pytest.raises(HarnessError, match="is an adapter; this treatment trains on a full model"):
+        mpo_run(MPOConfig(**FEW), str(warm), "geoqa", tmp_path / "mpo", progress=False)
+    assert not (tmp_path / "mpo").exists()
+
+
 # --- average (SFTe) --------------------------------------------------------------------------------
 def _random_adapter(base: Path, out: Path, seed: int, r: int = 4, targets=("q_proj", "v_proj")) -> Path:
     """A LoRA adapter with random (non-zero) A and B, saved as PEFT saves it."""

@@ -168,16 +168,39 @@ def _coerce(owner: str, key: str, value: Any, hint: Any) -> Any:
 
 
 # --- model ---------------------------------------------------------------------------------------
-def load_base(base: str, qlora: bool = False, device: str | None = None) -> tuple["HFBackend", str]:
-    """The base as an HFBackend (for sampling and input building) and the name adapters record."""
+def load_base(base: str, qlora: bool = False, device: str | None = None,
+              start_from_adapter: str | None = None) -> tuple["HFBackend", str]:
+    """The base as an HFBackend (for sampling and input building) and the name adapters record.
+
+    A LoRA adapter as `base` is a starting point (a warm-up, e.g. an SFT run before self-training),
+    for the treatments that name themselves in `start_from_adapter`: the backend is the adapter's
+    base model carrying that adapter (unmerged), `backend.start_adapter` its folder, and training
+    continues a copy of it (trainers.sft.fit_lora_sft), so the result is again one adapter on the
+    adapter's base. Its content hash (adapter + base) is the backend's, so a rebuilt warm-up makes
+    a leaderboard recipe built on it stale."""
     from harness.models.backend import HFBackend
-    from harness.models.checkpoints import TINY_NAME, resolve_checkpoint
+    from harness.models.checkpoints import TINY_NAME, resolve_checkpoint, tiny_path
 
     if not base:
         raise HarnessError("no base checkpoint given; pass --base tiny or a checkpoint folder")
     ref = resolve_checkpoint(base)
     if ref.kind != "model":
-        raise HarnessError(f"--base {base} is an adapter; train on a full model (merge the adapter first)")
+        if start_from_adapter is None:
+            raise HarnessError(f"--base {base} is an adapter; this treatment trains on a full model "
+                               "(merge the adapter first, or start sft/self_train/data_engine/remgcl from it)")
+        if qlora:
+            raise HarnessError(f"--base {base} is an adapter: qlora=true cannot continue it; set qlora=false")
+        from peft import PeftModel
+
+        inner = TINY_NAME if ref.base_path.resolve() == tiny_path().resolve() else str(ref.base_path)
+        backend, base_name = load_base(inner, False, device)
+        try:
+            backend.model = PeftModel.from_pretrained(backend.model, str(ref.path)).eval()
+        except Exception as e:  # PEFT raises many types for broken or mismatched adapters
+            raise HarnessError(f"cannot load adapter {ref.path} to start {start_from_adapter} from: "
+                               f"{str(e).splitlines()[0][:200]}; re-train or re-save it") from None
+        backend.start_adapter, backend.content_hash = ref.path.resolve(), ref.content_hash
+        return backend, base_name
     if qlora:
         import torch
 
@@ -380,7 +403,8 @@ def set_adapter_base(folder: Path, base_name: str) -> None:
 
 def write_manifest(folder: Path, treatment: str, config: Any, base: str | None, base_hash: str | None,
                    data: dict[str, Any], metrics: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """manifest.json: how the checkpoint was made, enough to re-make it."""
+    """manifest.json: how the checkpoint was made, enough to re-make it (`start_adapter`: the adapter
+    training continued from, with its own LoRA shape, which the config's lora_r/lora_alpha do not set)."""
     from harness.core.scoring import library_versions
     from harness.core.store import atomic_write_json
 
@@ -389,12 +413,13 @@ def write_manifest(folder: Path, treatment: str, config: Any, base: str | None, 
         "config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config,
         "base": base,
         "base_hash": base_hash,
+        **({"start_adapter": str(extra["start_adapter"])} if extra.get("start_adapter") else {}),
         "data": data,
         "seed": getattr(config, "seed", None),
         "versions": library_versions(),
         "metrics": metrics,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        **extra,
+        **{k: v for k, v in extra.items() if k != "start_adapter"},
     }
     atomic_write_json(folder / "manifest.json", manifest)
     return manifest

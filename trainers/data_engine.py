@@ -219,7 +219,7 @@ def run(cfg: DataEngineConfig, base: str, tasks: str, out: Path, data_dir: str |
             root = resolve_data_dir(data_dir)
             held, pool = hold_out(load_examples(task, root, cfg.limit, cfg.target, split="train"), cfg.eval_per_type, cfg.seed)
             types = list(pool)
-        backend, base_name = load_base(base, cfg.qlora, device)
+        backend, base_name = load_base(base, cfg.qlora, device, start_from_adapter="data_engine")
         gen = GenConfig(max_new_tokens=cfg.max_new_tokens or task.max_new_tokens, seed=cfg.seed)
 
         def measure(label: str) -> dict[str, dict[str, Any]]:
@@ -275,4 +275,4 @@ def run(cfg: DataEngineConfig, base: str, tasks: str, out: Path, data_dir: str |
         if records:
             data["sources"] = records
         return write_manifest(stage, "data_engine", cfg, base=base_name, base_hash=backend.content_hash, data=data,
-                              metrics=metrics)
+                              metrics=metrics, start_adapter=getattr(backend, "start_adapter", None))

@@ -341,7 +341,7 @@ def run(cfg: REMGCLConfig, base: str, tasks: str, out: Path, data_dir: str | Pat
     data["with_regions"] = sum(bool(e.item.metadata.get("text_regions")) for e in examples)
     t0 = time.time()
     with staged_output(Path(out), overwrite) as stage:
-        backend, base_name = load_base(base, cfg.qlora, device)
+        backend, base_name = load_base(base, cfg.qlora, device, start_from_adapter="remgcl")
         _decoder(backend.model)  # an unsupported architecture fails before training starts
         if cfg.local_weight > 0 and data["with_regions"] and backend.family.grid is None:
             raise HarnessError(f"remgcl: text regions need the visual-token grid of the model family, and "
@@ -364,4 +364,4 @@ def run(cfg: REMGCLConfig, base: str, tasks: str, out: Path, data_dir: str | Pat
         }
         save_adapter(trainer.model, stage, base_name)
         return write_manifest(stage, "remgcl", cfg, base=base_name, base_hash=backend.content_hash, data=data,
-                              metrics=metrics)
+                              metrics=metrics, start_adapter=getattr(backend, "start_adapter", None))

@@ -246,7 +246,7 @@ def run(cfg: SelfTrainConfig, base: str, tasks: str, out: Path, data_dir: str | 
     rng = random.Random(cfg.seed)
     t0 = time.time()
     with staged_output(Path(out), overwrite) as stage:
-        backend, base_name = load_base(base, cfg.qlora, device)
+        backend, base_name = load_base(base, cfg.qlora, device, start_from_adapter="self_train")
         pool: list[list[Sample]] = [[] for _ in examples]  # every iteration's judged samples, per question
         history: list[dict[str, Any]] = []
         for k in range(1, cfg.iterations + 1):
@@ -258,7 +258,7 @@ def run(cfg: SelfTrainConfig, base: str, tasks: str, out: Path, data_dir: str | 
             judged, stats = judge(examples, samples, k)
             for row, new in zip(pool, judged):
                 row += new
-            stats["sampled_from"] = "base" if k == 1 else f"iter{k - 1}"
+            stats["sampled_from"] = f"iter{k - 1}" if k > 1 else "start" if getattr(backend, "start_adapter", None) else "base"
             stats["sample_seconds"] = round(time.time() - t_iter, 1)
             items = base_items + build_items(examples, pool, rng, cfg.select_per_question, cfg.refine)
             stats["train_items"] = {**item_counts(items), **({"data_files": len(extra)} if extra else {})}
@@ -281,7 +281,7 @@ def run(cfg: SelfTrainConfig, base: str, tasks: str, out: Path, data_dir: str | 
                  "scores": [x.score for x in row]} for ex, row in zip(examples, judged)])
             write_manifest(folder, "self_train", cfg, base=base_name, base_hash=backend.content_hash,
                            data={**data, "train_items": stats["train_items"]}, metrics=metrics,
-                           iteration=k, iterations=history)
+                           iteration=k, iterations=history, start_adapter=getattr(backend, "start_adapter", None))
             backend.model = trainer.model  # iteration k+1 samples from this adapter
         totals = {"wall_seconds": round(time.time() - t0, 1),
                   "sample_seconds": round(sum(h["sample_seconds"] for h in history), 1),
@@ -289,7 +289,7 @@ def run(cfg: SelfTrainConfig, base: str, tasks: str, out: Path, data_dir: str | 
                   "steps": sum(h["train"]["steps"] for h in history)}
         names = [f"iter{k}" for k in range(1, cfg.iterations + 1)]
         return write_manifest(stage, "self_train", cfg, base=base_name, base_hash=backend.content_hash, data=data,
-                              metrics=totals, iterations=history, checkpoints=names,
+                              start_adapter=getattr(backend, "start_adapter", None), metrics=totals, iterations=history, checkpoints=names,
                               evaluate=str(Path(out) / names[-1]))
 
 

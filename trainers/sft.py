@@ -52,13 +52,14 @@ def run(cfg: SFTConfig, base: str, tasks: str, out: Path, data_dir: str | Path |
     examples, data = load_train_data(tasks, data_dir, cfg.limit, cfg.target, sources)
     t0 = time.time()
     with staged_output(Path(out), overwrite) as stage:
-        backend, base_name = load_base(base, cfg.qlora, device)
+        backend, base_name = load_base(base, cfg.qlora, device, start_from_adapter="sft")
         trainer = fit_lora_sft(backend, backend.model, examples, cfg, progress, f"sft {data['task']}")
         metrics = train_metrics(trainer)
         metrics["wall_seconds"] = round(time.time() - t0, 1)
         save_adapter(trainer.model, stage, base_name)
         return write_manifest(
             stage, "sft", cfg, base=base_name, base_hash=backend.content_hash, data=data, metrics=metrics,
+            start_adapter=getattr(backend, "start_adapter", None),
         )
 
 
@@ -66,7 +67,9 @@ def fit_lora_sft(backend: Any, model: Any, examples: list, cfg: TrainConfig, pro
                  new_adapter: bool = True, collator: Any = None, trainer_cls: type | None = None,
                  **trainer_kwargs: Any):
     """TRL SFTTrainer over `examples` (reply-only loss via SFTCollator unless `collator` is given):
-    a new LoRA on `model`, or (new_adapter=False) further training of the adapter `model` carries.
+    a new LoRA on `model` (a trainable copy of `backend.start_adapter` when training starts from an
+    adapter, see trainers.common.load_base), or (new_adapter=False) further training of the adapter
+    `model` carries.
     The shared loop of sft, remgcl, self_train and data_engine; returns the trained trainer."""
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
@@ -74,6 +77,14 @@ def fit_lora_sft(backend: Any, model: Any, examples: list, cfg: TrainConfig, pro
     from trainers.common import lora_config, prepare_trainer, trl_args
     from trainers.data import SFTCollator, index_dataset
 
+    start = getattr(backend, "start_adapter", None)
+    if new_adapter and start is not None:  # a fresh copy of the warm-up adapter, trainable
+        from peft import PeftModel
+
+        if isinstance(model, PeftModel):
+            model = model.unload()
+        model = PeftModel.from_pretrained(model, str(start), is_trainable=True)
+        new_adapter = False
     with tempfile.TemporaryDirectory() as work:
         args = trl_args(TRLSFTConfig, cfg, Path(work), dataset_kwargs={"skip_prepare_dataset": True})
         trainer = (trainer_cls or SFTTrainer)(
