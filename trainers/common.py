@@ -199,7 +199,7 @@ def load_base(base: str, qlora: bool = False, device: str | None = None,
         except Exception as e:  # PEFT raises many types for broken or mismatched adapters
             raise HarnessError(f"cannot load adapter {ref.path} to start {start_from_adapter} from: "
                                f"{str(e).splitlines()[0][:200]}; re-train or re-save it") from None
-        backend.start_adapter, backend.content_hash = ref.path.resolve(), ref.content_hash
+        backend.start_adapter, backend.content_hash = str(ref.path.resolve()), ref.content_hash
         return backend, base_name
     if qlora:
         import torch
@@ -402,7 +402,8 @@ def set_adapter_base(folder: Path, base_name: str) -> None:
 
 
 def write_manifest(folder: Path, treatment: str, config: Any, base: str | None, base_hash: str | None,
-                   data: dict[str, Any], metrics: dict[str, Any], **extra: Any) -> dict[str, Any]:
+                   data: dict[str, Any], metrics: dict[str, Any], start_adapter: str | None = None,
+                   **extra: Any) -> dict[str, Any]:
     """manifest.json: how the checkpoint was made, enough to re-make it (`start_adapter`: the adapter
     training continued from, with its own LoRA shape, which the config's lora_r/lora_alpha do not set)."""
     from harness.core.scoring import library_versions
@@ -413,13 +414,13 @@ def write_manifest(folder: Path, treatment: str, config: Any, base: str | None, 
         "config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config,
         "base": base,
         "base_hash": base_hash,
-        **({"start_adapter": str(extra["start_adapter"])} if extra.get("start_adapter") else {}),
+        **({"start_adapter": start_adapter} if start_adapter else {}),
         "data": data,
         "seed": getattr(config, "seed", None),
         "versions": library_versions(),
         "metrics": metrics,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        **{k: v for k, v in extra.items() if k != "start_adapter"},
+        **extra,
     }
     atomic_write_json(folder / "manifest.json", manifest)
     return manifest

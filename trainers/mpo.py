@@ -157,13 +157,17 @@ class MPOTrainer(PairDPOTrainer):
 
 
 # --- pairs ---------------------------------------------------------------------------------------
+def pair_stats() -> dict[str, int]:
+    """The counters `correctness_pairs` reports (all zero when nothing was sampled)."""
+    return dict.fromkeys(("questions_with_pairs", "skipped_substring", "all_correct", "all_wrong", "gold_chosen"), 0)
+
+
 def correctness_pairs(examples: Sequence[Example], samples: Sequence[Sequence[str]],
                       max_pairs: int, rng: random.Random, gold_chosen: bool = False) -> tuple[list[Pair], dict[str, int]]:
     """Chosen = a correct, parsed sample; rejected = a wrong or unparsed one; <= max_pairs each.
     gold_chosen: a question with no correct sample takes its reference reply as the one chosen."""
     pairs: list[Pair] = []
-    stats = {"questions_with_pairs": 0, "skipped_substring": 0, "all_correct": 0, "all_wrong": 0,
-             "gold_chosen": 0}
+    stats = pair_stats()
     for index, (ex, outs) in enumerate(zip(examples, samples)):
         good: list[str] = []
         bad: list[str] = []
@@ -266,7 +270,7 @@ def run(cfg: MPOConfig, base: str, tasks: str, out: Path, data_dir: str | Path |
         def build_pairs():
             samples: list[list[str]] = []
             pairs: list[Pair] = []
-            stats = {"questions_with_pairs": 0, "skipped_substring": 0, "all_correct": 0, "all_wrong": 0, "gold_chosen": 0}
+            stats = pair_stats()
             if asked:
                 with sampling_progress(progress, f"mpo sampling {data['task']}", len(asked)) as advance:
                     samples = sample_answers(backend, asked, cfg.samples_per_question, gen, cfg.sample_batch_size,

@@ -289,8 +289,8 @@ def run(cfg: SelfTrainConfig, base: str, tasks: str, out: Path, data_dir: str | 
                   "steps": sum(h["train"]["steps"] for h in history)}
         names = [f"iter{k}" for k in range(1, cfg.iterations + 1)]
         return write_manifest(stage, "self_train", cfg, base=base_name, base_hash=backend.content_hash, data=data,
-                              start_adapter=getattr(backend, "start_adapter", None), metrics=totals, iterations=history, checkpoints=names,
-                              evaluate=str(Path(out) / names[-1]))
+                              metrics=totals, start_adapter=getattr(backend, "start_adapter", None),
+                              iterations=history, checkpoints=names, evaluate=str(Path(out) / names[-1]))
 
 
 def _train(backend: "HFBackend", cfg: SelfTrainConfig, train: list[Example], progress: bool, label: str):
