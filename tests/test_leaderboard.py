@@ -139,7 +139,7 @@ bootstrap: 200
     row = df.set_index("checkpoint").loc["tuned"]
     base = df.set_index("checkpoint").loc["base"]
     assert row.seeds == 2  # at 0% / 100% the bootstrap has no spread: Wilson over the units instead
-    assert row.ci_method == ("wilson" if row.score in (0.0, 100.0) else "hierarchical-bootstrap")
+    assert row.ci_method == ("wilson" if row.score in (0.0, 100.0) else "seed-components")
     assert row.score == base.score == row.seed_min == row.seed_max  # the same weights at every seed
     assert (tmp_path / "runs" / "tuned" / "seed3" / "geoqa" / "samples.jsonl").is_file()
     # The recipe's own seeds mean the same for a one-checkpoint trainer.

@@ -23,7 +23,7 @@ from harness.stats.board import leaderboard_frame
 CONTRACT = [
     "checkpoint", "task", "n", "score", "ci_low", "ci_high", "ci_method",
     "delta", "delta_ci_low", "delta_ci_high", "p_value", "p_adjusted", "a_only", "b_only", "mde",
-    "rank", "rank_low", "rank_high",
+    "endpoint", "family_size", "rank", "rank_low", "rank_high",
 ]
 EVIL = "<script>alert(1)</script>"
 MARKUP = "[bold red]x[/] | $y$"

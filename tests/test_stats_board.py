@@ -150,7 +150,7 @@ def test_seeded_row_is_the_mean_over_seeds_with_the_seed_range() -> None:
     assert mpo.score == pytest.approx(100 * np.mean([s.mean() for s in seeds]))
     assert (mpo.seeds, mpo.seed_min, mpo.seed_max) == (3, 100 * min(s.mean() for s in seeds),
                                                        100 * max(s.mean() for s in seeds))
-    assert mpo.ci_method == mpo.delta_method == "hierarchical-bootstrap"
+    assert mpo.ci_method == mpo.delta_method == "seed-components"
     # Every seed enters the delta; seed spread widens the CI beyond the item noise of the seed mean.
     assert mpo.delta == pytest.approx(mpo.score - df.loc["base", "score"])
     assert mpo.delta_ci_low < mpo.delta < mpo.delta_ci_high

@@ -10,6 +10,8 @@ Spec keys (unknown keys are errors, so a typo never silently changes a leaderboa
     - {name: sft, recipe: {trainer: sft, base: tiny, task: geoqa, config: {}}}
     - {name: mpo, seeds: [0, 1, 2], recipe: {trainer: mpo, base: tiny, task: geoqa}}  # one build per seed
     - {name: theirs, runs: runs/theirs}   # scored runs: runs/theirs/<task>/samples.jsonl, no model loaded
+    # any row may add `primary: geoqa` (its target: the one starred comparison, the rest exploratory;
+    # `primary: none`: all exploratory; no key: all in the family). Rules: harness/stats/board.py
   blind: [tiny]                  # also evaluate these with blanked images, as "<name>+blind" rows
   tasks: [geoqa, mmbench]        # task names, or {name: aokvqa_mc, options: {mc_mode: likelihood}},
                                  # or {lmms: <lmms-eval task name or task YAML>, metric: ...}: run by
@@ -44,7 +46,7 @@ from harness.core.validate import as_int, check_generation, safe_name
 
 SPEC_KEYS = {"name", "baseline", "checkpoints", "blind", "tasks", "data_dir", "generation", "seed", "bootstrap", "output_dir", "limit",
              "judge", "ci", "correction"}
-ROW_KEYS = {"name", "path", "recipe", "seeds", "runs"}
+ROW_KEYS = {"name", "path", "recipe", "seeds", "runs", "primary"}
 GEN_KEYS = {"temperature", "top_p", "top_k", "max_new_tokens", "batch_size"}
 
 
@@ -55,6 +57,7 @@ class CheckpointSpec:
     recipe: dict[str, Any] | None = None
     seeds: list[int] | None = None  # one build per seed, <ckpt>/seed<k>
     runs: str | None = None  # scored runs, <runs>/<task>/samples.jsonl: no model
+    primary: str | None = None  # its primary task, "none", or None: undeclared (harness.stats.board)
 
     def builds(self) -> list[CheckpointSpec]:
         """The checkpoints this row stands for: itself, or one per seed (config seed = k)."""
@@ -188,13 +191,16 @@ def _checkpoint_row(entry: Any, bad: Callable[[str], HarnessError], path: Path) 
         raise bad(f"checkpoint entry {entry!r}: give a name/path string, or {{name, path}}, {{name, recipe}} "
                   "or {name, runs}")
     name = safe_name(entry["name"], f"{path}: checkpoint name")
+    primary = entry.get("primary")
+    if primary is not None and not (isinstance(primary, str) and primary):
+        raise bad(f"checkpoint {name!r}: primary must be a task name or none, got {primary!r}")
     if set(entry) - ROW_KEYS:
         raise bad(f"checkpoint {name!r}: unknown key(s) {', '.join(sorted(set(entry) - ROW_KEYS))}; "
                   f"allowed: {', '.join(sorted(ROW_KEYS))}")
     if "runs" in entry:
-        if set(entry) - {"name", "runs"} or not isinstance(entry["runs"], str):
-            raise bad(f"checkpoint {name!r}: a scored-runs row is {{name, runs: DIR}} and nothing else")
-        return CheckpointSpec(name, entry["runs"], runs=entry["runs"])
+        if set(entry) - {"name", "runs", "primary"} or not isinstance(entry["runs"], str):
+            raise bad(f"checkpoint {name!r}: a scored-runs row is {{name, runs: DIR}} (and primary) and nothing else")
+        return CheckpointSpec(name, entry["runs"], runs=entry["runs"], primary=primary)
     recipe = entry.get("recipe")
     if recipe is not None and not (isinstance(recipe, dict) and "trainer" in recipe):
         raise bad(f"checkpoint {name!r}: a recipe needs at least a 'trainer'")
@@ -220,7 +226,7 @@ def _checkpoint_row(entry: Any, bad: Callable[[str], HarnessError], path: Path) 
             raise bad(f"checkpoint {name!r}: seeds need a recipe of one trainer that writes one checkpoint "
                       "(not average, whose own seeds are its members, nor a recipe with out)")
     path_ = entry.get("path") or str(Path("checkpoints") / "built" / name)
-    return CheckpointSpec(name, path_, recipe, seeds=seeds)
+    return CheckpointSpec(name, path_, recipe, seeds=seeds, primary=primary)
 
 
 def _optional_positive(value: Any, key: str, bad: Callable[[str], HarnessError]) -> int | None:
@@ -326,7 +332,9 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
     title = f"Leaderboard: {spec.name} (baseline {spec.baseline})"
     # Statistics and renders are a pure function of the unit scores and these settings: an
     # unchanged re-run reads the frame back instead of bootstrapping and plotting again.
-    key = render_key([unit_scores, clusters, spec.ci, spec.correction], spec.baseline, spec.bootstrap, spec.seed, title)
+    primary = {c.name: c.primary for c in spec.checkpoints if c.primary is not None}
+    key = render_key([unit_scores, clusters, spec.ci, spec.correction, primary], spec.baseline, spec.bootstrap,
+                     spec.seed, title)
     df = read_render_cache(spec.out_dir, key)
     from harness.report.viewer import leaderboard_pages
 
@@ -340,7 +348,7 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
             stats_task = progress.add_task(f"bootstrap ({spec.bootstrap} resamples)", total=n_tasks)
             df = leaderboard_frame(unit_scores, spec.baseline, B=spec.bootstrap, seed=spec.seed, ci=spec.ci,
                                    correction=spec.correction, clusters=clusters,
-                                   on_task=lambda _: progress.advance(stats_task, 1))
+                                   on_task=lambda _: progress.advance(stats_task, 1), primary=primary)
         spec.out_dir.mkdir(parents=True, exist_ok=True)
         plot = spec.out_dir / "forest.png"
         report.forest_plot(df, plot)

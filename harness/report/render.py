@@ -5,7 +5,8 @@ Input: a DataFrame with one row per checkpoint x task and the columns of CSV_COL
 percent, deltas points; the delta columns are empty (NaN) for the baseline.
 
 A delta gets the mark "*" when its multiplicity-adjusted p-value (`p_adjusted`, Holm unless the
-spec says otherwise) is below 0.05; the rules are in harness/stats/ci.py. Checkpoint and task names
+spec says otherwise) is below 0.05; an exploratory delta (`endpoint`, outside the corrected family
+of primary endpoints) gets "†" and never a star. The rules are in harness/stats/ci.py and board.py. Checkpoint and task names
 are untrusted text: they are escaped for HTML, Markdown, Rich markup and matplotlib mathtext.
 Every file is written atomically (a temp file in the same folder, then os.replace), so a crash
 never leaves a half-written result.
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from harness.core.files import atomic_write, csv_safe_frame
 from harness.errors import HarnessError
-from harness.stats.board import EXTRA_COLUMNS, LEADERBOARD_COLUMNS
+from harness.stats.board import EXPLORATORY, EXTRA_COLUMNS, LEADERBOARD_COLUMNS
 
 if TYPE_CHECKING:  # heavy imports stay lazy so `harness --help` is fast
     import pandas as pd
@@ -30,20 +31,27 @@ if TYPE_CHECKING:  # heavy imports stay lazy so `harness --help` is fast
 CSV_COLUMNS = LEADERBOARD_COLUMNS
 OPTIONAL_COLUMNS = EXTRA_COLUMNS
 SIGNIFICANT = "*"
+EXPLORATORY_MARK = "†"
 ALPHA = 0.05
 CORRECTION_NAMES = {"holm": "Holm", "bh": "Benjamini-Hochberg (FDR)", "none": "no correction"}
 
 
-def legend(correction: str = "holm") -> str:
+def legend(correction: str = "holm", family: int | None = None, exploratory: bool = False) -> str:
     name = CORRECTION_NAMES.get(correction, correction)
-    adjusted = "unadjusted p" if correction == "none" else f"p adjusted by {name} over every comparison on the board"
+    over = (f"over the board's {family} primary comparisons (each row's declared target; every task of a row "
+            "that declares none)" if exploratory
+            else "over every comparison on the board")
+    adjusted = "unadjusted p" if correction == "none" else f"p adjusted by {name} {over}"
+    marked = (f"; {EXPLORATORY_MARK} = exploratory (not the row's primary endpoint): unadjusted CI and p, "
+              "never starred" if exploratory else "")
     return (
         "Cells: score in percent [95% CI (ci: auto): Wilson for 0/1 items, Wilson on the design-effect sample size "
-        "for clustered 0/1 rows, Wilson on the effective sample size for partial-credit scores, seeds then items for multi-seed rows "
+        "for clustered 0/1 rows, Wilson on the effective sample size for partial-credit scores, seed and item variance "
+        "components for multi-seed rows "
         "(mean over seeds, seed range in brackets); the CSV's ci_method names each]; "
         f"Δ = paired difference from the baseline in points, marked {SIGNIFICANT} when its {adjusted} is below "
         f"{ALPHA:g} (exact McNemar with fewer than 25 discordant pairs, else McNemar's score test for 0/1 items; "
-        "paired bootstrap otherwise); rank r [lo-hi] = 1 + the number of checkpoints scoring higher, with its 95% "
+        f"paired bootstrap for other units; seed and item variance components for multi-seed rows){marked}; rank r [lo-hi] = 1 + the number of checkpoints scoring higher, with its 95% "
         "bootstrap interval over items (independent of names and order)."
     )
 
@@ -76,10 +84,17 @@ class Cell:
     seeds: int | None = None
     seed_min: float | None = None
     seed_max: float | None = None
+    endpoint: str = ""
+    family_size: int | None = None
+    mde_family: float | None = None
+
+    @property
+    def exploratory(self) -> bool:
+        return self.endpoint == EXPLORATORY
 
     @property
     def significant(self) -> bool:
-        return self.p_adjusted is not None and self.p_adjusted < ALPHA
+        return not self.exploratory and self.p_adjusted is not None and self.p_adjusted < ALPHA
 
     @property
     def score_text(self) -> str:
@@ -100,7 +115,8 @@ class Cell:
     def delta_text(self) -> str:
         if self.delta is None:
             return ""
-        return f"{self.delta:+.1f}{SIGNIFICANT if self.significant else ''}"
+        mark = SIGNIFICANT if self.significant else EXPLORATORY_MARK if self.exploratory else ""
+        return f"{self.delta:+.1f}{mark}"
 
 
 @dataclass(frozen=True)
@@ -124,9 +140,20 @@ class Board:
     def task_mde(self, task: str) -> float | None:
         return next((c.mde for (_, t), c in self.cells.items() if t == task and c.mde is not None), None)
 
+    def task_mde_family(self, task: str) -> float | None:
+        return next((c.mde_family for (_, t), c in self.cells.items() if t == task and c.mde_family is not None), None)
+
+    @property
+    def family_size(self) -> int | None:
+        return next((c.family_size for c in self.cells.values() if c.family_size is not None), None)
+
+    @property
+    def has_exploratory(self) -> bool:
+        return any(c.exploratory for c in self.cells.values())
+
     @property
     def legend(self) -> str:
-        return legend(self.correction)
+        return legend(self.correction, self.family_size, self.has_exploratory)
 
 
 def _optional(value: Any) -> float | None:
@@ -176,6 +203,8 @@ def _board(df: pd.DataFrame) -> Board:
             ci_method=str(record["ci_method"]), n_dropped=int(_optional(record.get("n_dropped")) or 0),
             seeds=_optional_int(record.get("seeds")), seed_min=_optional(record.get("seed_min")),
             seed_max=_optional(record.get("seed_max")),
+            endpoint=str(record["endpoint"]) if isinstance(record["endpoint"], str) else "",
+            family_size=_optional_int(record["family_size"]), mde_family=_optional(record.get("mde_family")),
         )
     # The baseline is the checkpoint with no delta anywhere.
     baselines = [c for c in checkpoints if all(cell.delta is None for (k, _), cell in cells.items() if k == c)]
@@ -190,12 +219,19 @@ def _dropped_note(board: Board) -> str:
 
 
 def mde_note(board: Board) -> str:
-    """The footer line: what each task's n can detect."""
+    """The footer line: what each task's n can detect, alone and at the family's threshold."""
     parts = [f"{t} {m:.1f}" for t in board.tasks if (m := board.task_mde(t)) is not None]
     if not parts:
         return ""
-    return ("Minimum detectable effect (points; a single paired comparison at 80% power, two-sided 5%, "
+    text = ("Minimum detectable effect (points; a single paired comparison at 80% power, two-sided 5%, "
             "from n and the median discordance with the baseline): " + ", ".join(parts) + ".")
+    m = board.family_size
+    family = [f"{t} {f:.1f}" for t in board.tasks if (f := board.task_mde_family(t)) is not None]
+    if m and m > 1 and family and board.correction != "none":
+        what = f"{m} primary comparisons" if board.has_exploratory else f"{m} comparisons"
+        text += (f" A star needs more: at the family threshold (p < {ALPHA:g}/{m}, "
+                 f"{CORRECTION_NAMES.get(board.correction, board.correction)} over {what}): " + ", ".join(family) + ".")
+    return text
 
 
 # --- CSV and Markdown ---------------------------------------------------------------------------
@@ -244,6 +280,7 @@ th { background: #f2f2f2; }
 .up { color: #11772d; font-weight: bold; }
 .down { color: #b3261e; font-weight: bold; }
 .rank { color: #666; font-size: 0.85em; }
+.expl { color: #777; font-style: italic; }
 .base { font-style: italic; }
 img { max-width: 100%; }
 p.note { color: #555; max-width: 60em; }
@@ -262,14 +299,17 @@ def _html_cell(cell: Cell | None, links: dict[str, str] | None = None) -> str:
         return "<td>—</td>"
     tip = [f"n={cell.n}", f"CI: {cell.ci_method}"]
     if cell.p_value is not None:
-        tip.append(f"p={cell.p_value:.3g}, adjusted p={cell.p_adjusted:.3g}")
+        adjusted = "" if cell.p_adjusted is None else f", adjusted p={cell.p_adjusted:.3g} (family of {cell.family_size})"
+        tip.append(f"p={cell.p_value:.3g}{adjusted}")
+    if cell.exploratory:
+        tip.append("exploratory: not this row's primary endpoint; unadjusted, never starred")
     if cell.a_only is not None:
         tip.append(f"only this right: {cell.a_only}, only the baseline right: {cell.b_only}")
     parts = [_link(f"{cell.score:.1f}", links.get("score")) + f" <span class='ci'>[{cell.low:.1f}, {cell.high:.1f}]</span>"]
     if cell.seeds is not None:
         parts.append(f"<span class='ci'>{html.escape(cell.seed_text)}</span>")
     if cell.delta is not None:
-        kind = "up" if cell.significant and cell.delta > 0 else "down" if cell.significant else "flat"
+        kind = ("up" if cell.delta > 0 else "down") if cell.significant else "expl" if cell.exploratory else "flat"
         parts.append(_link(f"<span class='{kind}'>Δ {html.escape(cell.delta_text)}</span>", links.get("delta")))
     parts.append(f"<span class='rank'>{cell.rank_text}</span>")
     return f"<td title='{html.escape(', '.join(tip), quote=True)}'>{'<br>'.join(parts)}</td>"
@@ -346,6 +386,7 @@ def forest_plot(df: pd.DataFrame, path: str | Path) -> Path:
             ax.errorbar(
                 cell.score, positions[ckpt], xerr=[[cell.score - cell.low], [cell.high - cell.score]],
                 fmt="s" if is_base else "o", color=colour, capsize=3, markersize=5,
+                markerfacecolor="white" if cell.exploratory else colour,
             )
             if is_base:
                 ax.axvline(cell.score, color="#888888", linestyle="--", linewidth=1)
@@ -358,7 +399,8 @@ def forest_plot(df: pd.DataFrame, path: str | Path) -> Path:
     for ax in axes[len(board.tasks):]:
         ax.set_visible(False)
     fig.suptitle(
-        "score with 95% CI; green / red: significantly above / below the baseline (square, dashed)",
+        "score with 95% CI; green / red: significantly above / below the baseline (square, dashed)"
+        + ("; hollow: exploratory (not the row's primary endpoint, never starred)" if board.has_exploratory else ""),
         fontsize=9,
     )
     buffer = io.BytesIO()

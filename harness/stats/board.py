@@ -3,6 +3,13 @@
 One matrix of resample counts is drawn per task (its stream depends on the seed and the task
 name only) and every checkpoint's replicates are read from it, so CIs, paired deltas and rank
 intervals share resamples, and no number depends on a checkpoint's name or row position.
+
+Endpoints: a row may declare one primary task (`primary={row: task}`, or "none" for no
+primary). Its comparison on that task is a primary endpoint; its other comparisons are
+exploratory: unadjusted p and CI, never starred. A row with no declaration keeps every
+comparison in the family (the behaviour before declarations existed). The correction runs over
+the family only (`family_size`), so declaring targets gives each of them the power a board of
+that many comparisons has. Seeded rows: harness/stats/seeds.py.
 """
 from __future__ import annotations
 
@@ -20,9 +27,13 @@ if TYPE_CHECKING:
 LEADERBOARD_COLUMNS = (
     "checkpoint", "task", "n", "score", "ci_low", "ci_high", "ci_method",
     "delta", "delta_ci_low", "delta_ci_high", "p_value", "p_adjusted", "a_only", "b_only", "mde",
-    "rank", "rank_low", "rank_high",
+    "endpoint", "family_size", "rank", "rank_low", "rank_high",
 )
-EXTRA_COLUMNS = ("delta_method", "correction", "seeds", "seed_min", "seed_max", "resamples", "n_dropped")
+EXTRA_COLUMNS = ("delta_method", "correction", "mde_family", "seeds", "seed_min", "seed_max", "resamples",
+                 "n_dropped")
+PRIMARY, EXPLORATORY = "primary", "exploratory"
+NO_PRIMARY = "none"  # `primary: none`: every comparison of the row is exploratory
+SEEDED_METHOD = "seed-components"
 
 
 @dataclass
@@ -86,15 +97,11 @@ def _replicates(t: _Task, name: str, w: np.ndarray, seed: int, B: int) -> np.nda
 
 def _unit_diffs(t: _Task, a: str, b: str) -> np.ndarray:
     """Per-unit paired differences (seed means); per cluster, scaled by the mean cluster size."""
-    import numpy as np
-
-    d = t.x[a].mean(axis=0) - t.x[b].mean(axis=0)
-    if t.cidx is None:
-        return d
-    return np.bincount(t.cidx, weights=d) / (d.size / t.n_units)
+    return _per_unit(t, t.x[a].mean(axis=0, keepdims=True) - t.x[b].mean(axis=0, keepdims=True))[0]
 
 
-def _mde(t: _Task, baseline: str | None, alpha: float) -> float:
+def _mde(t: _Task, baseline: str | None, alpha: float, family: int) -> tuple[float, float]:
+    """(one comparison, the family's first-step threshold alpha / family) MDEs of the task."""
     import numpy as np
 
     from harness.stats.ci import mde
@@ -107,7 +114,9 @@ def _mde(t: _Task, baseline: str | None, alpha: float) -> float:
         if t.cidx is not None:
             ref = np.bincount(t.cidx, weights=ref) / np.bincount(t.cidx)
         s2 = 2 * float(np.var(ref))
-    return mde(s2, t.n_units, alpha) if s2 > 0 else math.nan
+    if s2 <= 0:
+        return math.nan, math.nan
+    return mde(s2, t.n_units, alpha), mde(s2, t.n_units, alpha / family) if family else math.nan
 
 
 def leaderboard_frame(
@@ -120,13 +129,15 @@ def leaderboard_frame(
     correction: str = "holm",
     clusters: Mapping[str, Mapping[str, str]] | None = None,
     on_task: Callable[[str], None] | None = None,
+    primary: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """All CIs, paired deltas vs the baseline, adjusted p-values, MDEs and rank intervals.
 
     unit_scores: checkpoint -> task -> {unit id: score in [0, 1]}, or a list of such mappings, one
     per training seed. clusters: task -> {unit id: cluster label} for clustered tasks. Within a
     task every checkpoint is scored on the unit ids all of them (and all their seeds) share;
-    `n_dropped` counts each checkpoint's units left out. One row per checkpoint x task with
+    `n_dropped` counts each checkpoint's units left out. primary: checkpoint -> its primary task
+    (or NO_PRIMARY); see the module docstring. One row per checkpoint x task with
     LEADERBOARD_COLUMNS then EXTRA_COLUMNS; delta columns are NaN for the baseline.
     `on_task(task)` is called as each task's statistics finish (progress in logs).
     """
@@ -146,9 +157,10 @@ def leaderboard_frame(
         order += [t for t in per_task if t not in order]
     tasks = [_align(task, {c: unit_scores[c][task] for c in unit_scores if task in unit_scores[c]},
                     (clusters or {}).get(task)) for task in order]
-    comparisons = sum(len(t.names) - 1 for t in tasks if baseline in t.names)
-    resampled = any(t.cidx is not None or any(t.seeded.values()) or not all(map(t.binary, t.names)) for t in tasks)
-    B_used = stats.resamples_for(comparisons, B, alpha) if resampled and correction != "none" else B
+    in_family = _endpoints(primary or {}, order)
+    family = sum(in_family(c, t.name) for t in tasks if baseline in t.names for c in t.names if c != baseline)
+    resampled = any(t.cidx is not None or not all(map(t.binary, t.names)) for t in tasks)
+    B_used = stats.resamples_for(family, B, alpha) if resampled and correction != "none" else B
 
     rows: list[dict[str, Any]] = []
     for t in tasks:
@@ -157,37 +169,72 @@ def leaderboard_frame(
         means = {c: float(t.x[c].mean()) for c in t.names}
         rank_low, rank_high = stats.rank_interval(np.column_stack([reps[c] for c in t.names]), level)
         ranks = stats.point_ranks([means[c] for c in t.names])
-        task_mde = _mde(t, baseline, alpha)
+        # The family's strictest threshold: alpha / family (Holm's and BH's first step; none: alpha)
+        task_mde, family_mde = _mde(t, baseline, alpha, family if correction != "none" else min(family, 1))
         for k, c in enumerate(t.names):
             if t.seeded[c]:
-                low, high = stats.bootstrap_interval(reps[c], level, t.n_units)
-                method = "hierarchical-bootstrap"
-                if np.ptp(reps[c]) == 0 and means[c] in (0.0, 1.0):
-                    (low, high), method = stats.proportion_ci(round(means[c] * t.n_units), t.n_units, "wilson", level), "wilson"
+                low, high, method = _seeded_ci(t, c, level)
             else:
                 low, high, method = stats.cell_ci(t.x[c][0], t.cidx, ci, reps[c], level, t.n_units)
             per_seed = 100.0 * t.x[c].mean(axis=1)
+            compared = baseline in t.names and c != baseline
             row: dict[str, Any] = {
                 "checkpoint": c, "task": t.name, "n": t.n_units, "score": 100.0 * means[c],
                 "ci_low": 100.0 * low, "ci_high": 100.0 * high, "ci_method": method,
                 "delta": np.nan, "delta_ci_low": np.nan, "delta_ci_high": np.nan, "p_value": np.nan,
                 "p_adjusted": np.nan, "a_only": np.nan, "b_only": np.nan, "mde": task_mde,
+                "endpoint": "" if not compared else PRIMARY if in_family(c, t.name) else EXPLORATORY,
+                "family_size": family if compared and in_family(c, t.name) else np.nan,
                 "rank": ranks[k], "rank_low": int(rank_low[k]), "rank_high": int(rank_high[k]),
-                "delta_method": "", "correction": "",
+                "delta_method": "", "correction": "", "mde_family": family_mde,
                 "seeds": len(per_seed) if t.seeded[c] else np.nan,
                 "seed_min": float(per_seed.min()) if t.seeded[c] else np.nan,
                 "seed_max": float(per_seed.max()) if t.seeded[c] else np.nan,
                 "resamples": B_used, "n_dropped": t.dropped[c],
             }
-            if baseline in t.names and c != baseline:
+            if compared:
                 row.update(_delta(t, c, baseline, reps, B_used, seed, level))
             rows.append(row)
         if on_task is not None:
             on_task(t.name)
     df = pd.DataFrame(rows, columns=[*LEADERBOARD_COLUMNS, *EXTRA_COLUMNS])
-    df["p_adjusted"] = stats.adjust(df["p_value"].tolist(), correction, alpha)
-    df.loc[df["p_value"].notna(), "correction"] = correction
+    tested = (df["endpoint"] == PRIMARY).to_numpy()
+    df["p_adjusted"] = np.nan
+    df.loc[tested, "p_adjusted"] = stats.adjust(df.loc[tested, "p_value"].tolist(), correction, alpha)
+    df.loc[tested, "correction"] = correction
     return df
+
+
+def _endpoints(primary: Mapping[str, str], tasks: list[str]) -> Callable[[str, str], bool]:
+    """in_family(checkpoint, task): is this comparison in the corrected family?"""
+    for name, task in primary.items():
+        if task != NO_PRIMARY and task not in tasks:
+            raise HarnessError(f"checkpoint {name}: primary task {task!r} is not on the board "
+                               f"({', '.join(tasks)}); name one of them, or `none`")
+    return lambda c, task: c not in primary or primary[c] == task
+
+
+def _seeded_ci(t: _Task, c: str, level: float) -> tuple[float, float, str]:
+    """(low, high, method) of a seeded row from its seed x unit components (harness/stats/seeds.py)."""
+    from harness.stats import ci as stats
+    from harness.stats.seeds import seeded_score
+
+    mean, low, high = seeded_score(_per_unit(t, t.x[c]), level)
+    if high > low:
+        return low, high, SEEDED_METHOD
+    if mean in (0.0, 1.0):  # no spread at 0% or 100%: Wilson over the units is never zero-width
+        return (*stats.proportion_ci(round(mean * t.n_units), t.n_units, "wilson", level), "wilson")
+    return (*stats.wilson_t(mean, t.n_units, t.n_units - 1, level), "wilson")
+
+
+def _per_unit(t: _Task, x: np.ndarray) -> np.ndarray:
+    """(seeds, units) scores; rows in clusters become cluster sums over the mean cluster size, whose
+    mean is still the mean over rows."""
+    import numpy as np
+
+    if t.cidx is None:
+        return x
+    return np.stack([np.bincount(t.cidx, weights=row) for row in x]) / (x.shape[1] / t.n_units)
 
 
 def _delta(t: _Task, c: str, base: str, reps: dict[str, np.ndarray], B: int, seed: int, level: float) -> dict[str, Any]:
@@ -195,11 +242,12 @@ def _delta(t: _Task, c: str, base: str, reps: dict[str, np.ndarray], B: int, see
 
     if not t.seeded[c] and not t.seeded[base]:
         d = stats.paired_delta(t.x[c][0], t.x[base][0], t.cidx, B, seed, level, reps=(reps[c], reps[base]))
-    else:  # every seed of both sides: the hierarchical replicates
-        delta = 100.0 * float(t.x[c].mean() - t.x[base].mean())
-        low, high, pv = stats.bootstrap_t(100.0 * (reps[c] - reps[base]), delta, t.n_units, level)
-        d = {"delta": delta, "low": low, "high": high, "p_value": pv, "method": "hierarchical-bootstrap",
-             "a_only": None, "b_only": None}
+    else:  # every seed of both sides: seed and unit variance components
+        from harness.stats.seeds import seeded_delta
+
+        delta, low, high, pv = seeded_delta(_per_unit(t, t.x[c]), _per_unit(t, t.x[base]), level)
+        d = {"delta": 100.0 * delta, "low": 100.0 * low, "high": 100.0 * high, "p_value": pv,
+             "method": SEEDED_METHOD, "a_only": None, "b_only": None}
     nan = math.nan
     return {"delta": d["delta"], "delta_ci_low": d["low"], "delta_ci_high": d["high"], "p_value": d["p_value"],
             "a_only": nan if d["a_only"] is None else d["a_only"], "b_only": nan if d["b_only"] is None else d["b_only"],
