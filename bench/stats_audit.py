@@ -4,7 +4,10 @@ Prints Markdown tables: coverage of the default score CI (Wilson for 0/1 items) 
 over a neighbourhood of p; coverage of the grouped interval (wilson-clustered; 4 circular copies
 per question, and other copy counts and correlations); coverage of the partial-credit interval
 (wilson-effective and the expanded bootstrap) over score shapes; coverage of the paired-delta CI; family-wise error of the board's stars for 10 equal checkpoints x 6 tasks
-(Holm, BH, none; 0/1 items and partial-credit items). Seeded: the same numbers every run.
+(Holm, BH, none; 0/1 items and partial-credit items); primary endpoints (family-wise error and
+power against Holm over everything, 10 rows x 5 tasks); seeded rows (coverage and the delta's
+type-I error of the seed-components interval) and the seeds a row needs. Seeded: the same numbers
+every run.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from scipy import stats as sps
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from test_stats import _coverage, _exact_coverage, _grouped_coverage, _neighbourhood, _partial_coverage  # noqa: E402
 from test_stats_board import _fwer  # noqa: E402
+from test_stats_endpoints import _design, _seed_audit  # noqa: E402
 
 from harness.stats.ci import mcnemar_test, score_ci  # noqa: E402
 
@@ -100,15 +104,61 @@ def fwer_table(boards: int) -> None:
                   f"{100 * f:.1f} [{100 * ci.low:.1f}, {100 * ci.high:.1f}] |  <!-- {time.time() - t0:.0f}s -->")
 
 
+def primary_table(boards: int) -> None:
+    gc.collect = lambda *a: 0  # statsmodels' Holm calls it on every call
+    print(f"\nPrimary endpoints: 10 rows x 5 tasks, n = 300, baseline 50%, 35% discordance, one primary per row; "
+          f"k rows 10 points better on their primary, every other comparison null ({boards:,} boards per line)\n")
+    print("| rows with a +10 effect | FWER %: Holm over the 10 primaries / over all 50 | "
+          "power %: primaries / all 50 |\n|---|---|---|")
+    for k in (0, 1, 3, 5, 10):
+        r = _design(boards, k, seed=100 + k)
+        power = f"{100 * r['power_primary']:.1f} / {100 * r['power_all']:.1f}" if k else "-"
+        print(f"| {k} | {100 * r['fwer_primary']:.1f} / {100 * r['fwer_all']:.1f} | {power} |", flush=True)
+
+
+def seeds_table(draws: int) -> None:
+    print(f"\nSeeded rows (seed-components): coverage of the row's 95% CI / type-I error of its delta, % "
+          f"({draws:,} draws per cell, half at n = 1000; truth 50%, delta 0)\n")
+    sds = (0.0, 0.03, 0.06)
+    print("| seeds | n | " + " | ".join(f"seed sd {round(100 * sd)}" for sd in sds) + " |\n|---|---|" + "---|" * len(sds))
+    for seeds in (3, 5):
+        for n in (300, 1000):
+            cells = [_seed_audit(draws if n == 300 else draws // 2, seeds, n, sd, seed=7) for sd in sds]
+            print(f"| {seeds} | {n} | " + " | ".join(f"{100 * c:.1f} / {100 * t:.1f}" for c, t in cells) + " |", flush=True)
+
+
+def seeds_needed() -> None:
+    """Expected delta MDE (80% power) of a seeded row: t_{S-1} on the seed part, z on the items."""
+    from scipy.stats import norm, t
+
+    print("\nExpected MDE of a seeded row's delta, points (n = 300, 35% discordance; 80% power, two-sided 5%): "
+          "sqrt(q_S^2 sd^2 / S + z^2 s2 / n), q_S = t_{S-1,0.975} + t_{S-1,0.8}\n")
+    S_list = (1, 2, 3, 5, 10)
+    print("| seed sd (points) | " + " | ".join(f"{S} seed{'s' if S > 1 else ''}" for S in S_list) + " |\n|---|" + "---|" * len(S_list))
+    z = norm.ppf(0.975) + norm.ppf(0.8)
+    item = z * (0.35 / 300) ** 0.5 * 100
+    for sd in (0, 1, 2, 3, 4, 6):
+        cells = []
+        for S in S_list:
+            if S == 1:
+                cells.append(f"{item:.1f}" if sd == 0 else "-")
+                continue
+            q = t.ppf(0.975, S - 1) + t.ppf(0.8, S - 1)
+            cells.append(f"{(q ** 2 * sd ** 2 / S + item ** 2) ** 0.5:.1f}")
+        print(f"| {sd} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer draws (a few minutes)")
-    parser.add_argument("--only", choices=("wilson", "grouped", "partial", "delta", "fwer"), help="one table")
+    parser.add_argument("--only", choices=("wilson", "grouped", "partial", "delta", "fwer", "primary", "seeds"),
+                        help="one table")
     args = parser.parse_args()
     q = args.quick
     tables = {"wilson": lambda: wilson_table(6_000 if q else 60_000), "grouped": lambda: grouped_table(2_000 if q else 10_000),
               "partial": lambda: partial_table(1_000 if q else 10_000), "delta": lambda: delta_table(1_000 if q else 4_000),
-              "fwer": lambda: fwer_table(120 if q else 600)}
+              "fwer": lambda: fwer_table(120 if q else 600), "primary": lambda: primary_table(1_000 if q else 10_000),
+              "seeds": lambda: (seeds_table(2_000 if q else 20_000), seeds_needed())}
     for name, table in tables.items():
         if args.only in (None, name):
             table()

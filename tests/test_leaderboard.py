@@ -11,7 +11,8 @@ from harness.errors import HarnessError
 from harness.report.leaderboard import load_spec, run_leaderboard
 
 CONTRACT = ["checkpoint", "task", "n", "score", "ci_low", "ci_high", "ci_method", "delta", "delta_ci_low",
-            "delta_ci_high", "p_value", "p_adjusted", "a_only", "b_only", "mde", "rank", "rank_low", "rank_high"]
+            "delta_ci_high", "p_value", "p_adjusted", "a_only", "b_only", "mde", "endpoint", "family_size",
+            "rank", "rank_low", "rank_high"]
 
 
 def _spec(tmp_path: Path, text: str) -> Path:
