@@ -19,15 +19,17 @@ The rules (README "Statistics" says the same):
   test and Tango's (1998) score interval, which is its inversion. Else the paired bootstrap (the same
   resamples for both sides): its standard error se gives CI = delta +- t_{n-1} se and
   p = 2 T_{n-1}(-|delta| / se), so `p < alpha` exactly when the CI excludes 0.
-- Multiplicity (`leaderboard_frame`): the family is every checkpoint x task comparison with the
-  baseline on the board; Holm (default) or Benjamini-Hochberg via statsmodels' multipletests.
-  The star is `p_adjusted < alpha`; the CI printed is the unadjusted 95% interval.
+- Multiplicity (`leaderboard_frame`): the family is the board's primary comparisons (each row's
+  declared target; every comparison of an undeclared row, so a board without declarations keeps
+  them all); Holm (default) or Benjamini-Hochberg via statsmodels' multipletests. The star is
+  `p_adjusted < alpha`; the CI printed is the unadjusted 95% interval; other cells are exploratory.
 - Ranks: a checkpoint's rank is 1 + the number of checkpoints with a strictly higher score (ties
   share the better rank). Its interval is the 2.5%-97.5% range of that rank over the bootstrap
   replicates of the task; the replicates resample units, never names, so renaming or reordering
   checkpoints leaves every interval unchanged.
 - Seeds: a checkpoint given as one score mapping per training seed scores the mean over seeds;
-  its bootstrap resamples seeds, then units (hierarchical), and its delta uses every seed.
+  its CI and delta (every seed) come from seed and unit variance components (harness/stats/seeds.py);
+  its rank replicates resample seeds, then units.
 - Power: `mde` = (z_{1-alpha/2} + z_{power}) * sqrt(s2 / n), s2 the mean squared paired
   difference per unit (for 0/1 units the discordant rate; on a board the median over its
   comparisons), the normal-approximation MDE of a single two-sided comparison at 80% power.
