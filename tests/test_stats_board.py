@@ -1,5 +1,5 @@
 """harness.stats.board.leaderboard_frame: multiplicity (family-wise error by simulation), rank intervals
-independent of names and order, seeds (hierarchical bootstrap), MDE, clusters."""
+independent of names and order, seeds (variance components), MDE, clusters."""
 from __future__ import annotations
 
 import numpy as np
@@ -159,7 +159,7 @@ def test_seeded_row_is_the_mean_over_seeds_with_the_seed_range() -> None:
     assert np.isnan(df.loc["one", "seed_min"]) and df.loc["one", "ci_method"] == "wilson"
 
 
-def test_hierarchical_bootstrap_sees_seed_variance() -> None:
+def test_seeded_ci_sees_seed_variance() -> None:
     """Seeds that differ only by a constant shift: all spread is between seeds. The seeded CI must be
     far wider than the items-only CI of the pooled scores."""
     ids = [f"q{i}" for i in range(2000)]

@@ -256,9 +256,10 @@ def test_spec_rows_declare_primary_and_the_board_follows(tmp_path, random_tiny) 
 name: small
 baseline: base
 checkpoints:
-  - {{name: base, path: {random_tiny}}}
+  - {{name: base, path: {random_tiny}, primary: mmbench}}
   - {{name: same, path: {random_tiny}, primary: geoqa}}
   - {{name: other, path: {random_tiny}, primary: none}}
+blind: [base]
 tasks: [geoqa, mmbench]
 output_dir: {tmp_path / 'runs'}
 limit: 6
@@ -266,19 +267,21 @@ bootstrap: 200
 """
     spec_path.write_text(text)
     spec = load_spec(spec_path)
-    assert [c.primary for c in spec.checkpoints] == [None, "geoqa", "none"]
+    assert [c.primary for c in spec.checkpoints] == ["mmbench", "geoqa", "none"]
     run_leaderboard(spec)
     with (tmp_path / "small" / "leaderboard.csv").open(newline="") as f:
         rows = {(r["checkpoint"], r["task"]): r for r in csv.DictReader(f)}
     assert [rows[("same", t)]["endpoint"] for t in ("geoqa", "mmbench")] == [PRIMARY, EXPLORATORY]
-    assert rows[("same", "geoqa")]["family_size"] == "1" and rows[("other", "geoqa")]["endpoint"] == EXPLORATORY
+    assert rows[("same", "geoqa")]["family_size"] == "2" and rows[("other", "geoqa")]["endpoint"] == EXPLORATORY
+    # the baseline's declaration is its blind row's
+    assert [rows[("base+blind", t)]["endpoint"] for t in ("geoqa", "mmbench")] == [EXPLORATORY, PRIMARY]
     assert "exploratory" in (tmp_path / "small" / "leaderboard.md").read_text(encoding="utf-8")
     # A changed declaration is a changed board: the render cache must not serve the old one.
     spec_path.write_text(text.replace("primary: none", "primary: mmbench"))
     run_leaderboard(load_spec(spec_path))
     with (tmp_path / "small" / "leaderboard.csv").open(newline="") as f:
         rows = {(r["checkpoint"], r["task"]): r for r in csv.DictReader(f)}
-    assert rows[("other", "mmbench")]["endpoint"] == PRIMARY and rows[("other", "mmbench")]["family_size"] == "2"
+    assert rows[("other", "mmbench")]["endpoint"] == PRIMARY and rows[("other", "mmbench")]["family_size"] == "3"
     spec_path.write_text(text.replace("primary: none", "primary: [geoqa]"))
     with pytest.raises(HarnessError, match="primary must be a task name or none"):
         load_spec(spec_path)

@@ -11,7 +11,8 @@ Spec keys (unknown keys are errors, so a typo never silently changes a leaderboa
     - {name: mpo, seeds: [0, 1, 2], recipe: {trainer: mpo, base: tiny, task: geoqa}}  # one build per seed
     - {name: theirs, runs: runs/theirs}   # scored runs: runs/theirs/<task>/samples.jsonl, no model loaded
     # any row may add `primary: geoqa` (its target: the one starred comparison, the rest exploratory;
-    # `primary: none`: all exploratory; no key: all in the family). Rules: harness/stats/board.py
+    # `primary: none`: all exploratory; no key: all in the family; a blind row follows its row's).
+    # Rules: harness/stats/board.py
   blind: [tiny]                  # also evaluate these with blanked images, as "<name>+blind" rows
   tasks: [geoqa, mmbench]        # task names, or {name: aokvqa_mc, options: {mc_mode: likelihood}},
                                  # or {lmms: <lmms-eval task name or task YAML>, metric: ...}: run by
@@ -333,6 +334,7 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
     # Statistics and renders are a pure function of the unit scores and these settings: an
     # unchanged re-run reads the frame back instead of bootstrapping and plotting again.
     primary = {c.name: c.primary for c in spec.checkpoints if c.primary is not None}
+    primary.update({f"{b}+blind": primary[b] for b in spec.blind if b in primary})  # blind rows follow their row
     key = render_key([unit_scores, clusters, spec.ci, spec.correction, primary], spec.baseline, spec.bootstrap,
                      spec.seed, title)
     df = read_render_cache(spec.out_dir, key)
