@@ -59,7 +59,7 @@ class Critic(Task):
     data_layout = "critic/questions.json, critic/images/<file> (or critic/mllm_bench/...)"
     options = {"questions": ("all", "with_images")}
     option_help = {"questions": "which questions (with_images skips questions whose image is absent)"}
-    synth, synth_sizes, synth_dirs = "tasks.synth.critic", (60, 0), ("critic",)
+    synth, synth_sizes, synth_dirs = "tasks.synth.critic", (60, 300), ("critic",)
     request_type = "generate"
     max_new_tokens = 64
     judged: ClassVar[bool] = True  # scores come from harness.judge, not from score()

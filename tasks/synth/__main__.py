@@ -30,7 +30,7 @@ def build_all(out: Path, scale: float = 1.0, seed_offset: int = 0, splits=("test
         extra = (options or {}).get(module.rsplit(".", 1)[-1], {})
         for split in splits:
             n = sizes[0] if split == "test" else sizes[1]
-            if n:  # a generator with no train split (critic) builds none
+            if n:  # a generator with no train split builds none
                 gen.build(out, split, max(1, int(n * scale)), SEEDS[split] + seed_offset, **extra)
 
 

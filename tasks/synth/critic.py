@@ -9,6 +9,13 @@ rows as in the real file, plus `reference` (a short correct answer, the training
 real file has none and the judge never sees it), and 128x128 PNGs under `critic/images/`.
 The colours and shapes are A-OKVQA mini-set's (tasks/synth/aokvqa.py), so a model trained there
 has seen them. One template per MLLM-Bench level, cycled so each level gets the same count.
+
+The train split also writes `critic/judgements_train.jsonl`, a judge's training data in the style
+of LLaVA-Critic: per question four candidate answers of known quality (right: the reference;
+partly right: one colour, shape or number changed; wrong: every one changed; malformed: cut off,
+repeated or off-format), each with a pointwise 0-100 score and a short reason, and two pairwise
+verdicts (Answer1 / Answer2, order drawn at random) with a short reason. The test split's
+questions, ids and images never enter it (different ids, seeds and images).
 """
 from __future__ import annotations
 
@@ -26,6 +33,8 @@ SIZE = 128
 Shape = tuple[str, str, int, int, int]  # kind, colour, centre x, centre y, size
 Question = tuple[str, str, str, str, list[Shape]]  # level, capability, question, reference, shapes
 _FILES = {"test": "questions.json", "train": "questions_train.json"}
+JUDGEMENTS = "judgements_train.jsonl"
+QUALITY_SCORES = {"right": 90, "partly right": 50, "wrong": 10, "malformed": 0}  # pointwise 0-100, best first
 _NUMBERS = {1: "One", 2: "Two", 3: "Three", 4: "Four"}
 
 
@@ -117,16 +126,92 @@ def build(out_dir: Path, split: str, n: int, seed: int) -> None:
             "reference": reference,
         })
     (root / _FILES[split]).write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    if split == "train":
+        lines = [json.dumps(j) for row in rows for j in judgements(row["id"], row["reference"], rng)]
+        (root / JUDGEMENTS).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+# --- a critic's training data: candidate answers of known quality ---------------------------------
+_PLURALS = {kind: kind + ("es" if kind.endswith("s") else "s") for kind in SHAPES}
+_KINDS = {  # attribute kind -> its words as they appear in references
+    "color": [c for c in COLORS], "shape": list(SHAPES), "shapes": list(_PLURALS.values()),
+    "number": list(_NUMBERS.values()),
+}
+
+
+def _attributes(words: list[str]) -> list[tuple[int, str]]:
+    """(word index, kind) of every colour, shape or number word in a reference; "One" is left
+    alone (another number would need a plural noun)."""
+    out = []
+    for i, w in enumerate(words):
+        bare = w.strip(".,").lower()
+        for kind, values in _KINDS.items():
+            if bare in [v.lower() for v in values] and bare != "one":
+                out.append((i, kind))
+    return out
+
+
+def _swap(words: list[str], i: int, kind: str, rng: random.Random, reference: list[str]) -> tuple[str, str]:
+    """Replace word i by a value of its kind in neither the answer nor the reference (keeping case
+    and punctuation); (old, new)."""
+    word = words[i]
+    bare = word.strip(".,")
+    taken = {w.strip(".,").lower() for w in words + reference}
+    new = rng.choice([v for v in _KINDS[kind] if v.lower() not in taken | {"one"}])
+    new = new.capitalize() if bare[0].isupper() else new.lower()
+    words[i] = word.replace(bare, new)
+    return bare.lower(), new.lower()
+
+
+def candidates(reference: str, rng: random.Random) -> dict[str, tuple[str, str]]:
+    """quality -> (answer, why) for one question's reference answer."""
+    words = reference.split()
+    attrs = _attributes(words)
+    partly = list(words)
+    old, new = _swap(partly, *rng.choice(attrs), rng, words)
+    wrong = list(words)
+    for i, kind in attrs:
+        _swap(wrong, i, kind, rng, words)
+    cut = " ".join(words[: max(1, len(words) // 2)]).rstrip(".")
+    malformed = rng.choice([cut, " ".join([words[attrs[-1][0]].strip(".,").lower()] * 4), "Answer: (B)", "°"])
+    return {
+        "right": (reference, "it matches the image"),
+        "partly right": (" ".join(partly), f"it says {new} where the image shows {old}"),
+        "wrong": (" ".join(wrong), "the colours, shapes or numbers it names are not in the image"),
+        "malformed": (malformed, "it is cut off, repeated or off-format, not an answer"),
+    }
+
+
+def judgements(qid: int, reference: str, rng: random.Random) -> list[dict]:
+    """Four pointwise judgements and two pairwise verdicts (the right answer against a worse one,
+    the partly right one against a worse one) for one question."""
+    cands = candidates(reference, rng)
+    out = [{"id": qid, "kind": "pointwise", "quality": q, "answer": a, "score": QUALITY_SCORES[q],
+            "reason": f"{q.capitalize()}: {why}."} for q, (a, why) in cands.items()]
+    ranked = list(QUALITY_SCORES)
+    for better in ("right", "partly right"):
+        worse = rng.choice(ranked[ranked.index(better) + 1:])
+        first_better = rng.random() < 0.5
+        pair = (better, worse) if first_better else (worse, better)
+        slot = "Answer1" if first_better else "Answer2"
+        other = "Answer2" if first_better else "Answer1"
+        reason = f"{slot} is {better}: {cands[better][1]}; {other} is {worse}: {cands[worse][1]}."
+        out.append({"id": qid, "kind": "pairwise", "answer1": cands[pair[0]][0], "answer2": cands[pair[1]][0],
+                    "qualities": list(pair), "verdict": slot, "reason": reason})
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="rebuild the bundled critic mini-set (data/critic only)")
     parser.add_argument("--out", default="data", help="data root; critic/ under it is replaced")
     parser.add_argument("--n", type=int, default=60, help="test questions")
+    parser.add_argument("--train", type=int, default=300, help="train questions (with the judge's training data)")
     args = parser.parse_args()
     shutil.rmtree(Path(args.out) / "critic", ignore_errors=True)
     build(Path(args.out), "test", args.n, seed=1)
-    print(f"wrote {args.n} critic questions to {Path(args.out) / 'critic'}")
+    if args.train:
+        build(Path(args.out), "train", args.train, seed=2)
+    print(f"wrote {args.n} test and {args.train} train critic questions to {Path(args.out) / 'critic'}")
 
 
 if __name__ == "__main__":
