@@ -200,7 +200,7 @@ def _checkpoint_row(entry: Any, bad: Callable[[str], HarnessError], path: Path) 
                   f"allowed: {', '.join(sorted(ROW_KEYS))}")
     if "runs" in entry:
         if set(entry) - {"name", "runs", "primary"} or not isinstance(entry["runs"], str):
-            raise bad(f"checkpoint {name!r}: a scored-runs row is {{name, runs: DIR}} (and primary) and nothing else")
+            raise bad(f"checkpoint {name!r}: a scored-runs row is {{name, runs: DIR}} and nothing else (but primary)")
         return CheckpointSpec(name, entry["runs"], runs=entry["runs"], primary=primary)
     recipe = entry.get("recipe")
     if recipe is not None and not (isinstance(recipe, dict) and "trainer" in recipe):
