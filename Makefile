@@ -7,7 +7,7 @@ PIP := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
 # torchvision; ms-vlmeval is only read by the extraction conformance test. Versions: the lock.
 NO_DEPS := lmms-eval ms-vlmeval
 
-.PHONY: setup test test-slow leaderboard tiny data clean lock
+.PHONY: setup test test-slow leaderboard tiny data heldout clean lock
 
 setup: $(VENV_STAMP)
 
@@ -46,6 +46,10 @@ leaderboard: setup
 # Rebuild the bundled mini-sets (deterministic) and the embedded tiny checkpoint.
 data: setup
 	$(PY) -m tasks.synth --out data
+
+# The held-out set recipes are chosen on (seed 77, ids disjoint from test and train; never the test split).
+heldout: setup
+	$(PY) -m tasks.synth --heldout --out data/heldout
 
 # The base model (issue 26): every format the tasks, treatments and `harness compare` use, numbers
 # digit by digit, declared held-out cells (trainers/pretrain_data.py). Resumable: the state lives in
