@@ -177,7 +177,7 @@ def test_training_continues_from_an_adapter_base(random_tiny, tmp_path):
 
 
 # --- average (SFTe) --------------------------------------------------------------------------------
-def _random_adapter(base: Path, out: Path, seed: int, r: int = 4, targets=("q_proj", "v_proj")) -> Path:
+def _random_adapter(base: Path, out: Path, seed: int, r: int = 4, targets=("q_proj", "v_proj"), alpha: int = 8) -> Path:
     """A LoRA adapter with random (non-zero) A and B, saved as PEFT saves it."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageTextToText
@@ -186,7 +186,7 @@ def _random_adapter(base: Path, out: Path, seed: int, r: int = 4, targets=("q_pr
 
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_pretrained(base)
-    peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=8, target_modules=list(targets),
+    peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, target_modules=list(targets),
                                                   init_lora_weights=False))
     peft_model.save_pretrained(str(out))
     set_adapter_base(out, str(base))
@@ -229,6 +229,29 @@ def test_average_of_merged_deltas_is_exact(random_tiny, base_weights, two_adapte
     assert changed and all(("q_proj" in k or "v_proj" in k) for k in changed)
     for k in base_weights:
         torch.testing.assert_close(merged[k], (w1[k] + w2[k]) / 2, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["deltas", "adapters"])
+def test_members_with_other_alphas_keep_their_own_scale(random_tiny, base_weights, two_adapters, tmp_path, mode):
+    """SFTe's members differ in alpha (16 or 8): each contributes s_i B_i A_i, not the first one's scale."""
+    from trainers.average import AverageConfig, run
+
+    wide = _random_adapter(random_tiny, tmp_path / "alpha16", seed=5, alpha=16)
+    out = tmp_path / f"mixed-{mode}"
+    run(AverageConfig(adapters=[str(two_adapters[0]), str(wide)], mode=mode), out, progress=False)
+    merged, w1, w2 = _weights(out), _weights(two_adapters[0]), _weights(wide)
+    if mode == "deltas":  # exact: the mean of the two merged models
+        for k in base_weights:
+            torch.testing.assert_close(merged[k], (w1[k] + w2[k]) / 2, rtol=0, atol=1e-6)
+    else:  # the mean of the tensors, with the alpha-16 member's B doubled (its scale is twice the first's)
+        from safetensors.torch import load_file
+
+        a = load_file(str(two_adapters[0] / "adapter_model.safetensors"))
+        b = load_file(str(wide / "adapter_model.safetensors"))
+        avg = load_file(str(out / "adapter_model.safetensors"))
+        for name in avg:
+            want = (a[name] + (2 * b[name] if ".lora_B." in name else b[name])) / 2
+            torch.testing.assert_close(avg[name], want, rtol=0, atol=1e-7)
 
 
 def test_average_rejects_mismatched_adapters(random_tiny, two_adapters, tmp_path):
