@@ -480,6 +480,26 @@ def test_recipe_builds_sfte_from_seeded_members(random_tiny, tmp_path):
         build_recipe(CheckpointSpec("x", str(tmp_path / "x"), {"trainer": "dpo"}))
 
 
+def test_recipe_averages_member_rows_that_differ_in_alpha_and_dropout(random_tiny, tmp_path):
+    """The seed's SFTe: members share r and differ in alpha and dropout, each built as its own row."""
+    from harness.report.leaderboard import CheckpointSpec
+    from trainers.recipes import build_recipe
+
+    rows = []
+    for k, (alpha, dropout) in enumerate([(16, 0.05), (8, 0.1)]):
+        config = {"max_steps": 1, "batch_size": 2, "limit": 4, "lora_r": 2, "lora_alpha": alpha, "lora_dropout": dropout}
+        rows.append(tmp_path / f"m{k}")
+        build_recipe(CheckpointSpec(f"m{k}", str(rows[-1]), {"trainer": "sft", "base": str(random_tiny), "task": "geoqa",
+                                                           "config": config}))
+    manifest = build_recipe(CheckpointSpec("sfte", str(tmp_path / "sfte"), {
+        "trainer": "average", "base": str(random_tiny), "include": [str(p) for p in rows]}))
+    assert [m["path"] for m in manifest["members"]] == [str(p) for p in rows]
+    assert json.loads((tmp_path / "sfte" / "adapter_config.json").read_text())["lora_alpha"] == 16
+    with pytest.raises(HarnessError, match="needs members"):
+        build_recipe(CheckpointSpec("x", str(tmp_path / "x"), {"trainer": "average", "base": str(random_tiny),
+                                                               "include": [str(rows[0])]}))
+
+
 def test_train_cli_bad_inputs(random_tiny, tmp_path, capsys):
     from harness.cli import main
 
