@@ -116,7 +116,10 @@ def run(cfg: CriticConfig, base: str, tasks: str, out: Path, data_dir: str | Pat
     if sources:
         raise HarnessError("the critic treatment takes no --data files; it reads critic/judgements_train.jsonl")
     quiet_libraries()
+    from trainers.replay import with_replay
+
     examples, data = judge_examples(data_dir, cfg)
+    examples = with_replay(examples, data, cfg, data_dir)  # the judge keeps answering the tasks
     t0 = time.time()
     with staged_output(Path(out), overwrite) as stage:
         backend, base_name = load_base(base, cfg.qlora, device)

@@ -284,6 +284,7 @@ def run(cfg: SelfTrainConfig, base: str, tasks: str, out: Path, data_dir: str | 
     from trainers.common import (load_base, quiet_libraries, save_adapter, staged_output,
         train_metrics, write_manifest)
     from trainers.data import load_data_files, load_train_data
+    from trainers.replay import replay_for
     from trainers.sampling import draw_on_main, sampling_gen
 
     quiet_libraries()
@@ -291,6 +292,7 @@ def run(cfg: SelfTrainConfig, base: str, tasks: str, out: Path, data_dir: str | 
     extra: list[Example] = []
     if sources:
         extra, data["sources"] = load_data_files(sources, cfg.limit)
+    extra += replay_for(data, len(examples), cfg, data_dir)  # joins every iteration's SFT as it is, like data files
     base_items = qa_items(examples, cfg.qa)
     rng = random.Random(cfg.seed)
     t0 = time.time()
