@@ -136,6 +136,21 @@ def test_later_iterations_build_from_the_pool_of_all_samples():
     assert by[("cot", 1)].target_from == 2
 
 
+def test_select_items_span_the_candidate_range_and_hold_a_right_answer():
+    from trainers.self_train import build_items
+
+    examples = _examples(6)
+    pool, _ = _pool(examples, [[_right(ex), _wrong(ex), _wrong(ex), _right(ex)] for ex in examples])
+    sizes = set()
+    for seed in range(30):
+        for it in build_items(examples, pool, random.Random(seed), 3, False, "2..10"):
+            if it.kind == "select":
+                assert 2 <= len(it.candidates) <= 10 and any(c.score >= 1.0 for c in it.candidates)
+                assert it.prompt.count("Model's Prediction") == len(it.candidates)
+                sizes.add(len(it.candidates))
+    assert sizes == set(range(2, 11))
+
+
 # --- a run ---------------------------------------------------------------------------------------
 def test_two_iterations_write_loadable_adapters(random_tiny, tmp_path, monkeypatch):
     import trainers.sampling as sampling
@@ -176,6 +191,21 @@ def test_two_iterations_write_loadable_adapters(random_tiny, tmp_path, monkeypat
 
     assert main(["eval", "--ckpt", str(out / "iter2"), "--tasks", "geoqa", "--limit", "2", "--output-dir", str(tmp_path / "runs")]) == 0
     assert json.loads((tmp_path / "runs" / "iter2" / "geoqa" / "summary.json").read_text())["n"] == 2
+
+
+def test_select_passes_run_until_select_loss_reaches_the_reasoning_loss(random_tiny, tmp_path, monkeypatch):
+    import trainers.sampling as sampling
+    from trainers.self_train import SelfTrainConfig, run
+
+    monkeypatch.setattr(sampling, "sample_answers", _scripted([]))
+    cfg = SelfTrainConfig(**{**TINY_RUN, "iterations": 1}, select_candidates="2..10", select_extra_epochs=2)
+    manifest = run(cfg, str(random_tiny), "geoqa", tmp_path / "st", progress=False)
+    train = manifest["iterations"][0]["train"]
+    losses = train["item_losses"]
+    assert set(losses[0]) == {"cot", "select"} and len(losses) == train["select_extra_epochs"] + 1
+    # A random base: select targets start above the rationales' loss, so the passes run, and lower it.
+    assert losses[0]["select"] > losses[0]["cot"] and train["select_extra_epochs"] >= 1
+    assert losses[-1]["select"] < losses[0]["select"]
 
 
 def test_self_training_from_a_warm_up_adapter(random_tiny, tmp_path, monkeypatch):
@@ -271,6 +301,9 @@ def test_bad_configs_are_clear_errors(capsys):
         (["qa=gold"], "qa must be one of direct, cot, none"),
         (["iteration=2"], "unknown key.*iteration.*valid keys:.*iterations"),
         (["iterations=two"], "iterations='two' is not a valid int"),
+        (["select_candidates=1..4"], "select_candidates must be 'LO..HI'"),
+        (["select_candidates=ten"], "select_candidates must be 'LO..HI'"),
+        (["select_extra_epochs=-1"], "select_extra_epochs must be >= 0"),
     ]:
         with pytest.raises(HarnessError, match=message):
             load_config(SelfTrainConfig, None, overrides)

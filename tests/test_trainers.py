@@ -177,7 +177,7 @@ def test_training_continues_from_an_adapter_base(random_tiny, tmp_path):
 
 
 # --- average (SFTe) --------------------------------------------------------------------------------
-def _random_adapter(base: Path, out: Path, seed: int, r: int = 4, targets=("q_proj", "v_proj")) -> Path:
+def _random_adapter(base: Path, out: Path, seed: int, r: int = 4, targets=("q_proj", "v_proj"), alpha: int = 8) -> Path:
     """A LoRA adapter with random (non-zero) A and B, saved as PEFT saves it."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageTextToText
@@ -186,7 +186,7 @@ def _random_adapter(base: Path, out: Path, seed: int, r: int = 4, targets=("q_pr
 
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_pretrained(base)
-    peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=8, target_modules=list(targets),
+    peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, target_modules=list(targets),
                                                   init_lora_weights=False))
     peft_model.save_pretrained(str(out))
     set_adapter_base(out, str(base))
@@ -229,6 +229,29 @@ def test_average_of_merged_deltas_is_exact(random_tiny, base_weights, two_adapte
     assert changed and all(("q_proj" in k or "v_proj" in k) for k in changed)
     for k in base_weights:
         torch.testing.assert_close(merged[k], (w1[k] + w2[k]) / 2, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["deltas", "adapters"])
+def test_members_with_other_alphas_keep_their_own_scale(random_tiny, base_weights, two_adapters, tmp_path, mode):
+    """SFTe's members differ in alpha (16 or 8): each contributes s_i B_i A_i, not the first one's scale."""
+    from trainers.average import AverageConfig, run
+
+    wide = _random_adapter(random_tiny, tmp_path / "alpha16", seed=5, alpha=16)
+    out = tmp_path / f"mixed-{mode}"
+    run(AverageConfig(adapters=[str(two_adapters[0]), str(wide)], mode=mode), out, progress=False)
+    merged, w1, w2 = _weights(out), _weights(two_adapters[0]), _weights(wide)
+    if mode == "deltas":  # exact: the mean of the two merged models
+        for k in base_weights:
+            torch.testing.assert_close(merged[k], (w1[k] + w2[k]) / 2, rtol=0, atol=1e-6)
+    else:  # the mean of the tensors, with the alpha-16 member's B doubled (its scale is twice the first's)
+        from safetensors.torch import load_file
+
+        a = load_file(str(two_adapters[0] / "adapter_model.safetensors"))
+        b = load_file(str(wide / "adapter_model.safetensors"))
+        avg = load_file(str(out / "adapter_model.safetensors"))
+        for name in avg:
+            want = (a[name] + (2 * b[name] if ".lora_B." in name else b[name])) / 2
+            torch.testing.assert_close(avg[name], want, rtol=0, atol=1e-7)
 
 
 def test_average_rejects_mismatched_adapters(random_tiny, two_adapters, tmp_path):
@@ -455,6 +478,26 @@ def test_recipe_builds_sfte_from_seeded_members(random_tiny, tmp_path):
         build_recipe(CheckpointSpec("x", str(tmp_path / "x"), {"trainer": "sft", "epoch": 1}))
     with pytest.raises(HarnessError, match="unknown treatment 'dpo'"):
         build_recipe(CheckpointSpec("x", str(tmp_path / "x"), {"trainer": "dpo"}))
+
+
+def test_recipe_averages_member_rows_that_differ_in_alpha_and_dropout(random_tiny, tmp_path):
+    """The seed's SFTe: members share r and differ in alpha and dropout, each built as its own row."""
+    from harness.report.leaderboard import CheckpointSpec
+    from trainers.recipes import build_recipe
+
+    rows = []
+    for k, (alpha, dropout) in enumerate([(16, 0.05), (8, 0.1)]):
+        config = {"max_steps": 1, "batch_size": 2, "limit": 4, "lora_r": 2, "lora_alpha": alpha, "lora_dropout": dropout}
+        rows.append(tmp_path / f"m{k}")
+        build_recipe(CheckpointSpec(f"m{k}", str(rows[-1]), {"trainer": "sft", "base": str(random_tiny), "task": "geoqa",
+                                                           "config": config}))
+    manifest = build_recipe(CheckpointSpec("sfte", str(tmp_path / "sfte"), {
+        "trainer": "average", "base": str(random_tiny), "include": [str(p) for p in rows]}))
+    assert [m["path"] for m in manifest["members"]] == [str(p) for p in rows]
+    assert json.loads((tmp_path / "sfte" / "adapter_config.json").read_text())["lora_alpha"] == 16
+    with pytest.raises(HarnessError, match="needs members"):
+        build_recipe(CheckpointSpec("x", str(tmp_path / "x"), {"trainer": "average", "base": str(random_tiny),
+                                                               "include": [str(rows[0])]}))
 
 
 def test_train_cli_bad_inputs(random_tiny, tmp_path, capsys):

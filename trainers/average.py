@@ -7,8 +7,11 @@ mode=adapters (default): the element-wise mean of every LoRA tensor (A and B sep
 mode=deltas: the mean of the merged updates, mean_i(s * B_i A_i), stored exactly as one LoRA
 adapter of rank K*r: A = [A_1; ...; A_K] stacked, B = [B_1 ... B_K] / K, with lora_alpha scaled so
 the scale s stays the same. Both results load like any adapter (`harness eval --ckpt DIR`).
-Adapters must share base, rank, alpha, target modules and tensor shapes; anything else is an error
-naming the adapter and the difference. PEFT has weighted merging (`add_weighted_adapter`), but it
+Adapters must share base, rank, target modules and tensor shapes; anything else is an error naming
+the adapter and the difference. Members may differ in lora_alpha (and dropout, which leaves no trace
+in the weights), as the LLaVA post-training seed's SFTe members do (alpha 16 or 8): each member's B
+is first multiplied by its scale over the first member's (alpha_i / alpha_1), so every member
+contributes its own update s_i B_i A_i and the result carries the first member's alpha. PEFT has weighted merging (`add_weighted_adapter`), but it
 works on adapters loaded into one model and re-factorises by SVD for mismatched ranks; averaging
 saved tensors directly is exact and needs no model.
 """
@@ -26,7 +29,7 @@ from trainers.common import require
 MODES = ("adapters", "deltas")
 WEIGHTS_FILE = "adapter_model.safetensors"
 # adapter_config.json keys that must agree for tensors to be averaged meaningfully.
-SHAPE_KEYS = ("peft_type", "r", "lora_alpha", "use_rslora", "use_dora", "rank_pattern", "alpha_pattern",
+SHAPE_KEYS = ("peft_type", "r", "use_rslora", "use_dora", "rank_pattern", "alpha_pattern",
               "modules_to_save", "bias", "fan_in_fan_out")
 
 
@@ -92,6 +95,17 @@ def _modules(cfg: dict[str, Any]) -> list[str]:
     return [mods] if isinstance(mods, str) else list(mods)
 
 
+def fold_scales(configs: list[dict[str, Any]], tensors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each member's B times alpha_i / alpha_1 (rank and rsLoRA are shared), so its update at the
+    first member's scale equals its own update at its own scale."""
+    ref = float(configs[0]["lora_alpha"])
+    out = []
+    for cfg, t in zip(configs, tensors):
+        ratio = float(cfg["lora_alpha"]) / ref
+        out.append(t if ratio == 1.0 else {n: (v * ratio).to(v.dtype) if ".lora_B." in n else v for n, v in t.items()})
+    return out
+
+
 def mean_tensors(tensors: list[dict[str, Any]]) -> dict[str, Any]:
     """Element-wise mean of each tensor (accumulated in float64, stored in the original dtype)."""
     import torch
@@ -137,6 +151,7 @@ def run(cfg: AverageConfig, out: Path, base: str | None = None, overwrite: bool 
     loaded = [read_adapter(f) for f in folders]
     configs, tensors = [c for c, _ in loaded], [t for _, t in loaded]
     check_compatible(folders, configs, tensors)
+    tensors = fold_scales(configs, tensors)
     base_name = base or configs[0].get("base_model_name_or_path")
     if not base_name:
         raise HarnessError(f"{folders[0]} does not name its base; pass --base")

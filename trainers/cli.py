@@ -24,13 +24,15 @@ TREATMENTS = {
     "self_train": ("trainers.self_train", "SelfTrainConfig"),
     "remgcl": ("trainers.remgcl", "REMGCLConfig"),
     "data_engine": ("trainers.data_engine", "DataEngineConfig"),
+    "critic": ("trainers.critic", "CriticConfig"),
 }
 EPILOG = (
     "treatments: sft (LoRA SFT), average (SFTe: mean of LoRA adapters, adapters=a,b,c), "
     "mpo (Mixed Preference Optimization), self_critique (self-judged pairs + DPO), "
     "self_train (R3V self-training: writes OUT/iter1..K), "
     "remgcl (SFT + image-text alignment loss; negatives=in_batch for InfoNCE), "
-    "data_engine (MLLM-DataEngine: per-type error -> targeted items -> SFT, R rounds; one task, e.g. geoqa). "
+    "data_engine (MLLM-DataEngine: per-type error -> targeted items -> SFT, R rounds; one task, e.g. geoqa), "
+    "critic (a judge trained on the critic train split's pairwise verdicts and pointwise scores; --task critic). "
     "key=value sets any config field; an unknown key lists the valid ones."
 )
 

@@ -54,6 +54,12 @@ class TrainConfig:
         metadata={"help": "seed of the LoRA initialisation alone (None: seed); adapters to be averaged share "
                           "it, as a model soup's members share their start, and differ by seed (data order)"},
     )
+    replay: float = field(
+        default=0.0,
+        metadata={"help": "add this share (of the task items) of the other tasks' train items to the SFT data, so "
+                          "training for one task keeps the others' formats (trainers/replay.py; 0: none)"},
+    )
+    replay_tasks: str = field(default="", metadata={"help": "the tasks to replay, comma-separated (empty: every other bundled task)"})
     logging_steps: int = field(default=5, metadata={"help": "log the loss every N steps"})
     qlora: bool = field(default=False, metadata={"help": "load the base in 4 bit (needs a CUDA GPU and bitsandbytes)"})
     deepspeed: str | None = field(
@@ -80,6 +86,7 @@ class TrainConfig:
         require(self.batch_size >= 1, "batch_size must be >= 1")
         require(self.limit is None or self.limit >= 1, "limit must be >= 1 or null")
         require(self.logging_steps >= 1, "logging_steps must be >= 1")
+        require(0.0 <= self.replay <= 10.0, "replay must be in [0, 10] (a share of the task's items)")
         require(self.deepspeed is None or Path(self.deepspeed).is_file(),
                 f"deepspeed config file not found: {self.deepspeed}; give the path of a DeepSpeed JSON config")
 

@@ -205,7 +205,11 @@ def run(cfg: DataEngineConfig, base: str, tasks: str, out: Path, data_dir: str |
     names = task_names(tasks)
     if len(names) != 1:
         raise HarnessError(f"data_engine works on one task with question types, got --task {tasks}; pick one, e.g. geoqa")
+    from trainers.replay import replay_for
+
     extra, records = load_data_files(sources, cfg.limit) if sources else ([], [])
+    replayed: dict = {"task": names[0]}
+    extra += replay_for(replayed, cfg.items_per_round, cfg, data_dir)  # joins every round's SFT
     task = get_task(names[0])
     t0 = time.time()
     with tempfile.TemporaryDirectory() as work_dir, staged_output(Path(out), overwrite) as stage:
@@ -274,5 +278,7 @@ def run(cfg: DataEngineConfig, base: str, tasks: str, out: Path, data_dir: str |
                 "eval_items": len(held), "eval_hash": examples_hash(held), "n": len(trained), "hash": examples_hash(trained)}
         if records:
             data["sources"] = records
+        if "replay" in replayed:
+            data["replay"] = replayed["replay"]
         return write_manifest(stage, "data_engine", cfg, base=base_name, base_hash=backend.content_hash, data=data,
                               metrics=metrics, start_adapter=getattr(backend, "start_adapter", None))

@@ -254,6 +254,8 @@ def run(cfg: MPOConfig, base: str, tasks: str, out: Path, data_dir: str | Path |
     from trainers.sampling import sample_answers, sampling_gen
 
     quiet_libraries()
+    if cfg.replay:
+        raise HarnessError("mpo: replay is not supported (its items are sampled and paired); set replay=0")
     examples, data = load_train_data(tasks, data_dir, cfg.limit, sources=sources)
     # Task questions get self-sampled correctness pairs; data files' preference rows bring their own pairs.
     sampled = [i for i, e in enumerate(examples) if e.task is not None]

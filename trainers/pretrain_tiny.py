@@ -1,20 +1,29 @@
-"""Train the embedded default `tiny` VLM from scratch (what `make tiny` runs).
+"""Pretrain the embedded default `tiny` VLM from scratch (what `make tiny` runs).
 
-    python -m trainers.pretrain_tiny --out checkpoints/tiny [--minutes 30]
+    python -m trainers.pretrain_tiny --out checkpoints/tiny --steps 24000 [--minutes 60]
 
-A real LLaVA (CLIP vision tower + Llama) built from a config, with a byte-level BPE tokenizer
-trained on the prompts, is trained on fresh items from the bundled generators (other seeds than
-the committed train/test splits), all tasks mixed. Inputs go through the same HFBackend input
-builder as evaluation, so training and eval see identical prompts. Why it is shaped this way:
-tiny models trained briefly learn text shortcuts, not the image; single-object colour and
-single-word OCR items act as a curriculum, option order is shuffled so text priors give chance,
-and 64 px images keep steps cheap on a CPU.
+A real LLaVA (CLIP vision tower + Llama) built from a config, with a byte-level BPE tokenizer that
+writes numbers digit by digit, is trained on fresh generator items in every format the tasks, the
+treatments and `harness compare` use (trainers/pretrain_data.py), with declared held-out cells.
+Inputs go through the same HFBackend input builder as evaluation, so training and eval see
+identical prompts.
+
+The run is resumable: every `save_every` steps the model, optimizer, step and random state go to
+`<out>.pretrain/` (atomically), and a new start with the same arguments continues from there.
+`--minutes` stops a session early (resume later); the learning-rate schedule follows steps, so a
+run cut into pieces trains the same as one that was not. When `steps` is reached the checkpoint
+is written to `--out` with its manifest (config, history, held-out probes, the held-out cells).
+
+Why it is shaped this way: tiny models trained briefly learn text shortcuts, not the image;
+single-object colour items come first as a curriculum, option order is shuffled so text priors give
+chance, and small images keep steps cheap on a CPU.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import random
 import shutil
 import tempfile
@@ -22,143 +31,176 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-TASKS = ("geoqa", "aokvqa_mc", "aokvqa_da", "mmbench", "ocrbench")
-# Sampling weight per task after the warm-up: geometry needs the most steps to read its figures.
-TASK_WEIGHTS = {"geoqa": 2.0, "aokvqa_mc": 1.0, "aokvqa_da": 1.0, "mmbench": 1.0, "ocrbench": 1.0}
-# The curriculum: single-object colour questions first. Measured here: trained alone they reach
-# 68% in 400 steps, while in the full mix from the start every task stayed at chance after 1,200
-# steps; once the reply has learned to read the image tokens, the other skills follow.
-WARMUP_CATEGORIES = {"color_single"}
-
 
 @dataclass
 class PretrainConfig:
-    minutes: float = 30.0  # wall-clock training budget
-    pool_scale: float = 8.0  # fresh items per generator, relative to the committed train split
+    steps: int = 24000  # total optimizer steps; the cosine schedule spans them
+    minutes: float = 0.0  # stop this session after this much training (0: run to `steps`); resumable
+    pause_at: int = 0  # stop this session at this step (0: never); resumable
+    pool_scale: float = 16.0  # fresh items per generator, relative to the committed train split
     batch_size: int = 32
-    lr: float = 2e-3
-    warmup_steps: int = 100
+    lr: float = 1.5e-3
+    warmup_steps: int = 200
     weight_decay: float = 0.01
-    vocab_size: int = 1024
-    image_size: int = 64
-    patch_size: int = 8
-    hidden: int = 192
+    vocab_size: int = 2048
+    image_size: int = 96
+    patch_size: int = 16
+    hidden: int = 128
     layers: int = 4
     heads: int = 4
     vision_hidden: int = 128
-    vision_layers: int = 3
+    vision_layers: int = 2
     seed: int = 0
-    eval_every: int = 200
+    eval_every: int = 1000
     eval_items: int = 48
-    curriculum_steps: int = 500  # steps on the warm-up curriculum alone (steps, not time: a busy CPU must not shorten it)
-    init: str = ""  # continue from this checkpoint (its tokenizer and weights) instead of a fresh build
+    save_every: int = 250
+    curriculum_steps: int = 500  # single-object colour batches first (steps, not time: a busy CPU must not shorten it)
+    threads: int = 0  # torch threads (0: torch's default)
 
 
-@dataclass
-class Example:
-    task: str
-    category: str
-    text: str
-    image: object  # PIL image, opened once
-    target: str
+def state_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".pretrain")
 
 
-def make_pool(workdir: Path, cfg: PretrainConfig) -> tuple[dict[str, list[Example]], dict[str, list]]:
-    """Fresh synthetic training items per task, plus held-out items for progress checks."""
-    from harness.core.images import open_image
-    from harness.core.task import get_task
-    from tasks.synth import geoqa
-    from tasks.synth.__main__ import build_all
-
-    # GeoQA with the middle angle values only: the bundled splits' outer values are left for
-    # post-training to teach (README "The seeds in miniature").
-    build_all(workdir, scale=cfg.pool_scale, seed_offset=1000 + cfg.seed, splits=("train",),
-              options={"geoqa": {"x_values": geoqa.PRETRAIN_X_VALUES}})
-    pool: dict[str, list[Example]] = {}
-    held: dict[str, list] = {}
-    for name in TASKS:
-        task = get_task(name)
-        items = task.load(workdir, "train")
-        images = {}
-        examples = []
-        for it in items:
-            ref = it.images[0]
-            key = ref if isinstance(ref, bytes) else str(ref)
-            if key not in images:
-                images[key] = open_image(ref)
-            examples.append(Example(name, it.category, task.prompt(it), images[key], task.target_text(it)))
-        n_held = min(cfg.eval_items, len(items) // 10)
-        held[name] = [(task, it, images[it.images[0] if isinstance(it.images[0], bytes) else str(it.images[0])])
-                      for it in items[-n_held:]]
-        pool[name] = examples[:-n_held]
-    return pool, held
-
-
-def evaluate_held(backend, held) -> dict[str, float]:
-    """Greedy accuracy on held-out training-distribution items (a progress signal, not a result)."""
+# --- progress probes (held-out generator items; a progress signal, not a result) ---------------
+def probe(backend, held: dict) -> dict[str, float]:
+    """Greedy accuracy per task, selection (n = 3) parse rate and accuracy, pairwise agreement."""
     from harness.core.types import GenConfig
+    from harness.judge.pipeline import parse_verdict
+    from harness.stats.selection import read_selection
 
-    scores = {}
-    for name, rows in held.items():
-        task = rows[0][0]
-        texts = [task.prompt(it) for _, it, _ in rows]
-        outs = backend.generate_images(texts, [[img] for _, _, img in rows],
-                                       GenConfig(max_new_tokens=task.max_new_tokens))
-        scores[name] = sum(task.score(task.extract(o[0], it), it) for o, (_, it, _) in zip(outs, rows)) / len(rows)
-    return scores
+    def generate(examples, max_new_tokens):
+        outs = backend.generate_images([e.text for e in examples], [[e.image] for e in examples],
+                                       GenConfig(max_new_tokens=max_new_tokens))
+        return [o[0] for o in outs]
+
+    scores: dict[str, float] = {}
+    for name, rows in held["task"].items():
+        task = rows[0][0].task
+        outs = generate([ex for _, ex in rows], task.max_new_tokens)
+        scores[name] = sum(task.score(task.extract(o, s.item), s.item) for o, (s, _) in zip(outs, rows)) / len(rows)
+    rows = held["select"]
+    outs = generate([ex for _, ex in rows], 48)
+    picks = [read_selection(s.task, o, s.item) for o, (s, _) in zip(outs, rows)]
+    scores["select_parsed"] = sum(p is not None for p in picks) / len(rows)
+    scores["select_acc"] = sum(s.task.score(p, s.item) for p, (s, _) in zip(picks, rows)) / len(rows)
+    rows = held["pair"]
+    outs = generate([ex for _, ex in rows], 16)
+    scores["pair_agree"] = sum(parse_verdict(o) == gold for o, (gold, _) in zip(outs, rows)) / len(rows)
+    return {k: round(v, 4) for k, v in scores.items()}
 
 
-def train(out: Path, cfg: PretrainConfig) -> dict:
+def held_probes(sources: dict, n: int, seed: int) -> dict:
+    """Probe items taken out of the pool before training: per task, selection at n = 3, pairs."""
+    from trainers.pretrain_data import TASKS, _pair, _select, _task
+
+    rng = random.Random(f"probe:{seed}")
+    held: dict = {"task": {}, "select": [], "pair": []}
+    for name in TASKS:
+        taken, sources[name] = sources[name][-n:], sources[name][:-n]
+        held["task"][name] = [(s, _task(s, name, rng)) for s in taken]
+        if name == "geoqa":
+            held["select"] = [(s, ex) for s in taken if (ex := _select(s, name, rng, 3)) is not None]
+        for s in taken[: max(1, n // 4)]:
+            ex = _pair(s, name, rng)
+            if ex is not None and not ex.target.startswith("Tie"):
+                held["pair"].append(("1" if ex.target.startswith("Answer1") else "2", ex))
+    return held
+
+
+# --- state --------------------------------------------------------------------------------------
+def save_state(sdir: Path, model, tokenizer_dir: Path, opt, step: int, rng: random.Random, history: list,
+               seconds: float) -> None:
+    """Model, optimizer and counters, written beside and then swapped in (a kill leaves the last good one)."""
+    import torch
+
+    tmp = sdir.with_name(sdir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(tokenizer_dir, tmp / "model", ignore=shutil.ignore_patterns("model.safetensors"))
+    model.save_pretrained(tmp / "model", safe_serialization=True)
+    torch.save({"optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state()}, tmp / "optimizer.pt")
+    (tmp / "state.json").write_text(json.dumps({"step": step, "seconds": round(seconds, 1), "history": history,
+                                                "rng": repr(rng.getstate())}) + "\n")
+    old = sdir.with_name(sdir.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if sdir.exists():
+        os.replace(sdir, old)
+    os.replace(tmp, sdir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _fresh_model(sdir: Path, sources: dict, cfg: PretrainConfig) -> None:
+    from trainers.pretrain_data import TASKS
+    from trainers.tiny_model import build_tiny, build_tokenizer
+
+    texts = [t for name in TASKS for s in sources[name] for t in (s.prompt, *s.right, *s.wrong)]
+    texts += [s.item.question for name in TASKS for s in sources[name][:200]]
+    tokenizer = build_tokenizer(texts, vocab_size=cfg.vocab_size)
+    build_tiny("llava", tokenizer, sdir / "model", image_size=cfg.image_size, patch_size=cfg.patch_size,
+               hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads,
+               vision_hidden=cfg.vision_hidden, vision_layers=cfg.vision_layers, seed=cfg.seed)
+
+
+def _preload() -> None:
+    """Import now what later steps import lazily, so an hours-long run keeps the code it started with
+    even if the checkout changes under it."""
+    import importlib
+
+    for module in ("harness.core.types", "harness.judge.pipeline", "harness.stats.selection",
+                   "trainers.self_train", "trainers.self_critique", "tasks.geoqa", "tasks.synth.geoqa",
+                   "tasks.synth.ocrbench"):
+        importlib.import_module(module)
+
+
+def train(out: Path, cfg: PretrainConfig) -> dict | None:
+    """Train (or continue) to cfg.steps; returns the manifest when finished, None when stopped early."""
+    import ast
+
     import torch
 
     from harness.models.backend import HFBackend
     from harness.models.checkpoints import resolve_checkpoint
-    from trainers.tiny_model import build_tiny, build_tokenizer
+    from trainers.pretrain_data import FORMAT_WEIGHTS, HELD_OUT, TASK_WEIGHTS, draw_batch, load_sources
 
-    torch.manual_seed(cfg.seed)
-    rng = random.Random(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    _preload()
+    sdir = state_dir(out)
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
-        pool, held = make_pool(Path(tmp), cfg)
-        print(f"pool: {', '.join(f'{k}={len(v)}' for k, v in pool.items())} ({time.time() - t0:.0f}s)", flush=True)
-        if cfg.init:
-            if (Path(cfg.init) / "manifest.json").is_file():
-                shutil.copy(Path(cfg.init) / "manifest.json", Path(tempfile.gettempdir()) / "pretrain_tiny_previous_manifest.json")
-            if Path(cfg.init).resolve() != out.resolve():
-                if out.exists():
-                    shutil.rmtree(out)
-                shutil.copytree(cfg.init, out)
+        sources = load_sources(Path(tmp), cfg.pool_scale, cfg.seed)
+        held = held_probes(sources, cfg.eval_items, cfg.seed)
+        print(f"pool: {', '.join(f'{k}={len(v)}' for k, v in sources.items())} ({time.time() - t0:.0f}s)", flush=True)
+        state: dict = {"step": 0, "seconds": 0.0, "history": []}
+        rng = random.Random(cfg.seed)
+        if (sdir / "state.json").is_file():
+            state = json.loads((sdir / "state.json").read_text())
+            rng.setstate(ast.literal_eval(state["rng"]))
+            print(f"resuming at step {state['step']} from {sdir}", flush=True)
         else:
-            texts = [e.text for v in pool.values() for e in v] + [e.target for v in pool.values() for e in v]
-            tokenizer = build_tokenizer(texts, vocab_size=cfg.vocab_size)
-            if out.exists():
-                shutil.rmtree(out)
-            build_tiny("llava", tokenizer, out, image_size=cfg.image_size, patch_size=cfg.patch_size,
-                       hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads,
-                       vision_hidden=cfg.vision_hidden, vision_layers=cfg.vision_layers, seed=cfg.seed)
-        backend = HFBackend(resolve_checkpoint(str(out)), device="cpu", dtype="float32")
+            torch.manual_seed(cfg.seed)
+            sdir.mkdir(parents=True, exist_ok=True)
+            _fresh_model(sdir, sources, cfg)
+        backend = HFBackend(resolve_checkpoint(str(sdir / "model")), device="cpu", dtype="float32")
         model = backend.model
         n_params = sum(p.numel() for p in model.parameters())
-        print(f"model: {n_params / 1e6:.2f}M parameters", flush=True)
-
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        budget = cfg.minutes * 60
-        start = time.time()
-        step, losses, history = 0, [], []
-        names = list(pool)
-        weights = [TASK_WEIGHTS[n] for n in names]
-        warmup = [e for v in pool.values() for e in v if e.category in WARMUP_CATEGORIES]
-        print(f"warm-up pool: {len(warmup)} items", flush=True)
-        while time.time() - start < budget:
-            frac = (time.time() - start) / budget
-            lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) * 0.5 * (1 + math.cos(math.pi * frac))
+        if (sdir / "optimizer.pt").is_file():
+            saved = torch.load(sdir / "optimizer.pt", weights_only=False)
+            opt.load_state_dict(saved["optimizer"])
+            torch.set_rng_state(saved["torch_rng"])
+        step, history, spent = state["step"], state["history"], state["seconds"]
+        print(f"model: {n_params / 1e6:.2f}M parameters; step {step} of {cfg.steps}", flush=True)
+        start, losses = time.time(), []
+        while step < cfg.steps:
+            if (cfg.minutes and time.time() - start > cfg.minutes * 60) or (cfg.pause_at and step == cfg.pause_at):
+                save_state(sdir, model, sdir / "model", opt, step, rng, history, spent + time.time() - start)
+                print(f"stopped at step {step}; run again to continue", flush=True)
+                return None
+            lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
             for g in opt.param_groups:
                 g["lr"] = lr
-            # After the warm-up, tasks are drawn by TASK_WEIGHTS, whatever their pool sizes.
-            if step < cfg.curriculum_steps and warmup:
-                batch = [rng.choice(warmup) for _ in range(cfg.batch_size)]
-            else:
-                batch = [rng.choice(pool[rng.choices(names, weights)[0]]) for _ in range(cfg.batch_size)]
+            batch = draw_batch(sources, rng, cfg.batch_size, curriculum=step < cfg.curriculum_steps)
             model.train()
             inputs = backend.batch_inputs([e.text for e in batch], [[e.image] for e in batch],
                                           targets=[e.target for e in batch])
@@ -167,50 +209,54 @@ def train(out: Path, cfg: PretrainConfig) -> dict:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-            losses.append(loss.item())
+            losses.append((batch[0].format, loss.item()))
             step += 1
             if step % 50 == 0:
-                print(f"step {step} loss {sum(losses[-50:]) / 50:.3f} lr {lr:.2e} {time.time() - start:.0f}s", flush=True)
-            if step % cfg.eval_every == 0:
+                by = {}
+                for f, v in losses[-200:]:
+                    by.setdefault(f, []).append(v)
+                parts = " ".join(f"{f} {sum(v) / len(v):.3f}" for f, v in sorted(by.items()))
+                print(f"step {step} lr {lr:.2e} {time.time() - start:.0f}s loss: {parts}", flush=True)
+            if step % cfg.eval_every == 0 or step == cfg.steps:
                 model.eval()
-                acc = evaluate_held(backend, held)
-                history.append({"step": step, **acc})
-                model.save_pretrained(out, safe_serialization=True)  # a usable checkpoint at every check
-                print(f"  held-out: {json.dumps({k: round(v, 2) for k, v in acc.items()})}", flush=True)
-        model.eval()
-        final = evaluate_held(backend, held)
-        model.save_pretrained(out, safe_serialization=True)
+                history.append({"step": step, **probe(backend, held)})
+                print(f"  probes: {json.dumps(history[-1])}", flush=True)
+            if step % cfg.save_every == 0 or step == cfg.steps:
+                save_state(sdir, model, sdir / "model", opt, step, rng, history, spent + time.time() - start)
+        spent += time.time() - start
     manifest = {
         "treatment": "pretrain_tiny",
         "config": asdict(cfg),
         "steps": step,
-        "train_seconds": round(time.time() - start, 1),
-        "final_loss": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 4),
-        "held_out_accuracy": final,
+        "train_seconds": round(spent, 1),
+        "probes": history[-1] if history else {},
         "history": history,
         "parameters": n_params,
+        "formats": FORMAT_WEIGHTS,
+        "task_weights": TASK_WEIGHTS,
+        "held_out": HELD_OUT,
         "command": "make tiny",
     }
-    if cfg.init:  # keep the history of the stage this one continues
-        earlier = Path(cfg.init) / "manifest.json"
-        if earlier.resolve() == (out / "manifest.json").resolve():
-            earlier = Path(tempfile.gettempdir()) / "pretrain_tiny_previous_manifest.json"
-        if earlier.is_file():
-            manifest["continues"] = json.loads(earlier.read_text())
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    staged = out.with_name(out.name + ".new")
+    shutil.rmtree(staged, ignore_errors=True)
+    shutil.copytree(sdir / "model", staged)
+    (staged / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(staged, out)
     return manifest
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="checkpoints/tiny")
-    parser.add_argument("--data", default="data", help="unused for training items (fresh ones are generated); kept for make")
     for field, default in asdict(PretrainConfig()).items():
         parser.add_argument(f"--{field.replace('_', '-')}", type=type(default), default=default)
     args = parser.parse_args()
     cfg = PretrainConfig(**{f: getattr(args, f) for f in asdict(PretrainConfig())})
     manifest = train(Path(args.out), cfg)
-    print(json.dumps({k: manifest[k] for k in ("steps", "train_seconds", "final_loss", "held_out_accuracy")}, indent=2))
+    if manifest:
+        print(json.dumps({k: manifest[k] for k in ("steps", "train_seconds", "probes")}, indent=2))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@
 default checkpoints/built/<name>) does not exist yet. An `average` recipe trains its members
 (one per seed) into <ckpt>-members/seed<k> first, reusing members already there, and averages
 them with the adapters listed under `include` (e.g. an earlier row's SFT run, built first because
-rows are built in spec order; this saves training that seed twice).
+rows are built in spec order; this saves training that seed twice). With two or more adapters under
+`include` and no `members`, it averages those rows alone (SFTe members that differ in alpha and
+dropout, each its own row).
 
 Several training seeds of one recipe (the leaderboard shows their mean, a hierarchical bootstrap CI
 over seeds then items, and the seed range): `seeds` beside the recipe, or inside a non-average recipe.
@@ -106,6 +108,8 @@ def _build_members(spec: Any, recipe: dict[str, Any], where: str, n_included: in
 
     members = recipe.get("members") or {}
     seeds = recipe.get("seeds") or []
+    if not members and not seeds and n_included >= 2:  # members are other rows (each its own recipe)
+        return []
     if not isinstance(members, dict) or "trainer" not in members:
         raise HarnessError(f"{where}: an average recipe needs members: {{trainer: sft, config: {{...}}}}")
     if not isinstance(seeds, list) or len(seeds) + n_included < 2 or not all(isinstance(s, int) for s in seeds):

@@ -337,7 +337,10 @@ def run(cfg: REMGCLConfig, base: str, tasks: str, out: Path, data_dir: str | Pat
     from trainers.sft import fit_lora_sft
 
     quiet_libraries()
+    from trainers.replay import with_replay
+
     examples, data = load_train_data(tasks, data_dir, cfg.limit, cfg.target, sources)
+    examples = with_replay(examples, data, cfg, data_dir)  # replay rows carry no regions: SFT loss only
     data["with_regions"] = sum(bool(e.item.metadata.get("text_regions")) for e in examples)
     t0 = time.time()
     with staged_output(Path(out), overwrite) as stage:

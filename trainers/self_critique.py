@@ -134,6 +134,8 @@ def run(cfg: SelfCritiqueConfig, base: str, tasks: str, out: Path, data_dir: str
     from trainers.sampling import sample_answers, sampling_gen
 
     quiet_libraries()
+    if cfg.replay:
+        raise HarnessError("self_critique: replay is not supported (its items are sampled and judged); set replay=0")
     examples, data = load_train_data(tasks, data_dir, cfg.limit, sources=sources)
     label = data["task"]
     t0 = time.time()

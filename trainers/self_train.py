@@ -74,6 +74,8 @@ class SelfTrainConfig(TrainConfig):
     sample_batch_size: int = field(default=32, metadata={"help": "prompts per sampling call"})
     select_per_question: int = field(default=2, metadata={"help": "at most this many self-select items per question and iteration (0: none)"})
     refine: bool = field(default=True, metadata={"help": "build self-refine items"})
+    select_candidates: str = field(default="2..3", metadata={"help": "candidates per select item: '2..3' (R3V's sets: 2 right + 1 wrong, 1 right + 2 wrong) or a range 'LO..HI' drawn uniformly (e.g. 2..10, what `harness compare --n` asks)"})
+    select_extra_epochs: int = field(default=0, metadata={"help": "after each iteration's training, at most this many more passes over the select items alone while their mean token loss is above the reasoning (cot) items' (0: none); both losses are reported"})
     learning_rate: float = field(default=1e-4, metadata={"help": "peak learning rate (1e-3 wrecked tiny's chain of thought: the new formats start at ~3 nats)"})
     qa: str = field(default="direct", metadata={"help": "plain question-answer items: 'direct' (the question + 'Answer directly...' -> the gold 'Answer: ...'), 'cot' (the task prompt -> its reference rationale) or 'none'"})
 
@@ -88,6 +90,9 @@ class SelfTrainConfig(TrainConfig):
         require(self.sample_batch_size >= 1, "sample_batch_size must be >= 1")
         require(self.select_per_question >= 0, "select_per_question must be >= 0")
         require(self.qa in QA_MODES, f"qa must be one of {', '.join(QA_MODES)}")
+        lo, hi = candidate_range(self.select_candidates)
+        require(2 <= lo <= hi <= 64, "select_candidates must be 'LO..HI' with 2 <= LO <= HI <= 64, e.g. 2..10")
+        require(self.select_extra_epochs >= 0, "select_extra_epochs must be >= 0")
 
 
 # --- data --------------------------------------------------------------------------------------------
@@ -159,8 +164,17 @@ def qa_items(examples: Sequence[Example], mode: str = "direct") -> list[SelfItem
     return items
 
 
+def candidate_range(spec: str) -> tuple[int, int]:
+    """'2..10' -> (2, 10); '3' -> (3, 3); anything else -> (0, 0), which the config refuses."""
+    lo, sep, hi = str(spec).partition("..")
+    try:
+        return (int(lo), int(hi)) if sep else (int(lo), int(lo))
+    except ValueError:
+        return 0, 0
+
+
 def build_items(examples: Sequence[Example], pool: Sequence[Sequence[Sample]], rng: random.Random,
-                select_per_question: int = 2, refine: bool = True) -> list[SelfItem]:
+                select_per_question: int = 2, refine: bool = True, select_candidates: str = "2..3") -> list[SelfItem]:
     """cot, refine and select items from the judged samples of every iteration so far (`pool[i]`:
     question i's samples). Rationales and refined predictions come from the newest iteration that
     has one, as R3V does; select candidates from the whole pool."""
@@ -177,7 +191,9 @@ def build_items(examples: Sequence[Example], pool: Sequence[Sequence[Sample]], r
         if refine:
             wrong, right = rng.choice(_newest(bad)), rng.choice(_newest(good))
             items.append(SelfItem("refine", index, refine_prompt(ex.text, wrong.text), right.text, right.iteration, (wrong,)))
-        for shown in _select_sets(good, bad, rng)[:select_per_question]:
+        sets = _select_sets(good, bad, rng) if select_candidates == "2..3" else \
+            [_sized_set(good, bad, rng, candidate_range(select_candidates)) for _ in range(select_per_question)]
+        for shown in sets[:select_per_question]:
             rng.shuffle(shown)
             first_correct = next(x for x in shown if x.score >= 1.0)
             items.append(SelfItem("select", index, selection_prompt(ex.text, [x.text for x in shown]),
@@ -211,11 +227,44 @@ def _select_sets(good: list[Sample], bad: list[Sample], rng: random.Random) -> l
     return sets
 
 
+def _sized_set(good: list[Sample], bad: list[Sample], rng: random.Random, sizes: tuple[int, int]) -> list[Sample]:
+    """n candidates (n uniform in `sizes`): one right answer, the rest drawn from all the question's
+    samples, without replacement while they last (a large n repeats samples, as sampling does)."""
+    n = rng.randint(*sizes)
+    rest = good + bad
+    rng.shuffle(rest)
+    shown = [rng.choice(good)] + [rest[i % len(rest)] for i in range(n - 1)]
+    return shown
+
+
 def item_counts(items: Sequence[SelfItem]) -> dict[str, Any]:
     kinds = Counter(it.kind for it in items)
     sizes = Counter(len(it.candidates) for it in items if it.kind == "select")
     return {**{k: kinds[k] for k in KINDS}, "total": len(items),
-            "select_candidates": {str(n): sizes[n] for n in (2, 3)}}
+            "select_candidates": {str(n): sizes[n] for n in sorted(sizes)}}
+
+
+def kind_losses(backend: "HFBackend", items: Sequence[SelfItem], examples: Sequence[Example],
+                kinds: Sequence[str] = ("cot", "select"), batch_size: int = 16) -> dict[str, float]:
+    """Mean per-token reply loss of the training items of each kind (the model as it is now)."""
+    import torch
+
+    from harness.models.backend import sequence_losses
+
+    out = {}
+    for kind in kinds:
+        chosen = [it for it in items if it.kind == kind]
+        losses: list[float] = []
+        for start in range(0, len(chosen), batch_size):
+            chunk = chosen[start:start + batch_size]
+            batch = backend.batch_inputs([it.prompt for it in chunk], [examples[it.index].images for it in chunk],
+                                         [it.target for it in chunk])
+            labels = batch.pop("labels")
+            with torch.inference_mode():
+                losses += sequence_losses(backend.model(**batch).logits.float(), labels).tolist()
+        if losses:
+            out[kind] = round(sum(losses) / len(losses), 4)
+    return out
 
 
 def as_examples(items: Sequence[SelfItem], examples: Sequence[Example]) -> list[Example]:
@@ -235,6 +284,7 @@ def run(cfg: SelfTrainConfig, base: str, tasks: str, out: Path, data_dir: str | 
     from trainers.common import (load_base, quiet_libraries, save_adapter, staged_output,
         train_metrics, write_manifest)
     from trainers.data import load_data_files, load_train_data
+    from trainers.replay import replay_for
     from trainers.sampling import draw_on_main, sampling_gen
 
     quiet_libraries()
@@ -242,6 +292,7 @@ def run(cfg: SelfTrainConfig, base: str, tasks: str, out: Path, data_dir: str | 
     extra: list[Example] = []
     if sources:
         extra, data["sources"] = load_data_files(sources, cfg.limit)
+    extra += replay_for(data, len(examples), cfg, data_dir)  # joins every iteration's SFT as it is, like data files
     base_items = qa_items(examples, cfg.qa)
     rng = random.Random(cfg.seed)
     t0 = time.time()
@@ -260,7 +311,8 @@ def run(cfg: SelfTrainConfig, base: str, tasks: str, out: Path, data_dir: str | 
                 row += new
             stats["sampled_from"] = f"iter{k - 1}" if k > 1 else "start" if getattr(backend, "start_adapter", None) else "base"
             stats["sample_seconds"] = round(time.time() - t_iter, 1)
-            items = base_items + build_items(examples, pool, rng, cfg.select_per_question, cfg.refine)
+            items = base_items + build_items(examples, pool, rng, cfg.select_per_question, cfg.refine,
+                                             cfg.select_candidates)
             stats["train_items"] = {**item_counts(items), **({"data_files": len(extra)} if extra else {})}
             if not items:
                 raise HarnessError(
@@ -270,9 +322,10 @@ def run(cfg: SelfTrainConfig, base: str, tasks: str, out: Path, data_dir: str | 
             folder = stage / f"iter{k}"
             folder.mkdir()
             trainer = _train(backend, cfg, as_examples(items, examples) + extra, progress, f"self_train iter{k}")
-            save_adapter(trainer.model, folder, base_name)
             metrics = train_metrics(trainer)
             stats["train"] = {key: metrics[key] for key in ("steps", "train_seconds", "first_loss", "last_loss")}
+            stats["train"].update(_match_select_loss(backend, trainer, cfg, items, examples, progress, k))
+            save_adapter(trainer.model, folder, base_name)
             stats["seconds"] = round(time.time() - t_iter, 1)
             history.append(stats)
             atomic_write_jsonl(folder / "train_items.jsonl", [it.record(examples, k) for it in items])
@@ -291,6 +344,28 @@ def run(cfg: SelfTrainConfig, base: str, tasks: str, out: Path, data_dir: str | 
         return write_manifest(stage, "self_train", cfg, base=base_name, base_hash=backend.content_hash, data=data,
                               metrics=totals, start_adapter=getattr(backend, "start_adapter", None),
                               iterations=history, checkpoints=names, evaluate=str(Path(out) / names[-1]))
+
+
+def _match_select_loss(backend: "HFBackend", trainer: Any, cfg: SelfTrainConfig, items: Sequence[SelfItem],
+                       examples: Sequence[Example], progress: bool, k: int) -> dict[str, Any]:
+    """Further passes over the select items alone while their loss is above the reasoning items'
+    (selection is a format a few hundred items teach slowly); the losses before and after each."""
+    from trainers.sft import fit_lora_sft
+
+    select = [it for it in items if it.kind == "select"]
+    backend.model = trainer.model
+    backend.model.eval()
+    losses = [kind_losses(backend, items, examples)]
+    extra = 0
+    while select and extra < cfg.select_extra_epochs and losses[-1].get("select", 0) > losses[-1].get("cot", float("inf")):
+        once = replace(cfg, epochs=1.0, max_steps=-1)
+        trainer = fit_lora_sft(backend, trainer.model, as_examples(select, examples), once, progress,
+                               f"self_train iter{k} select pass {extra + 1}", new_adapter=False)
+        backend.model = trainer.model
+        backend.model.eval()
+        extra += 1
+        losses.append(kind_losses(backend, items, examples))
+    return {"item_losses": losses, "select_extra_epochs": extra}
 
 
 def _train(backend: "HFBackend", cfg: SelfTrainConfig, train: list[Example], progress: bool, label: str):

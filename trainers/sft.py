@@ -49,7 +49,10 @@ def run(cfg: SFTConfig, base: str, tasks: str, out: Path, data_dir: str | Path |
     from trainers.data import load_train_data
 
     quiet_libraries()
+    from trainers.replay import with_replay
+
     examples, data = load_train_data(tasks, data_dir, cfg.limit, cfg.target, sources)
+    examples = with_replay(examples, data, cfg, data_dir)
     t0 = time.time()
     with staged_output(Path(out), overwrite) as stage:
         backend, base_name = load_base(base, cfg.qlora, device, start_from_adapter="sft")

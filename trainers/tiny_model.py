@@ -85,16 +85,21 @@ def build_tokenizer(
     vocab_size: int,
     out_dir: Path | None = None,
     arch: str = "llava",
+    split_digits: bool = True,
 ) -> "PreTrainedTokenizerFast":
     """Train a byte-level BPE tokenizer on `texts` (the bundled prompts and targets).
 
     Byte-level means any text (model outputs, unseen benchmarks) encodes without unknown tokens.
+    With `split_digits` every digit is its own token (as Llama 3 and Qwen do), so a number the
+    model never saw whole (an angle of 165) is written from digits it knows.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     _check_arch(arch)
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+                         if split_digits else byte_level)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

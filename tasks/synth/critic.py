@@ -107,13 +107,13 @@ def _draw(shapes: list[Shape], background: tuple[int, int, int]):
     return img
 
 
-def build(out_dir: Path, split: str, n: int, seed: int) -> None:
+def build(out_dir: Path, split: str, n: int, seed: int, id_base: int | None = None) -> None:
     if split not in _FILES:
         raise HarnessError(f"critic synth: split must be test or train, not {split!r}")
     root = Path(out_dir) / "critic"
     (root / "images").mkdir(parents=True, exist_ok=True)
     rng = random.Random(f"critic:{split}:{seed}")
-    offset = 0 if split == "test" else 100000  # train ids never collide with test ids
+    offset = id_base if id_base is not None else 0 if split == "test" else 100000  # train ids never collide with test ids
     rows = []
     for i in range(n):
         level, capability, question, reference, shapes = TEMPLATES[i % len(TEMPLATES)](rng)

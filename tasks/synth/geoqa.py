@@ -64,14 +64,15 @@ class Spec:
     rng_seed: int  # drives the drawing jitter
 
 
-def _plan(split: str, n: int, seed: int, kinds: Sequence[str], x_values: Sequence[int] = X_VALUES) -> list[Spec]:
+def _plan(split: str, n: int, seed: int, kinds: Sequence[str], x_values: Sequence[int] = X_VALUES,
+          id_base: int | None = None) -> list[Spec]:
     rng = random.Random(f"geoqa:{split}:{seed}")
     # Balanced slots: types cycle, and within a type the gold letter cycles over A-D (from a
     # different start per type, so no letter is always the one left short).
     t = len(kinds)
     slots = [(kinds[i % t], LETTERS[(i // t + i % t) % len(LETTERS)]) for i in range(n)]
     rng.shuffle(slots)
-    offset = TRAIN_ID_OFFSET if split == "train" else 0
+    offset = id_base if id_base is not None else TRAIN_ID_OFFSET if split == "train" else 0
     specs = []
     for i, (kind, gold_letter) in enumerate(slots):
         x = rng.choice(x_values)
@@ -175,15 +176,16 @@ def _question_text(spec: Spec) -> str:
 
 
 def build(out_dir: Path, split: str, n: int, seed: int, types: Sequence[str] | None = None,
-          x_values: Sequence[int] = X_VALUES) -> None:
-    """Write `n` items of `split` under out_dir/geoqa in the G-LLaVA layout, deterministically."""
+          x_values: Sequence[int] = X_VALUES, id_base: int | None = None) -> None:
+    """Write `n` items of `split` under out_dir/geoqa in the G-LLaVA layout, deterministically
+    (ids from `id_base`, default 0 for test and TRAIN_ID_OFFSET for train)."""
     kinds = tuple(types) if types else TYPES
     unknown = [k for k in kinds if k not in TYPES]
     if unknown:
         raise ValueError(f"unknown GeoQA types {unknown}; known: {', '.join(TYPES)}")
     root = Path(out_dir) / "geoqa"
     (root / "images" / split).mkdir(parents=True, exist_ok=True)
-    specs = _plan(split, n, seed, kinds, x_values)
+    specs = _plan(split, n, seed, kinds, x_values, id_base)
     questions, answers, meta = [], [], []
     for spec in specs:
         image = f"{split}/{spec.qid}.png"

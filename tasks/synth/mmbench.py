@@ -282,7 +282,8 @@ class _AnswerSlots:
         return queue.pop()
 
 
-def build(out_dir: Path, split: str, n: int, seed: int, types: Sequence[str] | None = None) -> None:
+def build(out_dir: Path, split: str, n: int, seed: int, types: Sequence[str] | None = None,
+          id_base: int | None = None) -> None:
     """Write `n` questions (plus their circular copies) of `split` under out_dir/mmbench/."""
     if split not in FILES:
         raise HarnessError(f"mmbench synth: unknown split {split!r}; use one of {', '.join(FILES)}")
@@ -292,7 +293,7 @@ def build(out_dir: Path, split: str, n: int, seed: int, types: Sequence[str] | N
         raise HarnessError(f"mmbench synth: unknown type(s) {', '.join(unknown)}; known: {', '.join(TYPES)}")
     rng = random.Random(f"mmbench/{split}/{seed}")  # str seeds are stable across processes
     slots = _AnswerSlots(random.Random(f"mmbench-slots/{split}/{seed}"))
-    first_index = TRAIN_INDEX_BASE if split == "train" else 0
+    first_index = id_base if id_base is not None else TRAIN_INDEX_BASE if split == "train" else 0
     rows: list[dict[str, str]] = []
     for i in range(n):
         category = rng.choices(chosen, weights=[WEIGHTS[t] for t in chosen])[0]

@@ -116,7 +116,8 @@ def _formula(rng: random.Random) -> list[str]:
     return [str(a), "+", str(b), "=", str(a + b)]
 
 
-def build(out_dir: Path, split: str, n: int, seed: int, types: Sequence[str] | None = None) -> None:
+def build(out_dir: Path, split: str, n: int, seed: int, types: Sequence[str] | None = None,
+          id_base: int | None = None) -> None:
     if split not in _FILES:
         raise HarnessError(f"ocrbench synth: split must be test or train, not {split!r}")
     kinds = tuple(types) if types else TYPES
@@ -127,7 +128,7 @@ def build(out_dir: Path, split: str, n: int, seed: int, types: Sequence[str] | N
     rng = random.Random(f"ocrbench:{split}:{seed}")
     slots = [kinds[i % len(kinds)] for i in range(n)]
     rng.shuffle(slots)
-    offset = TRAIN_ID_OFFSET if split == "train" else 0
+    offset = id_base if id_base is not None else TRAIN_ID_OFFSET if split == "train" else 0
     rows = []
     for i, kind in enumerate(slots):
         item_id = offset + i

@@ -1,0 +1,110 @@
+"""The base's pretraining (trainers/pretrain_data.py, trainers/pretrain_tiny.py): every format is the
+one the harness sends, verdicts and scores come from gold, held-out cells stay out, numbers are
+tokenized digit by digit, and a stopped run resumes to the same weights as an unbroken one."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from trainers.pretrain_data import (
+    FORMATS, HELD_OUT_WORDS, MAKERS, _select, draw_batch, held_out, load_sources,
+)
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    return load_sources(tmp_path_factory.mktemp("pool"), scale=0.1, seed=5)
+
+
+def test_held_out_cells_never_reach_pretraining(sources):
+    assert all(not held_out(name, s.item) for name, rows in sources.items() for s in rows)
+    assert not any(s.item.category == "position" for s in sources["aokvqa_mc"])
+    assert not any(s.item.category == "physical_relation" for s in sources["mmbench"])
+    words = {str(a).upper() for s in sources["ocrbench"] for a in s.item.target}
+    assert not words & set(HELD_OUT_WORDS)
+    assert {s.item.metadata["x"] for s in sources["geoqa"]} <= {20, 25, 35, 40, 50, 55, 65, 70}
+
+
+def test_right_and_wrong_replies_are_scored_by_the_task(sources):
+    for name, rows in sources.items():
+        for s in rows[:20]:
+            assert s.right, (name, s.item.id)
+            for r in s.right:
+                assert s.task.score(s.task.extract(r, s.item), s.item) == 1.0
+            for w in s.wrong:
+                assert s.task.score(s.task.extract(w, s.item), s.item) == 0.0
+
+
+def test_selection_prompt_is_the_one_compare_sends_and_its_target_is_gold(sources):
+    from harness.stats.selection import read_selection, selection_prompt
+
+    rng = random.Random(0)
+    seen_counts, all_wrong = set(), 0
+    for s in sources["geoqa"][:200]:
+        ex = _select(s, "geoqa", rng)
+        shown = [line.split(": ", 1)[1] for line in ex.text.split("\n") if line.startswith("Model's Prediction")]
+        assert ex.text == selection_prompt(s.prompt, shown)
+        seen_counts.add(len(shown))
+        all_wrong += all(c in s.wrong for c in shown)
+        assert s.task.score(read_selection(s.task, ex.target, s.item), s.item) == 1.0
+    assert seen_counts == set(range(1, 11))
+    assert all_wrong > 0  # the reply must read the image, not copy a candidate
+
+
+def test_judging_targets_follow_gold(sources):
+    from harness.judge.pipeline import parse_score, parse_verdict
+
+    rng = random.Random(1)
+    verdicts = set()
+    for name, rows in sources.items():
+        for s in rows[:30]:
+            pair = MAKERS["pair"](s, name, rng)
+            if pair is not None:
+                a = pair.text.split("\nAnswer1: ", 1)[1].split("\nAnswer2: ", 1)[0]
+                b = pair.text.split("\nAnswer2: ", 1)[1].split("\n", 1)[0]
+                right_a, right_b = a in s.right, b in s.right
+                want = "tie" if right_a == right_b else "1" if right_a else "2"
+                assert parse_verdict(pair.target) == want
+                verdicts.add(want)
+            point = MAKERS["point"](s, name, rng)
+            answer = point.text.split("\nAnswer: ", 1)[1].split("\n", 1)[0]
+            assert parse_score(point.target) == round(100 * s.task.score(s.task.extract(answer, s.item), s.item))
+    assert verdicts == {"1", "2", "tie"}
+
+
+def test_batches_hold_one_format_and_every_format_is_drawn(sources):
+    rng = random.Random(2)
+    formats = set()
+    for _ in range(300):
+        batch = draw_batch(sources, rng, 4)
+        assert len({e.key for e in batch}) == 1
+        formats.add(batch[0].format)
+    assert formats == set(FORMATS)
+    assert {e.category for e in draw_batch(sources, rng, 8, curriculum=True)} == {"color_single"}
+
+
+def test_numbers_are_tokenized_digit_by_digit():
+    from trainers.tiny_model import build_tokenizer
+
+    tok = build_tokenizer(["angle 1 = 80.0, then 180° - 80° = 100°"] * 40, vocab_size=300)
+    assert [t for t in tok.tokenize("165°") if t.isdigit()] == ["1", "6", "5"]
+    assert tok.decode(tok("Answer: 165°")["input_ids"], skip_special_tokens=True) == "Answer: 165°"
+
+
+def test_a_paused_run_resumes_to_the_same_weights(tmp_path: Path):
+    from safetensors.torch import load_file
+
+    from trainers.pretrain_tiny import PretrainConfig, state_dir, train
+
+    small = dict(steps=4, pool_scale=0.05, batch_size=2, hidden=32, layers=1, vision_hidden=32, vision_layers=1,
+                 vocab_size=400, eval_every=100, eval_items=2, save_every=2, curriculum_steps=1, image_size=32)
+    whole = train(tmp_path / "whole", PretrainConfig(**small))
+    assert whole["steps"] == 4 and "held_out" in whole and (tmp_path / "whole" / "manifest.json").is_file()
+    assert train(tmp_path / "split", PretrainConfig(**small, pause_at=2)) is None
+    assert not (tmp_path / "split").exists() and (state_dir(tmp_path / "split") / "state.json").is_file()
+    train(tmp_path / "split", PretrainConfig(**small))
+    a = load_file(tmp_path / "whole" / "model.safetensors")
+    b = load_file(tmp_path / "split" / "model.safetensors")
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)

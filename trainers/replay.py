@@ -1,0 +1,82 @@
+"""Replay: a share of the other tasks' train splits mixed into a treatment's SFT data, so training for
+one benchmark does not make the model forget the others' answer formats (the default board measured
+r-64 geoqa adapters losing 11-22 points on aokvqa and mmbench without it).
+
+    harness train sft --base tiny --task geoqa --out X replay=0.5            # + 50% as many items from the rest
+    harness train sft --base tiny --task geoqa --out X replay=0.5 replay_tasks=aokvqa_mc,mmbench
+
+Replay items are train-split items of the other tasks (every registered task with a train split and
+a training target, unless `replay_tasks` names them), in their eval prompt with their reference
+reply, drawn evenly across those tasks and deterministically from the run's seed. They join the SFT
+examples only: they are never sampled, judged or paired.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    from trainers.data import Example
+
+# Tasks whose train split holds a reference reply (the critic's judgements are a treatment's own data).
+DEFAULT_REPLAY = ("geoqa", "aokvqa_mc", "aokvqa_da", "mmbench", "ocrbench")
+
+
+def replay_tasks(primary: Sequence[str], named: str = "") -> list[str]:
+    """The replay tasks: those named (comma-separated), else every default one not trained on."""
+    from trainers.data import task_names
+
+    if named.strip():
+        chosen = task_names(named)
+        clash = sorted(set(chosen) & set(primary))
+        if clash:
+            raise HarnessError(f"replay_tasks names {', '.join(clash)}, which the treatment already trains on; "
+                               "list only other tasks")
+        return chosen
+    return [t for t in DEFAULT_REPLAY if t not in primary]
+
+
+def replay_examples(primary: Sequence[str], n_primary: int, share: float, data_dir: str | Path | None,
+                    seed: int, named: str = "") -> tuple[list["Example"], dict[str, Any]]:
+    """round(share * n_primary) replay examples, split evenly over the replay tasks (each task's
+    train items shuffled by `seed`, taken in that order, cycled if the split is smaller)."""
+    from harness.core.task import get_task, resolve_data_dir
+    from trainers.data import load_examples
+
+    if share <= 0:
+        return [], {}
+    tasks = replay_tasks(primary, named)
+    if not tasks:
+        raise HarnessError("replay > 0 but no other task to replay; set replay_tasks or replay=0")
+    total = round(share * n_primary)
+    root = resolve_data_dir(data_dir)
+    out: list[Example] = []
+    per_task: dict[str, int] = {}
+    for k, name in enumerate(tasks):
+        want = total // len(tasks) + (1 if k < total % len(tasks) else 0)
+        pool = load_examples(get_task(name), root, None, "cot")
+        order = list(range(len(pool)))
+        random.Random(f"replay:{name}:{seed}").shuffle(order)
+        chosen = [pool[order[i % len(order)]] for i in range(want)]
+        out += chosen
+        per_task[name] = len(chosen)
+    return out, {"share": share, "n": len(out), "n_per_task": per_task}
+
+
+
+def replay_for(data: dict[str, Any], n_primary: int, cfg: Any, data_dir: str | Path | None) -> list["Example"]:
+    """cfg.replay's share (of n_primary) of replay items; recorded in `data` (the manifest's)."""
+    if not getattr(cfg, "replay", 0):
+        return []
+    primary = [t for t in str(data.get("task", "")).split(",") if t]
+    extra, info = replay_examples(primary, n_primary, cfg.replay, data_dir, cfg.seed, cfg.replay_tasks)
+    data["replay"] = info
+    return extra
+
+
+def with_replay(examples: list["Example"], data: dict[str, Any], cfg: Any, data_dir: str | Path | None) -> list["Example"]:
+    """`examples` plus their cfg.replay share of replay items."""
+    return examples + replay_for(data, len(examples), cfg, data_dir)
