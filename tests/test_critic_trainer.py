@@ -1,0 +1,49 @@
+"""The critic treatment (trainers/critic.py): a judge trained on the critic train split's judgements,
+in the harness judge's own prompts, with verdicts in both orders."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.errors import HarnessError
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def test_judgements_become_judge_prompts_with_gold_replies():
+    from harness.judge.pipeline import parse_score, parse_verdict, pairwise_prompt
+    from trainers.critic import CriticConfig, judge_examples
+
+    rows = [json.loads(x) for x in (DATA / "critic" / "judgements_train.jsonl").read_text().splitlines()]
+    examples, data = judge_examples(DATA, CriticConfig())
+    pairwise = [r for r in rows if r["kind"] == "pairwise"]
+    assert data["examples"] == {"pairwise": 2 * len(pairwise), "pointwise": len(rows) - len(pairwise)}
+    test_ids = {q["id"] for q in json.loads((DATA / "critic" / "questions.json").read_text())}
+    assert not test_ids & {int(e.item.id) for e in examples}  # the test questions are never read
+    by_text = {(e.item.id, e.text): e.target for e in examples}  # two questions may share text and answers
+    for r in pairwise[:50]:
+        question = next(e.item.question for e in examples if e.item.id == str(r["id"]))
+        gold = "1" if r["verdict"] == "Answer1" else "2"
+        assert parse_verdict(by_text[str(r["id"]), pairwise_prompt(question, r["answer1"], r["answer2"])]) == gold
+        swapped = by_text[str(r["id"]), pairwise_prompt(question, r["answer2"], r["answer1"])]
+        assert parse_verdict(swapped) == {"1": "2", "2": "1"}[gold]
+    points = [e for e in examples if e.text.startswith("You are a fair judge") and "\nAnswer: " in e.text]
+    assert points and all(parse_score(e.target) in (0, 10, 50, 90) for e in points)
+    only_pairs, _ = judge_examples(DATA, CriticConfig(kinds="pairwise", swap=False))
+    assert len(only_pairs) == len(pairwise)
+
+
+def test_critic_trains_a_loadable_judge_and_refuses_other_tasks(random_tiny, tmp_path):
+    from trainers.critic import CriticConfig, run
+
+    manifest = run(CriticConfig(max_steps=2, batch_size=2, lora_r=2), str(random_tiny), "critic", tmp_path / "judge",
+                   data_dir=DATA, progress=False)
+    assert manifest["treatment"] == "critic" and manifest["metrics"]["steps"] == 2
+    assert (tmp_path / "judge" / "adapter_model.safetensors").is_file()
+    with pytest.raises(HarnessError, match="pass --task critic"):
+        run(CriticConfig(max_steps=1), str(random_tiny), "geoqa", tmp_path / "x", data_dir=DATA, progress=False)
+    with pytest.raises(HarnessError, match="kinds must name"):
+        CriticConfig(kinds="listwise")
+    assert not (tmp_path / "x").exists()
