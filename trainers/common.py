@@ -493,6 +493,14 @@ def _publish(stage: Path, out: Path, overwrite: bool) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
+def _published_name(folder: Path) -> Path:
+    """The --out a staging folder (`.<name>.staging-<pid>`) becomes: what an error names."""
+    name = Path(folder).name
+    if name.startswith(".") and ".staging-" in name:
+        return Path(folder).parent / name[1:].rsplit(".staging-", 1)[0]
+    return Path(folder)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -508,15 +516,16 @@ def save_adapter(model, folder: Path, base_name: str) -> None:
     the path the base was loaded from, which for `tiny` would tie the adapter to this clone)."""
     from harness.core.files import write_error
 
+    shown = _published_name(folder)
     try:
         model.save_pretrained(str(folder))
     except OSError as e:
-        raise write_error(folder, e) from None
+        raise write_error(shown, e) from None
     except Exception as e:  # safetensors reports a full disk as its own SafetensorError
         if type(e).__name__ != "SafetensorError":
             raise
         reason = "No space left on device" if "code: 28" in str(e) or "StorageFull" in str(e) else str(e).splitlines()[0][:200]
-        raise HarnessError(f"cannot write {folder}: {reason}; free disk space and re-run "
+        raise HarnessError(f"cannot write {shown}: {reason}; free disk space and re-run "
                            "(nothing was published)") from None
     set_adapter_base(folder, base_name)
 
