@@ -305,7 +305,7 @@ def _fit(backend: "HFBackend", e: Example, reply: str, limit: int) -> str:
 def fit_context(backend: "HFBackend", examples: Sequence[Example]) -> None:
     """Before training: every example fits the model's context (a long data-file reply is cut where
     its source says long_rows=truncate), else one error naming the row and its token count."""
-    limit = backend._context_limit()
+    limit = backend.context_limit()
     if not limit:
         return
     for e in examples:
@@ -320,7 +320,7 @@ def fit_pairs(backend: "HFBackend", examples: Sequence[Example], pairs: Sequence
     """fit_context for preference pairs: both replies of each pair."""
     import dataclasses
 
-    limit = backend._context_limit()
+    limit = backend.context_limit()
     if not limit:
         return list(pairs)
     out = []
@@ -333,7 +333,7 @@ def fit_pairs(backend: "HFBackend", examples: Sequence[Example], pairs: Sequence
 
 def _checked(backend: "HFBackend", batch: dict[str, Any], examples: Sequence[Example]) -> dict[str, Any]:
     """A built batch longer than the context (image tokens included) stops training in one line."""
-    limit = backend._context_limit()
+    limit = backend.context_limit()
     if limit and batch["input_ids"].shape[1] > limit:
         lengths = batch["attention_mask"].sum(-1).tolist()
         i = max(range(len(lengths)), key=lengths.__getitem__)
