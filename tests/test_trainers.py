@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 from pathlib import Path
 
@@ -88,6 +89,56 @@ def test_staged_output_leaves_nothing_on_failure(tmp_path):
     with pytest.raises(HarnessError, match="already exists"):
         with staged_output(out):
             pass
+
+
+def _checkpoint(folder, lr):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "manifest.json").write_text(json.dumps({"treatment": "sft", "config": {"learning_rate": lr}}))
+
+
+def test_overwrite_replaces_only_a_checkpoint_the_project_wrote(tmp_path, monkeypatch):
+    from trainers.common import staged_output
+
+    monkeypatch.chdir(tmp_path)
+    _checkpoint(tmp_path / "ckpt", 1e-3)
+    with staged_output(tmp_path / "ckpt", overwrite=True) as stage:
+        _checkpoint(stage, 5e-4)
+    assert json.loads((tmp_path / "ckpt" / "manifest.json").read_text())["config"]["learning_rate"] == 5e-4
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # nothing left aside, no lock file
+    (tmp_path / "empty").mkdir()
+    with staged_output(tmp_path / "empty", overwrite=True) as stage:
+        _checkpoint(stage, 1e-3)
+    assert (tmp_path / "empty" / "manifest.json").is_file()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "manifest.json").write_text('{"my": "own manifest"}')
+    with pytest.raises(HarnessError, match="mine holds manifest.json and is not a checkpoint harness train wrote"):
+        with staged_output(tmp_path / "mine", overwrite=True):
+            raise AssertionError("never reached: refused before any training")
+    assert (tmp_path / "mine" / "manifest.json").read_text() == '{"my": "own manifest"}'
+
+
+def test_publish_never_replaces_a_folder_that_appeared_meanwhile(tmp_path):
+    from trainers.common import staged_output
+
+    out = tmp_path / "x"
+    with pytest.raises(HarnessError, match="x appeared while training; the result is not published"):
+        with staged_output(out) as stage:
+            _checkpoint(stage, 1e-3)
+            out.mkdir()
+            (out / "notes.txt").write_text("someone else's")
+    assert [p.name for p in out.iterdir()] == ["notes.txt"] and [p.name for p in tmp_path.iterdir()] == ["x"]
+
+
+def test_output_lock_is_reentrant_and_leaves_nothing(tmp_path):
+    from trainers.output import output_lock
+
+    out = tmp_path / "new" / "deeper" / "ckpt"
+    with output_lock(out):
+        assert (out.parent / ".ckpt.lock").read_text() == str(os.getpid())
+        with output_lock(out):  # the CLI holds it, the treatment's staged_output takes it again
+            pass
+        assert (out.parent / ".ckpt.lock").exists()
+    assert list(tmp_path.iterdir()) == []  # the lock and the folders made for it are gone (nothing published)
 
 
 # --- sft -------------------------------------------------------------------------------------------

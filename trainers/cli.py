@@ -61,7 +61,7 @@ def train(name: str, cfg, base: str | None, task: str | None, out: Path, data_di
           image_folder: str | None = None, long_rows: str = "refuse") -> dict:
     """Run treatment `name` with a built config; checks the cheap inputs first. `data`: a --data
     SPEC string or a recipe's list of sources (trainers/formats.py)."""
-    from trainers.common import check_out, output_lock
+    from trainers.output import check_out, output_lock
     from trainers.formats import parse_spec
 
     module, _ = treatment_module(name)

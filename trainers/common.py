@@ -3,7 +3,8 @@
 A treatment reads top to bottom as: `Config` (a dataclass below `TrainConfig`) -> load the base with
 `load_base` -> `load_train_data` (trainers/data.py: a task's train split in exactly the eval prompt
 format, and its collators) -> TRL trainer -> `save_adapter` + `write_manifest`, all written into a
-staging folder that `staged_output` renames into place only when everything succeeded.
+staging folder that `staged_output` (trainers/output.py: the --out rules, lock and publish) renames
+into place only when everything succeeded.
 """
 from __future__ import annotations
 
@@ -12,14 +13,14 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import time
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from harness.errors import HarnessError
+from trainers.output import check_out, output_lock, staged_output  # noqa: F401  (treatments import them from here)
 
 if TYPE_CHECKING:
     from harness.models.backend import HFBackend
@@ -348,175 +349,14 @@ def train_metrics(trainer) -> dict[str, Any]:
     return out
 
 
-# --- output ---------------------------------------------------------------------------------------
-# The folders this process holds (path -> depth): the CLI takes the lock for the whole run and the
-# treatment's staged_output takes it again inside, so it is re-entrant within a process.
-_HELD: dict[str, int] = {}
-
-
-def _main_rank() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0  # under accelerate/torchrun only rank 0 owns `out`
-
-
-def check_out(out: Path, overwrite: bool) -> None:
-    """`--out` may be written: new, or (--overwrite) a checkpoint the project wrote, or empty; never
-    the working directory, a folder above it, the project root or a folder of anything else."""
-    from harness.core.outputs import check_output_folder, refuse_protected
-    from harness.core.text import visible
-
-    out = Path(out)
-    refuse_protected(out, verb="replace")
-    if os.path.lexists(out) and not overwrite:
-        raise HarnessError(f"{visible(out, keep_lines=False)} already exists; pass --overwrite or choose another --out")
-    check_output_folder(out, "checkpoint", replace=True)
-
-
-@contextlib.contextmanager
-def output_lock(out: Path) -> Iterator[None]:
-    """Hold `out` for this run: a second `harness train` (or recipe build) on the same folder is
-    refused at once, in one line, instead of both training and both reporting success.
-
-    The lock is an flock on `.<name>.lock` beside `out` (the OS releases it even on kill -9), removed
-    when the run ends; a folder above `out` made only for the lock is removed again on failure."""
-    import fcntl
-
-    from harness.core.files import write_error
-    from harness.core.text import visible
-
-    out = Path(out)
-    key = os.path.abspath(out)
-    if _HELD.get(key) or not _main_rank():
-        _HELD[key] = _HELD.get(key, 0) + 1
-        try:
-            yield
-        finally:
-            _HELD[key] -= 1
-        return
-    lock = out.parent / f".{out.name}.lock"
-    made = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-                os.close(fd)
-                raise HarnessError(f"{visible(out, keep_lines=False)} is being written by another harness process "
-                                   f"(pid {holder}); wait for it to finish or choose another --out") from None
-            try:  # the holder before us may have removed the file after we opened it: lock the current one
-                same = os.stat(lock).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-    except OSError as e:
-        _remove_empty(made)
-        raise write_error(lock, e) from None
-    _HELD[key] = 1
-    try:
-        yield
-    finally:
-        del _HELD[key]
-        with contextlib.suppress(OSError):
-            os.unlink(lock)  # while still holding it; a waiter that opened it re-checks the inode
-        os.close(fd)
-        if not out.exists():
-            _remove_empty(made)
-
-
-def _remove_empty(folders: list[Path]) -> None:
-    for folder in folders:  # deepest first
-        with contextlib.suppress(OSError):
-            folder.rmdir()
-
-
-@contextlib.contextmanager
-def staged_output(out: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a staging folder next to `out`; on success it is renamed into place, on failure removed,
-    so `out` is either the previous content or a complete checkpoint, never half of one.
-
-    `out` is locked for the block (output_lock). Publishing never replaces a finished folder unless
-    `overwrite` was given to this run, and then only one that check_out allows (a checkpoint the
-    project wrote, or an empty folder): the old folder is renamed aside, the new one renamed in,
-    and only then the old one deleted."""
-    from harness.core.files import write_error
-
-    out = Path(out)
-    with output_lock(out):
-        check_out(out, overwrite)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        for old in [*out.parent.glob(f".{out.name}.staging-*"), *out.parent.glob(f".{out.name}.replaced-*")]:
-            pid = old.name.rsplit("-", 1)[-1]  # left by a killed run (SIGKILL skips cleanup)
-            dead = not pid.isdigit() or int(pid) == os.getpid() or not _alive(int(pid))
-            if dead and (".staging-" in old.name or out.exists()):  # a replaced folder only once its successor is in place
-                shutil.rmtree(old, ignore_errors=True)
-        stage = out.parent / f".{out.name}.staging-{os.getpid()}"
-        stage.mkdir()
-        try:
-            yield stage
-            if _main_rank():
-                try:
-                    _publish(stage, out, overwrite)
-                except OSError as e:
-                    raise write_error(out, e) from None
-        finally:
-            if stage.exists():
-                shutil.rmtree(stage, ignore_errors=True)
-
-
-def _publish(stage: Path, out: Path, overwrite: bool) -> None:
-    from harness.core.text import visible
-
-    if not os.path.lexists(out):
-        try:
-            os.rename(stage, out)  # fails on a folder that appeared meanwhile and is not empty
-            return
-        except OSError as e:
-            if not os.path.lexists(out):
-                raise
-            if not overwrite:
-                raise HarnessError(f"{visible(out, keep_lines=False)} appeared while training; the result is not "
-                                   "published; pass --overwrite or choose another --out") from e
-    check_out(out, overwrite)  # what is there now must still be replaceable
-    aside = out.parent / f".{out.name}.replaced-{os.getpid()}"
-    os.rename(out, aside)
-    try:
-        os.rename(stage, out)
-    except OSError:
-        os.rename(aside, out)
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
-
-
-def _published_name(folder: Path) -> Path:
-    """The --out a staging folder (`.<name>.staging-<pid>`) becomes: what an error names."""
-    name = Path(folder).name
-    if name.startswith(".") and ".staging-" in name:
-        return Path(folder).parent / name[1:].rsplit(".staging-", 1)[0]
-    return Path(folder)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def save_adapter(model, folder: Path, base_name: str) -> None:
     """save_pretrained a PEFT model, then point adapter_config.json at `base_name` (PEFT records
     the path the base was loaded from, which for `tiny` would tie the adapter to this clone)."""
     from harness.core.files import write_error
 
-    shown = _published_name(folder)
+    from trainers.output import published_name
+
+    shown = published_name(folder)
     try:
         model.save_pretrained(str(folder))
     except OSError as e:

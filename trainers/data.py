@@ -292,9 +292,12 @@ def _fit(backend: "HFBackend", e: Example, reply: str, limit: int) -> str:
     if n <= limit - MARGIN:
         return reply
     if e.truncate and used < limit - MARGIN:
+        # The rest of the row as the model sees it (template, image tokens): one collation of this row.
+        rest = int(_batch(backend, [e], [""], True)["attention_mask"].sum())
         ids = backend.tokenizer(reply[: CHARS_PER_TOKEN * limit], add_special_tokens=False)["input_ids"]
-        return backend.tokenizer.decode(ids[: limit - MARGIN - used], skip_special_tokens=True)
-    fix = ("its prompt alone fills the context; shorten it" if e.truncate else
+        if rest < limit - 4:
+            return backend.tokenizer.decode(ids[: limit - 4 - rest], skip_special_tokens=True)
+    fix = ("the rest of the row alone fills the context; shorten it" if e.truncate else
            "shorten or drop it" + (", or set long_rows: truncate on its data source (--long-rows truncate)"
                                    if e.task is None else ""))
     rough = any(len(t) > CHARS_PER_TOKEN * limit for t in [*context, reply])
