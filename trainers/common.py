@@ -352,21 +352,7 @@ def train_metrics(trainer) -> dict[str, Any]:
 def save_adapter(model, folder: Path, base_name: str) -> None:
     """save_pretrained a PEFT model, then point adapter_config.json at `base_name` (PEFT records
     the path the base was loaded from, which for `tiny` would tie the adapter to this clone)."""
-    from harness.core.files import write_error
-
-    from trainers.output import published_name
-
-    shown = published_name(folder)
-    try:
-        model.save_pretrained(str(folder))
-    except OSError as e:
-        raise write_error(shown, e) from None
-    except Exception as e:  # safetensors reports a full disk as its own SafetensorError
-        if type(e).__name__ != "SafetensorError":
-            raise
-        reason = "No space left on device" if "code: 28" in str(e) or "StorageFull" in str(e) else str(e).splitlines()[0][:200]
-        raise HarnessError(f"cannot write {shown}: {reason}; free disk space and re-run "
-                           "(nothing was published)") from None
+    model.save_pretrained(str(folder))  # a full disk: staged_output turns it into one line naming --out
     set_adapter_base(folder, base_name)
 
 

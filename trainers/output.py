@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
+from harness.core.text import visible
 from harness.errors import HarnessError
 
 # The folders this process holds (path -> depth): the CLI takes the lock for the whole run and the
@@ -29,7 +30,6 @@ def check_out(out: Path, overwrite: bool) -> None:
     """`--out` may be written: new, or (--overwrite) a checkpoint the project wrote, or empty; never
     the working directory, a folder above it, the project root or a folder of anything else."""
     from harness.core.outputs import check_output_folder, refuse_protected
-    from harness.core.text import visible
 
     out = Path(out)
     refuse_protected(out, verb="replace")
@@ -48,7 +48,6 @@ def output_lock(out: Path) -> Iterator[None]:
     import fcntl
 
     from harness.core.files import write_error
-    from harness.core.text import visible
 
     out = Path(out)
     key = os.path.abspath(out)
@@ -125,7 +124,13 @@ def staged_output(out: Path, overwrite: bool = False) -> Iterator[Path]:
         stage = out.parent / f".{out.name}.staging-{os.getpid()}"
         stage.mkdir()
         try:
-            yield stage
+            try:
+                yield stage
+            except Exception as e:  # a full disk while saving: one line naming `out`, nothing published
+                error = _disk_full(out, e)
+                if error is None:
+                    raise
+                raise error from None
             if _main_rank():
                 try:
                     _publish(stage, out, overwrite)
@@ -137,7 +142,6 @@ def staged_output(out: Path, overwrite: bool = False) -> Iterator[Path]:
 
 
 def _publish(stage: Path, out: Path, overwrite: bool) -> None:
-    from harness.core.text import visible
 
     if not overwrite or not os.path.lexists(out):
         try:
@@ -160,12 +164,19 @@ def _publish(stage: Path, out: Path, overwrite: bool) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def published_name(folder: Path) -> Path:
-    """The --out a staging folder (`.<name>.staging-<pid>`) becomes: what an error names."""
-    name = Path(folder).name
-    if name.startswith(".") and ".staging-" in name:
-        return Path(folder).parent / name[1:].rsplit(".staging-", 1)[0]
-    return Path(folder)
+def _disk_full(out: Path, e: Exception) -> HarnessError | None:
+    """A full disk (or quota) while the treatment writes its checkpoint, as one line naming `out`:
+    an OSError from Python, or safetensors' own SafetensorError (os error 28) from save_pretrained."""
+    import errno
+
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason = e.strerror or str(e)
+    elif type(e).__name__ == "SafetensorError" and ("code: 28" in str(e) or "StorageFull" in str(e)):
+        reason = "No space left on device"
+    else:
+        return None
+    return HarnessError(f"cannot write {visible(out, keep_lines=False)}: {reason}; free disk space and re-run "
+                        "(nothing was published)")
 
 
 def _alive(pid: int) -> bool:
