@@ -20,7 +20,7 @@ the row's path + /seed<k> and the recipe's config `seed: k`:
       - {name: mpo, seeds: [0, 1, 2], recipe: {trainer: mpo, base: tiny, task: geoqa, config: {...}}}
 
 A recipe trains on data files with `data:` (a `PATH[:RATIO],...` string, or a list of paths and
-`{path, ratio, format, image_folder}` mappings; trainers/formats.py), alone or beside `task`; the
+`{path, ratio, format, image_folder, long_rows}` mappings; trainers/formats.py), alone or beside `task`; the
 leaderboard's staleness check hashes those files (`data_fingerprint`), so an edited file is a changed recipe:
 
       - {name: sft_mine, recipe: {trainer: sft, base: tiny, task: geoqa,
@@ -33,6 +33,10 @@ row builds them all (a YAML anchor shares the recipe):
       - {name: self_train_iter1, path: checkpoints/built/self_train/iter1,
          recipe: &st {trainer: self_train, base: tiny, task: geoqa, out: checkpoints/built/self_train}}
       - {name: self_train_iter2, path: checkpoints/built/self_train/iter2, recipe: *st}
+
+A build goes through `trainers.cli.train` like `harness train`: its folder is locked for the whole
+build (a second leaderboard building the same row is refused in one line, not raced) and published
+by one rename, so a killed build leaves no half checkpoint that a later run would take as built.
 """
 from __future__ import annotations
 
