@@ -141,6 +141,32 @@ def test_output_lock_is_reentrant_and_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []  # the lock and the folders made for it are gone (nothing published)
 
 
+def test_a_recipe_build_waits_for_another_process_building_the_same_row(tmp_path, capsys):
+    """Two leaderboards on one spec: the second waits on the row's lock, then uses that build."""
+    import subprocess
+    import sys
+
+    from trainers.recipes import _build_once
+
+    row = tmp_path / "built" / "sft"
+    child = ("import fcntl, json, os, sys, time; from pathlib import Path\n"
+             "row = Path(sys.argv[1]); row.parent.mkdir(parents=True, exist_ok=True)\n"
+             "fd = os.open(row.parent / '.sft.lock', os.O_RDWR | os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX)\n"
+             "os.write(fd, str(os.getpid()).encode()); print('locked', flush=True); time.sleep(2)\n"
+             "row.mkdir(); (row / 'manifest.json').write_text(json.dumps({'treatment': 'sft', 'config': {}}))\n"
+             "os.unlink(row.parent / '.sft.lock')\n")
+    proc = subprocess.Popen([sys.executable, "-c", child, str(row)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+
+    def build():
+        raise AssertionError("trained twice")
+
+    assert _build_once(row, build) == {"treatment": "sft", "config": {}}
+    assert proc.wait(timeout=60) == 0
+    assert f"waiting for another harness process (pid {proc.pid}) building {row}" in capsys.readouterr().err
+    assert sorted(p.name for p in row.parent.iterdir()) == ["sft"]
+
+
 # --- sft -------------------------------------------------------------------------------------------
 def test_sft_labels_cover_the_reply_only(random_tiny):
     from harness.models.backend import HFBackend

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -39,9 +40,10 @@ def check_out(out: Path, overwrite: bool) -> None:
 
 
 @contextlib.contextmanager
-def output_lock(out: Path) -> Iterator[None]:
-    """Hold `out` for this run: a second `harness train` (or recipe build) on the same folder is
-    refused at once, in one line, instead of both training and both reporting success.
+def output_lock(out: Path, wait: bool = False) -> Iterator[None]:
+    """Hold `out` for this run: a second `harness train` on the same folder is refused at once, in
+    one line, instead of both training and both reporting success (`wait`: a leaderboard's recipe
+    build waits instead, then finds the row built).
 
     The lock is an flock on `.<name>.lock` beside `out` (the OS releases it even on kill -9), removed
     when the run ends; a folder above `out` made only for the lock is removed again on failure."""
@@ -68,9 +70,13 @@ def output_lock(out: Path) -> Iterator[None]:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-                os.close(fd)
-                raise HarnessError(f"{visible(out, keep_lines=False)} is being written by another harness process "
-                                   f"(pid {holder}); wait for it to finish or choose another --out") from None
+                if not wait:
+                    os.close(fd)
+                    raise HarnessError(f"{visible(out, keep_lines=False)} is being written by another harness process "
+                                       f"(pid {holder}); wait for it to finish or choose another --out") from None
+                print(f"waiting for another harness process (pid {holder}) building {visible(out, keep_lines=False)}",
+                      file=sys.stderr, flush=True)
+                fcntl.flock(fd, fcntl.LOCK_EX)
             try:  # the holder before us may have removed the file after we opened it: lock the current one
                 same = os.stat(lock).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
