@@ -428,7 +428,7 @@ def test_train_refuses_an_out_another_run_holds(tmp_path, capsys):
     import fcntl
     import os
 
-    lock = tmp_path / ".held.lock"
+    lock = tmp_path / ".held.harness-lock"
     fd = os.open(lock, os.O_RDWR | os.O_CREAT)
     os.write(fd, b"4242")
     fcntl.flock(fd, fcntl.LOCK_EX)

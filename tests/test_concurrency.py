@@ -122,7 +122,7 @@ def test_two_trainings_on_one_out_never_both_succeed(tmp_path):
 
     first = _train("Y", rates[0], cwd=tmp_path)
     deadline = time.monotonic() + 120
-    while not (tmp_path / ".Y.lock").exists() and time.monotonic() < deadline:  # started, holds Y
+    while not (tmp_path / ".Y.harness-lock").exists() and time.monotonic() < deadline:  # started, holds Y
         time.sleep(0.2)
     rc, _, err = _finish(_train("Y", rates[1], "--overwrite", cwd=tmp_path))  # --overwrite does not break a lock
     assert rc == 2 and "Y is being written by another harness process" in err

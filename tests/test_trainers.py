@@ -134,10 +134,10 @@ def test_output_lock_is_reentrant_and_leaves_nothing(tmp_path):
 
     out = tmp_path / "new" / "deeper" / "ckpt"
     with output_lock(out):
-        assert (out.parent / ".ckpt.lock").read_text() == str(os.getpid())
+        assert (out.parent / ".ckpt.harness-lock").read_text() == str(os.getpid())
         with output_lock(out):  # the CLI holds it, the treatment's staged_output takes it again
             pass
-        assert (out.parent / ".ckpt.lock").exists()
+        assert (out.parent / ".ckpt.harness-lock").exists()
     assert list(tmp_path.iterdir()) == []  # the lock and the folders made for it are gone (nothing published)
 
 
@@ -151,10 +151,10 @@ def test_a_recipe_build_waits_for_another_process_building_the_same_row(tmp_path
     row = tmp_path / "built" / "sft"
     child = ("import fcntl, json, os, sys, time; from pathlib import Path\n"
              "row = Path(sys.argv[1]); row.parent.mkdir(parents=True, exist_ok=True)\n"
-             "fd = os.open(row.parent / '.sft.lock', os.O_RDWR | os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX)\n"
+             "fd = os.open(row.parent / '.sft.harness-lock', os.O_RDWR | os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX)\n"
              "os.write(fd, str(os.getpid()).encode()); print('locked', flush=True); time.sleep(2)\n"
              "row.mkdir(); (row / 'manifest.json').write_text(json.dumps({'treatment': 'sft', 'config': {}}))\n"
-             "os.unlink(row.parent / '.sft.lock')\n")
+             "os.unlink(row.parent / '.sft.harness-lock')\n")
     proc = subprocess.Popen([sys.executable, "-c", child, str(row)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"
 

@@ -274,7 +274,7 @@ def _name(e: Example) -> str:
     return f"row {e.item.id}" if e.task is None else f"{e.task.name} item {e.item.id}"
 
 
-MARGIN = 32  # the chat template's own tokens around the turns
+MARGIN = 32  # the chat template's own tokens around the turns: closer than this, the row is collated
 
 
 def _tokens(backend: "HFBackend", text: str, limit: int) -> int:
@@ -283,26 +283,34 @@ def _tokens(backend: "HFBackend", text: str, limit: int) -> int:
     return len(backend.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def _length(backend: "HFBackend", e: Example, reply: str) -> int:
+    """The row's exact length as the model sees it (template, image tokens): one collation."""
+    return int(_batch(backend, [e], [reply], True)["attention_mask"].sum())
+
+
 def _fit(backend: "HFBackend", e: Example, reply: str, limit: int) -> str:
-    """`reply` as it fits the context after the rest of `e` (text tokens; the image tokens are
-    checked per batch), cut when the row allows it; else one error naming the row and its size."""
+    """`reply` as it fits the context after the rest of `e`, cut when the row allows it
+    (long_rows=truncate); else one error naming the row and its token count. Text tokens decide
+    rows far from the limit; a row near it is collated and measured."""
     context = [m["content"] for m in (e.messages or [])[:-1]] if e.messages else [e.text]
-    used = sum(_tokens(backend, t, limit) for t in context)
-    n = used + _tokens(backend, reply, limit)
+    rough = any(len(t) > CHARS_PER_TOKEN * limit for t in [*context, reply])
+    n = sum(_tokens(backend, t, limit) for t in context) + _tokens(backend, reply, limit)
     if n <= limit - MARGIN:
-        return reply
-    if e.truncate and used < limit - MARGIN:
-        # The rest of the row as the model sees it (template, image tokens): one collation of this row.
-        rest = int(_batch(backend, [e], [""], True)["attention_mask"].sum())
-        ids = backend.tokenizer(reply[: CHARS_PER_TOKEN * limit], add_special_tokens=False)["input_ids"]
-        if rest < limit - 4:
+        return reply  # image tokens are checked per batch (_checked)
+    if not rough:
+        n = _length(backend, e, reply)
+        if n <= limit:
+            return reply
+    if e.truncate:
+        rest = _length(backend, e, "")
+        if rest < limit - 4:  # 4: the cut reply re-tokenized in place may merge differently at its edges
+            ids = backend.tokenizer(reply[: CHARS_PER_TOKEN * limit], add_special_tokens=False)["input_ids"]
             return backend.tokenizer.decode(ids[: limit - 4 - rest], skip_special_tokens=True)
     fix = ("the rest of the row alone fills the context; shorten it" if e.truncate else
            "shorten or drop it" + (", or set long_rows: truncate on its data source (--long-rows truncate)"
                                    if e.task is None else ""))
-    rough = any(len(t) > CHARS_PER_TOKEN * limit for t in [*context, reply])
-    raise HarnessError(f"{_name(e)} has {'over ' if rough else ''}{n:,} text tokens, more than the model's "
-                       f"context of {limit:,} allows; {fix}")
+    raise HarnessError(f"{_name(e)} has {'over ' if rough else ''}{n:,} tokens, more than the model's "
+                       f"context of {limit:,}; {fix}")
 
 
 def fit_context(backend: "HFBackend", examples: Sequence[Example]) -> None:

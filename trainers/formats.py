@@ -146,7 +146,8 @@ def repeat(rows: list, ratio: float, rng: random.Random, where: str = "data", bu
     budget = MAX_ROWS if budget is None else budget
     total = repeated_count(len(rows), ratio)
     if total > budget:
-        raise HarnessError(f"{where}: {len(rows):,} rows x {ratio:g} = {total:,} rows, over the budget of {budget:,}; "
+        room = f"the budget of {budget:,}" if budget == MAX_ROWS else f"the {budget:,} left of the budget of {MAX_ROWS:,}"
+        raise HarnessError(f"{where}: {len(rows):,} rows x {ratio:g} = {total:,} rows, over {room}; "
                            "lower repeat_time / the :RATIO (or raise $HARNESS_MAX_ROWS)")
     whole = int(ratio)
     part = total - len(rows) * whole

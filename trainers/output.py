@@ -39,13 +39,18 @@ def check_out(out: Path, overwrite: bool) -> None:
     check_output_folder(out, "checkpoint", replace=True)
 
 
+def lock_path(out: Path) -> Path:
+    """The lock file of `out` (a name no user file has: it is removed when the run ends)."""
+    return out.parent / f".{out.name}.harness-lock"
+
+
 @contextlib.contextmanager
 def output_lock(out: Path, wait: bool = False) -> Iterator[None]:
     """Hold `out` for this run: a second `harness train` on the same folder is refused at once, in
     one line, instead of both training and both reporting success (`wait`: a leaderboard's recipe
     build waits instead, then finds the row built).
 
-    The lock is an flock on `.<name>.lock` beside `out` (the OS releases it even on kill -9), removed
+    The lock is an flock on `.<name>.harness-lock` beside `out` (the OS releases it even on kill -9), removed
     when the run ends; a folder above `out` made only for the lock is removed again on failure."""
     import fcntl
 
@@ -60,7 +65,7 @@ def output_lock(out: Path, wait: bool = False) -> Iterator[None]:
         finally:
             _HELD[key] -= 1
         return
-    lock = out.parent / f".{out.name}.lock"
+    lock = lock_path(out)
     made = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -148,7 +153,6 @@ def staged_output(out: Path, overwrite: bool = False) -> Iterator[Path]:
 
 
 def _publish(stage: Path, out: Path, overwrite: bool) -> None:
-
     if not overwrite or not os.path.lexists(out):
         try:
             os.rename(stage, out)  # onto nothing or an empty folder; fails on a folder with content
