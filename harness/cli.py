@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return func(args)
     except HarnessError as e:
-        print(f"error: {e}", file=sys.stderr)
+        from harness.core.text import visible
+
+        print(f"error: {visible(e, keep_lines=False)}", file=sys.stderr)  # names from files: no raw escapes
         return 2
     except UnicodeDecodeError as e:  # a data, predictions or spec file that is not UTF-8 text
         print(f"error: a file is not UTF-8 text ({e.reason} at byte {e.start}); re-save it as UTF-8", file=sys.stderr)

@@ -24,8 +24,9 @@ def _files(root: Path) -> set[Path]:
     return {p for p in root.rglob("*")}
 
 
-def expect_error(tmp_path: Path, capsys, argv: list[str], needle: str) -> str:
-    """Run `harness argv`; assert a non-zero exit, one stderr line containing `needle`, no new files."""
+def expect_error(tmp_path: Path, capsys, argv: list[str], needle: str, info: tuple[str, ...] = ()) -> str:
+    """Run `harness argv`; assert a non-zero exit, one stderr line containing `needle`, no new files.
+    `info`: starts of progress lines printed before the failure (training's loaded-data summary)."""
     capsys.readouterr()
     before = _files(tmp_path)
     try:
@@ -33,7 +34,7 @@ def expect_error(tmp_path: Path, capsys, argv: list[str], needle: str) -> str:
     except SystemExit as e:  # argparse usage errors exit from inside the parser
         rc = e.code
     err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith(info or "\0")]
     assert rc not in (0, None), f"exit {rc} for {argv}: {err}"
     assert len(lines) == 1, f"expected one error line, got: {err!r}"
     assert needle.lower() in lines[0].lower(), f"{needle!r} not in {lines[0]!r}"
@@ -371,3 +372,212 @@ def test_bad_treatment_config(tmp_path, capsys, override, needle):
     """Treatment config values are checked before the base loads: nothing is written under --out."""
     expect_error(tmp_path, capsys, ["train", "self_critique", "--base", "tiny", "--task", "geoqa",
                                     "--out", str(tmp_path / "out"), override], needle)
+
+
+# --- training outputs (issue 30): nothing a user owns is replaced ----------------------------------
+def _train(out: str, *extra: str) -> list[str]:
+    return ["train", "sft", "--base", "tiny", "--task", "geoqa", "--out", out, *extra, "limit=8"]
+
+
+def test_overwrite_refuses_a_folder_of_anything_else(tmp_path, capsys):
+    (tmp_path / "victim").mkdir()
+    (tmp_path / "victim" / "notes.txt").write_text("precious")
+    expect_error(tmp_path, capsys, _train("victim", "--overwrite"), "victim holds notes.txt and is not a checkpoint")
+    assert (tmp_path / "victim" / "notes.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize("out,needle", [
+    (".", "is the working directory"),
+    ("..", "is a folder above the working directory"),
+    (str(BUNDLED.parent), "is the project's root"),
+])
+def test_overwrite_never_replaces_the_working_directory(tmp_path, capsys, out, needle):
+    (tmp_path / "mine.txt").write_text("kept")
+    expect_error(tmp_path, capsys, _train(out, "--overwrite"), needle)
+    assert (tmp_path / "mine.txt").read_text() == "kept"
+
+
+def test_overwrite_refuses_a_file(tmp_path, capsys):
+    (tmp_path / "f").write_text("kept")
+    expect_error(tmp_path, capsys, _train("f", "--overwrite"), "f is a file")
+
+
+@pytest.mark.parametrize("command", [
+    ["score", "--task", "geoqa", "--predictions", "p.jsonl", "--out", "{out}"],
+    ["view", "runs", "--out", "{out}"],
+])
+def test_score_and_view_refuse_a_folder_of_anything_else(tmp_path, capsys, command):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "summary.json").write_text("[my own file]")
+    argv = [a.replace("{out}", "mine") for a in command]
+    expect_error(tmp_path, capsys, argv, "mine holds summary.json")
+    assert (tmp_path / "mine" / "summary.json").read_text() == "[my own file]"
+    expect_error(tmp_path, capsys, [a.replace("{out}", ".") for a in command], "is the working directory")
+
+
+def test_leaderboard_refuses_a_folder_of_anything_else(tmp_path, capsys):
+    (tmp_path / "lb" / "board").mkdir(parents=True)
+    (tmp_path / "lb" / "board" / "thesis.tex").write_text("kept")
+    (tmp_path / "lb" / "spec.yaml").write_text("name: board\n" + SPEC)
+    expect_error(tmp_path, capsys, ["leaderboard", "--spec", str(tmp_path / "lb" / "spec.yaml")],
+                 "leaderboard folder")
+
+
+def test_train_refuses_an_out_another_run_holds(tmp_path, capsys):
+    """The lock as a second process sees it (the real two-process race is in test_concurrency.py)."""
+    import fcntl
+    import os
+
+    lock = tmp_path / ".held.harness-lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+    os.write(fd, b"4242")
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        import subprocess
+        import sys
+
+        code = ("import sys; from harness.cli import main; sys.exit(main(sys.argv[1:]))")
+        res = subprocess.run([sys.executable, "-c", code, *_train("held")], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=300)
+    finally:
+        os.close(fd)
+    lines = [x for x in res.stderr.splitlines() if x.strip()]
+    assert res.returncode == 2 and len(lines) == 1, res.stderr
+    assert lines[0].startswith("error: held is being written by another harness process (pid 4242)")
+    assert not (tmp_path / "held").exists()
+
+
+# --- own training data (issue 30): bounded before anything large is built ---------------------------
+def _meta(tmp_path: Path, repeat_time) -> Path:
+    shutil.copytree(BUNDLED / "examples", tmp_path / "ex")
+    meta = tmp_path / "ex" / "mmpr_meta.json"
+    data = json.loads(meta.read_text())
+    data["colours"]["repeat_time"] = repeat_time
+    meta.write_text(json.dumps(data))  # json writes NaN as NaN, as a careless script would
+    return meta
+
+
+def _train_data(tmp_path: Path, spec: str, *extra: str) -> list[str]:
+    return ["train", "sft", "--base", "tiny", "--data", spec, "--out", str(tmp_path / "o"), *extra, "max_steps=1"]
+
+
+@pytest.mark.parametrize("repeat_time,needle", [
+    (1e7, "40,000,000 rows, over the budget"),
+    (1e9, "over the budget"),
+    (float("nan"), "repeat_time must be a finite number > 0, got nan"),
+    (float("inf"), "repeat_time must be a finite number > 0, got inf"),
+    (-1, "repeat_time must be a finite number > 0"),
+])
+def test_mmpr_repeat_time_bounded(tmp_path, capsys, repeat_time, needle):
+    meta = _meta(tmp_path, repeat_time)
+    line = expect_error(tmp_path, capsys, _train_data(tmp_path, str(meta)), needle)
+    assert "mmpr_meta.json" in line
+
+
+def test_ratio_bounded(tmp_path, capsys):
+    line = expect_error(tmp_path, capsys, _train_data(tmp_path, str(BUNDLED / "examples" / "llava.json") + ":1000000000"),
+                        "over the budget")
+    assert "llava.json" in line
+
+
+@pytest.mark.parametrize("ratio", [".nan", ".inf", "0", "-2"])
+def test_recipe_ratio_finite(tmp_path, capsys, ratio):
+    import yaml
+
+    from harness.errors import HarnessError
+    from trainers.formats import parse_spec
+
+    with pytest.raises(HarnessError, match="ratio must be a finite number > 0"):
+        parse_spec([{"path": "a.json", "ratio": yaml.safe_load(ratio)}])
+
+
+def test_deeply_nested_json(tmp_path, capsys):
+    (tmp_path / "deep.json").write_text("[" * 200_000 + "]" * 200_000)
+    expect_error(tmp_path, capsys, _train_data(tmp_path, str(tmp_path / "deep.json")), "deep.json: JSON nested too deeply")
+    (tmp_path / "deep.jsonl").write_text('{"messages": ' + "[" * 200_000 + "]" * 200_000 + "}\n")
+    expect_error(tmp_path, capsys, _train_data(tmp_path, str(tmp_path / "deep.jsonl")), "deep.jsonl")
+
+
+def test_json_file_too_large(tmp_path, capsys, monkeypatch):
+    import trainers.formats
+
+    monkeypatch.setattr(trainers.formats, "MAX_JSON_BYTES", 100)
+    expect_error(tmp_path, capsys, _train_data(tmp_path, str(BUNDLED / "examples" / "llava.json")),
+                 "llava.json: 0.0 GiB is over")
+
+
+def test_corrupt_save_to_disk_folder(tmp_path, capsys):
+    shutil.copytree(BUNDLED / "examples" / "messages_disk", tmp_path / "disk")
+    arrow = next((tmp_path / "disk").glob("*.arrow"))
+    arrow.write_bytes(arrow.read_bytes()[:200])
+    expect_error(tmp_path, capsys, _train_data(tmp_path, str(tmp_path / "disk")),
+                 "disk: cannot read the save_to_disk folder")
+
+
+def test_jsonl_data_not_utf8(tmp_path, capsys):
+    (tmp_path / "bad.jsonl").write_bytes(b'{"messages": "caf\xe9"}\n')
+    expect_error(tmp_path, capsys, _train_data(tmp_path, str(tmp_path / "bad.jsonl")), "bad.jsonl: not UTF-8")
+
+
+def _long_reply(tmp_path: Path, chars: int) -> Path:
+    rows = json.loads((BUNDLED / "examples" / "llava.json").read_text())[:2]
+    rows[1]["conversations"][-1]["value"] = "ab " * (chars // 3)
+    path = tmp_path / "long.json"
+    path.write_text(json.dumps(rows))
+    shutil.copytree(BUNDLED / "examples" / "images", tmp_path / "images")
+    return path
+
+
+@pytest.mark.parametrize("chars,needle", [
+    (2_000_000, "row long:shape1 has over 31,2"),   # never tokenized: it cannot fit
+    (15_000, "row long:shape1 has 10,0"),           # 10,000 tokens
+])
+def test_row_longer_than_the_context(tmp_path, capsys, chars, needle):
+    line = expect_error(tmp_path, capsys, _train_data(tmp_path, str(_long_reply(tmp_path, chars))), needle,
+                        info=("data: ",))
+    assert "context of 1,024" in line and "--long-rows truncate" in line
+
+
+@pytest.mark.slow
+def test_long_rows_truncate_trains(tmp_path, capsys):
+    path = _long_reply(tmp_path, 30_000)
+    assert main(_train_data(tmp_path, str(path), "--long-rows", "truncate")) == 0
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["data"]["sources"][0]["long_rows"] == "truncate"
+
+
+@pytest.mark.slow
+def test_disk_full_while_saving_a_checkpoint(tmp_path, capsys, monkeypatch):
+    from safetensors import SafetensorError
+
+    import peft.utils.save_and_load  # noqa: F401
+    from peft import PeftModel
+
+    def full(*a, **k):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                              'message: "No space left on device" })')
+
+    monkeypatch.setattr(PeftModel, "save_pretrained", full)
+    expect_error(tmp_path, capsys, _train_data(tmp_path, str(BUNDLED / "examples" / "llava.json")),
+                 "o: No space left on device; free disk space", info=("data: ", "sft "))
+
+
+# --- terminal text (issue 30): control characters from files are shown, never sent ---------------------
+def test_diff_shows_escape_sequences_instead_of_sending_them(tmp_path, capsys, geoqa):
+    evil = "\x1b[2J\x1b]0;pwned\x07ckpt\u202e"
+    for name, answer in (("a", "A"), ("b", "B")):
+        preds = tmp_path / f"{name}.jsonl"
+        preds.write_text("".join(_pred(i, f"Answer: {answer}\x1b[31m") for i in range(3)))
+        assert main(["score", "--task", "geoqa", "--data-dir", str(geoqa), "--predictions", str(preds),
+                     "--out", str(tmp_path / name)]) == 0
+        summary = json.loads((tmp_path / name / "summary.json").read_text())
+        summary["checkpoint"] = {"name": evil + name}
+        (tmp_path / name / "summary.json").write_text(json.dumps(summary))
+    capsys.readouterr()
+    assert main(["diff", str(tmp_path / "a"), str(tmp_path / "b"), "--task", "geoqa", "--data-dir", str(geoqa)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    assert "\\x1b[2J\\x1b]0;pwned\\x07ckpt\\u202ea" in out  # the title names both checkpoints, visibly
+    # error lines echo names the same way
+    expect_error(tmp_path, capsys, ["diff", str(tmp_path / ("x" + evil)), str(tmp_path / "b"), "--task", "geoqa"],
+                 "\\x1b[2J")

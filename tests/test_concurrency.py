@@ -93,3 +93,54 @@ def test_a_held_run_lock_makes_a_second_process_wait(tmp_path):
     out, err = child.communicate(timeout=60)
     assert child.returncode == 0 and float(out) >= 1.0
     assert "waiting for another harness process using run folder" in err
+
+
+# --- training outputs (issue 30) -----------------------------------------------------------------------
+def _train(out: str, *extra: str, cwd: Path) -> subprocess.Popen:
+    return _start("train", "sft", "--base", "tiny", "--task", "geoqa", "--out", out, "limit=8", *extra, cwd=cwd)
+
+
+def _error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.slow
+def test_two_trainings_on_one_out_never_both_succeed(tmp_path):
+    """Started together, then one after the other has begun: one trains and publishes, the other is refused in one line
+    (it used to be: both exit 0, both print "wrote X", X holds one of them)."""
+    import time
+
+    rates = ["learning_rate=0.001", "learning_rate=0.0005"]
+    results = [_finish(p) for p in [_train("X", rate, cwd=tmp_path) for rate in rates]]
+    assert sorted(rc for rc, _, _ in results) == [0, 2], results
+    winner = next(i for i, (rc, _, _) in enumerate(results) if rc == 0)
+    loser_err = results[1 - winner][2]
+    assert _error_lines(loser_err) == [line for line in loser_err.splitlines() if line.strip()]
+    assert "X is being written by another harness process" in loser_err
+    manifest = json.loads((tmp_path / "X" / "manifest.json").read_text())
+    assert manifest["config"]["learning_rate"] == float(rates[winner].split("=")[1])
+
+    first = _train("Y", rates[0], cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / ".Y.harness-lock").exists() and time.monotonic() < deadline:  # started, holds Y
+        time.sleep(0.2)
+    rc, _, err = _finish(_train("Y", rates[1], "--overwrite", cwd=tmp_path))  # --overwrite does not break a lock
+    assert rc == 2 and "Y is being written by another harness process" in err
+    assert _finish(first)[0] == 0
+    rc, _, err = _finish(_train("Y", rates[1], cwd=tmp_path))
+    assert rc == 2 and "Y already exists; pass --overwrite" in err
+    assert json.loads((tmp_path / "Y" / "manifest.json").read_text())["config"]["learning_rate"] == 0.001
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["X", "Y"]  # no lock or staging folder left
+
+
+def test_overwrite_of_a_user_folder_refused_by_a_real_process(tmp_path):
+    """`--overwrite` on a folder that is not a checkpoint (and on the working directory) deletes
+    nothing: the process stops in one line before any model loads."""
+    (tmp_path / "victim").mkdir()
+    (tmp_path / "victim" / "thesis.tex").write_text("years of work")
+    for out, needle in (("victim", "victim holds thesis.tex and is not a checkpoint"),
+                        (".", ". is the working directory")):
+        rc, out_text, err = _finish(_train(out, "--overwrite", cwd=tmp_path))
+        assert rc == 2 and err.strip() == err.strip().splitlines()[0] and needle in err, err
+    assert (tmp_path / "victim" / "thesis.tex").read_text() == "years of work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["victim"]

@@ -303,3 +303,37 @@ def test_recipe_data_key_trains_the_files(tmp_path):
     manifest = build_recipe(CheckpointSpec("mine", str(tmp_path / "mine"), recipe))
     (src,) = manifest["data"]["sources"]
     assert (src["format"], src["ratio"], src["rows_read"], src["rows"]) == ("llava", 2.0, 4, 8)
+
+
+# --- bounds (issue 30) -----------------------------------------------------------------------------
+def test_repeat_budget_is_checked_before_the_list_is_built():
+    import random
+
+    from trainers.formats import repeat, repeated_count
+
+    rows = list(range(4))
+    assert repeated_count(4, 2.5) == 10 and len(repeat(rows, 2.5, random.Random(0))) == 10
+    with pytest.raises(HarnessError, match=r"data: x: 4 rows x 1e\+09 = 4,000,000,000 rows, over the budget of 5,000,000"):
+        repeat(rows, 1e9, random.Random(0), "data: x")  # 4e9 rows would take all memory before the check
+    with pytest.raises(HarnessError, match="ratio must be a finite number > 0, got nan"):
+        repeat(rows, float("nan"), random.Random(0), "data: x")
+
+
+def test_a_reply_longer_than_the_context_is_refused_or_cut():
+    from trainers.common import load_base
+    from trainers.data import SFTCollator, load_data_files
+    from trainers.formats import parse_spec
+
+    backend, _ = load_base("tiny")
+    long_reply = "ab " * 5_000  # 10,000 tokens; the context is 1,024
+    for mode in ("refuse", "truncate"):
+        (e,), _ = load_data_files(parse_spec(str(EX / "llava.json"), None, mode), limit=1)
+        e.target = long_reply
+        e.messages[-1] = {"role": "assistant", "content": long_reply}
+        if mode == "refuse":
+            with pytest.raises(HarnessError, match="row llava:shape0 has 10,0[0-9][0-9] tokens, more than the model's context of 1,024"):
+                SFTCollator(backend, [e])
+            continue
+        batch = SFTCollator(backend, [e])([{"idx": 0}])
+        assert 900 < batch["input_ids"].shape[1] <= 1024  # cut to fit, not dropped
+        assert long_reply.startswith(e.target) and e.messages[-1]["content"] == e.target

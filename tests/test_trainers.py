@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 from pathlib import Path
 
@@ -88,6 +89,82 @@ def test_staged_output_leaves_nothing_on_failure(tmp_path):
     with pytest.raises(HarnessError, match="already exists"):
         with staged_output(out):
             pass
+
+
+def _checkpoint(folder, lr):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "manifest.json").write_text(json.dumps({"treatment": "sft", "config": {"learning_rate": lr}}))
+
+
+def test_overwrite_replaces_only_a_checkpoint_the_project_wrote(tmp_path, monkeypatch):
+    from trainers.common import staged_output
+
+    monkeypatch.chdir(tmp_path)
+    _checkpoint(tmp_path / "ckpt", 1e-3)
+    with staged_output(tmp_path / "ckpt", overwrite=True) as stage:
+        _checkpoint(stage, 5e-4)
+    assert json.loads((tmp_path / "ckpt" / "manifest.json").read_text())["config"]["learning_rate"] == 5e-4
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # nothing left aside, no lock file
+    (tmp_path / "empty").mkdir()
+    with staged_output(tmp_path / "empty", overwrite=True) as stage:
+        _checkpoint(stage, 1e-3)
+    assert (tmp_path / "empty" / "manifest.json").is_file()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "manifest.json").write_text('{"my": "own manifest"}')
+    with pytest.raises(HarnessError, match="mine holds manifest.json and is not a checkpoint harness train wrote"):
+        with staged_output(tmp_path / "mine", overwrite=True):
+            raise AssertionError("never reached: refused before any training")
+    assert (tmp_path / "mine" / "manifest.json").read_text() == '{"my": "own manifest"}'
+
+
+def test_publish_never_replaces_a_folder_that_appeared_meanwhile(tmp_path):
+    from trainers.common import staged_output
+
+    out = tmp_path / "x"
+    with pytest.raises(HarnessError, match="x appeared while training; the result is not published"):
+        with staged_output(out) as stage:
+            _checkpoint(stage, 1e-3)
+            out.mkdir()
+            (out / "notes.txt").write_text("someone else's")
+    assert [p.name for p in out.iterdir()] == ["notes.txt"] and [p.name for p in tmp_path.iterdir()] == ["x"]
+
+
+def test_output_lock_is_reentrant_and_leaves_nothing(tmp_path):
+    from trainers.output import output_lock
+
+    out = tmp_path / "new" / "deeper" / "ckpt"
+    with output_lock(out):
+        assert (out.parent / ".ckpt.harness-lock").read_text() == str(os.getpid())
+        with output_lock(out):  # the CLI holds it, the treatment's staged_output takes it again
+            pass
+        assert (out.parent / ".ckpt.harness-lock").exists()
+    assert list(tmp_path.iterdir()) == []  # the lock and the folders made for it are gone (nothing published)
+
+
+def test_a_recipe_build_waits_for_another_process_building_the_same_row(tmp_path, capsys):
+    """Two leaderboards on one spec: the second waits on the row's lock, then uses that build."""
+    import subprocess
+    import sys
+
+    from trainers.recipes import _build_once
+
+    row = tmp_path / "built" / "sft"
+    child = ("import fcntl, json, os, sys, time; from pathlib import Path\n"
+             "row = Path(sys.argv[1]); row.parent.mkdir(parents=True, exist_ok=True)\n"
+             "fd = os.open(row.parent / '.sft.harness-lock', os.O_RDWR | os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX)\n"
+             "os.write(fd, str(os.getpid()).encode()); print('locked', flush=True); time.sleep(2)\n"
+             "row.mkdir(); (row / 'manifest.json').write_text(json.dumps({'treatment': 'sft', 'config': {}}))\n"
+             "os.unlink(row.parent / '.sft.harness-lock')\n")
+    proc = subprocess.Popen([sys.executable, "-c", child, str(row)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+
+    def build():
+        raise AssertionError("trained twice")
+
+    assert _build_once(row, build) == {"treatment": "sft", "config": {}}
+    assert proc.wait(timeout=60) == 0
+    assert f"waiting for another harness process (pid {proc.pid}) building {row}" in capsys.readouterr().err
+    assert sorted(p.name for p in row.parent.iterdir()) == ["sft"]
 
 
 # --- sft -------------------------------------------------------------------------------------------

@@ -60,22 +60,29 @@ DATA_TREATMENTS = {"sft": True, "remgcl": True, "mpo": True, "self_critique": Tr
 
 def train(name: str, cfg, base: str | None, task: str | None, out: Path, data_dir: str | None = None,
           overwrite: bool = False, progress: bool = True, device: str | None = None, data=None,
-          image_folder: str | None = None) -> dict:
+          image_folder: str | None = None, long_rows: str = "refuse") -> dict:
     """Run treatment `name` with a built config; checks the cheap inputs first. `data`: a --data
     SPEC string or a recipe's list of sources (trainers/formats.py)."""
-    from harness.core.task import resolve_data_dir
+    from trainers.output import check_out, output_lock
     from trainers.formats import parse_spec
 
     module, _ = treatment_module(name)
-    if Path(out).exists() and not overwrite:
-        raise HarnessError(f"{out} already exists; pass --overwrite or choose another --out")
-    sources = parse_spec(data, image_folder)
+    check_out(Path(out), overwrite)
+    sources = parse_spec(data, image_folder, long_rows)
+    with output_lock(Path(out)):  # held for the whole run: a second run on `out` is refused, not raced
+        return _train(module, name, cfg, base, task, Path(out), data_dir, overwrite, progress, device, sources)
+
+
+def _train(module, name: str, cfg, base: str | None, task: str | None, out: Path, data_dir: str | None,
+           overwrite: bool, progress: bool, device: str | None, sources: list) -> dict:
+    from harness.core.task import resolve_data_dir
+
     if sources and name not in DATA_TREATMENTS:
         raise HarnessError(f"--data does not apply to {name}; it trains {', '.join(DATA_TREATMENTS)}")
     if name == "average":
         if task:
             raise HarnessError("--task does not apply to average (it combines trained adapters: adapters=a,b,...)")
-        return module.run(cfg, Path(out), base=base, overwrite=overwrite, progress=progress)
+        return module.run(cfg, out, base=base, overwrite=overwrite, progress=progress)
     if not base:
         raise HarnessError(f"{name} needs --base (tiny, or a local checkpoint folder)")
     if not task and not (sources and DATA_TREATMENTS[name]):
@@ -89,21 +96,24 @@ def train(name: str, cfg, base: str | None, task: str | None, out: Path, data_di
         task_names(task)
     resolve_data_dir(data_dir)
     extra = {"sources": sources} if sources else {}
-    return module.run(cfg, base, task, Path(out), data_dir=data_dir, overwrite=overwrite, progress=progress,
+    return module.run(cfg, base, task, out, data_dir=data_dir, overwrite=overwrite, progress=progress,
                       device=device, **extra)
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from harness.core.text import visible
+
     cfg = build_config(args.treatment, args.config, list(args.overrides or []))
     t0 = time.time()
     manifest = train(args.treatment, cfg, args.base, args.task, Path(args.out), data_dir=args.data_dir,
                      overwrite=args.overwrite, progress=True, device=args.device,
-                     data=getattr(args, "data", None), image_folder=getattr(args, "image_folder", None))
+                     data=getattr(args, "data", None), image_folder=getattr(args, "image_folder", None),
+                     long_rows=getattr(args, "long_rows", "refuse"))
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under accelerate launch / torchrun rank 0 wrote the checkpoint and reports it
     metrics = manifest.get("metrics", {})
     shown = {k: metrics[k] for k in ("steps", "first_loss", "last_loss", "members", "mode") if k in metrics}
-    print(f"wrote {args.out} ({args.treatment}, {time.time() - t0:.0f}s): {json.dumps(shown)}")
+    print(f"wrote {visible(args.out)} ({args.treatment}, {time.time() - t0:.0f}s): {json.dumps(shown)}")
     # A multi-checkpoint treatment (self_train: OUT/iter1..K) names the one to evaluate.
-    print(f"evaluate it with: harness eval --ckpt {manifest.get('evaluate', args.out)} --tasks {args.task or 'geoqa'}")
+    print(f"evaluate it with: harness eval --ckpt {visible(manifest.get('evaluate', args.out))} --tasks {args.task or 'geoqa'}")
     return 0

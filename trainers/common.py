@@ -3,7 +3,8 @@
 A treatment reads top to bottom as: `Config` (a dataclass below `TrainConfig`) -> load the base with
 `load_base` -> `load_train_data` (trainers/data.py: a task's train split in exactly the eval prompt
 format, and its collators) -> TRL trainer -> `save_adapter` + `write_manifest`, all written into a
-staging folder that `staged_output` renames into place only when everything succeeded.
+staging folder that `staged_output` (trainers/output.py: the --out rules, lock and publish) renames
+into place only when everything succeeded.
 """
 from __future__ import annotations
 
@@ -12,14 +13,14 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import time
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from harness.errors import HarnessError
+from trainers.output import check_out, output_lock, staged_output  # noqa: F401  (treatments import them from here)
 
 if TYPE_CHECKING:
     from harness.models.backend import HFBackend
@@ -355,47 +356,10 @@ def train_metrics(trainer) -> dict[str, Any]:
     return out
 
 
-# --- output ---------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def staged_output(out: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a staging folder next to `out`; on success it replaces `out`, on failure it is removed,
-    so `out` is either the previous content or a complete checkpoint, never half of one."""
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise HarnessError(f"{out} already exists; pass --overwrite or choose another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for old in out.parent.glob(f".{out.name}.staging-*"):  # left by a killed run (SIGKILL skips cleanup)
-        pid = old.name.rsplit("-", 1)[-1]
-        if not pid.isdigit() or int(pid) == os.getpid() or not _alive(int(pid)):
-            shutil.rmtree(old, ignore_errors=True)
-    stage = out.parent / f".{out.name}.staging-{os.getpid()}"
-    stage.mkdir()
-    try:
-        yield stage
-        if int(os.environ.get("RANK", "0")) != 0:
-            return  # under a parallel launch (accelerate/torchrun) only rank 0 publishes `out`
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(stage, out)
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def save_adapter(model, folder: Path, base_name: str) -> None:
     """save_pretrained a PEFT model, then point adapter_config.json at `base_name` (PEFT records
     the path the base was loaded from, which for `tiny` would tie the adapter to this clone)."""
-    model.save_pretrained(str(folder))
+    model.save_pretrained(str(folder))  # a full disk: staged_output turns it into one line naming --out
     set_adapter_base(folder, base_name)
 
 

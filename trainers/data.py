@@ -37,6 +37,7 @@ class Example:
     # (user turns keep their `<image>` placeholders), and a preference row's rejected reply.
     messages: list[dict[str, str]] | None = None
     rejected: str | None = None
+    truncate: bool = False  # a data file's row longer than the context: cut its reply (long_rows=truncate)
 
 
 def load_examples(task: "Task", data_dir: Path, limit: int | None = None, target: str = "cot",
@@ -142,7 +143,8 @@ def load_data_files(sources: Sequence["Source"], limit: int | None = None) -> tu
             reply = row.messages[-1]["content"]
             refs = tuple(str(r) if isinstance(r, Path) else r for r in row.images if isinstance(r, (Path, bytes)))
             item = Item(row.id, strip_placeholders(user), reply, images=refs)
-            out.append(Example(item, strip_placeholders(user), imgs, reply, None, row.messages, row.rejected))
+            out.append(Example(item, strip_placeholders(user), imgs, reply, None, row.messages, row.rejected,
+                               ld.record.get("long_rows") == "truncate"))
     return out, [ld.record for ld in loaded]
 
 
@@ -223,11 +225,12 @@ class SFTCollator:
     conversation: on every assistant turn)."""
 
     def __init__(self, backend: "HFBackend", examples: Sequence[Example]) -> None:
+        fit_context(backend, examples)
         self.backend, self.examples = backend, examples
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         batch = [self.examples[r["idx"]] for r in rows]
-        return _batch(self.backend, batch, [e.target for e in batch], True)
+        return _checked(self.backend, _batch(self.backend, batch, [e.target for e in batch], True), batch)
 
 
 class PairCollator:
@@ -235,6 +238,7 @@ class PairCollator:
     `completion_mask` marking the reply tokens (TRL scores exactly those)."""
 
     def __init__(self, backend: "HFBackend", examples: Sequence[Example], pairs: Sequence[Pair]) -> None:
+        pairs = fit_pairs(backend, examples, pairs)
         self.backend, self.examples, self.pairs = backend, examples, pairs
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -243,6 +247,7 @@ class PairCollator:
         pairs = [self.pairs[r["idx"]] for r in rows]
         ex = [self.examples[p.index] for p in pairs]
         batch = _batch(self.backend, ex * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs], False)
+        _checked(self.backend, batch, ex)
         batch["completion_mask"] = (batch.pop("labels") != IGNORE_INDEX).long()
         return batch
 
@@ -257,3 +262,92 @@ def index_dataset(n: int):
     from datasets import Dataset
 
     return Dataset.from_dict({"idx": list(range(n))})
+
+
+# --- the context ----------------------------------------------------------------------------------
+# A token spans at most a few dozen characters: text far longer than the context is over it
+# untokenized (tokenizing a 2 MB reply costs seconds and memory for nothing).
+CHARS_PER_TOKEN = 64
+
+
+def _name(e: Example) -> str:
+    return f"row {e.item.id}" if e.task is None else f"{e.task.name} item {e.item.id}"
+
+
+MARGIN = 32  # the chat template's own tokens around the turns: closer than this, the row is collated
+
+
+def _tokens(backend: "HFBackend", text: str, limit: int) -> int:
+    if len(text) > CHARS_PER_TOKEN * limit:
+        return len(text) // CHARS_PER_TOKEN  # a lower bound, already over the limit
+    return len(backend.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _length(backend: "HFBackend", e: Example, reply: str) -> int:
+    """The row's exact length as the model sees it (template, image tokens): one collation."""
+    return int(_batch(backend, [e], [reply], True)["attention_mask"].sum())
+
+
+def _fit(backend: "HFBackend", e: Example, reply: str, limit: int) -> str:
+    """`reply` as it fits the context after the rest of `e`, cut when the row allows it
+    (long_rows=truncate); else one error naming the row and its token count. Text tokens decide
+    rows far from the limit; a row near it is collated and measured."""
+    context = [m["content"] for m in (e.messages or [])[:-1]] if e.messages else [e.text]
+    rough = any(len(t) > CHARS_PER_TOKEN * limit for t in [*context, reply])
+    n = sum(_tokens(backend, t, limit) for t in context) + _tokens(backend, reply, limit)
+    if n <= limit - MARGIN:
+        return reply  # image tokens are checked per batch (_checked)
+    if not rough:
+        n = _length(backend, e, reply)
+        if n <= limit:
+            return reply
+    if e.truncate:
+        rest = _length(backend, e, "")
+        if rest < limit - 4:  # 4: the cut reply re-tokenized in place may merge differently at its edges
+            ids = backend.tokenizer(reply[: CHARS_PER_TOKEN * limit], add_special_tokens=False)["input_ids"]
+            return backend.tokenizer.decode(ids[: limit - 4 - rest], skip_special_tokens=True)
+    fix = ("the rest of the row alone fills the context; shorten it" if e.truncate else
+           "shorten or drop it" + (", or set long_rows: truncate on its data source (--long-rows truncate)"
+                                   if e.task is None else ""))
+    raise HarnessError(f"{_name(e)} has {'over ' if rough else ''}{n:,} tokens, more than the model's "
+                       f"context of {limit:,}; {fix}")
+
+
+def fit_context(backend: "HFBackend", examples: Sequence[Example]) -> None:
+    """Before training: every example fits the model's context (a long data-file reply is cut where
+    its source says long_rows=truncate), else one error naming the row and its token count."""
+    limit = backend.context_limit()
+    if not limit:
+        return
+    for e in examples:
+        fitted = _fit(backend, e, e.target, limit)
+        if fitted != e.target:
+            e.target = fitted
+            if e.messages:
+                e.messages = [*e.messages[:-1], {"role": "assistant", "content": fitted}]
+
+
+def fit_pairs(backend: "HFBackend", examples: Sequence[Example], pairs: Sequence[Pair]) -> list[Pair]:
+    """fit_context for preference pairs: both replies of each pair."""
+    import dataclasses
+
+    limit = backend.context_limit()
+    if not limit:
+        return list(pairs)
+    out = []
+    for p in pairs:
+        e = examples[p.index]
+        out.append(dataclasses.replace(p, chosen=_fit(backend, e, p.chosen, limit),
+                                       rejected=_fit(backend, e, p.rejected, limit)))
+    return out
+
+
+def _checked(backend: "HFBackend", batch: dict[str, Any], examples: Sequence[Example]) -> dict[str, Any]:
+    """A built batch longer than the context (image tokens included) stops training in one line."""
+    limit = backend.context_limit()
+    if limit and batch["input_ids"].shape[1] > limit:
+        lengths = batch["attention_mask"].sum(-1).tolist()
+        i = max(range(len(lengths)), key=lengths.__getitem__)
+        raise HarnessError(f"{_name(examples[i % len(examples)])} is {int(lengths[i]):,} tokens with its images, more "
+                           f"than the model's context of {limit:,}; shorten it or use smaller images")
+    return batch

@@ -7,7 +7,13 @@ read into one row form, validated row by row before any model loads.
 A ratio r keeps floor(r) full copies of the source's rows plus a seeded random floor(n * frac(r))
 of them (r = 0.5: half the rows, r = 2: every row twice), the rule InternVL applies to MMPR's
 `repeat_time` (which multiplies with the ratio). Recipes may give a list of `{path, ratio, format,
-image_folder}` mappings instead of the string.
+image_folder, long_rows}` mappings instead of the string.
+
+Bounds, checked before anything large is built: ratios and repeat_times are finite and > 0, and the
+rows they make stay within a budget (MAX_ROWS, $HARNESS_MAX_ROWS); a JSON file above MAX_JSON_BYTES
+(read whole) or nested deeper than Python can parse is refused; every unreadable file is one line
+naming it. A row longer than the model's context is refused, naming it and its token count, unless
+its source says `long_rows: truncate` (`--long-rows truncate`): then its reply is cut to fit.
 
 Layouts (`format`; containers .json / .jsonl / .parquet / a `datasets.save_to_disk` folder):
 - llava: `[{id, image, conversations: [{from: human|gpt|system, value}]}]`, images under image_folder
@@ -27,6 +33,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 import random
 import re
 from dataclasses import dataclass, field
@@ -40,7 +48,11 @@ FORMATS = ("llava", "sharegpt", "messages", "preference", "mmpr")
 PLACEHOLDER = "<image>"
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant",
          "bot": "assistant", "system": "system"}
-SOURCE_KEYS = {"path", "ratio", "format", "image_folder"}
+SOURCE_KEYS = {"path", "ratio", "format", "image_folder", "long_rows"}
+LONG_ROWS = ("refuse", "truncate")
+# Rows after repeats, over all sources (each Row is kept in memory; MMPR-v1.2 is ~3M rows).
+MAX_ROWS = int(os.environ.get("HARNESS_MAX_ROWS", "5000000"))
+MAX_JSON_BYTES = 4 << 30  # a .json file is parsed whole (~10x its size in memory); larger: use .jsonl
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,7 @@ class Source:
     ratio: float = 1.0
     format: str | None = None  # None: detected from the content
     image_folder: Path | None = None  # None: the file's own folder (MMPR: each dataset's root)
+    long_rows: str = "refuse"  # a row longer than the context: "refuse" (an error naming it) or "truncate"
 
 
 @dataclass
@@ -72,10 +85,12 @@ class Loaded:
 
 
 # --- the spec ------------------------------------------------------------------------------------
-def parse_spec(spec: Any, image_folder: str | Path | None = None) -> list[Source]:
-    """`a.json:2,b.jsonl` (CLI) or a recipe's list of strings / {path, ratio, format, image_folder}."""
+def parse_spec(spec: Any, image_folder: str | Path | None = None, long_rows: str = "refuse") -> list[Source]:
+    """`a.json:2,b.jsonl` (CLI) or a recipe's list of strings / {path, ratio, format, image_folder, long_rows}."""
     if spec is None or spec == "" or spec == []:
         return []
+    if long_rows not in LONG_ROWS:
+        raise HarnessError(f"--long-rows {long_rows!r}: choose one of {', '.join(LONG_ROWS)}")
     entries = [s for s in spec.split(",")] if isinstance(spec, str) else spec
     if not isinstance(entries, list):
         raise HarnessError(f"data: expected 'PATH[:RATIO],...' or a list of sources, got {type(spec).__name__}")
@@ -83,20 +98,23 @@ def parse_spec(spec: Any, image_folder: str | Path | None = None) -> list[Source
     for entry in entries:
         if isinstance(entry, str):
             path, ratio = _split_ratio(entry.strip())
-            out.append(Source(Path(path), ratio, None, Path(image_folder) if image_folder else None))
+            out.append(Source(Path(path), ratio, None, Path(image_folder) if image_folder else None, long_rows))
         elif isinstance(entry, dict):
             unknown = set(entry) - SOURCE_KEYS
             if unknown or "path" not in entry:
                 raise HarnessError(f"data: a source mapping needs 'path' and may have {', '.join(sorted(SOURCE_KEYS))}; "
                                    f"got {', '.join(sorted(entry))}")
             ratio = entry.get("ratio", 1.0)
-            if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or ratio <= 0:
-                raise HarnessError(f"data: {entry['path']}: ratio must be a number > 0, got {ratio!r}")
+            if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not math.isfinite(ratio) or ratio <= 0:
+                raise HarnessError(f"data: {entry['path']}: ratio must be a finite number > 0, got {ratio!r}")
+            rows_mode = entry.get("long_rows", long_rows)
+            if rows_mode not in LONG_ROWS:
+                raise HarnessError(f"data: {entry['path']}: long_rows must be one of {', '.join(LONG_ROWS)}, got {rows_mode!r}")
             fmt = entry.get("format")
             if fmt is not None and fmt not in FORMATS:
                 raise HarnessError(f"data: {entry['path']}: unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
             folder = entry.get("image_folder") or image_folder
-            out.append(Source(Path(str(entry["path"])), float(ratio), fmt, Path(folder) if folder else None))
+            out.append(Source(Path(str(entry["path"])), float(ratio), fmt, Path(folder) if folder else None, rows_mode))
         else:
             raise HarnessError(f"data: each source is a path string or a mapping, got {entry!r}")
     if any(not str(s.path).strip() or str(s.path) == "." for s in out):
@@ -114,10 +132,25 @@ def _split_ratio(text: str) -> tuple[str, float]:
     return path, ratio
 
 
-def repeat(rows: list, ratio: float, rng: random.Random) -> list:
-    """floor(ratio) copies of `rows` plus a random floor(len * frac(ratio)) of them."""
+def repeated_count(n: int, ratio: float) -> int:
+    """How many rows repeat() makes of `n` (computed before any list is built)."""
     whole = int(ratio)
-    part = int(len(rows) * (ratio - whole) + 1e-9)
+    return n * whole + int(n * (ratio - whole) + 1e-9)
+
+
+def repeat(rows: list, ratio: float, rng: random.Random, where: str = "data", budget: int | None = None) -> list:
+    """floor(ratio) copies of `rows` plus a random floor(len * frac(ratio)) of them; more than
+    `budget` (default MAX_ROWS) rows is an error naming `where`, raised before the list is built."""
+    if not math.isfinite(ratio) or ratio <= 0:
+        raise HarnessError(f"{where}: the repeat ratio must be a finite number > 0, got {ratio!r}")
+    budget = MAX_ROWS if budget is None else budget
+    total = repeated_count(len(rows), ratio)
+    if total > budget:
+        room = f"the budget of {budget:,}" if budget == MAX_ROWS else f"the {budget:,} left of the budget of {MAX_ROWS:,}"
+        raise HarnessError(f"{where}: {len(rows):,} rows x {ratio:g} = {total:,} rows, over {room}; "
+                           "lower repeat_time / the :RATIO (or raise $HARNESS_MAX_ROWS)")
+    whole = int(ratio)
+    part = total - len(rows) * whole
     return rows * whole + (rng.sample(rows, part) if part else [])
 
 
@@ -129,26 +162,35 @@ def _read_rows(path: Path) -> tuple[list[Any], str]:
             raise HarnessError(f"{path}: a folder must be a datasets.save_to_disk folder (dataset_info.json inside)")
         from datasets import DatasetDict, load_from_disk
 
-        ds = load_from_disk(str(path))
-        if isinstance(ds, DatasetDict):
-            if "train" not in ds:
-                raise HarnessError(f"{path}: a DatasetDict without a 'train' split ({', '.join(ds)}); save the train split")
-            ds = ds["train"]
-        return list(ds), "row"
+        try:
+            ds = load_from_disk(str(path))
+            if isinstance(ds, DatasetDict):
+                if "train" not in ds:
+                    raise HarnessError(f"{path}: a DatasetDict without a 'train' split ({', '.join(ds)}); save the train split")
+                ds = ds["train"]
+            return list(ds), "row"
+        except HarnessError:
+            raise
+        except Exception as e:  # datasets / pyarrow raise many types for a damaged folder
+            raise HarnessError(f"{path}: cannot read the save_to_disk folder ({_first_line(e)}); "
+                               "re-save it with Dataset.save_to_disk") from None
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
         try:
             return pq.read_table(path).to_pylist(), "row"
         except Exception as e:  # pyarrow raises several types for a corrupt file
-            raise HarnessError(f"{path}: cannot read parquet ({e}); rewrite it with pandas or datasets") from None
+            raise HarnessError(f"{path}: cannot read parquet ({_first_line(e)}); rewrite it with pandas or datasets") from None
     if path.suffix == ".jsonl":
         rows: list[Any] = []
-        for n, row in numbered_jsonl(path):
-            rows += [None] * (n - 1 - len(rows))  # keeps row numbers = line numbers; blank lines are skipped below
-            rows.append(row)
+        try:
+            for n, row in numbered_jsonl(path):
+                rows += [None] * (n - 1 - len(rows))  # keeps row numbers = line numbers; blank lines are skipped below
+                rows.append(row)
+        except RecursionError:
+            raise _too_deep(path, len(rows) + 1) from None
         return rows, "line"
-    data = read_json(path)
+    data = _read_json(path)
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
@@ -156,17 +198,44 @@ def _read_rows(path: Path) -> tuple[list[Any], str]:
     return data, "row"
 
 
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
+def _too_deep(path: Path, line: int | None = None) -> HarnessError:
+    at = f" (line {line})" if line else ""
+    return HarnessError(f"{path}{at}: JSON nested too deeply to read; flatten the rows")
+
+
+def _read_json(path: Path) -> Any:
+    """read_json with the size and depth bounds: one line naming the file instead of a crash."""
+    size = path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise HarnessError(f"{path}: {size / 2**30:.1f} GiB is over the {MAX_JSON_BYTES / 2**30:.0f} GiB a .json file "
+                           "may have (it is parsed whole); convert it to JSONL (one row per line) or parquet")
+    try:
+        return read_json(path)
+    except RecursionError:
+        raise _too_deep(path) from None
+
+
 def detect(path: Path) -> str:
     """The layout of a source, from its content."""
     if path.suffix == ".json" and path.is_file():
-        data = read_json(path)
+        data = _read_json(path)
         if isinstance(data, dict) and data and all(isinstance(v, dict) and "annotation" in v for v in data.values()):
             return "mmpr"
     if path.suffix == ".jsonl":  # the first row is enough (MMPR annotation files run to gigabytes)
-        with path.open(encoding="utf-8") as f:
-            line = next((ln for ln in f if ln.strip()), "null")
+        from harness.core.files import not_utf8
+
         try:
+            with path.open(encoding="utf-8") as f:
+                line = next((ln for ln in f if ln.strip()), "null")
             first = json.loads(line)
+        except UnicodeDecodeError as e:
+            raise not_utf8(path, e) from None
+        except RecursionError:
+            raise _too_deep(path) from None
         except json.JSONDecodeError as e:
             raise HarnessError(f"{path}: its first row is not valid JSON ({e.msg}); one JSON object per line") from None
     else:
@@ -361,7 +430,7 @@ def source_hash(src: Source) -> str:
         raise HarnessError(f"data: {src.path} not found; give a JSON/JSONL/parquet file or a save_to_disk folder")
     if (src.format or detect(src.path)) != "mmpr":
         return file_hash([src.path])
-    meta = read_json(src.path)
+    meta = _read_json(src.path)
     entries = meta.values() if isinstance(meta, dict) else []
     anns = [_near(src.path.parent, e["annotation"]) for e in entries if isinstance(e, dict) and isinstance(e.get("annotation"), str)]
     return file_hash([src.path] + [a for a in anns if a.is_file()])
@@ -393,6 +462,8 @@ def load_source(src: Source, limit: int | None = None, seed: int = 0) -> Loaded:
     fmt = src.format or detect(src.path)
     rng = random.Random(seed)
     record: dict[str, Any] = {"path": str(src.path), "format": fmt, "ratio": src.ratio}
+    if src.long_rows != "refuse":
+        record["long_rows"] = src.long_rows
     if fmt == "mmpr":
         rows, record["datasets"] = _load_mmpr(src, limit, rng)
         record["hash"] = source_hash(src)
@@ -406,7 +477,7 @@ def load_source(src: Source, limit: int | None = None, seed: int = 0) -> Loaded:
             raise HarnessError(f"data: {src.path} has no rows")
         record["hash"] = source_hash(src)
         record["rows_read"] = len(read)
-        rows = repeat(read, src.ratio, rng)
+        rows = repeat(read, src.ratio, rng, f"data: {src.path}")
     record["rows"] = len(rows)
     record["kind"] = "preference" if all(r.rejected is not None for r in rows) else (
         "conversation" if all(r.rejected is None for r in rows) else "mixed")
@@ -415,7 +486,7 @@ def load_source(src: Source, limit: int | None = None, seed: int = 0) -> Loaded:
 
 
 def _load_mmpr(src: Source, limit: int | None, rng: random.Random) -> tuple[list[Row], list[dict]]:
-    meta = read_json(src.path)
+    meta = _read_json(src.path)
     if not isinstance(meta, dict) or not all(isinstance(v, dict) for v in meta.values()):
         raise HarnessError(f"{src.path}: an MMPR meta file maps dataset names to {{root, annotation, repeat_time}}")
     base = src.path.parent
@@ -427,8 +498,8 @@ def _load_mmpr(src: Source, limit: int | None, rng: random.Random) -> tuple[list
             if not isinstance(entry.get(key), str):
                 raise HarnessError(f"{where}: '{key}' must be a path string; MMPR entries need root and annotation")
         rt = entry.get("repeat_time", 1)
-        if isinstance(rt, bool) or not isinstance(rt, (int, float)) or rt <= 0:
-            raise HarnessError(f"{where}: repeat_time must be a number > 0, got {rt!r}")
+        if isinstance(rt, bool) or not isinstance(rt, (int, float)) or not math.isfinite(rt) or rt <= 0:
+            raise HarnessError(f"{where}: repeat_time must be a finite number > 0, got {rt!r}")
         ann, root = _near(base, entry["annotation"]), _near(base, entry["root"])
         if not ann.is_file():
             raise HarnessError(f"{where}: annotation {entry['annotation']} not found (looked in {base} and .); fix the path")
@@ -436,7 +507,7 @@ def _load_mmpr(src: Source, limit: int | None, rng: random.Random) -> tuple[list
             raise HarnessError(f"{where}: root {entry['root']} is not a folder (looked in {base} and .); fix the path")
         fmt = src.format if src.format not in (None, "mmpr") else detect(ann)
         read = list(_rows_of(ann, fmt, src.image_folder or root, name, limit))
-        kept = repeat(read, float(rt) * src.ratio, rng)
+        kept = repeat(read, float(rt) * src.ratio, rng, where, MAX_ROWS - len(rows))
         datasets.append({"name": name, "annotation": str(ann), "repeat_time": rt, "rows_read": len(read),
                          "rows": len(kept)})
         rows += kept
@@ -454,6 +525,10 @@ def _near(base: Path, name: str) -> Path:
 def load_sources(sources: list[Source], limit: int | None = None, seed: int = 0) -> tuple[list[Loaded], str]:
     """Every source, validated; plus the one-line summary of what was loaded."""
     loaded = [load_source(s, limit, seed) for s in sources]
+    total = sum(len(ld.rows) for ld in loaded)
+    if total > MAX_ROWS:
+        raise HarnessError(f"data: {', '.join(str(s.path) for s in sources)} make {total:,} rows together, over the "
+                           f"budget of {MAX_ROWS:,}; lower their ratios (or raise $HARNESS_MAX_ROWS)")
     parts = []
     for ld in loaded:
         r = ld.record

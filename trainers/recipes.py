@@ -22,7 +22,7 @@ the row's path + /seed<k> and the recipe's config `seed: k`:
       - {name: mpo, seeds: [0, 1, 2], recipe: {trainer: mpo, base: tiny, task: geoqa, config: {...}}}
 
 A recipe trains on data files with `data:` (a `PATH[:RATIO],...` string, or a list of paths and
-`{path, ratio, format, image_folder}` mappings; trainers/formats.py), alone or beside `task`; the
+`{path, ratio, format, image_folder, long_rows}` mappings; trainers/formats.py), alone or beside `task`; the
 leaderboard's staleness check hashes those files (`data_fingerprint`), so an edited file is a changed recipe:
 
       - {name: sft_mine, recipe: {trainer: sft, base: tiny, task: geoqa,
@@ -35,6 +35,11 @@ row builds them all (a YAML anchor shares the recipe):
       - {name: self_train_iter1, path: checkpoints/built/self_train/iter1,
          recipe: &st {trainer: self_train, base: tiny, task: geoqa, out: checkpoints/built/self_train}}
       - {name: self_train_iter2, path: checkpoints/built/self_train/iter2, recipe: *st}
+
+A build goes through `trainers.cli.train` like `harness train`: its folder is locked for the whole
+build (a second leaderboard building the same row waits, then uses that build instead of training it
+again) and published by one rename, so a killed build leaves no half checkpoint that a later run
+would take as built.
 """
 from __future__ import annotations
 
@@ -73,19 +78,33 @@ def build_recipe(spec: Any) -> dict[str, Any]:
             raise HarnessError(f"{where}: include must be a list of adapter folders")
         adapters = include + [str(p) for p in _build_members(spec, recipe, where, len(include))]
         cfg = build_config("average", None, [], {**config, "adapters": adapters})
-        manifest = train("average", cfg, recipe.get("base"), None, out)
+        manifest = _build_once(out, lambda: train("average", cfg, recipe.get("base"), None, out))
     else:
         if {"members", "seeds", "include"} & set(recipe):
             raise HarnessError(f"{where}: 'members', 'seeds' and 'include' apply to an average recipe only")
         cfg = build_config(str(trainer), None, [], config)
         build = _build_folder(recipe, out, where)
-        manifest = train(str(trainer), cfg, recipe.get("base"), recipe.get("task"), build, data_dir=recipe.get("data_dir"),
-                         data=recipe.get("data"))
+        manifest = _build_once(build, lambda: train(str(trainer), cfg, recipe.get("base"), recipe.get("task"), build,
+                                                    data_dir=recipe.get("data_dir"), data=recipe.get("data")))
         if not out.exists():
             raise HarnessError(f"{where}: the {trainer} build wrote {build} but no {os.path.relpath(out, build)}; "
                                "check the recipe's config (e.g. iterations) against the row's path")
     print(f"built {spec.name} in {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
     return manifest
+
+
+def _build_once(folder: Path, build: Any) -> dict[str, Any]:
+    """`build()` into `folder` under its lock; when another process is building it (a second
+    leaderboard on the same spec), wait and use what that one built instead of training twice."""
+    import json
+
+    from trainers.output import output_lock
+
+    with output_lock(folder, wait=True):
+        if folder.exists():
+            manifest = folder / "manifest.json"
+            return json.loads(manifest.read_text(encoding="utf-8")) if manifest.is_file() else {}
+        return build()
 
 
 def _build_folder(recipe: dict[str, Any], out: Path, where: str) -> Path:
@@ -125,8 +144,9 @@ def _build_members(spec: Any, recipe: dict[str, Any], where: str, n_included: in
         path = folder / f"seed{seed}"
         if not path.exists():
             cfg = build_config(members["trainer"], None, [], {**(members.get("config") or {}), "seed": seed})
-            train(members["trainer"], cfg, base, task, path, data_dir=members.get("data_dir") or recipe.get("data_dir"),
-                  data=members.get("data") or recipe.get("data"))
+            _build_once(path, lambda: train(members["trainer"], cfg, base, task, path,
+                                            data_dir=members.get("data_dir") or recipe.get("data_dir"),
+                                            data=members.get("data") or recipe.get("data")))
         paths.append(path)
     return paths
 

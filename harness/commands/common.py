@@ -63,12 +63,14 @@ def print_summaries(summaries: list[dict[str, Any]], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title)
+    from harness.core.text import visible
+
+    table = Table(title=visible(title))
     # Items left unscored (score --allow-missing) or excluded by the official rule are shown, never silent.
     shown = [c for c in ("missing", "excluded") if any(s.get(c) for s in summaries)]
     for col in ("task", "n", "score", "95% CI", "unparsed", *shown):
         table.add_column(col, justify="right" if col != "task" else "left")
     for s in summaries:
-        table.add_row(s["task"], str(s["n"]), f"{s['score']:.1f}", f"[{s['ci_low']:.1f}, {s['ci_high']:.1f}]",
+        table.add_row(visible(s["task"]), str(s["n"]), f"{s['score']:.1f}", f"[{s['ci_low']:.1f}, {s['ci_high']:.1f}]",
                       str(s["unparsed"]), *(str(s.get(c, 0)) for c in shown))
     Console().print(table)

@@ -38,6 +38,9 @@ def run_score(args: argparse.Namespace, task: Task) -> dict[str, Any]:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    from harness.core.outputs import check_output_folder
+
+    check_output_folder(args.out, "score")  # a new or empty folder, or one harness score wrote
     (task,) = make_tasks([args.task], args)
     if getattr(task, "judged", False):
         from harness.judge.runs import run_judged_score

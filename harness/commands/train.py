@@ -29,7 +29,11 @@ def add_parser(sub) -> None:
                    help="your own data files, alone or with --task: LLaVA / ShareGPT / MMPR meta JSON, TRL "
                         "JSONL/JSON/parquet or save_to_disk folder (format detected); :RATIO repeats (2) or subsamples (0.5)")
     p.add_argument("--image-folder", default=None, help="where --data rows' relative image paths point (default: each file's folder)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--long-rows", default="refuse", choices=["refuse", "truncate"],
+                   help="--data rows longer than the model's context: refuse (default; an error naming the row) "
+                        "or truncate (cut the reply to fit)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out if it is a checkpoint harness train wrote (never another folder)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if present)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config fields, e.g. lora_r=8 epochs=2")
     p.set_defaults(func=cmd_train)

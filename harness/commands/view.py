@@ -4,12 +4,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from harness.core.text import visible
 from harness.errors import HarnessError
 
 
 def cmd_view(args: argparse.Namespace) -> int:
+    from harness.core.outputs import check_output_folder
     from harness.report.viewer import find_runs, write_view
 
+    check_output_folder(args.out, "view")  # a new or empty folder, or one harness view wrote
     runs = find_runs(Path(args.run_dir))
     vs = None
     if args.vs:
@@ -25,7 +28,7 @@ def cmd_view(args: argparse.Namespace) -> int:
             if missing:
                 raise HarnessError(f"--vs {base} has no run {missing[0]}; evaluate the baseline on the same task")
     for path in write_view(runs, Path(args.out), vs, args.data_dir):
-        print(f"wrote {path}")
+        print(f"wrote {visible(path)}")
     return 0
 
 

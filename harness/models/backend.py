@@ -146,18 +146,19 @@ class HFBackend:
         batch = families.build_batch(self.processor, self.family, texts, images, targets,
                             reply=(self.reply_prefix, self.reply_suffix), chat_template=self.chat_template,
                             pad_token_id=self.pad_token_id, image_token=self.image_token_id, dtype=self.torch_dtype)
-        limit = self._context_limit()
+        limit = self.context_limit()
         if limit and batch["input_ids"].shape[1] > limit:  # image tokens included: what check_prompts cannot see
             raise HarnessError(f"a prompt of {batch['input_ids'].shape[1]} tokens (images included) exceeds the "
                                f"model's context of {limit} tokens; shorten the question or use smaller images")
         return {k: v.to(self.device) for k, v in batch.items()}
 
-    def _context_limit(self) -> int | None:
+    def context_limit(self) -> int | None:
+        """The model's context in tokens (None: its config does not say); training checks rows against it."""
         return getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
 
     def _prompt_ids(self, text: str, n_images: int) -> list[int]:
         """Token ids of one rendered user turn, one placeholder per image (not yet expanded)."""
-        limit = self._context_limit()
+        limit = self.context_limit()
         if limit and len(text) > 64 * limit:  # never tokenize a 10 MB line: it cannot fit the context anyway
             raise HarnessError(f"a prompt of {len(text)} characters cannot fit the model's context of {limit} "
                                "tokens; shorten the question")
@@ -197,7 +198,7 @@ class HFBackend:
 
     def check_prompts(self, prompts: Sequence[tuple[str, Prompt]], max_new_tokens: int) -> None:
         """Refuse, before generating anything, a prompt that cannot fit the model's context."""
-        limit = self._context_limit()
+        limit = self.context_limit()
         if not limit:
             return
         for item_id, prompt in prompts:

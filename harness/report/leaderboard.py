@@ -245,8 +245,11 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
     row whose files changed is stale like one whose recipe changed."""
     from rich.console import Console
 
+    from harness.core.outputs import check_output_folder
     from harness.core.progress import progress_bar
     from harness.core.runner import EvalSettings
+
+    check_output_folder(spec.out_dir, "leaderboard", flag="leaderboard folder")  # before any work
     from harness.core.task import get_task
     from harness.report import render as report
     from harness.session import Session

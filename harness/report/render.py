@@ -413,13 +413,15 @@ def rich_table(df: pd.DataFrame) -> Table:
     from rich.table import Table
     from rich.text import Text
 
+    from harness.core.text import visible
+
     board = _board(df)
     table = Table(caption=Text(" ".join(filter(None, [board.legend, mde_note(board)]))), caption_justify="left")
     table.add_column("checkpoint", no_wrap=True)
     for task in board.tasks:
-        table.add_column(Text(f"{task}\nn={board.task_n(task)}"), justify="right")
+        table.add_column(Text(f"{visible(task)}\nn={board.task_n(task)}"), justify="right")
     for ckpt, cells in board.rows():
-        name = Text(ckpt) + (Text(" (baseline)", style="italic") if ckpt in board.baselines else Text(""))
+        name = Text(visible(ckpt)) + (Text(" (baseline)", style="italic") if ckpt in board.baselines else Text(""))
         texts = []
         for cell in cells:
             if cell is None:

@@ -329,13 +329,15 @@ def diff_table(a: RunView, b: RunView, first: int = 20) -> Table:
     from rich.table import Table
     from rich.text import Text
 
+    from harness.core.text import visible
+
     pair = flips(a.unit_scores(), b.unit_scores())
     counts = f"wrong→right {pair.wrong_to_right}, right→wrong {pair.right_to_wrong}"
     if pair.count("up") + pair.count("down"):
         counts += f", better {pair.count('up')}, worse {pair.count('down')}"
-    table = Table(title=Text(f"{a.task.name}: {a.label} vs {b.label} ({pair.n} common units; {counts})"))
+    table = Table(title=Text(visible(f"{a.task.name}: {a.label} vs {b.label} ({pair.n} common units; {counts})")))
     for col in ("unit", "item", "flip", f"{b.label} output", f"{a.label} output", "target"):
-        table.add_column(Text(col), overflow="fold")
+        table.add_column(Text(visible(col)), overflow="fold")
     names = {"wr": "wrong→right", "rw": "right→wrong", "up": "better", "down": "worse"}
     items_a, items_b, unit_of = a.per_item(), b.per_item(), a.unit_of()
     shown = 0
@@ -346,8 +348,9 @@ def diff_table(a: RunView, b: RunView, first: int = 20) -> Table:
         shown += 1
 
         def outs(samples: list[dict[str, Any]]) -> Text:
-            return Text("\n".join(f"{_text(r['output'])[:200]!r} → {r['extracted']!r} ({r['score']:g})" for r in samples))
+            return Text(visible("\n".join(f"{_text(r['output'])[:200]!r} → {r['extracted']!r} ({r['score']:g})"
+                                           for r in samples)))
 
-        table.add_row(Text(unit), Text(item_id), Text(names[pair.kinds[unit]]), outs(items_b.get(item_id, [])),
-                      outs(rows), Text(_text(a.items[item_id].target)))
+        table.add_row(Text(visible(unit)), Text(visible(item_id)), Text(names[pair.kinds[unit]]),
+                      outs(items_b.get(item_id, [])), outs(rows), Text(visible(_text(a.items[item_id].target))))
     return table
