@@ -22,6 +22,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from harness.models.checkpoints import save_for_engines
+
 TASKS = ("geoqa", "aokvqa_mc", "aokvqa_da", "mmbench", "ocrbench")
 # Sampling weight per task after the warm-up: geometry needs the most steps to read its figures.
 TASK_WEIGHTS = {"geoqa": 2.0, "aokvqa_mc": 1.0, "aokvqa_da": 1.0, "mmbench": 1.0, "ocrbench": 1.0}
@@ -175,11 +177,11 @@ def train(out: Path, cfg: PretrainConfig) -> dict:
                 model.eval()
                 acc = evaluate_held(backend, held)
                 history.append({"step": step, **acc})
-                model.save_pretrained(out, safe_serialization=True)  # a usable checkpoint at every check
+                save_for_engines(model, None, out)  # a usable checkpoint at every check
                 print(f"  held-out: {json.dumps({k: round(v, 2) for k, v in acc.items()})}", flush=True)
         model.eval()
         final = evaluate_held(backend, held)
-        model.save_pretrained(out, safe_serialization=True)
+        save_for_engines(model, None, out)
     manifest = {
         "treatment": "pretrain_tiny",
         "config": asdict(cfg),

@@ -165,7 +165,7 @@ class OpenAIBackend:
         if served and self.model not in served:
             shown = ", ".join(served[:8]) + (", ..." if len(served) > 8 else "")
             raise HarnessError(f"model {self.model!r} is not served at {self.base_url} (it serves: {shown}); "
-                               f"pass --ckpt {PREFIX}<one of them>")
+                               f"fix the name after {PREFIX}")
         self._checked = True
 
     def close(self) -> None:
@@ -287,7 +287,7 @@ class OpenAIBackend:
             jobs = [(i, j, 1) for i in range(len(prompts)) for j in range(per_prompt)]
         if per_prompt > 1 and self.server_n is None and jobs:
             self._run(prompts, gen, blind, jobs[:1], out, seed_of)  # learn whether `n` is honoured
-            jobs = jobs[1:] if self.server_n else [(i, j, 1) for i in range(len(prompts)) for j in range(per_prompt)]
+            jobs = jobs[1:] if self.server_n is not False else [(i, j, 1) for i in range(len(prompts)) for j in range(per_prompt)]
         self._run(prompts, gen, blind, jobs, out, seed_of)
         return [row * n if gen.greedy else row for row in out]  # type: ignore[misc]
 
@@ -322,7 +322,7 @@ class OpenAIBackend:
                     self._store(futures[fut], fut.result(), out)
             if failed:
                 raise failed[0].exception()  # type: ignore[misc]
-        missing = [(i, j, 1) for i, row in enumerate(out) for j, v in enumerate(row) if v is None]
+        missing = [(i, j + d, 1) for i, j, count in jobs for d in range(count) if out[i][j + d] is None]
         if missing:  # the server returned fewer choices than `n` asked for: one seeded request per sample
             self.server_n = False
             self._run(prompts, gen, blind, missing, out, seed_of)
