@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Literal
 
 from harness.errors import HarnessError
+from harness.models.openai_backend import PREFIX as API_PREFIX
 
 TINY_NAME = "tiny"
-API_PREFIX = "openai:"
 # Files above this size are hashed by their head, tail and size only (documented in content_hash).
 LARGE_FILE_BYTES = 64 * 2**20
 EDGE_BYTES = 16 * 2**20
@@ -69,7 +69,7 @@ def resolve_checkpoint(ckpt: str, base: str | None = None, trust_remote_code: bo
 def _api_ref(model: str, api_base: str | None) -> CheckpointRef:
     import os
 
-    from harness.models.openai_backend import BASE_ENV, api_identity, clean_base_url
+    from harness.models.openai_backend import BASE_ENV, api_identity, clean_base_url  # light: no client imported
 
     if not model.strip():
         raise HarnessError(f"{API_PREFIX} needs a model name, e.g. --ckpt {API_PREFIX}gpt-4o")
@@ -235,7 +235,7 @@ def processor_settings(config, processor=None, tokenizer=None) -> dict:
     if not settings:
         return {}
     settings["processor_class"] = PROCESSOR_MAPPING_NAMES.get(model_type)
-    if processor is not None:
+    if getattr(processor, "tokenizer", None) is not None:  # a full processor (not an image processor alone)
         for name in list(settings) + ["image_token"]:
             value = getattr(processor, name, None)
             if isinstance(value, (int, str)):
@@ -253,7 +253,7 @@ def write_processor_config(folder: Path, config, processor=None) -> None:
     and vLLM read that; the image processor's settings stay in preprocessor_config.json). Settings
     already there win. Nothing is written for a family whose processor has no settings of its own."""
     tokenizer = None
-    if processor is None and (folder / "tokenizer_config.json").is_file():
+    if getattr(processor, "tokenizer", None) is None and (folder / "tokenizer_config.json").is_file():
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(folder)

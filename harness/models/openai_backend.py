@@ -35,8 +35,8 @@ from urllib.parse import urlsplit, urlunsplit
 from harness.core.images import image_digest, open_image
 from harness.core.types import GenConfig, ImageRef, Prompt
 from harness.errors import HarnessError
-from harness.models.checkpoints import API_PREFIX as PREFIX
 
+PREFIX = "openai:"  # --ckpt openai:MODEL
 KEY_ENV = "OPENAI_API_KEY"
 BASE_ENV = "OPENAI_BASE_URL"
 INSTALL = "pip install 'vlm-harness[api]' (the openai client)"
