@@ -74,7 +74,7 @@ def vllm_server():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "harness.models.vllm_serve", str(TINY), "--host", "127.0.0.1",
+    proc = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(TINY), "--host", "127.0.0.1",
                              "--port", str(port), "--dtype", "float32", "--enforce-eager", "--max-model-len", "1024"],
                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
