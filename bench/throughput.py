@@ -21,6 +21,9 @@ costs excluded), each with a fresh generation cache so nothing is read back:
   sampled_copied  the same, with the prompt's prefilled cache copied to each of the N rows
   sampled_rs  the same N samples with `num_return_sequences` (the prompt prefilled N times), for
            comparison
+  <label>, <label>_sampled  with --served LABEL=URL (repeatable): the runner through the OpenAI
+           backend against a server of the same checkpoint (`transformers serve`, vLLM), greedy and
+           with the N samples; the server is started beforehand (README: Served models)
 Greedy outputs are compared across paths by item id. Peak memory is the peak RSS during the
 phase on a CPU (sampled every 10 ms) or torch.cuda.max_memory_allocated on a GPU. With --repeats R
 the phases take turns R times; a phase reports its fastest wall time and its median CPU seconds
@@ -70,6 +73,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip", default="",
                    help="comma-separated phases to skip: bare, lmms, naive, sampled, sampled_copied, sampled_rs")
     p.add_argument("--out", default="bench/results/throughput.json", help="JSON file to write")
+    p.add_argument("--served", action="append", default=[], metavar="LABEL=URL",
+                   help="also time the OpenAI backend against a server of --ckpt at URL (repeatable)")
+    p.add_argument("--served-model", default=None, help="the model name the servers use (default: --ckpt's folder)")
+    p.add_argument("--api-concurrency", type=int, default=8, help="requests in flight per served path")
     args = p.parse_args(argv)
     if min(args.limit, args.batch_size, args.repeats, args.layers or 1) < 1 or args.samples < 2 or args.temperature <= 0:
         p.error("--limit, --batch-size, --repeats and --layers must be >= 1, --samples >= 2 and --temperature > 0")
@@ -362,9 +369,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             phases["sampled_copied"] = lambda: sampled_copied(backend, task, items, sampling)
         if "sampled_rs" not in skip:
             phases["sampled_rs"] = lambda: sampled_rs(backend, task, items, sampling.gen, args.samples, args.batch_size)
+        for label, url in (spec.split("=", 1) for spec in args.served):
+            from harness.models.openai_backend import OpenAIBackend, ServedSettings
+
+            served = ServedSettings(api_base=url, api_concurrency=args.api_concurrency)
+            api = OpenAIBackend(resolve_checkpoint(f"openai:{args.served_model or backend.ref.path}", api_base=url), served)
+            phases[label] = lambda api=api: ours(api, task, items, greedy)
+            phases[f"{label}_sampled"] = lambda api=api: ours(api, task, items, sampling)
         # Phases take turns, --repeats times; each keeps its fastest run (the one least slowed by
         # other work on a shared machine) and lists every run's seconds.
         greedy_outputs: dict[str, dict[str, str]] = {}
+        served_labels = {spec.split("=", 1)[0] for spec in args.served}
         for _ in range(args.repeats):
             for name, fn in phases.items():
                 row, outputs = measure(name, device, n, fn)
@@ -377,13 +392,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 best.update(seconds=min(best["runs"]), items_per_s=round(n / min(best["runs"]), 3),
                             cpu_seconds=round((cpu[(len(cpu) - 1) // 2] + cpu[len(cpu) // 2]) / 2, 3),
                             peak_memory_mb=max(best["peak_memory_mb"], row["peak_memory_mb"]))
-                if name in ("ours", "bare", "lmms", "naive"):
+                if name in ("ours", "bare", "lmms", "naive") or name in served_labels:
                     greedy_outputs.setdefault(name, outputs)
         if "lmms" in phases:
             paths["lmms"].update(status="ok", batch_size=lmms_batch)
         result["greedy_mismatches"] = {k: mismatches(greedy_outputs["ours"], v)
                                        for k, v in greedy_outputs.items() if k != "ours"}
         result["ratios"] = ratios(paths)
+        for label in served_labels:  # a server against the in-process runner, greedy and N-sample
+            for suffix in ("", "_sampled"):
+                mine, theirs = paths.get(label + suffix, {}), paths.get("sampled" if suffix else "ours", {})
+                if mine.get("items_per_s") and theirs.get("items_per_s"):
+                    result["ratios"][f"{label}{suffix}_vs_ours_items_per_s"] = round(mine["items_per_s"] / theirs["items_per_s"], 3)
     return result
 
 

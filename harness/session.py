@@ -68,6 +68,7 @@ class Session:
     engine: str = "hf"  # hf: transformers generate; vllm: the vLLM engine (GPU)
     show_progress: bool = True
     one_model: bool = False  # keep at most one model loaded (a leaderboard walks many checkpoints)
+    served: Any = None  # openai: checkpoints: harness.models.openai_backend.ServedSettings (None: defaults)
     _backends: dict[str, Any] = field(default_factory=dict, repr=False)
     _cache: GenerationCache | None = field(default=None, repr=False)
     _progress: Any = field(default=None, repr=False)
@@ -118,7 +119,8 @@ class Session:
         return items
 
     def checkpoint(self, ckpt: str, base: str | None = None) -> CheckpointRef:
-        ref = resolve_checkpoint(ckpt, base=base, trust_remote_code=self.trust_remote_code)
+        ref = resolve_checkpoint(ckpt, base=base, trust_remote_code=self.trust_remote_code,
+                                 api_base=getattr(self.served, "api_base", None))
         safe_name(ref.name, "checkpoint name")  # runs/<name>/: checked before the model loads
         return ref
 
@@ -131,6 +133,10 @@ class Session:
         return self._backends[ref.content_hash]
 
     def _make_backend(self, ref: CheckpointRef, max_images: int) -> Backend:
+        if ref.kind == "api":  # a served model (harness/models/openai_backend.py), whatever the engine
+            from harness.models.openai_backend import OpenAIBackend, ServedSettings
+
+            return OpenAIBackend(ref, self.served or ServedSettings(), cache=self.cache)
         if self.engine == "vllm":
             from harness.models.vllm_backend import VLLMBackend, require_vllm
 

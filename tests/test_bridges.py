@@ -158,12 +158,17 @@ def test_import_of_an_exported_task_rescored_by_our_rule(tmp_path):
 
 
 def test_tiny_gets_the_processor_config_llava_hf_needs(tmp_path):
+    import shutil
+
     from transformers import AutoProcessor
     from PIL import Image
 
-    from harness.models.checkpoints import resolve_checkpoint
+    from harness.models.checkpoints import resolve_checkpoint, tiny_path
 
-    ref = resolve_checkpoint("tiny")
+    assert lmms.model_dir(resolve_checkpoint("tiny"), tmp_path) == tiny_path()  # tiny ships one (save_for_engines)
+    bare = tmp_path / "bare"  # a LLaVA checkpoint saved without processor_config.json
+    shutil.copytree(tiny_path(), bare, ignore=shutil.ignore_patterns("processor_config.json"))
+    ref = resolve_checkpoint(str(bare))
     view = lmms.model_dir(ref, tmp_path)
     assert view == tmp_path / ref.content_hash and lmms.model_dir(ref, tmp_path) == view  # built once
     config = json.loads((view / "processor_config.json").read_text())

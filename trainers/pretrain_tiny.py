@@ -31,6 +31,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from harness.models.checkpoints import save_for_engines
+
 
 @dataclass
 class PretrainConfig:
@@ -117,7 +119,7 @@ def save_state(sdir: Path, model, tokenizer_dir: Path, opt, step: int, rng: rand
     tmp = sdir.with_name(sdir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(tokenizer_dir, tmp / "model", ignore=shutil.ignore_patterns("model.safetensors"))
-    model.save_pretrained(tmp / "model", safe_serialization=True)
+    save_for_engines(model, None, tmp / "model")  # the weight layout vLLM and `transformers serve` read
     torch.save({"optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state()}, tmp / "optimizer.pt")
     (tmp / "state.json").write_text(json.dumps({"step": step, "seconds": round(seconds, 1), "history": history,
                                                 "rng": repr(rng.getstate())}) + "\n")

@@ -168,6 +168,8 @@ def build_tiny(
     import torch
     from transformers import GenerationConfig
 
+    from harness.models.checkpoints import save_for_engines
+
     _check_arch(arch)
     if image_size % patch_size:
         raise HarnessError(f"image_size {image_size} must be a multiple of patch_size {patch_size}")
@@ -194,9 +196,9 @@ def build_tiny(
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a shard progress bar for a 10 MB file is noise
-    model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
+    save_for_engines(model, processor, out_dir)  # weights and processor_config.json as vLLM / transformers serve read them
     return out_dir
 
 

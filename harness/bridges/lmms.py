@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.bridges.lmms_import import import_task_samples
-from harness.models.checkpoints import CheckpointRef
+from harness.models.checkpoints import CheckpointRef, write_processor_config
 from harness.errors import HarnessError
-from harness.models.families import family_of, lmms_wrappers, processor_defaults, takes_video_processor
+from harness.models.families import lmms_wrappers, takes_video_processor
 from harness.core.scoring import library_versions
 from harness.core.store import atomic_write_json
 
@@ -141,17 +141,9 @@ def _has_llava_processor(folder: Path) -> bool:
 
 
 def _write_llava_processor_config(source: Path, dest: Path) -> None:
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(source)
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    processor = {
-        "processor_class": "LlavaNextProcessor" if config.model_type == "llava_next" else "LlavaProcessor",
-        **processor_defaults(config, family_of(config.model_type)),
-        "image_token": tokenizer.convert_ids_to_tokens(config.image_token_index),
-    }
-    (dest / "processor_config.json").unlink(missing_ok=True)  # a symlink: never write through it
-    atomic_write_json(dest / "processor_config.json", processor)
+    write_processor_config(dest, AutoConfig.from_pretrained(source))  # unlinks a symlinked one first
 
 
 def _merge_adapter(ref: CheckpointRef, dest: Path) -> None:

@@ -35,6 +35,9 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     p.add_argument("--trust-remote-code", action="store_true", help="allow checkpoint code (InternVL); off by default")
+    from harness.models.openai_backend import ServedSettings
+
+    add_flags(p, ServedSettings)  # --api-base ... for openai:MODEL checkpoints
 
 
 def make_tasks(names: list[str], args: argparse.Namespace):

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from harness.commands.common import add_model_flags, add_task_options, make_tasks
 from harness.core.config import add_flags, from_args
 from harness.errors import HarnessError
+from harness.models.openai_backend import served_settings
 from harness.core.runner import Backend, EvalSettings, check_images, evaluate, run_name
 from harness.stats.selection import (MajorityVote, Method, MethodCurve, ModelContext, PassAtN, SamplePool, SelfSelect,
                                      parse_ns)
@@ -286,7 +287,7 @@ def run_compare(args: Any, task: Task, config: CompareConfig) -> pd.DataFrame:
     from harness.session import Session
 
     with Session(args.output_dir, data_dir, device=args.device, dtype=args.dtype,
-                 trust_remote_code=args.trust_remote_code) as s:
+                 trust_remote_code=args.trust_remote_code, served=served_settings(args)) as s:
         check_images(task, items)
         backend = s.backend(s.checkpoint(args.ckpt, args.base))
         out = Path(args.out) if args.out else s.output_dir / "compare" / backend.name / run_name(task, False)

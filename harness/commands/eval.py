@@ -10,6 +10,7 @@ from harness.core.runner import EvalResult, EvalSettings
 from harness.core.task import Task
 from harness.core.types import GenConfig
 from harness.errors import HarnessError
+from harness.models.openai_backend import served_settings
 
 
 def run_eval(args: argparse.Namespace, tasks: list[Task]) -> list[EvalResult]:
@@ -25,7 +26,8 @@ def run_eval(args: argparse.Namespace, tasks: list[Task]) -> list[EvalResult]:
         raise HarnessError("--backend vllm only generates; likelihood-scored tasks (--mc-mode likelihood) "
                            "need the default backend")
     with Session(args.output_dir, args.data_dir, device=args.device or shard.device, dtype=args.dtype,
-                 trust_remote_code=args.trust_remote_code, engine=engine, show_progress=shard.is_main) as s:
+                 trust_remote_code=args.trust_remote_code, engine=engine, show_progress=shard.is_main,
+                 served=served_settings(args)) as s:
         # Fail fast: data, images and the checkpoint reference are checked before loading a model.
         loaded = [(task, s.load(task, settings.limit)) for task in tasks]
         ref = s.checkpoint(args.ckpt, args.base)
@@ -81,7 +83,7 @@ def _eval_with_lmms(args: argparse.Namespace, specs: list[str]) -> int:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint on tasks")
-    p.add_argument("--ckpt", required=True, help="`tiny`, a local HF checkpoint dir, or a PEFT adapter dir")
+    p.add_argument("--ckpt", required=True, help="`tiny`, a local HF checkpoint dir, a PEFT adapter dir, or openai:MODEL (a served model, with --api-base)")
     p.add_argument("--base", default=None, help="base checkpoint for an adapter (overrides adapter_config.json)")
     p.add_argument("--tasks", required=True, help="comma-separated task names (see `harness tasks`)")
     add_flags(p, EvalSettings, only=["limit", "n_samples", "batch_size"])

@@ -197,6 +197,8 @@ def _must_generate(reqs: list[_Request], run_dir: Path, cache: GenerationCache, 
 
 def _evaluate_locked(backend, task, items, settings, run_dir, cache, data_dir, progress, shard, reqs):
     final = run_dir / "samples.jsonl"
+    served = getattr(backend, "record", None)  # a served model (openai_backend): its usage goes in summary.json
+    usage_mark = backend.usage.as_dict() if served else None
     if shard.active:
         mine = [reqs[i] for i in shard_positions([len(r.prompt.text) for r in reqs], shard.rank, shard.world)]
     else:
@@ -267,6 +269,8 @@ def _evaluate_locked(backend, task, items, settings, run_dir, cache, data_dir, p
         extra["data_parallel"] = {"world_size": shard.world, "shard_lines": {n: len(v) for n, v in shards.items()}}
 
     records = merged  # every requested sample, in item order: what samples.jsonl now holds
+    if served:
+        extra["served"] = {**served(), "usage": backend.usage.since(usage_mark)}
     item_map = {it.id: it for it in items}
     summary, units = summarize_units(
         task, item_map, records, ci_method=settings.ci_method, seed=settings.gen.seed,

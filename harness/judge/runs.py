@@ -12,6 +12,7 @@ from typing import Any, Sequence
 from harness.core.store import atomic_write_jsonl, read_predictions
 from harness.core.types import Item
 from harness.errors import HarnessError
+from harness.models.openai_backend import served_settings
 from harness.judge.pipeline import Comparison, Judge, JudgeSettings, agreement, judge_pairwise, judge_pointwise
 
 
@@ -33,7 +34,7 @@ def run_judged_eval(args: Any, tasks: list[Any]) -> list[dict[str, Any]]:
     _bootstrap_only(args.ci_method)
     settings = settings_from_args(args)
     with Session(args.output_dir, args.data_dir, device=args.device, dtype=args.dtype,
-                 trust_remote_code=args.trust_remote_code) as s:
+                 trust_remote_code=args.trust_remote_code, served=served_settings(args)) as s:
         loaded = [(task, s.load(task, settings.limit)) for task in tasks]  # fail fast: data and images before any model
         ref = s.checkpoint(args.ckpt, args.base)
         judge_ref = s.checkpoint(args.judge or "tiny")
@@ -74,7 +75,7 @@ def run_judged_score(args: Any, task: Any) -> dict[str, Any]:
     _bootstrap_only(args.ci_method)
     out = Path(args.out)
     # The judge's replies are cached beside the scored samples (a re-score asks nothing again).
-    with Session(out, args.data_dir, device=args.device) as s:
+    with Session(out, args.data_dir, device=args.device, served=served_settings(args)) as s:
         items = {it.id: it for it in task.load(s.data_dir, "test")}
         preds = read_predictions(Path(args.predictions), items)
         records = [sample_record(task, items[i], k, text) for i, k, text in preds]
@@ -94,7 +95,8 @@ def run_agreement(args: Any, comparisons: Sequence[Comparison]) -> dict[str, Any
     from harness.session import Session
 
     comparisons = list(comparisons)[: args.limit]
-    with Session(args.output_dir, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code) as s:
+    with Session(args.output_dir, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+                 served=served_settings(args)) as s:
         judge_ref = s.checkpoint(args.judge)
         out_dir = Path(args.out) if args.out else s.output_dir / judge_ref.name / f"critic-agreement-{Path(args.votes).stem}"
         judge = Judge(s.backend(judge_ref), s.cache, JudgeSettings(batch_size=args.batch_size, ci_method=_bootstrap_only(args.ci_method),
