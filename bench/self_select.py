@@ -57,7 +57,8 @@ def main(argv=None) -> int:
     from harness.core.task import get_task, resolve_data_dir
     from harness.models.backend import HFBackend
     from harness.models.checkpoints import resolve_checkpoint
-    from harness.stats.selection import ModelContext, SelfSelect, parse_ns
+    from harness.self_select import ModelContext, SelfSelect
+    from harness.stats.selection import parse_ns
 
     args = parse_args(argv)
     torch.set_num_threads(1)  # steady timings on cores other jobs share
@@ -67,7 +68,7 @@ def main(argv=None) -> int:
     build_dir = tempfile.TemporaryDirectory()
     ckpt = build_llava576(Path(build_dir.name)) if args.ckpt == "llava576" else args.ckpt
     backend = HFBackend(resolve_checkpoint(ckpt), device="cpu")
-    config = CompareConfig(ns=parse_ns(args.n), batch_size=args.batch_size)
+    config = CompareConfig(ns=parse_ns(args.n), settings=replace(CompareConfig.settings, batch_size=args.batch_size))
     runs: dict[str, list[dict]] = {"shared": [], "whole": []}
     replies: dict[str, dict[str, str]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
             for name in runs:
                 run_dir = root / f"{name}{rep}"
                 cache = GenerationCache(run_dir / "cache.sqlite")
-                ctx = ModelContext(backend, cache, run_dir, gen=replace(config.sampling_gen(), temperature=0.0),
+                ctx = ModelContext(backend, cache, run_dir, gen=replace(config.settings.gen, temperature=0.0),
                                    batch_size=args.batch_size, data_dir=data)
                 wall, cpu = time.perf_counter(), time.process_time()
                 try:

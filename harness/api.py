@@ -41,7 +41,7 @@ def evaluate(model_or_path: Any, tasks: Sequence[str | Task] = ("geoqa",), *, ou
              base: str | None = None, device: str | None = None, dtype: str | None = None,
              trust_remote_code: bool = False, show_progress: bool = False, **settings: Any) -> dict[str, EvalResult]:
     """Evaluate a checkpoint (`tiny`, a folder, an adapter folder) or an in-memory transformers/PEFT
-    model on `tasks`; returns {task name: EvalResult(summary, units, records)}. Runs land in
+    model on `tasks`; returns {task name: EvalResult(record, units, records)}. Runs land in
     <output_dir>/<name>/<task>/ exactly as `harness eval` writes them. `settings` are the CLI's
     generation and run settings: max_new_tokens, temperature, top_p, top_k, seed, n_samples,
     batch_size, blind, limit, ci_method."""

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.core.runner import Backend, EvalResult, EvalSettings, check_images, evaluate, run_name
+from harness.core.runner import Backend, EvalResult, EvalSettings, evaluate, run_name
+from harness.core.runner import check_images as _check_images
 from harness.core.store import GenerationCache
 from harness.core.task import Task, resolve_data_dir
 from harness.core.types import Item
@@ -110,12 +111,14 @@ class Session:
         self.release_models()
 
     # --- inputs ---------------------------------------------------------------------------------
-    def load(self, task: Task, limit: int | None = None, split: str = "test") -> list[Item]:
-        """The task's items, the first `limit` of them, with every image checked to exist."""
+    def load(self, task: Task, limit: int | None = None, split: str = "test", check_images: bool = True) -> list[Item]:
+        """The task's items, the first `limit` of them, with every image checked to exist (unless
+        no model will see them: `check_images=False`)."""
         items = task.load(self.data_dir, split)[:limit]
         if not items:
             raise HarnessError(f"{task.name}: no items to evaluate in {self.data_dir}")
-        check_images(task, items)
+        if check_images:
+            _check_images(task, items)
         return items
 
     def checkpoint(self, ckpt: str, base: str | None = None) -> CheckpointRef:

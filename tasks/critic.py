@@ -10,8 +10,8 @@ capability, "question type"}}, images under `critic/images/` by the file name of
 Scoring is not done here. The checkpoint's answers are an ordinary generation run
 (samples.jsonl); harness/judge/ then has a judge checkpoint score each answer 0-100
 (pointwise, LLaVA-Critic style) or compare it with another checkpoint's answer (`--vs`), and
-rewrites summary.json with the judged score. `score()` below only records whether an answer was
-given at all.
+writes the judged score to judged.json beside the run's summary.json. `score()` below only
+records whether an answer was given at all (the score summary.json holds: the share answered).
 
     harness eval --ckpt tiny --tasks critic --judge tiny [--vs OTHER]
     harness eval --ckpt tiny --tasks critic --data-dir ../shared/data/real --questions with_images
@@ -115,7 +115,7 @@ class Critic(Task):
         return answer or None
 
     def score(self, extracted: str | None, item: Item) -> float:
-        # Answered or not; the critic score itself is the judge's (harness.judge rewrites summary.json).
+        # Answered or not; the critic score itself is the judge's (harness.judge writes judged.json).
         return 1.0 if extracted else 0.0
 
     def target_text(self, item: Item) -> str:

@@ -242,6 +242,14 @@ class LMUDataMC(Task):
         return [replace(it, group=str(it.metadata["index"] % COPY_STRIDE) if circular else it.group,
                         metadata={**it.metadata, "source_file": str(path)}) for it in items]
 
+    def lmu_file(self, data_dir: Path) -> Path:
+        return resolve_tsv(data_dir, self.tsv)
+
+    @classmethod
+    def reopen(cls, options: dict[str, str], record_extras: dict[str, Any]) -> LMUDataMC:
+        """A run of `--tsv PATH` records only the file's stem as its option; the file is `source_file`."""
+        return cls(tsv=record_extras.get("source_file") or options.get("tsv"))
+
     def prompt(self, item: Item) -> str:
         return mc_prompt(item)
 

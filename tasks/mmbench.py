@@ -117,6 +117,9 @@ class MMBench(Task):
         )
         return load_tsv(require_file(path, self.name, hint))
 
+    def lmu_file(self, data_dir: Path) -> Path:
+        return Path(data_dir) / "mmbench" / FILES["test"]
+
     def prompt(self, item: Item) -> str:
         return mc_prompt(item)
 

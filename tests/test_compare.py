@@ -16,6 +16,7 @@ import pytest
 
 from conftest import BUNDLED, REPO, run_cli
 from harness.errors import HarnessError
+from harness.models.mock import MockBackend
 from harness.stats.selection import (
     SELECT_INSTRUCTION, best_at_n, draw_subsets, majority_at_n, parse_ns, pass_at_n, selection_prompt,
 )
@@ -148,7 +149,7 @@ def test_selection_reply_without_marker_is_read_as_the_answer():
 
 
 def test_monte_carlo_variance():
-    from harness.stats.selection import _mc_variance
+    from harness.self_select import _mc_variance
 
     assert _mc_variance([1.0, 0.0, 1.0], 3) == 0.0  # every subset asked
     # s^2 = 1/3, R = 4, 10 subsets: (1/3) / 4 * (1 - 4/10)
@@ -175,33 +176,24 @@ def test_curve_frame_groups_and_paired_delta():
 
 
 # --- self-select wiring with a scripted model --------------------------------------------------------
-class ScriptedBackend:
-    """Samples: seeded random "Answer: X" or junk. Selection: the smallest letter any candidate gave."""
+def _scripted_reply(req) -> str:
+    """Selection prompts pick the smallest candidate letter; sampling prompts draw from the prompt
+    text and seed."""
+    if "Model's Prediction 1:" in req.text:
+        letters = re.findall(r"Model's Prediction \d+: Answer: ([A-D])", req.text)
+        return f"Answer: {min(letters)}" if letters else "no idea"
+    rng = random.Random(hashlib.sha256(f"{req.text}{req.gen.seed}".encode()).hexdigest())
+    options = ["Answer: A", "Answer: B", "Answer: C", "hmm"]
+    return [rng.choice(options) for _ in range(req.k + 1)][-1]  # the k-th of one seeded sequence per prompt
 
-    name, content_hash = "scripted", "scripted-v1"
 
-    def __init__(self):
-        self.calls = 0
-
-    def generate(self, prompts, gen, n=1, blind=False, seeds=None):
-        self.calls += 1
-        out = []
-        for p in prompts:
-            if "Model's Prediction 1:" in p.text:
-                letters = re.findall(r"Model's Prediction \d+: Answer: ([A-D])", p.text)
-                out.append([f"Answer: {min(letters)}" if letters else "no idea"] * n)
-            else:
-                rng = random.Random(hashlib.sha256(f"{p.text}{gen.seed}".encode()).hexdigest())
-                out.append([rng.choice(["Answer: A", "Answer: B", "Answer: C", "hmm"]) for _ in range(n)])
-        return out
-
-    def choice_losses(self, prompts, choices, blind=False):
-        raise AssertionError("not used")
+def ScriptedBackend() -> MockBackend:
+    return MockBackend(_scripted_reply, name="scripted", content_hash="scripted-v1")
 
 
 def _scripted_run(tmp_path, backend, subsets, ns=(1, 2, 3, 4), k=4):
     from harness.commands.compare import CompareConfig, compare, draw_samples, make_methods
-    from harness.stats.selection import ModelContext
+    from harness.self_select import ModelContext
     from harness.core.store import GenerationCache
     from harness.core.task import get_task
 
@@ -322,11 +314,13 @@ def test_compare_bad_inputs_exit_2(tmp_path, args, message):
 
 def test_samples_smaller_than_n_is_refused():
     from harness.commands.compare import CompareConfig
+    from harness.core.runner import EvalSettings
+    from harness.core.types import GenConfig
 
     with pytest.raises(HarnessError, match="n=10 is larger than --samples K=4"):
         CompareConfig(ns=tuple(range(1, 11)), samples=4)
     with pytest.raises(HarnessError, match="temperature"):
-        CompareConfig(ns=(1, 2), temperature=0.0)
+        CompareConfig(ns=(1, 2), settings=EvalSettings(gen=GenConfig(temperature=0.0)))
 
 
 def _checkpoint(random_tiny) -> Path:
@@ -382,7 +376,7 @@ def test_self_select_with_a_shared_question_prefix_gives_the_same_replies(tmp_pa
     from harness.core.task import get_task
     from harness.models.backend import HFBackend
     from harness.models.checkpoints import resolve_checkpoint
-    from harness.stats.selection import ModelContext, SelfSelect
+    from harness.self_select import ModelContext, SelfSelect
 
     task = get_task("geoqa")
     items = task.load(BUNDLED, "test")[:3]

@@ -22,16 +22,9 @@ from tasks.critic import read_votes
 VOTES = ("critic", "mllm_bench", "pairwise_votes_gpt4v_subset.json")
 
 
-class ScriptedJudge:
-    """A judge backend whose reply is a function of the prompt text; it records what it is asked."""
-
-    def __init__(self, reply, content_hash: str = "scripted-1") -> None:
-        self.reply, self.name, self.content_hash = reply, "scripted", content_hash
-        self.asked: list[str] = []
-
-    def generate(self, prompts, gen, n=1, blind=False, seeds=None):
-        self.asked += [p.text for p in prompts]
-        return [[self.reply(p.text)] * n for p in prompts]
+def ScriptedJudge(reply, content_hash: str = "scripted-1") -> MockBackend:
+    """A judge replying `reply(prompt text)`; `.requests` holds what it was asked."""
+    return MockBackend(lambda req: reply(req.text), name="scripted", content_hash=content_hash)
 
 
 def _answers(prompt: str) -> tuple[str, ...]:
@@ -110,15 +103,15 @@ def test_pointwise_scores_missing_and_cache(items, cache, tmp_path):
     assert [(r["id"], r["sample"], r["score"], r["missing"]) for r in lines] == [
         ("0", 0, 85, False), ("0", 1, 0, False), ("1", 0, 85, False), ("2", 0, None, True)]
     assert lines[3]["reply"] == "I cannot say." and lines[0]["answer_key"] == "a"
-    assert json.loads((tmp_path / "run" / "summary.json").read_text()) == s
-    assert len(backend.asked) == 4
+    assert json.loads((tmp_path / "run" / "judged.json").read_text()) == s
+    assert len(backend.requests) == 4
 
     # A re-run is served from the cache; another judge (content hash) is asked afresh.
     again = judge_pointwise(Judge(backend, cache), items, samples, tmp_path / "run")
-    assert len(backend.asked) == 4 and again.units == result.units
+    assert len(backend.requests) == 4 and again.units == result.units
     other = ScriptedJudge(lambda text: "50", content_hash="scripted-2")
     assert judge_pointwise(Judge(other, cache), items, samples, tmp_path / "run2").summary["score"] == 50.0
-    assert len(other.asked) == 4
+    assert len(other.requests) == 4
 
 
 def test_pointwise_with_nothing_parsable_reports_no_score(items, cache, tmp_path):
@@ -156,7 +149,7 @@ def test_pairwise_consistent_judge(items, cache, tmp_path):
     assert [s[f"{o}_rate"] for o in ("win", "tie", "loss")] == [pytest.approx(100 / 3)] * 3
     assert s["score"] == pytest.approx(50.0) and s["position_consistency"] == 100.0
     assert s["first_slot_rate"] == 50.0 and s["always_first"] == s["always_second"] == 0
-    assert len(backend.asked) == 7  # both orders of 4 pairs; item 2's orders are one prompt, asked once
+    assert len(backend.requests) == 7  # both orders of 4 pairs; item 2's orders are one prompt, asked once
     rows = [json.loads(x) for x in (tmp_path / "pair" / "judgements.jsonl").read_text().splitlines()]
     assert [(r["verdict_ab"], r["verdict_ba"], r["outcome"]) for r in rows] == [
         ("1", "2", "win"), ("2", "1", "loss"), ("tie", "tie", "tie"), (None, None, None)]
@@ -214,7 +207,7 @@ def test_agreement_of_an_oracle_and_a_first_slot_judge(cache, tmp_path):
     assert first["agreement"] == pytest.approx(100 * share_first)
     assert first["agreement_ci"][0] < first["agreement"] < first["agreement_ci"][1]
     assert first["first_slot_rate"] == 100.0 and first["position_consistency"] == 0.0 and first["always_first"] == 300
-    assert len(json.loads((tmp_path / "first" / "summary.json").read_text())["judge_verdicts"]) == 1
+    assert len(json.loads((tmp_path / "first" / "judged.json").read_text())["judge_verdicts"]) == 1
 
 
 def test_read_votes_rejects_bad_rows(tmp_path):
@@ -284,7 +277,7 @@ def test_eval_pointwise_end_to_end(random_tiny, tmp_path):
     records = _jsonl(run / "judgements.jsonl")
     assert len(records) == 3 and all(isinstance(r["reply"], str) for r in records)
     assert all(r["score"] == parse_score(r["reply"]) and r["missing"] == (r["score"] is None) for r in records)
-    s = json.loads((run / "summary.json").read_text())
+    s = json.loads((run / "judged.json").read_text())
     assert s["mode"] == "pointwise" and s["judge"]["hash"] == s["checkpoint"]["hash"]
     assert s["n"] + s["missing_items"] == 3 and s["missing"] == sum(r["missing"] for r in records)
     assert run_cli(*args).returncode == 0  # served from the cache
@@ -301,7 +294,7 @@ def test_score_predictions_with_a_judge(random_tiny, tmp_path):
     assert res.returncode == 0, res.stderr
     assert [r["output"] for r in _jsonl(tmp_path / "s" / "samples.jsonl")] == [task.target_text(it) for it in items]
     assert len(_jsonl(tmp_path / "s" / "judgements.jsonl")) == 4
-    s = json.loads((tmp_path / "s" / "summary.json").read_text())
+    s = json.loads((tmp_path / "s" / "judged.json").read_text())
     assert s["missing_predictions"] == 56 and s["n"] + s["missing_items"] == 4 and s["judge"]["name"] == random_tiny.name
     res = run_cli("score", "--task", "critic", "--predictions", str(preds), "--ci", "wilson", "--out", str(tmp_path / "w"))
     assert res.returncode == 2 and "bootstrap" in res.stderr
@@ -329,7 +322,7 @@ def test_eval_pairwise_end_to_end(random_tiny, other_tiny, tmp_path):
     for r in records:
         assert (r["verdict_ab"], r["verdict_ba"]) == (parse_verdict(r["reply_ab"]), parse_verdict(r["reply_ba"]))
         assert r["outcome"] == combine_orders(r["verdict_ab"], r["verdict_ba"])[0]
-    s = json.loads((pair / "summary.json").read_text())
+    s = json.loads((pair / "judged.json").read_text())
     assert s["mode"] == "pairwise" and s["vs"]["name"] == other_tiny.name and s["n"] + s["missing_items"] == 3
     if s["n"]:
         assert s["win_rate"] + s["tie_rate"] + s["loss_rate"] == pytest.approx(100.0)
@@ -340,7 +333,7 @@ def test_agreement_cli_with_a_tiny_judge(random_tiny, tmp_path):
     res = run_cli("critic", "agreement", "--judge", str(random_tiny), "--votes", str(votes), "--limit", "2",
                   "--output-dir", str(tmp_path), "--out", str(tmp_path / "agree"))
     assert res.returncode == 0, res.stderr
-    s = json.loads((tmp_path / "agree" / "summary.json").read_text())
+    s = json.loads((tmp_path / "agree" / "judged.json").read_text())
     assert s["votes"] == 2 and s["votes_file"] == str(votes) and len(_jsonl(tmp_path / "agree" / "judgements.jsonl")) == 2
 
 
@@ -377,4 +370,4 @@ def test_leaderboard_gets_critic_columns(random_tiny, tmp_path, monkeypatch):
     assert set(rows) == {("base", "critic"), ("other", "critic"), ("other", "critic-vs-base")}
     assert float(rows[("base", "critic")]["score"]) == 70.0 and rows[("other", "critic")]["n"] == "3"
     assert float(rows[("other", "critic-vs-base")]["score"]) == 50.0  # all ties
-    assert json.loads((tmp_path / "runs" / "other" / "critic-vs-base" / "summary.json").read_text())["tie_rate"] == 100.0
+    assert json.loads((tmp_path / "runs" / "other" / "critic-vs-base" / "judged.json").read_text())["tie_rate"] == 100.0

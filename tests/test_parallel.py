@@ -12,6 +12,7 @@ import pytest
 from conftest import BUNDLED, REPO
 from harness.errors import HarnessError
 from harness.core.parallel import Shard, merge_samples, shard_logs, shard_positions
+from harness.models.mock import MockBackend
 from harness.core.runner import EvalSettings, evaluate
 from harness.core.store import GenerationCache
 from harness.core.task import get_task
@@ -52,20 +53,10 @@ def test_merge_dedupes_orders_and_drops_foreign_keys():
 
 
 # ---- evaluate() with simulated ranks ------------------------------------------------------------------
-class EchoBackend:
-    """Deterministic outputs from the prompt, counting the prompts it is asked to answer."""
-
-    name, content_hash = "echo", "0123456789abcdef"
-
-    def __init__(self) -> None:
-        self.prompts = 0
-
-    def generate(self, prompts, gen, n=1, blind=False, seeds=None):
-        self.prompts += len(prompts)
-        return [[f"Answer: {'ABCD'[len(p.text) % 4]} ({k})" for k in range(n)] for p in prompts]
-
-    def choice_losses(self, prompts, choices, blind=False):
-        raise AssertionError("not used")
+def EchoBackend() -> MockBackend:
+    """Replies depend on the prompt and the sample index only (as a seeded draw would)."""
+    return MockBackend(lambda req: f"Answer: {'ABCD'[len(req.text) % 4]} ({req.k})", name="echo",
+                       content_hash="0123456789abcdef")
 
 
 def _eval(backend, tmp_path: Path, shard: Shard | None = None, limit: int = 9, n_samples: int = 1):
@@ -114,7 +105,7 @@ def test_a_rank_resumes_from_its_shard(tmp_path):
     (tmp_path / "cache.sqlite").unlink()  # force the shard log to be what resumes
     again = EchoBackend()
     _eval(again, tmp_path, Shard(rank=1, world=2), limit=6)
-    assert again.prompts == first.prompts - 2  # only the samples the shard lost
+    assert len(again.requests) == len(first.requests) - 2  # only the samples the shard lost
     assert len(_rows(log)) == 3
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import HarnessError
-from harness.core.scoring import summarize
+from harness.core.record import summarize
 from harness.core.task import BUNDLED_DATA, get_task
 
 MMBENCH_TSV = BUNDLED_DATA / "mmbench" / "MMBench_DEV_EN.tsv"
@@ -57,11 +57,16 @@ def test_mmbench_vanilla_score_has_a_ci() -> None:
 
 
 def _pilot(tmp_path: Path, name: str, right) -> Path:
+    """A geoqa run whose outputs are right for the items `right` picks (readers re-score the outputs)."""
+    from harness.core.scoring import sample_record
+    from viewer_runs import answer
+
     task = get_task("geoqa")
     items = task.load(BUNDLED_DATA)
     run = tmp_path / name / "geoqa"
     run.mkdir(parents=True)
-    run.joinpath("samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _records(items, right)))
+    records = [sample_record(task, it, 0, answer(it, right(it))) for it in items]
+    run.joinpath("samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return run
 
 

@@ -9,7 +9,8 @@ import random
 from pathlib import Path
 from typing import Callable
 
-from harness.core.scoring import sample_record, summarize
+from harness.core.record import summarize
+from harness.core.scoring import sample_record
 from harness.core.files import atomic_write_json, atomic_write_jsonl
 from harness.core.task import get_task
 

@@ -19,7 +19,6 @@ logged score differs; 0 expected).
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import importlib.util
 import json
@@ -28,7 +27,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.bridges.lmms_import import import_task_samples
+from dataclasses import dataclass
+
+from harness.bridges.lmms_import import LmmsTask, import_task_samples
+from harness.core.runner import EvalSettings
+from harness.core.types import GenConfig
 from harness.models.checkpoints import CheckpointRef, write_processor_config
 from harness.errors import HarnessError
 from harness.models.families import lmms_wrappers, takes_video_processor
@@ -156,21 +159,30 @@ def _merge_adapter(ref: CheckpointRef, dest: Path) -> None:
 
 
 # --- running ---------------------------------------------------------------------------------------
-def run_lmms_eval(args: argparse.Namespace, specs: list[str]) -> list[dict[str, Any]]:
-    """Run lmms-eval on the checkpoint and import every task's samples into our store.
+@dataclass(frozen=True)
+class LmmsRun:
+    """How lmms-eval runs: the generation and run settings (EvalSettings: temperature, top_p,
+    max_new_tokens, seed, n_samples, limit, blind, ci_method) and where its runs land."""
+
+    settings: EvalSettings
+    output_dir: Path
+    label: str | None = None  # the run folders' parent: <output_dir>/<label>/lmms-<task>/ (default: the checkpoint's name)
+    device: str | None = None
+    dtype: str | None = None
+    metric: str | None = None  # the per-sample metric (default: the task's first numeric one)
+
+
+def run_lmms_eval(ref: CheckpointRef, specs: list[str], run: LmmsRun) -> list[dict[str, Any]]:
+    """Run lmms-eval on the checkpoint and import every task's samples into our store; returns
+    their records (summary.json's content).
 
     A task whose run folder already holds a summary made with the same checkpoint, task files,
     lmms-eval version and settings is not run again (delete the folder to force it).
     """
-    from harness.models.checkpoints import resolve_checkpoint
-    from harness.commands.common import print_summaries
-
-    if args.blind:
+    settings = run.settings
+    if settings.blind:
         raise HarnessError("--blind is not available with --engine lmms-eval (its tasks load the images); drop it")
-    if args.n_samples > 1 and args.temperature <= 0:
-        raise HarnessError("--n-samples > 1 needs sampling: set --temperature > 0")
     names, include = parse_task_specs(specs)
-    ref = resolve_checkpoint(args.ckpt, base=args.base, trust_remote_code=args.trust_remote_code)
     wrapper = WRAPPERS.get(ref.model_type)
     if wrapper is None:
         raise HarnessError(
@@ -184,78 +196,67 @@ def run_lmms_eval(args: argparse.Namespace, specs: list[str]) -> list[dict[str, 
             f"lmms-eval's {wrapper} wrapper needs torchvision ({ref.model_type}'s video processor), which is not "
             "installed; run it where torch and torchvision are a matching (CUDA) pair, see README: Bridges"
         )
-    gen: dict[str, Any] = {}  # only what the user set overrides the task YAML's generation_kwargs
-    if args.max_new_tokens:
-        gen["max_new_tokens"] = args.max_new_tokens
-    if args.temperature > 0:
-        gen.update(temperature=args.temperature, do_sample=True, top_p=args.top_p)
-    out = Path(args.output_dir) / (getattr(args, "run_label", None) or ref.name)
-    keys = {name: _run_key(ref, wrapper, name, include, gen, args) for name in names}
+    out = run.output_dir / (run.label or ref.name)
+    gen = lmms_gen_kwargs(settings.gen)
+    keys = {name: _run_key(ref, wrapper, name, include, gen, run) for name in names}
     done = {name: _finished(out / f"lmms-{name}", keys[name]) for name in names}
     todo = [name for name in names if done[name] is None]
     if todo:
         require_lmms()
-        results, samples, meta = _simple_evaluate(ref, wrapper, todo, include, gen, args)
+        results, samples, meta = _simple_evaluate(ref, wrapper, todo, include, gen, run)
         for name in todo:
             info = {**meta["lmms_eval"], "task": name, "key": keys[name], "results": results["results"].get(name, {})}
             done[name] = import_task_samples(
-                name, samples[name], results["configs"].get(name, {}), out / f"lmms-{name}", args.ci_method,
-                metric=getattr(args, "lmms_metric", None), meta={**meta, "lmms_eval": info},
+                name, samples[name], results["configs"].get(name, {}), out / f"lmms-{name}", settings.ci_method,
+                metric=run.metric, meta={**meta, "lmms_eval": info},
             )
-    summaries = [done[name] for name in names]
-    print_summaries(summaries, title=f"{ref.name} (lmms-eval, {wrapper})")
-    return summaries
+    return [done[name] for name in names]
 
 
-def leaderboard_columns(label: str, ref: CheckpointRef, tasks: list, spec: Any, gen: Any,
-                        device: str | None) -> dict[str, dict[str, float]]:
-    """A leaderboard row's lmms-eval columns: {"lmms-<task>": {item id: mean sample score}}.
-
-    `tasks` are the spec's `{lmms: ..., metric: ...}` entries; runs land in
-    <output_dir>/<row name>/lmms-<task>/ beside the row's own runs, cached like `harness eval`.
-    """
-    from collections import defaultdict
-
-    from harness.core.store import read_sample_lines
-
-    args = argparse.Namespace(
-        ckpt=str(ref.path), base=str(ref.base_path) if ref.base_path else None, trust_remote_code=False,
-        blind=False, n_samples=1, temperature=gen.temperature, top_p=gen.top_p,
-        max_new_tokens=(spec.generation or {}).get("max_new_tokens"), output_dir=spec.output_dir,
-        limit=spec.limit, seed=spec.seed, dtype=None, ci_method="bootstrap", device=device, run_label=label,
-    )
-    columns: dict[str, dict[str, float]] = {}
-    for task in tasks:
-        args.lmms_metric = task.options.get("metric")
-        for summary in run_lmms_eval(args, [task.name]):
-            per_item: dict[str, list[float]] = defaultdict(list)
-            for row in read_sample_lines(Path(spec.output_dir) / args.run_label / summary["task"] / "samples.jsonl"):
-                per_item[row["id"]].append(float(row["score"]))
-            columns[summary["task"]] = {i: sum(v) / len(v) for i, v in per_item.items()}
-    return columns
+def lmms_gen_kwargs(gen: GenConfig) -> dict[str, Any]:
+    """lmms-eval's gen_kwargs: only what the user set overrides the task YAML's generation_kwargs."""
+    out: dict[str, Any] = {}
+    if gen.max_new_tokens:
+        out["max_new_tokens"] = gen.max_new_tokens
+    if gen.temperature > 0:
+        out.update(temperature=gen.temperature, do_sample=True, top_p=gen.top_p)
+    return out
 
 
-def _run_key(ref: CheckpointRef, wrapper: str, name: str, include: list[str], gen: dict[str, Any],
-             args: argparse.Namespace) -> str:
+def read_lmms_run(run_dir: Path):
+    """An imported lmms-eval run folder read back (harness.core.rundir.Run): scores checked, not
+    re-scored (they are lmms-eval's metric)."""
+    from harness.core.record import RECORD_FILE, load_record
+    from harness.core.rundir import read_run
+
+    if not (run_dir / RECORD_FILE).is_file():
+        raise HarnessError(f"{run_dir} has no {RECORD_FILE}; run the lmms-eval column again (delete the folder)")
+    return read_run(run_dir, LmmsTask(load_record(run_dir / RECORD_FILE).task))
+
+
+def _run_key(ref: CheckpointRef, wrapper: str, name: str, include: list[str], gen: dict[str, Any], run: LmmsRun) -> str:
     import hashlib
 
+    s = run.settings
     files = sorted(p for d in include for p in Path(d).iterdir() if p.suffix in (".yaml", ".yml", ".py"))
-    payload = [ref.content_hash, wrapper, name, args.limit, gen, args.seed, args.n_samples, args.dtype,
-               args.ci_method, getattr(args, "lmms_metric", None), _version("lmms_eval"),
+    payload = [ref.content_hash, wrapper, name, s.limit, gen, s.gen.seed, s.n_samples, run.dtype,
+               s.ci_method, run.metric, _version("lmms_eval"),
                [(p.name, hashlib.sha256(p.read_bytes()).hexdigest()) for p in files]]
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
 def _finished(run_dir: Path, key: str) -> dict[str, Any] | None:
+    from harness.core.record import RECORD_FILE, load_record
+
     try:
-        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        summary = load_record(run_dir / RECORD_FILE).to_json()
+    except (OSError, HarnessError):
         return None
     return summary if (summary.get("lmms_eval") or {}).get("key") == key else None
 
 
 def _simple_evaluate(ref: CheckpointRef, wrapper: str, names: list[str], include: list[str], gen: dict[str, Any],
-                     args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]], dict[str, Any]]:
+                     run: LmmsRun) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]], dict[str, Any]]:
     """lmms-eval's simple_evaluate, offline, sample logging on; its native logs written too."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local model, local data: never reach the Hub
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -274,24 +275,25 @@ def _simple_evaluate(ref: CheckpointRef, wrapper: str, names: list[str], include
             f"lmms-eval has no task {unknown[0]!r}; give an lmms-eval task name or a task YAML path "
             "(`harness export-lmms-task` writes ours)"
         )
-    out = Path(args.output_dir)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    out = run.output_dir
+    s = run.settings
+    device = run.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pretrained = model_dir(ref, out / ".cache" / "lmms-models")
     if "," in str(pretrained):
         raise HarnessError(f"{pretrained}: lmms-eval's model_args cannot hold a path with a comma; move the checkpoint")
     model_args = f"pretrained={pretrained},device_map={device}"  # the device itself goes as device=
     if wrapper == "llava_hf":
-        model_args += f",dtype={args.dtype or 'auto'}"
+        model_args += f",dtype={run.dtype or 'auto'}"
     log_root = out / ref.name / "lmms-eval-logs"
     tracker = EvaluationTracker(output_path=str(log_root))
     stamp = time.strftime("%Y%m%dT%H%M%S")
     try:
         results = simple_evaluate(
             model=wrapper, model_args=model_args, tasks=names, batch_size=1, device=device,
-            limit=args.limit, log_samples=True, task_manager=manager, evaluation_tracker=tracker,
+            limit=s.limit, log_samples=True, task_manager=manager, evaluation_tracker=tracker,
             gen_kwargs=",".join(f"{k}={v}" for k, v in gen.items()) or None, bootstrap_iters=0,
-            random_seed=args.seed, numpy_random_seed=args.seed, torch_random_seed=args.seed,
-            repeats=args.n_samples, verbosity="WARNING", datetime_str=stamp,
+            random_seed=s.gen.seed, numpy_random_seed=s.gen.seed, torch_random_seed=s.gen.seed,
+            repeats=s.n_samples, verbosity="WARNING", datetime_str=stamp,
         )
     except HarnessError:
         raise
@@ -314,7 +316,7 @@ def _simple_evaluate(ref: CheckpointRef, wrapper: str, names: list[str], include
         "engine": "lmms-eval",
         "lmms_eval": {"version": _version("lmms_eval"), "model": wrapper, "model_args": model_args, "logs": str(log_root)},
         "checkpoint": {"name": ref.name, "hash": ref.content_hash},
-        "generation": {**gen, "n_samples": args.n_samples}, "limit": args.limit, "seed": args.seed,
+        "generation": {**gen, "n_samples": s.n_samples}, "limit": s.limit, "seed": s.gen.seed,
         "versions": {**library_versions(), "lmms-eval": _version("lmms_eval")},
     }
     return results, imported, meta

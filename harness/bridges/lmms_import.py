@@ -11,12 +11,15 @@ count of samples where lmms-eval's logged accuracy differs is kept (`lmms_disagr
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.core.scoring import sample_record, summarize
-from harness.core.store import atomic_write_json, atomic_write_jsonl
+from harness.core.record import build_record, write_record
+from harness.core.scoring import sample_record
+from harness.core.store import atomic_write_jsonl
 from harness.core.task import Task, get_task, task_names
 from harness.core.types import Item
 
@@ -29,6 +32,8 @@ class LmmsTask(Task):
     """A stand-in for an lmms-eval task in our statistics: one unit per document, its logged score."""
 
     request_type = "generate"
+    rescorable = False  # the scores are lmms-eval's metric, not a rule of ours
+    score_range = (-math.inf, math.inf)  # any finite number: metrics have their own scales
 
     def __init__(self, name: str) -> None:
         super().__init__()
@@ -57,12 +62,11 @@ def import_task_samples(name: str, samples: list[dict[str, Any]], config: dict[s
             f"lmms-eval task {name}: every output is empty (its wrappers log a generation error and return ''); "
             "see the warnings above"
         )
-    summary = summarize(task, items, records, ci_method=ci_method, **(meta or {}), **extra)
-    summary["task"] = f"lmms-{name}"
-    summary["empty_outputs"] = sum(1 for r in records if not (r["output"] or "").strip())
+    record, _ = build_record(task, items, records, ci_method=ci_method, **(meta or {}), **extra,
+                             empty_outputs=sum(1 for r in records if not (r["output"] or "").strip()))
+    record = replace(record, task=f"lmms-{name}")
     atomic_write_jsonl(run_dir / "samples.jsonl", records)
-    atomic_write_json(run_dir / "summary.json", summary)
-    return summary
+    return write_record(run_dir, record).to_json()
 
 
 def _outputs(sample: dict[str, Any]) -> tuple[list[str], list[Any]]:

@@ -13,32 +13,17 @@ For samples drawn more than once the first (sample 0) is written.
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
 from harness.core.files import atomic_path, csv_safe, read_tsv
-from harness.core.store import read_sample_lines
 from harness.errors import HarnessError
-from harness.core.task import get_task, task_classes
+from harness.core.task import task_classes
+
 
 def tsv_tasks() -> list[str]:
     """Tasks that read an LMUData TSV (Task.lmu_tsv): their runs export in VLMEvalKit's layout."""
     return [name for name, cls in task_classes().items() if cls.lmu_tsv]
-
-
-def _source_tsv(summary: dict[str, Any], data_dir: str | None) -> Path:
-    task = summary.get("task")
-    if task == "mmbench":
-        root = data_dir or (summary.get("data") or {}).get("dir")
-        if not root:
-            raise HarnessError("the run's summary.json names no data dir; pass --data-dir")
-        return Path(root) / "mmbench" / "MMBench_DEV_EN.tsv"
-    if data_dir:
-        return Path(data_dir) / "LMUData" / f"{summary['options']['tsv']}.tsv"
-    if not summary.get("source_file"):
-        raise HarnessError("the run's summary.json names no source TSV; pass --data-dir")
-    return Path(summary["source_file"])
 
 
 def _read_rows(path: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
@@ -49,32 +34,33 @@ def _read_rows(path: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
 
 
 def prediction_rows(run_dir: Path, data_dir: str | None = None) -> tuple[list[str], list[dict[str, str]]]:
-    """(columns, rows) of the VLMEvalKit result table for a run folder."""
-    summary_path = run_dir / "summary.json"
-    if not summary_path.is_file():
+    """(columns, rows) of the VLMEvalKit result table for a run folder (read by read_run: its
+    scores checked; the task's own loader gives each row's options, and MMBench's built copies,
+    exactly as scored; the task names its TSV, Task.lmu_file)."""
+    import sys
+
+    from harness.core.record import RECORD_FILE, load_record
+    from harness.core.rundir import read_run, run_data_dir
+
+    if not (run_dir / RECORD_FILE).is_file():
         raise HarnessError(f"{run_dir} is not a run folder (no summary.json); pass e.g. --run runs/tiny/mmbench")
-    summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    if summary.get("task") not in tsv_tasks():
+    task_name = load_record(run_dir / RECORD_FILE).task
+    if task_name not in tsv_tasks():
         raise HarnessError(
-            f"--format vlmeval exports runs of LMUData TSV tasks ({', '.join(tsv_tasks())}), not {summary.get('task')!r}"
+            f"--format vlmeval exports runs of LMUData TSV tasks ({', '.join(tsv_tasks())}), not {task_name!r}"
         )
-    outputs = {r["id"]: r["output"] for r in read_sample_lines(run_dir / "samples.jsonl") if r["sample"] == 0}
+    run = read_run(run_dir, data_dir=data_dir, need_record=True)
+    for note in run.notes():
+        print(f"warning: {note}", file=sys.stderr)
+    outputs = {r["id"]: r["output"] for r in run.records if r["sample"] == 0}
     if not outputs:
         raise HarnessError(f"{run_dir}/samples.jsonl holds no sample 0 outputs")
-    tsv = _source_tsv(summary, data_dir)
+    tsv = run.task.lmu_file(run_data_dir(run.record, data_dir))
     header, rows = _read_rows(tsv)
-    # The task's own loader gives each row's options (and MMBench's built copies) exactly as scored.
-    if summary["task"] == "mmbench":
-        task, root = get_task("mmbench"), tsv.parents[1]
-    else:
-        task, root = get_task("lmudata_mc", tsv=str(tsv)), tsv.parent
-    items = {it.id: it for it in task.load(root, "test")}
     columns = [c for c in header if c != "image"] + ["prediction"]
     out = []
     for item_id in [i for i in rows if i in outputs] + [i for i in outputs if i not in rows]:
-        if item_id not in items:
-            raise HarnessError(f"{run_dir}: id {item_id!r} is not in {tsv}; pass the --data-dir the run used")
-        item = items[item_id]
+        item = run.items[item_id]
         row = dict(rows.get(item_id) or rows[item.group])  # a built circular copy starts from its base row
         row.update(zip(item.metadata["letters"], item.choices))
         row.update(index=item_id, answer=str(item.target), prediction=outputs[item_id])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from harness.core.config import add_flags, from_args
+from harness.commands.flags import add_flags, from_args
 from harness.core.runner import EvalSettings
 from harness.core.types import GenConfig
 from harness.errors import HarnessError
@@ -60,6 +60,30 @@ def make_tasks(names: list[str], args: argparse.Namespace):
 
 def settings_from_args(args: argparse.Namespace) -> EvalSettings:
     return from_args(EvalSettings, args, gen=from_args(GenConfig, args))
+
+
+def session_from_args(args: argparse.Namespace, **overrides: Any):
+    """The one place a Session is built from flags: the fields a command has (`--backend` is the
+    Session's engine), then `overrides`."""
+    import dataclasses
+
+    from harness.session import Session
+
+    names = {f.name for f in dataclasses.fields(Session) if not f.name.startswith("_")}
+    values = {name: getattr(args, name) for name in names - {"engine", "served"} if hasattr(args, name)}
+    if hasattr(args, "backend"):
+        values["engine"] = args.backend
+    if hasattr(args, "api_base"):  # commands with the model flags (add_model_flags) serve openai: checkpoints too
+        values["served"] = served_settings(args)
+    return Session(**{**values, **overrides})
+
+
+def served_settings(args: argparse.Namespace):
+    """ServedSettings (harness/models/openai_backend.py) from parsed flags; those a command does not
+    declare keep their defaults."""
+    from harness.models.openai_backend import ServedSettings
+
+    return from_args(ServedSettings, args)
 
 
 def print_summaries(summaries: list[dict[str, Any]], title: str) -> None:

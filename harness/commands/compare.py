@@ -15,7 +15,8 @@ generation cache, so a re-run, or one with other n values or methods, reuses the
                  standard error of that average is reported (mc_se, points). Greedy replies.
   pass@n         oracle ceiling, the best of the n (always added)
 
-A method is any object with `name`, `needs_model` and `curve(pool, ns, ctx)` (harness.stats.selection);
+A method is any object with `name`, `needs_model` and `curve(pool, ns, ctx)` (harness.stats.selection;
+self-select, which asks the model, is harness/self_select.py);
 pass your own to `compare()` (a critic-scored best-of-n is the natural next one).
 Statistics per n: percentile-bootstrap 95% CI over items (items of a group resampled together)
 and the paired difference of every method minus majority vote on the same resamples. Outputs in
@@ -33,13 +34,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from harness.commands.common import add_model_flags, add_task_options, make_tasks
-from harness.core.config import add_flags, from_args
+from harness.commands.common import add_model_flags, add_task_options, make_tasks, session_from_args
+from harness.commands.flags import add_flags, from_args
 from harness.errors import HarnessError
-from harness.models.openai_backend import served_settings
 from harness.core.runner import Backend, EvalSettings, check_images, evaluate, run_name
-from harness.stats.selection import (MajorityVote, Method, MethodCurve, ModelContext, PassAtN, SamplePool, SelfSelect,
-                                     parse_ns)
+from harness.self_select import ModelContext, SelfSelect
+from harness.stats.selection import MajorityVote, Method, MethodCurve, PassAtN, SamplePool, parse_ns
 from harness.core.files import atomic_write, atomic_write_json, atomic_write_text, csv_safe, csv_safe_frame
 from harness.core.store import GenerationCache
 from harness.core.task import Task
@@ -54,20 +54,29 @@ CURVE_COLUMNS = ("n", "method", "score", "ci_low", "ci_high")  # the contract (D
 EXTRA_COLUMNS = ("delta", "delta_ci_low", "delta_ci_high", "p_value", "mc_se", "items")
 
 
+# Where compare means a shared setting its own way: the K outputs are sampled (temperature 0.7).
+SAMPLING_DEFAULTS = {"temperature": 0.7}
+SAMPLING_HELP = {
+    "limit": "use only the first N items",
+    "temperature": "sampling temperature of the K outputs (R3V samples at 0.7-1.0)",
+    "top_p": "nucleus sampling of the K outputs",
+    "top_k": "top-k sampling of the K outputs (0: off)",
+    "max_new_tokens": "reply budget; default the task's own",
+    "seed": "seeds sampling, subset draws and the bootstrap",
+}
+
+
 @dataclass(frozen=True)
 class CompareConfig:
+    """The curve's own settings; the K outputs are an ordinary run with `settings` (EvalSettings,
+    n_samples = K), so generation settings are written once, in GenConfig and EvalSettings."""
+
     ns: tuple[int, ...] = field(metadata={"help": "the n values of the curve (--n 1..10, 1,2,4,8 or 4)"})
     samples: int | None = field(default=None, metadata={"help": "K sampled outputs per item; default the largest n", "kind": "positive"})
     subsets: int = field(default=8, metadata={"help": "self-select: random n-subsets per item and n (all when fewer exist)", "kind": "positive"})
-    temperature: float = field(default=0.7, metadata={"help": "sampling temperature of the K outputs (R3V samples at 0.7-1.0)", "kind": "non_negative"})
-    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling of the K outputs", "kind": "probability"})
-    top_k: int = field(default=0, metadata={"help": "top-k sampling of the K outputs (0: off)", "kind": "count"})
-    max_new_tokens: int | None = field(default=None, metadata={"help": "reply budget; default the task's own", "kind": "positive"})
-    seed: int = field(default=0, metadata={"help": "seeds sampling, subset draws and the bootstrap"})
-    batch_size: int = field(default=16, metadata={"help": "prompts per generate call", "kind": "positive"})
-    limit: int | None = field(default=None, metadata={"help": "use only the first N items", "kind": "positive"})
     bootstrap: int = field(default=10_000, metadata={"help": "bootstrap resamples for CIs and paired differences", "kind": "positive"})
     level: float = field(default=0.95, metadata={"help": "confidence level"})
+    settings: EvalSettings = EvalSettings(gen=GenConfig(**SAMPLING_DEFAULTS))
 
     def __post_init__(self) -> None:
         if not self.ns or min(self.ns) < 1:
@@ -76,12 +85,10 @@ class CompareConfig:
             raise HarnessError(f"n={max(self.ns)} is larger than --samples K={self.samples}; raise --samples or lower --n")
         if self.subsets < 1:
             raise HarnessError("--subsets must be >= 1")
-        if self.k > 1 and self.temperature <= 0:
+        if self.k > 1 and self.settings.gen.greedy:
             raise HarnessError("K > 1 samples need sampling: set --temperature > 0 (default 0.7)")
-        if not 0 < self.top_p <= 1:
-            raise HarnessError("--top-p must lie in (0, 1]")
-        if self.batch_size < 1 or self.bootstrap < 1 or (self.limit is not None and self.limit < 1):
-            raise HarnessError("--batch-size, --bootstrap and --limit must be >= 1")
+        if self.bootstrap < 1:
+            raise HarnessError("--bootstrap must be >= 1")
         if not 0 < self.level < 1:
             raise HarnessError("confidence level must lie in (0, 1), e.g. 0.95")
 
@@ -89,10 +96,17 @@ class CompareConfig:
     def k(self) -> int:
         return self.samples or max(self.ns)
 
-    def sampling_gen(self) -> GenConfig:
-        """The K outputs' generation settings (max_new_tokens None: the task's own budget)."""
-        return GenConfig(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p,
-                         top_k=self.top_k, seed=self.seed)
+    @property
+    def seed(self) -> int:
+        return self.settings.gen.seed
+
+    @property
+    def limit(self) -> int | None:
+        return self.settings.limit
+
+    def sampling(self) -> EvalSettings:
+        """The K outputs' run settings (max_new_tokens None: the task's own budget)."""
+        return replace(self.settings, n_samples=self.k)
 
 
 def make_methods(names: Sequence[str], config: CompareConfig) -> list[Method]:
@@ -117,8 +131,7 @@ def draw_samples(backend: Backend, task: Task, items: list[Item], config: Compar
                  cache: GenerationCache, data_dir: Path | None = None, progress: Any = None) -> SamplePool:
     """K samples per item through the runner (logged, cached, resumable)."""
     _require_generate(task)
-    settings = EvalSettings(gen=config.sampling_gen(), n_samples=config.k, batch_size=config.batch_size)
-    result = evaluate(backend, task, items, settings, run_dir, cache, data_dir=data_dir, progress=progress)
+    result = evaluate(backend, task, items, config.sampling(), run_dir, cache, data_dir=data_dir, progress=progress)
     return _pool(task, items, result.records)
 
 
@@ -284,20 +297,17 @@ def run_compare(args: Any, task: Task, config: CompareConfig) -> pd.DataFrame:
     if args.predictions:
         return _compare_predictions(args, task, config, methods, items, meta)
     _require_generate(task)
-    from harness.session import Session
-
-    with Session(args.output_dir, data_dir, device=args.device, dtype=args.dtype,
-                 trust_remote_code=args.trust_remote_code, served=served_settings(args)) as s:
+    with session_from_args(args, data_dir=data_dir) as s:
         check_images(task, items)
         backend = s.backend(s.checkpoint(args.ckpt, args.base))
         out = Path(args.out) if args.out else s.output_dir / "compare" / backend.name / run_name(task, False)
         pool = draw_samples(backend, task, items, config, out, s.cache, data_dir, s.progress)
         pool.check_ns(config.ns, str(out / "samples.jsonl"))
-        ctx = ModelContext(backend, s.cache, out, gen=replace(config.sampling_gen(), temperature=0.0),
-                           batch_size=config.batch_size, data_dir=data_dir, progress=s.progress)
+        ctx = ModelContext(backend, s.cache, out, gen=replace(config.settings.gen, temperature=0.0),
+                           batch_size=config.settings.batch_size, data_dir=data_dir, progress=s.progress)
         df, results = compare(pool, methods, config, ctx)
     meta.update(checkpoint={"name": backend.name, "hash": backend.content_hash}, k=config.k, items=len(pool.items),
-                missing=len(items) - len(pool.items), sampling=config.sampling_gen().for_task(task.max_new_tokens).as_dict(),
+                missing=len(items) - len(pool.items), sampling=config.settings.gen_for(task).as_dict(),
                 selection="greedy")
     title = f"{task.name} · {backend.name}: test-time selection, K={config.k} samples, {len(pool.items)} items"
     return _finish(df, results, out, title, meta)
@@ -338,7 +348,8 @@ def _finish(df, results, out: Path, title: str, meta: dict[str, Any]) -> pd.Data
 def cmd_compare(args: Any) -> int:
     if args.ci_method not in ("auto", "bootstrap"):
         raise HarnessError("compare reports the default CIs only (Wilson, or wilson-effective for fractional per-item scores); drop --ci")
-    config = from_args(CompareConfig, args, ns=parse_ns(args.n, args.samples))
+    settings = from_args(EvalSettings, args, gen=from_args(GenConfig, args))
+    config = from_args(CompareConfig, args, ns=parse_ns(args.n, args.samples), settings=settings)
     (task,) = make_tasks([args.task], args)
     run_compare(args, task, config)
     return 0
@@ -359,8 +370,10 @@ def add_parser(sub) -> None:
     add_flags(p, CompareConfig, only=["samples", "subsets"])
     p.add_argument("--out", default=None, help="output folder (default: <output-dir>/compare/<ckpt>/<task>/)")
     p.add_argument("--output-dir", default="runs", help="root of runs and the generation cache (default: runs)")
-    add_flags(p, CompareConfig, only=["limit", "batch_size", "temperature", "top_p", "top_k", "max_new_tokens", "seed",
-                                      "bootstrap"])
+    add_flags(p, EvalSettings, only=["limit", "batch_size"], helps=SAMPLING_HELP)
+    add_flags(p, GenConfig, only=["temperature", "top_p", "top_k", "max_new_tokens", "seed"], defaults=SAMPLING_DEFAULTS,
+              helps=SAMPLING_HELP)
+    add_flags(p, CompareConfig, only=["bootstrap"])
     p.add_argument("--base", default=None, help="base checkpoint for an adapter (overrides adapter_config.json)")
     add_model_flags(p)
     add_task_options(p)

@@ -5,15 +5,26 @@ import argparse
 from pathlib import Path
 
 from harness.commands.common import add_model_flags
-from harness.core.config import _positive_int, add_flags
+from harness.commands.flags import _positive_int, add_flags
 
 
 def cmd_critic_agreement(args: argparse.Namespace) -> int:
+    from harness.commands.common import session_from_args
     from harness.core.task import task_class
-    from harness.judge.runs import run_agreement
+    from harness.judge.pipeline import JUDGED_FILE, Judge, JudgeSettings, agreement
+    from harness.judge.runs import bootstrap_only, print_agreement
 
     # The votes format belongs to the critic task; it is found through the registry like any task.
-    run_agreement(args, task_class("critic").read_votes(Path(args.votes)))
+    comparisons = list(task_class("critic").read_votes(Path(args.votes)))[: args.limit]
+    settings = JudgeSettings(batch_size=args.batch_size, ci_method=bootstrap_only(args.ci_method),
+                             max_new_tokens=args.max_new_tokens)
+    with session_from_args(args) as s:
+        judge_ref = s.checkpoint(args.judge)
+        out_dir = Path(args.out) if args.out else s.output_dir / judge_ref.name / f"critic-agreement-{Path(args.votes).stem}"
+        judge = Judge(s.backend(judge_ref), s.cache, settings, s.progress)
+        summary = agreement(judge, comparisons, out_dir, {"votes_file": str(args.votes)})
+    print_agreement(summary, f"judge {judge_ref.name} vs {Path(args.votes).name}")
+    print(f"wrote {out_dir}/judgements.jsonl and {JUDGED_FILE}")
     return 0
 
 

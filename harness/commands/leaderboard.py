@@ -11,6 +11,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     spec = load_spec(Path(args.spec))
     spec.ci = args.ci or spec.ci
     spec.correction = args.correction or spec.correction
+    spec.allow_missing = args.allow_missing
     build, fingerprint = _recipe_builder()
     run_leaderboard(spec, build_recipe=build, device=args.device, data_fingerprint=fingerprint)
     print(f"wrote {spec.out_dir}/leaderboard.{{md,csv,html}} and forest.png")
@@ -36,4 +37,6 @@ def add_parser(sub) -> None:
     p.add_argument("--ci", default=None, choices=list(CI_METHODS), help="score CIs, overriding the spec's `ci:` (default auto)")
     p.add_argument("--correction", default=None, choices=["holm", "bh", "none"],
                    help="multiplicity correction of the stars, overriding the spec's `correction:` (default holm)")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="scored-runs rows: leave torn or malformed samples.jsonl lines out (counted) instead of stopping")
     p.set_defaults(func=cmd_leaderboard)

@@ -11,29 +11,32 @@ is conservative. Clustered units (MMBench's circular copies in lmudata_mc) count
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from harness.commands.common import add_task_options, make_tasks
-from harness.core.config import _positive_int
+from harness.commands.flags import _positive_int
 from harness.errors import HarnessError
+
+MIN_DELTA = 0.01  # points; a smaller effect needs more units than any study has (and overflows the sizing)
 
 
 def unit_scores(task: Any, items: dict[str, Any], run_dir: Path) -> tuple[dict[str, float], dict[str, str]]:
-    """({unit id: score}, {unit id: cluster}) of a run folder's samples.jsonl."""
-    from harness.core.store import read_sample_lines
+    """({unit id: score}, {unit id: cluster}) of a run folder's samples, re-scored by the task's
+    current rule (harness.core.rundir.read_run)."""
+    import sys
 
-    path = run_dir / "samples.jsonl"
-    if not path.is_file():
-        raise HarnessError(f"pilot run not found: {path}; run `harness eval` (or `harness score`) into {run_dir} first")
-    per_item: dict[str, list[float]] = defaultdict(list)
-    for r in read_sample_lines(path):
-        if r["id"] in items:
-            per_item[r["id"]].append(float(r["score"]))
-    if not per_item:
-        raise HarnessError(f"{path}: no samples for items of task {task.name}; is it a {task.name} run?")
-    units = task.units(items, dict(per_item))
+    from harness.core.rundir import read_run
+
+    if not (run_dir / "samples.jsonl").is_file():
+        raise HarnessError(f"pilot run not found: {run_dir / 'samples.jsonl'}; run `harness eval` (or `harness score`) "
+                           f"into {run_dir} first")
+    run = read_run(run_dir, task, items, unknown_ids="skip")
+    for note in run.notes():
+        print(f"warning: {note}", file=sys.stderr)
+    if not run.records:
+        raise HarnessError(f"{run.samples_path}: no samples for items of task {task.name}; is it a {task.name} run?")
+    units = run.units()
     return {u.id: u.score for u in units}, {u.id: u.cluster for u in units if u.cluster is not None}
 
 
@@ -82,8 +85,8 @@ def run_power(args: Any, task: Any) -> None:
 
     if args.n is not None and args.n < 2:
         raise HarnessError(f"--n {args.n} must be at least 2")
-    if args.delta is not None and not 0 < args.delta <= 100:  # nan fails the comparison too
-        raise HarnessError(f"--delta {args.delta} must be between 0 and 100 points")
+    if args.delta is not None and not MIN_DELTA <= args.delta <= 100:  # nan fails the comparison too
+        raise HarnessError(f"--delta {args.delta} must be between {MIN_DELTA} and 100 points")
     items = {it.id: it for it in task.load(resolve_data_dir(args.data_dir), "test")}
     for line in power_lines(task, items, Path(args.run), Path(args.vs) if args.vs else None, args.n, args.delta):
         print(line)

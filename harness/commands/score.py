@@ -2,17 +2,20 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from harness.commands.common import add_task_options, make_tasks, print_summaries
-from harness.core.scoring import sample_record, summarize
-from harness.core.store import atomic_write_json, atomic_write_jsonl, read_predictions
+from harness.core.record import Timer, build_record, write_record
+from harness.core.scoring import sample_record
+from harness.core.store import atomic_write_jsonl, read_predictions
 from harness.core.task import Task, resolve_data_dir
 from harness.errors import HarnessError
 
 
 def run_score(args: argparse.Namespace, task: Task) -> dict[str, Any]:
+    timer = Timer()
     data_dir = resolve_data_dir(args.data_dir)
     items = {it.id: it for it in task.load(data_dir, "test")}
     skipped: list[str] = []
@@ -25,16 +28,44 @@ def run_score(args: argparse.Namespace, task: Task) -> dict[str, Any]:
     if missing and not getattr(args, "allow_missing", False):
         raise HarnessError(f"{args.predictions}: {missing} of {len(items)} {task.name} item(s) have no prediction; "
                            f"add them, or pass --allow-missing to score the {len(scored)} present")
-    summary = summarize(
+    record, _ = build_record(
         task, {i: items[i] for i in scored}, records, ci_method=args.ci_method,
         predictions=str(args.predictions), missing=missing, excluded=len(set(skipped)),
-        data={"dir": str(data_dir)},
+        data={"dir": str(data_dir)}, timing=timer.timing(),
     )
     out = Path(args.out)
     atomic_write_jsonl(out / "samples.jsonl", records)
-    atomic_write_json(out / "summary.json", summary)
+    summary = write_record(out, record).to_json()
     print_summaries([summary], title=f"{task.name} (scored from {Path(args.predictions).name})")
     return summary
+
+
+def run_judged_score(args: argparse.Namespace, task: Task) -> dict[str, Any]:
+    """`harness score` for judged tasks: predictions made anywhere become a run folder (samples and
+    their record), then the judge scores them (judged.json beside); its replies are cached there
+    too, so a re-score asks nothing again."""
+    from harness.commands.common import session_from_args
+    from harness.judge.pipeline import Judge, JudgeSettings, judge_pointwise
+    from harness.judge.runs import bootstrap_only, print_judged
+
+    ci_method = bootstrap_only(args.ci_method)
+    timer = Timer()
+    out = Path(args.out)
+    with session_from_args(args, output_dir=out) as s:
+        items = {it.id: it for it in task.load(s.data_dir, "test")}
+        preds = read_predictions(Path(args.predictions), items)
+        records = [sample_record(task, items[i], k, text) for i, k, text in preds]
+        judge_ref = s.checkpoint(args.judge or "tiny")
+        scored = {i: items[i] for i in dict.fromkeys(r["id"] for r in records)}
+        source = {"predictions": str(args.predictions), "missing_predictions": len(items) - len(scored)}
+        record, _ = build_record(task, scored, records, data={"dir": str(s.data_dir)}, **source)
+        atomic_write_jsonl(out / "samples.jsonl", records)
+        write_record(out, replace(record, timing=timer.timing()))
+        judge = Judge(s.backend(judge_ref), s.cache, JudgeSettings(ci_method=ci_method))
+        base = {"task": task.name, "options": task.opts, **source, "data": {"dir": str(s.data_dir)}}
+        result = judge_pointwise(judge, scored, records, out, base)
+    print_judged([result.summary], f"{task.name} (scored from {Path(args.predictions).name}, judge {judge_ref.name})")
+    return result.summary
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -42,9 +73,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     check_output_folder(args.out, "score")  # a new or empty folder, or one harness score wrote
     (task,) = make_tasks([args.task], args)
-    if getattr(task, "judged", False):
-        from harness.judge.runs import run_judged_score
-
+    if task.judged:
         run_judged_score(args, task)
         return 0
     if args.judge:

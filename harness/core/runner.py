@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence
@@ -16,8 +17,10 @@ from typing import Any, Iterator, Protocol, Sequence
 from harness.errors import HarnessError
 from harness.core.images import image_digest, missing_images, undecodable_image
 from harness.core.parallel import Shard, merge_samples, shard_logs, shard_positions
-from harness.core.scoring import data_hash, library_versions, sample_record, summarize_units
-from harness.core.store import GenerationCache, SampleLog, atomic_write_json, read_sample_lines, run_lock
+from harness.core.record import RunRecord, Timer, build_record, write_record
+from harness.core.scoring import data_hash, rescore, sample_record
+from harness.core.rundir import rescored_note
+from harness.core.store import GenerationCache, SampleLog, read_sample_lines, run_lock
 from harness.core.task import Task, Unit
 from harness.core.types import GenConfig, Item, Prompt
 from harness.core.validate import safe_name
@@ -70,11 +73,16 @@ class EvalSettings:
 
 @dataclass
 class EvalResult:
-    """What one task run produced: summary.json's content, the units statistics resample, the samples."""
+    """What one task run produced: its record (summary.json), the units statistics resample, the samples."""
 
-    summary: dict[str, Any]
+    record: RunRecord
     units: list[Unit]
     records: list[dict[str, Any]]
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """summary.json's content."""
+        return self.record.to_json()
 
     @property
     def unit_scores(self) -> dict[str, float]:
@@ -178,9 +186,23 @@ def evaluate(
     if check_prompts is not None:  # too long for the model's context: refused before anything is generated
         check_prompts([(r.item.id, r.prompt) for r in reqs], settings.gen_for(task).budget)
     cache.open()  # a damaged or unwritable cache is named before anything is written
+    timer = Timer()
     # One process per run folder: a second one waits, then finds the work done (store.run_lock).
     with run_lock(run_dir, shard.rank if shard.active else None):
-        return _evaluate_locked(backend, task, items, settings, run_dir, cache, data_dir, progress, shard, reqs)
+        merged, extra = _evaluate_locked(backend, task, settings, run_dir, cache, progress, shard, reqs)
+        if merged is None:
+            return None  # a data-parallel rank other than 0: rank 0 merged the shards and records the run
+        record, units = build_record(
+            task, {it.id: it for it in items}, merged, ci_method=settings.ci_method, seed=settings.gen.seed,
+            checkpoint={"name": backend.name, "hash": backend.content_hash},
+            generation={**settings.gen_for(task).as_dict(), "n_samples": settings.n_samples,
+                        "batch_size": settings.batch_size, "draws": SAMPLING_DRAWS},
+            blind=settings.blind, limit=settings.limit,
+            data={"dir": str(data_dir) if data_dir else None, "hash": data_hash(items)},
+            timing=timer.timing(), **extra,
+        )
+        record = write_record(run_dir, record)
+    return EvalResult(record, units, merged)
 
 
 def _must_generate(reqs: list[_Request], run_dir: Path, cache: GenerationCache, shard: Shard) -> bool:
@@ -195,7 +217,9 @@ def _must_generate(reqs: list[_Request], run_dir: Path, cache: GenerationCache, 
     return bool(todo)
 
 
-def _evaluate_locked(backend, task, items, settings, run_dir, cache, data_dir, progress, shard, reqs):
+def _evaluate_locked(backend, task, settings, run_dir, cache, progress, shard, reqs):
+    """Generate what is neither logged nor cached; returns (every requested sample in item order,
+    record extras), or (None, {}) on a data-parallel rank other than 0."""
     final = run_dir / "samples.jsonl"
     served = getattr(backend, "record", None)  # a served model (openai_backend): its usage goes in summary.json
     usage_mark = backend.usage.as_dict() if served else None
@@ -206,12 +230,18 @@ def _evaluate_locked(backend, task, items, settings, run_dir, cache, data_dir, p
     wanted = {key: (r, k) for r in mine for k, key in enumerate(r.keys)}
 
     # Keep what an earlier (possibly killed) run already logged; drop torn, stale or duplicate lines.
+    # Its scores are re-computed from the outputs by the task's current rule, never trusted.
     log = SampleLog(shard.log_path(run_dir) if shard.active else final)
     done: dict[str, dict[str, Any]] = {}
+    changed: list[str] = []
     for path in [log.path, final] if shard.active else [log.path]:
         for row in read_sample_lines(path):
-            if row.get("key") in wanted and row["key"] not in done:
-                done[row["key"]] = row
+            if row.get("key") in wanted and row["key"] not in done and isinstance(row.get("output"), str):
+                done[row["key"]] = fresh = rescore(task, wanted[row["key"]][0].item, row)
+                if fresh["score"] != row.get("score") or fresh["extracted"] != row.get("extracted"):
+                    changed.append(fresh["id"])
+    if changed:
+        print(f"warning: {rescored_note(log.path, task, changed)}", file=sys.stderr, flush=True)
     log.reset_to(done.values())
 
     todo = [key for key in wanted if key not in done]
@@ -230,10 +260,10 @@ def _evaluate_locked(backend, task, items, settings, run_dir, cache, data_dir, p
     else:
         # A task may name groups of items whose prompts share a prefix (self-select: one question's
         # candidate lists); each group is then batched together, by length within it.
-        group = getattr(task, "batch_group", None)
+        groups = [task.batch_group(by_req[rid].item) for rid in pending]
         batches = generate_batches(backend, [(by_req[rid].prompt, keys) for rid, keys in pending.items()],
                                    settings.gen_for(task), settings.batch_size, settings.blind,
-                                   groups=[group(by_req[rid].item) for rid in pending] if group else None)
+                                   groups=groups if any(g is not None for g in groups) else None)
     for rows in batches:
         cache.put_many(rows)
         log.append(_records(task, wanted, rows))
@@ -256,7 +286,7 @@ def _evaluate_locked(backend, task, items, settings, run_dir, cache, data_dir, p
     else:
         shard.barrier()  # every rank's shard is complete
         if not shard.is_main:
-            return None
+            return None, {}
         shards = {p.name: list(read_sample_lines(p)) for p in shard_logs(run_dir)}
         merged = merge_samples([read_sample_lines(final), *shards.values()], positions)
         missing = len(positions) - len(merged)
@@ -268,23 +298,9 @@ def _evaluate_locked(backend, task, items, settings, run_dir, cache, data_dir, p
             path.unlink()
         extra["data_parallel"] = {"world_size": shard.world, "shard_lines": {n: len(v) for n, v in shards.items()}}
 
-    records = merged  # every requested sample, in item order: what samples.jsonl now holds
     if served:
         extra["served"] = {**served(), "usage": backend.usage.since(usage_mark)}
-    item_map = {it.id: it for it in items}
-    summary, units = summarize_units(
-        task, item_map, records, ci_method=settings.ci_method, seed=settings.gen.seed,
-        checkpoint={"name": backend.name, "hash": backend.content_hash},
-        generation={**settings.gen_for(task).as_dict(), "n_samples": settings.n_samples,
-                    "batch_size": settings.batch_size, "draws": SAMPLING_DRAWS},
-        blind=settings.blind,
-        limit=settings.limit,
-        data={"dir": str(data_dir) if data_dir else None, "hash": data_hash(items)},
-        versions=library_versions(),
-        **extra,
-    )
-    atomic_write_json(run_dir / "summary.json", summary)
-    return EvalResult(summary, units, records)
+    return merged, extra
 
 
 # Recorded in summary.json: how sampled tokens are drawn (batch-invariant per-sample streams).

@@ -1,4 +1,4 @@
-"""Outputs -> per-sample scores -> a summary. Shared by `harness eval` and `harness score`.
+"""Outputs -> per-sample scores (the run record's statistics: harness.core.record).
 
 Nothing here needs a model or images, so any stored samples can be re-scored.
 """
@@ -8,11 +8,10 @@ import functools
 import hashlib
 import json
 import platform
-from collections import defaultdict
 from importlib import metadata
 from typing import Any, Iterable
 
-from harness.core.task import Task, Unit, per_category
+from harness.core.task import Task
 from harness.core.types import Item
 
 
@@ -31,59 +30,13 @@ def sample_record(task: Task, item: Item, sample: int, output: str, **fields: An
     }
 
 
-def rescore(task: Task, items: dict[str, Item], records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Re-extract and re-score stored samples (the output text is the source of truth)."""
-    return [
-        sample_record(task, items[r["id"]], r["sample"], r["output"],
-                      **{k: v for k, v in r.items() if k not in _DERIVED})
-        for r in records
-        if r["id"] in items
-    ]
+def rescore(task: Task, item: Item, row: dict[str, Any]) -> dict[str, Any]:
+    """A stored sample re-extracted and re-scored by the task's current rule (the output text is
+    the source of truth); its other fields (key, choice losses) are kept in their order."""
+    return sample_record(task, item, row["sample"], row["output"], **{k: v for k, v in row.items() if k not in _DERIVED})
 
 
 _DERIVED = {"id", "sample", "output", "extracted", "score", "category", "group"}
-
-
-def summarize(task: Task, items: dict[str, Item], records: list[dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
-    """summary.json: headline score (percent) with CI, per-category scores, unparsed count."""
-    return summarize_units(task, items, records, **kwargs)[0]
-
-
-def summarize_units(
-    task: Task,
-    items: dict[str, Item],
-    records: list[dict[str, Any]],
-    ci_method: str = "auto",
-    seed: int = 0,
-    **meta: Any,
-) -> tuple[dict[str, Any], list[Unit]]:
-    """The summary and the units it was computed from (what the leaderboard resamples)."""
-    from harness.stats import ci as stats
-
-    per_item: dict[str, list[float]] = defaultdict(list)
-    for r in records:
-        per_item[r["id"]].append(r["score"])
-    units = task.units(items, dict(per_item))
-    clustered = any(u.cluster is not None for u in units)
-    groups = [u.cluster or u.id for u in units] if clustered else None
-    ci = stats.score_ci([u.score for u in units], method=ci_method, seed=seed, groups=groups)
-    summary = {
-        "task": task.name,
-        "options": task.opts,
-        "n": len(units),
-        **({"clusters": ci.n} if clustered else {}),
-        "n_items": len(per_item),
-        "n_samples": len(records),
-        "score": ci.estimate,
-        "ci_low": ci.low,
-        "ci_high": ci.high,
-        "ci_method": ci.method,
-        "unparsed": sum(1 for r in records if r["extracted"] is None),
-        "categories": per_category(units),
-        **task.extras(items, dict(per_item)),
-        **meta,
-    }
-    return summary, units
 
 
 def data_hash(items: Iterable[Item]) -> str:

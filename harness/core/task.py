@@ -60,6 +60,15 @@ class Task:
     # "generate": free generation; "choice_likelihood": rank item.choices by mean token loss.
     request_type: ClassVar[str] = "generate"
     max_new_tokens: ClassVar[int] = 32
+    # The scores come from a judge model (harness.judge), not from score(): runs need a checkpoint.
+    judged: ClassVar[bool] = False
+    # The version of extract + score. Bump it when either changes what a stored output scores: run
+    # records carry it, and every reader re-scores stored outputs and names runs scored by another.
+    rule_version: ClassVar[str] = "1"
+    # The range a per-sample score lies in; readers refuse a stored score outside it.
+    score_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
+    # Stored outputs can be re-scored by extract + score (False for imported scores, e.g. lmms-eval's).
+    rescorable: ClassVar[bool] = True
 
     def __init__(self, **opts: str) -> None:
         self.opts: dict[str, str] = {}
@@ -89,6 +98,23 @@ class Task:
         raise NotImplementedError
 
     # --- optional hooks --------------------------------------------------------------------
+    def batch_group(self, item: Item) -> str | None:
+        """Items of one group are batched together (their prompts share a prefix); None: by length."""
+        return None
+
+    def rule(self) -> dict[str, str] | None:
+        """The rule that scores stored outputs, as run records name it."""
+        return {"task": self.name, "version": self.rule_version} if self.rescorable else None
+
+    def lmu_file(self, data_dir: Path) -> Path | None:
+        """The LMUData TSV the test split is read from (`lmu_tsv` tasks: `harness export --format vlmeval`)."""
+        return None
+
+    @classmethod
+    def reopen(cls, options: dict[str, str], record_extras: dict[str, Any]) -> Task:
+        """The task a run record names: its options (a task may need more of the record)."""
+        return cls(**options)
+
     def target_text(self, item: Item) -> str:
         """The reply a model should give (training target for SFT and the tiny model)."""
         raise NotImplementedError

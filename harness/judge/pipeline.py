@@ -9,7 +9,8 @@ The answers are an ordinary generation run (samples.jsonl from harness.core.runn
 module reads those samples, asks a second backend (the judge) about each answer, caches every
 reply in the GenerationCache under a key of (judge content hash, judge prompt with the answer in
 it, image bytes, generation settings), and writes judgements.jsonl (raw reply, parsed score or
-verdict, missing flag) and summary.json beside the samples. Like samples.jsonl, judgements.jsonl
+verdict, missing flag) and judged.json beside the samples (the run's own record, summary.json, is
+left as the engine wrote it). Like samples.jsonl, judgements.jsonl
 holds the raw replies, so every figure can be recomputed from it without the judge.
 
 Rules:
@@ -37,6 +38,7 @@ from harness.core.types import GenConfig, ImageRef, Item, Prompt
 
 Verdict = Literal["1", "2", "tie"]
 PROMPT_VERSION = "critic-v1"  # change when a template changes; recorded in every summary
+JUDGED_FILE = "judged.json"  # a judge's summary, beside judgements.jsonl (never the run's summary.json)
 
 POINTWISE_TEMPLATE = (
     "You are a fair judge of answers to questions about an image. Look at the image, then rate how "
@@ -292,7 +294,7 @@ def _samples_for(items: dict[str, Item], samples: Iterable[dict[str, Any]], wher
 
 def judge_pointwise(judge: Judge, items: dict[str, Item], samples: Iterable[dict[str, Any]], run_dir: Path,
                     base: dict[str, Any] | None = None) -> JudgeResult:
-    """Score every stored answer; write run_dir/judgements.jsonl and run_dir/summary.json."""
+    """Score every stored answer; write run_dir/judgements.jsonl and run_dir/judged.json."""
     rows = _samples_for(items, samples, run_dir)
     prompts = [Prompt(pointwise_prompt(items[i].question, _answer(s)), items[i].images) for (i, _), s in rows.items()]
     replies = judge.ask(prompts, "judge pointwise")
@@ -304,7 +306,7 @@ def judge_pointwise(judge: Judge, items: dict[str, Item], samples: Iterable[dict
     summary = {**(base or {}), **pointwise_summary(records, judge.settings), "judge": judge.info,
                "unanswered": sum(1 for s in rows.values() if not _answer(s).strip())}
     atomic_write_jsonl(run_dir / "judgements.jsonl", records)
-    atomic_write_json(run_dir / "summary.json", summary)
+    atomic_write_json(run_dir / JUDGED_FILE, summary)
     return JudgeResult(summary, pointwise_units(records), records)
 
 
@@ -329,7 +331,7 @@ def judge_pairwise(judge: Judge, items: dict[str, Item], samples_a: Iterable[dic
     summary = {**(base or {}), **pairwise_summary(records, judge.settings), "judge": judge.info,
                "dropped": len(rows_a) + len(rows_b) - 2 * len(shared)}
     atomic_write_jsonl(out_dir / "judgements.jsonl", records)
-    atomic_write_json(out_dir / "summary.json", summary)
+    atomic_write_json(out_dir / JUDGED_FILE, summary)
     return JudgeResult(summary, pairwise_units(records), records)
 
 
@@ -387,7 +389,7 @@ def agreement(judge: Judge, comparisons: Sequence[Comparison], out_dir: Path,
         "judge": judge.info, **(meta or {}),
     }
     atomic_write_jsonl(out_dir / "judgements.jsonl", records)
-    atomic_write_json(out_dir / "summary.json", summary)
+    atomic_write_json(out_dir / JUDGED_FILE, summary)
     return summary
 
 

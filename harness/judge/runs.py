@@ -1,132 +1,82 @@
-"""The judge's commands: `harness eval` / `harness score` on judged tasks (critic), `harness critic
-agreement`, and the leaderboard's judged columns. The pipeline itself (prompts, parsing, cached
-judge, passes over stored samples, summaries) is harness.judge.pipeline; this module wires it to
-checkpoints, run folders and the terminal.
+"""The judge over run folders: judged tasks (critic) in `harness eval` / `harness score`, `harness
+critic agreement`, and the leaderboard's judged columns. The pipeline itself (prompts, parsing,
+cached judge, passes over stored samples, summaries) is harness.judge.pipeline; this module wires it
+to finished runs and the terminal (the commands build the judge and the runs from their flags).
 """
 from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from harness.core.store import atomic_write_jsonl, read_predictions
 from harness.core.types import Item
 from harness.errors import HarnessError
-from harness.models.openai_backend import served_settings
-from harness.judge.pipeline import Comparison, Judge, JudgeSettings, agreement, judge_pairwise, judge_pointwise
+from harness.judge.pipeline import Judge, JudgeResult, judge_pairwise, judge_pointwise
 
 
-def _bootstrap_only(ci_method: str) -> str:
+def bootstrap_only(ci_method: str) -> str:
     """Judge scores are 0-100: the bootstrap (what `--ci auto`, the default, picks for them)."""
     if ci_method not in ("auto", "bootstrap"):
         raise HarnessError(f"--ci {ci_method} needs 0/1 scores; judge scores are 0-100, so use the bootstrap (drop --ci)")
     return "bootstrap"
 
 
-def run_judged_eval(args: Any, tasks: list[Any]) -> list[dict[str, Any]]:
-    """`harness eval` for judged tasks: generate answers (ordinary runs), then judge them.
-
-    With --blind only the answering checkpoints see blanked images; the judge always sees them.
-    """
-    from harness.commands.common import settings_from_args
-    from harness.session import Session
-
-    _bootstrap_only(args.ci_method)
-    settings = settings_from_args(args)
-    with Session(args.output_dir, args.data_dir, device=args.device, dtype=args.dtype,
-                 trust_remote_code=args.trust_remote_code, served=served_settings(args)) as s:
-        loaded = [(task, s.load(task, settings.limit)) for task in tasks]  # fail fast: data and images before any model
-        ref = s.checkpoint(args.ckpt, args.base)
-        judge_ref = s.checkpoint(args.judge or "tiny")
-        answerers = [ref]
-        if args.vs:
-            vs_ref = s.checkpoint(args.vs)
-            if vs_ref.content_hash == ref.content_hash:
-                raise HarnessError(f"--vs {args.vs} is the same checkpoint as --ckpt {args.ckpt}; compare two different ones")
-            if vs_ref.name == ref.name:
-                raise HarnessError(f"--ckpt and --vs are both named {ref.name!r}, so their runs would share a folder; rename one")
-            answerers.append(vs_ref)
-        judge = Judge(s.backend(judge_ref), s.cache, JudgeSettings(batch_size=args.batch_size, ci_method=_bootstrap_only(args.ci_method),
-                      seed=args.seed), s.progress)
-        summaries = []
-        for task, items in loaded:
-            item_map = {it.id: it for it in items}
-            runs = [(s.run_dir(r.name, task, settings.blind), s.evaluate(s.backend(r), task, items, settings))
-                    for r in answerers]
-            (run_dir, answers), *rest = runs
-            if not rest:
-                result = judge_pointwise(judge, item_map, answers.records, run_dir, answers.summary)
-            else:
-                vs = rest[0][1]
-                pair_dir = run_dir.parent / f"{run_dir.name}-vs-{answerers[1].name}"
-                result = judge_pairwise(judge, item_map, answers.records, vs.records, pair_dir,
-                                        {**answers.summary, "vs": vs.summary["checkpoint"]})
-            summaries.append(result.summary)
-    title = ref.name + (f" vs {answerers[1].name}" if args.vs else "") + f" (judge {judge_ref.name})"
-    print_judged(summaries, title)
-    return summaries
+def judge_runs(judge: Judge, task: Any, items: dict[str, Item], answers: Any, vs: Any = None, vs_name: str = "",
+               vs_info: Any = None) -> JudgeResult:
+    """Judge one task's answers (a finished run, harness.core.rundir.Run: `.records`, `.summary`,
+    `.dir`) pointwise, or against `vs`'s answers (pairwise, both orders; written to
+    <run>-vs-<vs_name>/, its judged.json naming `vs_info`, default the name)."""
+    if vs is None:
+        return judge_pointwise(judge, items, answers.records, answers.dir, answers.summary)
+    pair_dir = answers.dir.parent / f"{answers.dir.name}-vs-{vs_name}"
+    return judge_pairwise(judge, items, answers.records, vs.records, pair_dir,
+                          {**answers.summary, "vs": vs_name if vs_info is None else vs_info})
 
 
-def run_judged_score(args: Any, task: Any) -> dict[str, Any]:
-    """`harness score` for judged tasks: predictions made anywhere, scored by the judge."""
-    from harness.core.scoring import sample_record
-    from harness.session import Session
-
-    _bootstrap_only(args.ci_method)
-    out = Path(args.out)
-    # The judge's replies are cached beside the scored samples (a re-score asks nothing again).
-    with Session(out, args.data_dir, device=args.device, served=served_settings(args)) as s:
-        items = {it.id: it for it in task.load(s.data_dir, "test")}
-        preds = read_predictions(Path(args.predictions), items)
-        records = [sample_record(task, items[i], k, text) for i, k, text in preds]
-        judge_ref = s.checkpoint(args.judge or "tiny")
-        atomic_write_jsonl(out / "samples.jsonl", records)
-        judge = Judge(s.backend(judge_ref), s.cache, JudgeSettings(ci_method=_bootstrap_only(args.ci_method)))
-        scored = {r["id"] for r in records}
-        base = {"task": task.name, "options": task.opts, "predictions": str(args.predictions),
-                "missing_predictions": len(items) - len(scored), "data": {"dir": str(s.data_dir)}}
-        result = judge_pointwise(judge, {i: items[i] for i in scored}, records, out, base)
-    print_judged([result.summary], f"{task.name} (scored from {Path(args.predictions).name}, judge {judge_ref.name})")
-    return result.summary
-
-
-def run_agreement(args: Any, comparisons: Sequence[Comparison]) -> dict[str, Any]:
-    """`harness critic agreement`: the judge against reference verdicts."""
-    from harness.session import Session
-
-    comparisons = list(comparisons)[: args.limit]
-    with Session(args.output_dir, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
-                 served=served_settings(args)) as s:
-        judge_ref = s.checkpoint(args.judge)
-        out_dir = Path(args.out) if args.out else s.output_dir / judge_ref.name / f"critic-agreement-{Path(args.votes).stem}"
-        judge = Judge(s.backend(judge_ref), s.cache, JudgeSettings(batch_size=args.batch_size, ci_method=_bootstrap_only(args.ci_method),
-                                                                   max_new_tokens=args.max_new_tokens), s.progress)
-        summary = agreement(judge, comparisons, out_dir, {"votes_file": str(args.votes)})
-    _print_agreement(summary, f"judge {judge_ref.name} vs {Path(args.votes).name}")
-    print(f"wrote {out_dir}/judgements.jsonl and summary.json")
-    return summary
-
-
-def leaderboard_columns(judge: Judge, runs: list[tuple[str, Any, dict[str, Item], Path, Any]],
-                        baseline: str) -> dict[str, dict[str, dict[str, float]]]:
+def leaderboard_columns(judge: Judge, runs: list[tuple[str, Any]], baseline: str) -> dict[str, dict[str, dict[str, float]]]:
     """The leaderboard's judged columns: label -> {task: pointwise units, task-vs-baseline: preference units}.
 
-    `runs` holds (label, task, items, run_dir, EvalResult) of finished generation runs. A column
-    whose every judge reply was unparsable is left out (the summary.json beside the samples says so).
+    `runs` holds (label, run) of finished generation runs (harness.core.rundir.Run). A column
+    whose every judge reply was unparsable is left out (the judged.json beside the samples says so).
     """
     columns: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
-    baseline_runs = {task.name: result for label, task, _, _, result in runs if label == baseline}
-    for label, task, items, run_dir, result in runs:
+    baseline_runs = {run.task.name: run for label, run in runs if label == baseline}
+    for label, run in runs:
         columns.setdefault(label, {})  # every label appears, even when no judge reply could be parsed
-        point = judge_pointwise(judge, items, result.records, run_dir, result.summary)
+        point = judge_runs(judge, run.task, run.items, run)
         if point.units:
-            columns[label][task.name] = point.units
-        if label != baseline and task.name in baseline_runs:
-            pair_dir = run_dir.parent / f"{run_dir.name}-vs-{baseline}"
-            pair = judge_pairwise(judge, items, result.records, baseline_runs[task.name].records, pair_dir,
-                                  {**result.summary, "vs": baseline})
+            columns[label][run.task.name] = point.units
+        if label != baseline and run.task.name in baseline_runs:
+            pair = judge_runs(judge, run.task, run.items, run, baseline_runs[run.task.name], baseline)
             if pair.units:
-                columns[label][f"{task.name}-vs-{baseline}"] = pair.units
+                columns[label][f"{run.task.name}-vs-{baseline}"] = pair.units
+    return dict(columns)
+
+
+def read_judged_columns(runs: list[tuple[str, Any, Path]], baseline: str) -> dict[str, dict[str, dict[str, float]]]:
+    """The judged columns read back from the judge's files: label -> {task: pointwise units,
+    task-vs-baseline: preference units}. `runs` holds (label, task, run folder) of judged runs,
+    as leaderboard_columns judged them; a column without one parsed reply is left out."""
+    from harness.core.files import read_jsonl
+    from harness.judge.pipeline import pairwise_units, pointwise_units
+
+    def units(folder: Path, of) -> dict[str, float]:
+        path = folder / "judgements.jsonl"
+        if not path.is_file():
+            raise HarnessError(f"{path} not found: the judge has not scored {folder}; run the board again")
+        return of(read_jsonl(path))
+
+    columns: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
+    baseline_tasks = {task.name for label, task, _ in runs if label == baseline}
+    for label, task, run_dir in runs:
+        columns.setdefault(label, {})
+        point = units(run_dir, pointwise_units)
+        if point:
+            columns[label][task.name] = point
+        if label != baseline and task.name in baseline_tasks:
+            pair = units(run_dir.parent / f"{run_dir.name}-vs-{baseline}", pairwise_units)
+            if pair:
+                columns[label][f"{task.name}-vs-{baseline}"] = pair
     return dict(columns)
 
 
@@ -154,7 +104,7 @@ def print_judged(summaries: list[dict[str, Any]], title: str) -> None:
             Console(stderr=True).print(f"warning: {s.get('task')}: no judge reply could be parsed; see judgements.jsonl")
 
 
-def _print_agreement(s: dict[str, Any], title: str) -> None:
+def print_agreement(s: dict[str, Any], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 

@@ -67,13 +67,6 @@ class ServedSettings:
             raise HarnessError("--api-retries must be >= 0")
 
 
-def served_settings(args: Any) -> ServedSettings:
-    """ServedSettings from parsed flags (those a command does not declare keep their defaults)."""
-    from harness.core.config import from_args
-
-    return from_args(ServedSettings, args)
-
-
 def clean_base_url(url: str) -> str:
     """`url` checked, without credentials, query or trailing slash: what is hashed and recorded."""
     parts = urlsplit(url.strip())

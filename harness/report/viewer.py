@@ -66,32 +66,18 @@ class RunView:
 
 
 def load_run(run_dir: str | Path, data_dir: str | Path | None = None, label: str | None = None) -> RunView:
-    """A run folder written by `harness eval` or `harness score` (samples.jsonl + summary.json)."""
-    from harness.core.store import read_sample_lines
-    from harness.core.task import get_task, resolve_data_dir
+    """A run folder written by `harness eval` or `harness score` (samples.jsonl + summary.json),
+    read by harness.core.rundir.read_run: scores checked and re-scored by the task's current rule
+    (what it said of the samples is printed as a warning)."""
+    import sys
 
-    run_dir = Path(run_dir)
-    summary_path = run_dir / "summary.json"
-    if not (run_dir / "samples.jsonl").is_file() or not summary_path.is_file():
-        raise HarnessError(f"{run_dir} is not a run folder (no samples.jsonl and summary.json); "
-                           "point at a folder written by `harness eval` or `harness score`")
-    try:
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        task = get_task(summary["task"], **(summary.get("options") or {}))
-    except (ValueError, KeyError, TypeError):
-        raise HarnessError(f"{summary_path}: unreadable summary (no task name); re-run the evaluation") from None
-    recorded = (summary.get("data") or {}).get("dir")
-    if data_dir is None and recorded and Path(recorded).is_dir():
-        data_dir = recorded
-    items = {it.id: it for it in task.load(resolve_data_dir(data_dir), "test")}
-    records = list(read_sample_lines(run_dir / "samples.jsonl"))
-    unknown = {r["id"] for r in records} - items.keys()
-    if unknown:
-        raise HarnessError(f"{run_dir}: {len(unknown)} sample id(s) (e.g. {sorted(unknown)[0]!r}) are not items of "
-                           f"{task.name} in the data dir; pass the --data-dir the run was evaluated on")
-    seen = {r["id"] for r in records}
-    name = label or (summary.get("checkpoint") or {}).get("name") or run_dir.parent.name
-    return RunView(str(name), task, {i: it for i, it in items.items() if i in seen}, records)
+    from harness.core.rundir import read_run
+
+    run = read_run(run_dir, data_dir=data_dir, need_record=True)
+    for note in run.notes():
+        print(f"warning: {note}", file=sys.stderr)
+    name = label or ((run.record.checkpoint or {}).get("name") if run.record else None)
+    return RunView(str(name or Path(run_dir).parent.name), run.task, run.items, run.records)
 
 
 # --- flips ----------------------------------------------------------------------------------------

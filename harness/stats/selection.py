@@ -17,31 +17,24 @@ answer only, so `read_selection` reads a reply without any "answer" marker ("70Â
 answer; any other reply is extracted exactly as the task extracts an output.
 
 A method (`Method`: `name`, `needs_model`, `curve(pool, ns, ctx)`) turns a `SamplePool` into a
-`MethodCurve` per n: `MajorityVote`, `PassAtN` (exact, no model) and `SelfSelect` (asks the
-model through the runner, so its prompts are cached and logged like any eval; one question's
-prompts are batched together and share one prefill of their common prefix, image and question). A new method,
-e.g. a critic-scored best-of-n, is one more class with the same three members.
+`MethodCurve` per n: `MajorityVote` and `PassAtN` here (exact, no model); `SelfSelect`, which asks
+the model, lives in harness/self_select.py (statistics never drive a model). A new method, e.g. a
+critic-scored best-of-n, is one more class with the same three members.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import random
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field, replace
+from collections import Counter
+from dataclasses import dataclass, field
 from fractions import Fraction
 from itertools import combinations
 from math import comb
-from pathlib import Path
 from typing import Any, Hashable, Mapping, Protocol, Sequence
 
 from harness.errors import HarnessError
-from harness.core.images import image_digest
-from harness.core.runner import Backend, EvalSettings, evaluate
-from harness.core.store import GenerationCache
 from harness.core.task import Task
-from harness.core.types import GenConfig, Item
+from harness.core.types import Item
 
 SELECT_INSTRUCTION = (
     "Which prediction is correct? Give the final answer for the beginning question by selecting "
@@ -225,24 +218,11 @@ class MethodCurve:
     mc_var: dict[str, float] = field(default_factory=dict)
 
 
-@dataclass
-class ModelContext:
-    """What a method that asks the model needs (absent when scoring predictions)."""
-
-    backend: Backend
-    cache: GenerationCache
-    run_dir: Path
-    gen: GenConfig = GenConfig()
-    batch_size: int = 16
-    data_dir: Path | None = None
-    progress: Any = None
-
-
 class Method(Protocol):
     name: str
     needs_model: bool
 
-    def curve(self, pool: SamplePool, ns: Sequence[int], ctx: ModelContext | None) -> dict[int, MethodCurve]: ...
+    def curve(self, pool: SamplePool, ns: Sequence[int], ctx: Any) -> dict[int, MethodCurve]: ...
 
 
 def _vote(extracted: Any) -> Any:
@@ -272,127 +252,7 @@ class PassAtN:
         return {n: MethodCurve({i: best_at_n([r["score"] for r in rs], n) for i, rs in pool.samples.items()}) for n in ns}
 
 
-class _SelectionTask(Task):
-    """Selection prompts as runner items; replies extracted and scored by the original task."""
-
-    name = "self-select"
-
-    def __init__(self, base: Task, base_items: dict[str, Item], by_question: bool = True) -> None:
-        super().__init__()
-        self.base, self.base_items = base, base_items
-        self.max_new_tokens = base.max_new_tokens  # type: ignore[misc]  # per instance on purpose
-        if not by_question:
-            self.batch_group = None  # the runner's plain order: all prompts by length
-
-    def prompt(self, item: Item) -> str:
-        return item.question
-
-    def extract(self, output: str, item: Item) -> str | None:
-        return read_selection(self.base, output, self.base_items[item.metadata["of"]])
-
-    def score(self, extracted: str | None, item: Item) -> float:
-        return self.base.score(extracted, self.base_items[item.metadata["of"]])
-
-    def batch_group(self, item: Item) -> str:
-        return item.metadata["of"]  # one question's prompts in the same batches: they share its prefix
-
-
-class _PrefixSharing:
-    """The backend, with the prompts of one question (same images) answered from ONE prefill of
-    their common prefix, image and question (harness.models.shared_prefix.common_prefix_generate);
-    anything that path does not take goes to the backend as usual. Same name and content hash,
-    so cache keys and outputs do not change."""
-
-    def __init__(self, backend: Backend) -> None:
-        self.backend = backend
-        self.name, self.content_hash = backend.name, backend.content_hash
-
-    def __getattr__(self, name: str) -> Any:  # everything else is the backend's
-        return getattr(self.backend, name)
-
-    def generate(self, prompts, gen, n=1, blind=False, **kwargs):
-        if n == 1 and not blind and getattr(self.backend, "shared_prefix", False):
-            from harness.core.images import open_image
-            from harness.models.shared_prefix import common_prefix_generate
-
-            opened: dict[Any, Any] = {}  # each question's images decoded once per batch
-
-            def image(ref):
-                if ref not in opened:
-                    opened[ref] = open_image(ref)
-                return opened[ref]
-
-            images = [[image(ref) for ref in p.images] for p in prompts]
-            replies = common_prefix_generate(self.backend, [p.text for p in prompts], images,
-                                             [tuple(p.images) for p in prompts], gen)
-            if replies is not None:
-                return [[r] for r in replies]
-        return self.backend.generate(prompts, gen, n=n, blind=blind, **kwargs)
-
-
-@dataclass
-class SelfSelect:
-    """R3V's test-time selection, with R random candidate subsets per item and n."""
-
-    subsets: int = 8
-    seed: int = 0
-    name: str = "self-select"
-    needs_model: bool = True
-    share_prefix: bool = True  # False: every prompt prefilled whole, batched by length (the way before sharing)
-
-    def curve(self, pool, ns, ctx=None):
-        if ctx is None:
-            raise HarnessError("self-select needs a model: pass --ckpt (with --predictions only majority-vote and pass@n run)")
-        # One runner item per distinct prompt: subsets showing the same texts in the same order
-        # (repeated samples) share a reply, and the runner keys requests by content anyway.
-        prompts: dict[str, Item] = {}
-        uses: dict[str, list[tuple[str, int]]] = defaultdict(list)  # prompt id -> (item id, n) per subset
-        for item_id, records in pool.samples.items():
-            item = pool.items[item_id]
-            question = pool.task.prompt(item)
-            images = "".join(image_digest(ref) for ref in item.images)
-            for n in ns:
-                rng = random.Random(f"{self.seed}:{item_id}:{n}")  # stable per item, whatever else runs
-                for subset in draw_subsets(len(records), n, self.subsets, rng):
-                    text = selection_prompt(question, [records[i]["output"] for i in subset])
-                    pid = "select-" + hashlib.sha256((text + images).encode()).hexdigest()[:20]
-                    uses[pid].append((item_id, n))
-                    if pid not in prompts:
-                        prompts[pid] = replace(item, id=pid, question=text, group=item.cluster, metadata={"of": item_id})
-        settings = EvalSettings(gen=replace(ctx.gen, temperature=0.0), batch_size=ctx.batch_size)
-        run_dir = ctx.run_dir / "self_select"
-        backend = _PrefixSharing(ctx.backend) if self.share_prefix else ctx.backend
-        result = evaluate(backend, _SelectionTask(pool.task, pool.items, self.share_prefix), list(prompts.values()), settings, run_dir,
-                          ctx.cache, data_dir=ctx.data_dir, progress=ctx.progress)
-        replies = {r["id"]: r["output"] for r in result.records if r["id"] in uses}
-        picked: dict[tuple[str, int], list[float]] = defaultdict(list)
-        for pid, where in uses.items():
-            for item_id, n in where:  # scored against each subset's own item
-                item = pool.items[item_id]
-                picked[(item_id, n)].append(float(pool.task.score(read_selection(pool.task, replies[pid], item), item)))
-        out = {}
-        for n in ns:
-            scores, var = {}, {}
-            for item_id, records in pool.samples.items():
-                xs = picked[(item_id, n)]
-                scores[item_id] = sum(xs) / len(xs)
-                var[item_id] = _mc_variance(xs, math.comb(len(records), n))
-            out[n] = MethodCurve(scores, var)
-        return out
-
-
-def _mc_variance(xs: Sequence[float], population: int) -> float:
-    """Variance of the mean of R subsets drawn without replacement from `population` subsets."""
-    r = len(xs)
-    if r >= population:
-        return 0.0  # every subset was asked: exact
-    mean = sum(xs) / r
-    # One draw leaves the spread unknown: 1/4 bounds the variance of any score in [0, 1].
-    s2 = sum((x - mean) ** 2 for x in xs) / (r - 1) if r > 1 else 0.25
-    return s2 / r * (1 - r / population)
-
-
 __all__ = [
-    "SELECT_INSTRUCTION", "MajorityVote", "Method", "MethodCurve", "ModelContext", "PassAtN", "SamplePool",
-    "SelfSelect", "best_at_n", "draw_subsets", "majority_at_n", "parse_ns", "pass_at_n", "selection_prompt",
+    "SELECT_INSTRUCTION", "MajorityVote", "Method", "MethodCurve", "PassAtN", "SamplePool",
+    "best_at_n", "draw_subsets", "majority_at_n", "parse_ns", "pass_at_n", "read_selection", "selection_prompt",
 ]

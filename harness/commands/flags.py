@@ -57,15 +57,17 @@ def flag_name(f: dataclasses.Field) -> str:
 
 
 def add_flags(parser: argparse.ArgumentParser, cls: type, only: Iterable[str] | None = None,
-              defaults: dict[str, Any] | None = None) -> None:
-    """One argparse option per field of `cls` (or per field named in `only`, in that order)."""
+              defaults: dict[str, Any] | None = None, helps: dict[str, str] | None = None) -> None:
+    """One argparse option per field of `cls` (or per field named in `only`, in that order);
+    `defaults` and `helps` override a field's default and help where a command means it its own way
+    (compare's sampling temperature) while the name, type and check stay the field's."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)  # resolves the string annotations of `from __future__ import annotations`
     names = list(only) if only is not None else [n for n, f in fields.items() if "help" in f.metadata]
     for name in names:
         f = fields[name]
         default = (defaults or {}).get(name, f.default if f.default is not dataclasses.MISSING else None)
-        kwargs: dict[str, Any] = {"dest": name, "default": default, "help": f.metadata.get("help")}
+        kwargs: dict[str, Any] = {"dest": name, "default": default, "help": (helps or {}).get(name, f.metadata.get("help"))}
         base = _base_type(hints[name])
         if base is bool:
             kwargs["action"] = "store_true"

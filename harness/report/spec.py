@@ -1,0 +1,277 @@
+"""A leaderboard spec: the YAML file read and checked, and its recipe checkpoints built.
+
+The spec's keys and rows are documented in harness/report/leaderboard.py (the five steps that
+turn a spec into a board); this module only reads and validates it, before anything runs, and
+trains the recipe rows whose checkpoint folder is missing (through the `build_recipe` callback:
+the engine never imports trainers/).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from harness.core.runner import EvalSettings
+from harness.core.types import GenConfig
+from harness.core.validate import as_int, check_generation, safe_name
+from harness.errors import HarnessError
+
+SPEC_KEYS = {"name", "baseline", "checkpoints", "blind", "tasks", "data_dir", "generation", "seed", "bootstrap", "output_dir", "limit",
+             "judge", "ci", "correction"}
+ROW_KEYS = {"name", "path", "recipe", "seeds", "runs", "primary"}
+GEN_KEYS = {"temperature", "top_p", "top_k", "max_new_tokens", "batch_size"}
+
+
+@dataclass
+class CheckpointSpec:
+    name: str
+    ckpt: str  # what resolve_checkpoint takes: a name or a path
+    recipe: dict[str, Any] | None = None
+    seeds: list[int] | None = None  # one build per seed, <ckpt>/seed<k>
+    runs: str | None = None  # scored runs, <runs>/<task>/samples.jsonl: no model
+    primary: str | None = None  # its primary task, "none", or None: undeclared (harness.stats.board)
+
+    def builds(self) -> list[CheckpointSpec]:
+        """The checkpoints this row stands for: itself, or one per seed (config seed = k)."""
+        if self.seeds is None:
+            return [self]
+        out = []
+        for k in self.seeds:
+            recipe = None
+            if self.recipe is not None:
+                recipe = {**self.recipe, "config": {**(self.recipe.get("config") or {}), "seed": k}}
+            out.append(CheckpointSpec(self.name, str(Path(self.ckpt) / f"seed{k}"), recipe))
+        return out
+
+
+@dataclass
+class TaskSpec:
+    name: str  # our task name; for engine "lmms-eval" an lmms-eval task name or task YAML path
+    options: dict[str, str] = field(default_factory=dict)
+    engine: str = "harness"
+
+
+@dataclass
+class LeaderboardSpec:
+    path: Path
+    name: str
+    baseline: str
+    checkpoints: list[CheckpointSpec]
+    tasks: list[TaskSpec]
+    blind: list[str] = field(default_factory=list)
+    data_dir: str | None = None
+    settings: EvalSettings = EvalSettings()  # the spec's `generation`, `seed` and `limit`: every model run's settings
+    seed: int = 0
+    bootstrap: int = 10_000
+    output_dir: str = "runs"
+    limit: int | None = None
+    judge: str = "tiny"  # scores judged tasks (critic)
+    ci: str = "auto"  # harness.stats.ci.CI_METHODS
+    correction: str = "holm"  # harness.stats.ci.CORRECTIONS
+    allow_missing: bool = False  # torn lines in a scored-runs row are left out (counted), not an error
+
+    @property
+    def out_dir(self) -> Path:
+        return self.path.parent / self.name
+
+
+def load_spec(path: Path) -> LeaderboardSpec:
+    import yaml
+
+    if not path.is_file():
+        raise HarnessError(f"leaderboard spec not found: {path}; see leaderboards/default.yaml for the format")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise HarnessError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except UnicodeDecodeError as e:
+        raise HarnessError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); re-save it as UTF-8") from None
+    if not isinstance(raw, dict):
+        raise HarnessError(f"{path}: expected a mapping with keys {', '.join(sorted(SPEC_KEYS))}")
+
+    def bad(msg: str) -> HarnessError:
+        return HarnessError(f"{path}: {msg}")
+
+    unknown = set(raw) - SPEC_KEYS
+    if unknown:
+        raise bad(f"unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(SPEC_KEYS))}")
+    for key in ("baseline", "checkpoints", "tasks"):
+        if key not in raw:
+            raise bad(f"missing required key {key!r}")
+    if not isinstance(raw["checkpoints"] or [], list):
+        raise bad("checkpoints must be a list")
+    ckpts = [_checkpoint_row(entry, bad, path) for entry in raw["checkpoints"] or []]
+    names = [c.name for c in ckpts]
+    if len(set(names)) != len(names):
+        raise bad("checkpoint names must be unique")
+    if raw["baseline"] not in names:
+        raise bad(f"baseline {raw['baseline']!r} is not one of the checkpoints ({', '.join(names)})")
+    tasks = []
+    for entry in raw["tasks"] or []:
+        if isinstance(entry, str):
+            tasks.append(TaskSpec(entry))
+        elif isinstance(entry, dict) and "name" in entry:
+            tasks.append(TaskSpec(entry["name"], {k: str(v) for k, v in (entry.get("options") or {}).items()}))
+        elif isinstance(entry, dict) and isinstance(entry.get("lmms"), str) and set(entry) <= {"lmms", "metric"}:
+            tasks.append(TaskSpec(entry["lmms"], {"metric": str(entry["metric"])} if entry.get("metric") else {},
+                                  engine="lmms-eval"))
+        else:
+            raise bad(f"task entry {entry!r}: give a task name, {{name, options}} or {{lmms: TASK, metric: M}}")
+    if not tasks:
+        raise bad("no tasks listed")
+    blind = list(raw.get("blind") or [])
+    for b in blind:
+        if b not in names:
+            raise bad(f"blind entry {b!r} is not one of the checkpoints")
+        if any(c.name == b and (c.seeds or c.runs) for c in ckpts):
+            raise bad(f"blind entry {b!r}: blind runs need one loaded checkpoint, not seeds or scored runs")
+    from harness.stats.ci import CI_METHODS, CORRECTIONS
+
+    ci = str(raw.get("ci") or "auto")
+    if ci not in CI_METHODS:
+        raise bad(f"ci {ci!r} is not one of {', '.join(CI_METHODS)}")
+    correction = str(raw.get("correction") or "holm")
+    if correction not in CORRECTIONS:
+        raise bad(f"correction {correction!r} is not one of {', '.join(CORRECTIONS)}")
+    gen = raw.get("generation") or {}
+    if not isinstance(gen, dict):
+        raise bad(f"generation must be a mapping with keys {', '.join(sorted(GEN_KEYS))}")
+    gen = dict(gen)
+    if set(gen) - GEN_KEYS:
+        raise bad(f"unknown generation key(s) {', '.join(sorted(set(gen) - GEN_KEYS))}; allowed: {', '.join(sorted(GEN_KEYS))}")
+    seed = as_int(raw.get("seed", 0), f"{path}: seed")
+    # Every value is checked and typed now, before any checkpoint is built or loaded.
+    checked = check_generation(gen.get("max_new_tokens"), gen.get("temperature", 0.0),
+                               gen.get("top_p", 1.0), gen.get("top_k", 0), seed, where=f"{path}: generation")
+    limit = _optional_positive(raw.get("limit"), "limit", bad)
+    settings = EvalSettings(gen=GenConfig(*checked), limit=limit,
+                            batch_size=as_int(gen.get("batch_size", 16), f"{path}: generation: batch_size", minimum=1))
+    output_dir = raw.get("output_dir") or "runs"
+    if not isinstance(output_dir, str):
+        raise bad(f"output_dir must be a folder path, got {output_dir!r}")
+    return LeaderboardSpec(
+        path=path, name=safe_name(raw.get("name") or path.stem, f"{path}: leaderboard name"),
+        baseline=raw["baseline"], checkpoints=ckpts,
+        tasks=tasks, blind=blind, data_dir=raw.get("data_dir"), settings=settings,
+        seed=seed, bootstrap=as_int(raw.get("bootstrap", 10_000), f"{path}: bootstrap", minimum=100),
+        output_dir=output_dir, limit=limit,
+        judge=str(raw.get("judge") or "tiny"), ci=ci, correction=correction,
+    )
+
+
+def _checkpoint_row(entry: Any, bad: Callable[[str], HarnessError], path: Path) -> CheckpointSpec:
+    if isinstance(entry, str):
+        return CheckpointSpec(safe_name(Path(entry).name if "/" in entry else entry, f"{path}: checkpoint name"), entry)
+    if not (isinstance(entry, dict) and "name" in entry and {"path", "recipe", "runs"} & set(entry)):
+        raise bad(f"checkpoint entry {entry!r}: give a name/path string, or {{name, path}}, {{name, recipe}} "
+                  "or {name, runs}")
+    name = safe_name(entry["name"], f"{path}: checkpoint name")
+    primary = entry.get("primary")
+    if primary is not None and not (isinstance(primary, str) and primary):
+        raise bad(f"checkpoint {name!r}: primary must be a task name or none, got {primary!r}")
+    if set(entry) - ROW_KEYS:
+        raise bad(f"checkpoint {name!r}: unknown key(s) {', '.join(sorted(set(entry) - ROW_KEYS))}; "
+                  f"allowed: {', '.join(sorted(ROW_KEYS))}")
+    if "runs" in entry:
+        if set(entry) - {"name", "runs", "primary"} or not isinstance(entry["runs"], str):
+            raise bad(f"checkpoint {name!r}: a scored-runs row is {{name, runs: DIR}} and nothing else (but primary)")
+        return CheckpointSpec(name, entry["runs"], runs=entry["runs"], primary=primary)
+    recipe = entry.get("recipe")
+    if recipe is not None and not (isinstance(recipe, dict) and "trainer" in recipe):
+        raise bad(f"checkpoint {name!r}: a recipe needs at least a 'trainer'")
+    if recipe is not None:
+        safe_name(recipe["trainer"], f"{path}: checkpoint {name}: recipe trainer")
+        # A recipe writes its checkpoint where the spec says, never by climbing out with '..'.
+        for key, where in (("path", entry.get("path")), ("out", recipe.get("out"))):
+            if where is not None and (not isinstance(where, str) or ".." in Path(where).parts):
+                raise bad(f"checkpoint {name!r}: a recipe's {key} must be a folder path without '..', got {where!r}")
+    elif "path" in entry and not isinstance(entry["path"], str):
+        raise bad(f"checkpoint {name!r}: path must be a string")
+    seeds = entry.get("seeds")
+    if recipe is not None and recipe.get("trainer") != "average" and "seeds" in recipe:
+        if seeds is not None:
+            raise bad(f"checkpoint {name!r}: give seeds once, on the row or in the recipe")
+        recipe = {k: v for k, v in recipe.items() if k != "seeds"}
+        seeds = entry["recipe"]["seeds"]
+    if seeds is not None:
+        if not (isinstance(seeds, list) and seeds and all(isinstance(k, int) and not isinstance(k, bool) for k in seeds)
+                and len(set(seeds)) == len(seeds)):
+            raise bad(f"checkpoint {name!r}: seeds must be a list of distinct integers, e.g. [0, 1, 2]")
+        if recipe is None or recipe.get("trainer") == "average" or "out" in recipe:
+            raise bad(f"checkpoint {name!r}: seeds need a recipe of one trainer that writes one checkpoint "
+                      "(not average, whose own seeds are its members, nor a recipe with out)")
+    path_ = entry.get("path") or str(Path("checkpoints") / "built" / name)
+    return CheckpointSpec(name, path_, recipe, seeds=seeds, primary=primary)
+
+
+def _optional_positive(value: Any, key: str, bad: Callable[[str], HarnessError]) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise bad(f"{key} must be a positive integer or null, got {value!r}")
+    return value
+
+
+def build_checkpoints(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpec], None] | None,
+                      data_fingerprint: Callable[[dict], Any] | None = None) -> None:
+    """Train the recipe checkpoints whose folder does not exist yet (one per seed of a seeds row);
+    check the others are current."""
+    builds = [b for c in spec.checkpoints if c.runs is None for b in c.builds()]
+    for c in builds:
+        if c.recipe is None:
+            continue
+        if Path(c.ckpt).exists():
+            check_recipe_current(c, data_fingerprint)
+            continue
+        if build_recipe is None:
+            raise HarnessError(f"checkpoint {c.name} needs training (recipe) but no trainer is available")
+        build_recipe(c)
+        for other in builds:  # rows one build made (self_train's iterations) share its stamp
+            if other.recipe == c.recipe and Path(other.ckpt).is_dir():
+                stamp_recipe(other, data_fingerprint)
+
+
+RECIPE_STAMP = "recipe.json"
+
+
+def recipe_fingerprint(c: CheckpointSpec, data_fingerprint: Callable[[dict], Any] | None = None) -> dict[str, Any]:
+    """What a built checkpoint was made from: its recipe as written, its base's content hash and
+    (a recipe with `data:` files) their content hashes."""
+    from harness.models.checkpoints import resolve_checkpoint
+
+    base = (c.recipe or {}).get("base")
+    out = {"recipe": c.recipe, "base_hash": resolve_checkpoint(base).content_hash if base else None}
+    data = data_fingerprint(c.recipe or {}) if data_fingerprint else None
+    if data is not None:  # recipes without data files keep the stamps they had
+        out["data"] = data
+    return out
+
+
+def stamp_recipe(c: CheckpointSpec, data_fingerprint: Callable[[dict], Any] | None = None) -> None:
+    import json
+
+    from harness.core.store import atomic_write_text
+
+    atomic_write_text(Path(c.ckpt) / RECIPE_STAMP,
+                      json.dumps(recipe_fingerprint(c, data_fingerprint), sort_keys=True, indent=1))
+
+
+def check_recipe_current(c: CheckpointSpec, data_fingerprint: Callable[[dict], Any] | None = None) -> None:
+    """A built folder made from another recipe, base or data files would be scored under the wrong name: stop.
+    A folder without a stamp (built by hand, or by `harness train`) is used as it is."""
+    import json
+
+    stamp = Path(c.ckpt) / RECIPE_STAMP
+    if not stamp.is_file():
+        return
+    try:
+        built = json.loads(stamp.read_text(encoding="utf-8"))
+    except ValueError:
+        built = None
+    now = json.loads(json.dumps(recipe_fingerprint(c, data_fingerprint), sort_keys=True))
+    if built != now:
+        same_recipe = isinstance(built, dict) and built.get("recipe") == now["recipe"]
+        what = ("different data files" if same_recipe and built.get("base_hash") == now["base_hash"] else
+                "a different base checkpoint" if same_recipe else "a different recipe")
+        raise HarnessError(f"checkpoint {c.name}: {c.ckpt} was built from {what}; "
+                           f"delete {c.ckpt} (and any -members folder beside it) to rebuild it")
