@@ -83,11 +83,12 @@ def test_a_held_run_lock_makes_a_second_process_wait(tmp_path):
     from harness.core.store import run_lock
 
     code = ("import sys, time; from pathlib import Path; from harness.core.store import run_lock\n"
-            "t = time.monotonic()\n"
+            "print('ready', flush=True); t = time.monotonic()\n"
             "with run_lock(Path(sys.argv[1])): print(round(time.monotonic() - t, 2))\n")
     with run_lock(tmp_path):
         child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert child.stdout.readline().strip() == "ready"  # imports done (slow on a busy machine): now it asks
         time.sleep(1.5)
         assert child.poll() is None  # still waiting
     out, err = child.communicate(timeout=60)

@@ -108,3 +108,20 @@ def test_a_paused_run_resumes_to_the_same_weights(tmp_path: Path):
     a = load_file(tmp_path / "whole" / "model.safetensors")
     b = load_file(tmp_path / "split" / "model.safetensors")
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+
+def test_a_run_killed_between_the_state_renames_resumes_from_the_previous_state(tmp_path: Path, capsys):
+    import os
+
+    from trainers.pretrain_tiny import PretrainConfig, state_dir, train
+
+    small = dict(steps=4, pool_scale=0.05, batch_size=2, hidden=32, layers=1, vision_hidden=32, vision_layers=1,
+                 vocab_size=400, eval_every=100, eval_items=2, save_every=2, curriculum_steps=1, image_size=32)
+    out = tmp_path / "tiny"
+    assert train(out, PretrainConfig(**small, pause_at=2)) is None
+    sdir = state_dir(out)
+    os.replace(sdir, sdir.with_name(sdir.name + ".old"))  # what a kill between the two renames leaves
+    capsys.readouterr()
+    assert train(out, PretrainConfig(**small))["steps"] == 4
+    assert "resuming at step 2" in capsys.readouterr().out

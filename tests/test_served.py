@@ -111,7 +111,7 @@ def test_judge_through_transformers_serve_equals_hf(served_tiny, tmp_path):
     a = _jsonl(tmp_path / "api" / "tiny" / "critic" / "judgements.jsonl")
     b = _jsonl(tmp_path / "hf" / "tiny" / "critic" / "judgements.jsonl")
     assert len(a) == 4 and [r["reply"] for r in a] == [r["reply"] for r in b]
-    judge = json.loads((tmp_path / "api" / "tiny" / "critic" / "summary.json").read_text())["judge"]
+    judge = json.loads((tmp_path / "api" / "tiny" / "critic" / "judged.json").read_text())["judge"]
     assert judge["name"].endswith("@127.0.0.1-" + served_tiny.split(":")[2].split("/")[0])
 
 

@@ -168,6 +168,9 @@ def train(out: Path, cfg: PretrainConfig) -> dict | None:
         torch.set_num_threads(cfg.threads)
     _preload()
     sdir = state_dir(out)
+    old = sdir.with_name(sdir.name + ".old")
+    if not sdir.exists() and (old / "state.json").is_file():  # killed between save_state's two renames
+        os.replace(old, sdir)
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         sources = load_sources(Path(tmp), cfg.pool_scale, cfg.seed)
