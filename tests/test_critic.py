@@ -13,6 +13,7 @@ import pytest
 
 from conftest import BUNDLED, real_or_skip, run_cli
 from harness.errors import HarnessError
+from harness.models.mock import MockBackend
 from harness.judge.pipeline import (Judge, JudgeSettings, agreement, combine_orders, judge_pairwise, judge_pointwise,
                            pairwise_prompt, parse_score, parse_verdict, pointwise_prompt)
 from harness.core.store import GenerationCache
