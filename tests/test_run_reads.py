@@ -166,6 +166,18 @@ def test_readers_refuse_a_bad_stored_score_naming_file_and_line(tmp_path, bad):
     assert not (tmp_path / "v").exists()
 
 
+@pytest.mark.parametrize("bad", [50.0, -3])
+def test_a_runs_board_refuses_an_out_of_range_score(tmp_path, bad):
+    base = _half_right(tmp_path / "base" / "geoqa", label="base")
+    other = _half_right(tmp_path / "other" / "geoqa", label="other")
+    rows = _lines(other / "samples.jsonl")
+    rows[4]["score"] = bad
+    _write_lines(other / "samples.jsonl", rows)
+    res = run_cli("leaderboard", "--spec", str(_runs_board(tmp_path, "bad", {"base": base, "other": other})))
+    assert res.returncode == 2 and f"{other / 'samples.jsonl'}:5: score {bad}" in res.stderr, res.stderr
+    assert not (tmp_path / "bad").exists()
+
+
 def test_power_refuses_a_vanishing_delta(tmp_path):
     run_dir = _half_right(tmp_path / "run")
     res = run_cli("power", "--task", "geoqa", "--run", str(run_dir), "--delta", "1e-300")
