@@ -113,7 +113,7 @@ def read_run(run_dir: str | Path, task: Task | None = None, items: dict[str, Ite
         assert record is not None
         task = run_task(record, data_dir is not None)
     if items is None:
-        items = {it.id: it for it in task.load(run_data_dir(record, data_dir), "test")} if task.rescorable else {}
+        items = task.items_by_id(run_data_dir(record, data_dir)) if task.rescorable else {}
     rows, torn = read_samples(samples, task, allow_torn)
     if task.rescorable:
         unknown = sorted({r["id"] for r in rows} - items.keys())
