@@ -205,11 +205,14 @@ def naive(backend, task, items, gen) -> dict[str, str]:
 
 def sampled_copied(backend, task, items, settings) -> dict[str, str]:
     """Ours with the prompt's prefilled cache copied N times instead of shared."""
-    shared, backend.shared_prefix = backend.shared_prefix, False
+    from harness.models.decoding import PrefillOnce, SharedPrefix
+
+    picked = backend.decoding
+    backend.decoding = PrefillOnce() if isinstance(picked, SharedPrefix) else picked
     try:
         return ours(backend, task, items, settings)
     finally:
-        backend.shared_prefix = shared
+        backend.decoding = picked
 
 
 def sampled_rs(backend, task, items, gen, n: int, batch_size: int) -> dict[str, str]:

@@ -65,35 +65,34 @@ class _SelectionTask(Task):
 
 class _PrefixSharing:
     """The backend, with the prompts of one question (same images) answered from ONE prefill of
-    their common prefix, image and question (harness.models.shared_prefix.common_prefix_generate);
-    anything that path does not take goes to the backend as usual. Same name and content hash,
-    so cache keys and outputs do not change."""
+    their common prefix, image and question: the backend's `generate_common_prefix` capability
+    (HFBackend, harness.models.shared_prefix.common_prefix_generate), which returns None where it
+    does not apply; those prompts are generated as usual. Same name and content hash, so cache
+    keys and outputs do not change."""
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.name, self.content_hash = backend.name, backend.content_hash
 
-    def __getattr__(self, name: str) -> Any:  # everything else is the backend's
-        return getattr(self.backend, name)
+    def load(self) -> None:  # a lazily loaded model loads before the run writes anything
+        load = getattr(self.backend, "load", None)
+        if load is not None:
+            load()
 
-    def generate(self, prompts, gen, n=1, blind=False, **kwargs):
-        if n == 1 and not blind and getattr(self.backend, "shared_prefix", False):
-            from harness.core.images import open_image
-            from harness.models.shared_prefix import common_prefix_generate
+    def check_prompts(self, *args: Any, **kwargs: Any) -> None:
+        check = getattr(self.backend, "check_prompts", None)
+        if check is not None:
+            check(*args, **kwargs)
 
-            opened: dict[Any, Any] = {}  # each question's images decoded once per batch
+    def choice_losses(self, *args: Any, **kwargs: Any):
+        return self.backend.choice_losses(*args, **kwargs)
 
-            def image(ref):
-                if ref not in opened:
-                    opened[ref] = open_image(ref)
-                return opened[ref]
-
-            images = [[image(ref) for ref in p.images] for p in prompts]
-            replies = common_prefix_generate(self.backend, [p.text for p in prompts], images,
-                                             [tuple(p.images) for p in prompts], gen)
+    def generate(self, prompts, gen, n=1, blind=False, seeds=None):
+        if n == 1 and not blind:
+            replies = self.backend.generate_common_prefix(prompts, gen)
             if replies is not None:
-                return [[r] for r in replies]
-        return self.backend.generate(prompts, gen, n=n, blind=blind, **kwargs)
+                return replies
+        return self.backend.generate(prompts, gen, n=n, blind=blind, seeds=seeds)
 
 
 @dataclass
@@ -127,7 +126,8 @@ class SelfSelect:
                         prompts[pid] = replace(item, id=pid, question=text, group=item.cluster, metadata={"of": item_id})
         settings = EvalSettings(gen=replace(ctx.gen, temperature=0.0), batch_size=ctx.batch_size)
         run_dir = ctx.run_dir / "self_select"
-        backend = _PrefixSharing(ctx.backend) if self.share_prefix else ctx.backend
+        shares = self.share_prefix and hasattr(ctx.backend, "generate_common_prefix")  # a backend capability
+        backend = _PrefixSharing(ctx.backend) if shares else ctx.backend
         result = evaluate(backend, _SelectionTask(pool.task, pool.items, self.share_prefix), list(prompts.values()), settings, run_dir,
                           ctx.cache, data_dir=ctx.data_dir, progress=ctx.progress)
         replies = {r["id"]: r["output"] for r in result.records if r["id"] in uses}

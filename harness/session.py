@@ -56,6 +56,10 @@ class LazyBackend:
     def choice_losses(self, *args: Any, **kwargs: Any):
         return self._get().choice_losses(*args, **kwargs)
 
+    def generate_common_prefix(self, *args: Any, **kwargs: Any):
+        """The loaded model's prefix sharing (HFBackend.generate_common_prefix: self-select's prompts)."""
+        return self._get().generate_common_prefix(*args, **kwargs)
+
 
 @dataclass
 class Session:

@@ -34,6 +34,15 @@ def _write_lines(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
+def _runs_board(tmp_path: Path, name: str, rows: dict[str, Path], extra: str = "") -> Path:
+    """A model-free board: one {name, runs} row per entry (the first is the baseline), geoqa only."""
+    spec = tmp_path / "lb.yaml"
+    checkpoints = ", ".join(f"{{name: {label}, runs: {run.parent}}}" for label, run in rows.items())
+    spec.write_text(f"name: {name}\nbaseline: {next(iter(rows))}\ncheckpoints: [{checkpoints}]\ntasks: [geoqa]\n"
+                    f"bootstrap: 200\noutput_dir: {tmp_path / 'runs'}\n{extra}")
+    return spec
+
+
 def _tamper(run_dir: Path, count: int) -> list[str]:
     """Set `count` wrong samples' stored score to 1 (outputs unchanged); returns their ids."""
     path = run_dir / "samples.jsonl"
@@ -99,18 +108,7 @@ def test_a_runs_row_board_publishes_rescored_values(tmp_path):
     base = _half_right(tmp_path / "base" / "geoqa", label="base")
     edited = _half_right(tmp_path / "edited" / "geoqa", label="edited")
     _tamper(edited, 15)
-    spec = tmp_path / "lb.yaml"
-    spec.write_text(f"""
-name: tampered
-baseline: base
-checkpoints:
-  - {{name: base, runs: {base.parent}}}
-  - {{name: edited, runs: {edited.parent}}}
-tasks: [geoqa]
-limit: {LIMIT}
-bootstrap: 200
-output_dir: {tmp_path / 'runs'}
-""")
+    spec = _runs_board(tmp_path, "tampered", {"base": base, "edited": edited}, f"limit: {LIMIT}\n")
     res = run_cli("leaderboard", "--spec", str(spec))
     assert res.returncode == 0, res.stderr
     assert "15 stored score(s) disagree" in res.stderr
@@ -168,6 +166,18 @@ def test_readers_refuse_a_bad_stored_score_naming_file_and_line(tmp_path, bad):
     assert not (tmp_path / "v").exists()
 
 
+@pytest.mark.parametrize("bad", [50.0, -3])
+def test_a_runs_board_refuses_an_out_of_range_score(tmp_path, bad):
+    base = _half_right(tmp_path / "base" / "geoqa", label="base")
+    other = _half_right(tmp_path / "other" / "geoqa", label="other")
+    rows = _lines(other / "samples.jsonl")
+    rows[4]["score"] = bad
+    _write_lines(other / "samples.jsonl", rows)
+    res = run_cli("leaderboard", "--spec", str(_runs_board(tmp_path, "bad", {"base": base, "other": other})))
+    assert res.returncode == 2 and f"{other / 'samples.jsonl'}:5: score {bad}" in res.stderr, res.stderr
+    assert not (tmp_path / "bad").exists()
+
+
 def test_power_refuses_a_vanishing_delta(tmp_path):
     run_dir = _half_right(tmp_path / "run")
     res = run_cli("power", "--task", "geoqa", "--run", str(run_dir), "--delta", "1e-300")
@@ -179,16 +189,7 @@ def test_torn_lines_in_a_runs_row_name_the_file_unless_allowed(tmp_path):
     other = _half_right(tmp_path / "other" / "geoqa", label="other")
     with (other / "samples.jsonl").open("a") as f:
         f.write('{"id": "7", "sample": 0, "outp')  # a torn last line
-    spec = tmp_path / "lb.yaml"
-    spec.write_text(f"""
-name: torn
-baseline: base
-checkpoints: [{{name: base, runs: {base.parent}}}, {{name: other, runs: {other.parent}}}]
-tasks: [geoqa]
-limit: {LIMIT}
-bootstrap: 200
-output_dir: {tmp_path / 'runs'}
-""")
+    spec = _runs_board(tmp_path, "torn", {"base": base, "other": other}, f"limit: {LIMIT}\n")
     res = run_cli("leaderboard", "--spec", str(spec))
     assert res.returncode == 2 and f"{other / 'samples.jsonl'}:{LIMIT + 1}" in res.stderr and "--allow-missing" in res.stderr
     assert not (tmp_path / "torn").exists()
@@ -208,16 +209,7 @@ def test_a_runs_board_over_the_real_geoqa_answers_needs_no_images(tmp_path):
     assert n == 754
     base = _half_right(tmp_path / "a" / "geoqa", limit=None, data_dir=data, label="a")
     other = write_run(tmp_path / "b" / "geoqa", "geoqa", lambda it, s: answer(it, True), label="b", data_dir=data)
-    spec = tmp_path / "lb.yaml"
-    spec.write_text(f"""
-name: real
-baseline: a
-checkpoints: [{{name: a, runs: {base.parent}}}, {{name: b, runs: {other.parent}}}]
-tasks: [geoqa]
-data_dir: {data}
-bootstrap: 200
-output_dir: {tmp_path / 'runs'}
-""")
+    spec = _runs_board(tmp_path, "real", {"a": base, "b": other}, f"data_dir: {data}\n")
     res = run_cli("leaderboard", "--spec", str(spec))
     assert res.returncode == 0, res.stderr
     rows = {r["checkpoint"]: r for r in csv.DictReader((tmp_path / "real" / "leaderboard.csv").open())}

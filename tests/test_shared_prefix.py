@@ -27,14 +27,10 @@ def _attend(layer, query, own_keys, own_values):
     """shared_prefix_attention of one layer's cache (`layer`), as transformers would call it."""
     from types import SimpleNamespace
 
-    from harness.models.shared_prefix import _active, shared_prefix_attention
+    from harness.models.shared_prefix import LAYER_ATTR, shared_prefix_attention
 
-    _active.append([layer])
-    try:
-        out, _ = shared_prefix_attention(SimpleNamespace(layer_idx=0), query, own_keys, own_values, None,
-                                         scaling=query.shape[-1] ** -0.5)
-    finally:
-        _active.pop()
+    module = SimpleNamespace(layer_idx=0, **{LAYER_ATTR: layer})  # what decoding_with sets on each attention module
+    out, _ = shared_prefix_attention(module, query, own_keys, own_values, None, scaling=query.shape[-1] ** -0.5)
     return out
 
 
@@ -291,3 +287,34 @@ def test_prompt_sharing_leaves_sampling_to_plain_generate(small_backends):
     texts, keys = ["Q? Model's Prediction 1: A", "Q? Model's Prediction 1: B"], ["q", "q"]
     sampled = GenConfig(max_new_tokens=4, temperature=0.7)
     assert common_prefix_generate(small_backends["llava"], texts, [[], []], keys, sampled) is None
+
+
+def test_the_backend_picks_one_decoding_strategy_at_load(small_backends):
+    from types import SimpleNamespace
+
+    from harness.models.decoding import Copies, PrefillOnce, SharedPrefix, pick_decoding
+    from harness.models.families import family_of
+
+    assert all(isinstance(b.decoding, SharedPrefix) and b.shared_prefix for b in small_backends.values())
+
+    def model(sliding):
+        text = SimpleNamespace(sliding_window=4096 if sliding else None)
+        return SimpleNamespace(config=SimpleNamespace(get_text_config=lambda: text), _can_set_attn_implementation=lambda: True)
+
+    assert isinstance(pick_decoding(model(False), family_of("mllama")), Copies)  # its prefill cannot be split
+    assert type(pick_decoding(model(True), family_of("gemma3"))) is PrefillOnce  # sliding windows: the cache is copied
+    assert isinstance(pick_decoding(model(False), family_of("llava")), SharedPrefix)
+
+
+def test_decoding_keeps_no_module_level_state():
+    import ast
+    from pathlib import Path
+
+    import harness.models.decoding as decoding
+    import harness.models.shared_prefix as shared_prefix
+
+    for module in (decoding, shared_prefix):
+        tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+        mutable = [ast.unparse(node) for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+                   and isinstance(node.value, (ast.List, ast.Dict, ast.Set, ast.ListComp, ast.DictComp))]
+        assert not mutable, (module.__name__, mutable)

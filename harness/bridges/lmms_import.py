@@ -103,7 +103,7 @@ def _rescored(task: Task, data_dir: str | None, samples: list[dict[str, Any]]
     """Records of an exported harness task, re-scored by our task class on lmms-eval's outputs."""
     from harness.core.task import resolve_data_dir
 
-    items = {it.id: it for it in task.load(resolve_data_dir(data_dir), "test")}
+    items = task.items_by_id(resolve_data_dir(data_dir))
     records, used, disagree = [], {}, 0
     for sample in samples:
         item_id = _doc_id(sample)

@@ -87,7 +87,7 @@ def run_power(args: Any, task: Any) -> None:
         raise HarnessError(f"--n {args.n} must be at least 2")
     if args.delta is not None and not MIN_DELTA <= args.delta <= 100:  # nan fails the comparison too
         raise HarnessError(f"--delta {args.delta} must be between {MIN_DELTA} and 100 points")
-    items = {it.id: it for it in task.load(resolve_data_dir(args.data_dir), "test")}
+    items = task.items_by_id(resolve_data_dir(args.data_dir))
     for line in power_lines(task, items, Path(args.run), Path(args.vs) if args.vs else None, args.n, args.delta):
         print(line)
 

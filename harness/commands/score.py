@@ -17,7 +17,7 @@ from harness.errors import HarnessError
 def run_score(args: argparse.Namespace, task: Task) -> dict[str, Any]:
     timer = Timer()
     data_dir = resolve_data_dir(args.data_dir)
-    items = {it.id: it for it in task.load(data_dir, "test")}
+    items = task.items_by_id(data_dir)
     skipped: list[str] = []
     preds = read_predictions(Path(args.predictions), items, task.excluded_ids(data_dir, "test"), skipped)
     if not preds:
@@ -52,7 +52,7 @@ def run_judged_score(args: argparse.Namespace, task: Task) -> dict[str, Any]:
     timer = Timer()
     out = Path(args.out)
     with session_from_args(args, output_dir=out) as s:
-        items = {it.id: it for it in task.load(s.data_dir, "test")}
+        items = task.items_by_id(s.data_dir)
         preds = read_predictions(Path(args.predictions), items)
         records = [sample_record(task, items[i], k, text) for i, k, text in preds]
         judge_ref = s.checkpoint(args.judge or "tiny")

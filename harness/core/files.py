@@ -105,21 +105,29 @@ def numbered_jsonl(path: Path, skip_bad: bool = False) -> Iterator[tuple[int, di
 
 
 def _numbered_jsonl(path: Path, skip_bad: bool) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8", errors="replace" if skip_bad else "strict") as f:
+    for lineno, row, why in jsonl_lines(path, tolerant=skip_bad):
+        if why is None and not isinstance(row, dict):
+            why = "expected a JSON object per line"
+        elif why is not None:
+            why = f"malformed JSON line ({why}); fix or remove it"
+        if why is None:
+            yield lineno, row
+        elif not skip_bad:
+            raise HarnessError(f"{path}:{lineno}: {why}")
+
+
+def jsonl_lines(path: Path, tolerant: bool = False) -> Iterator[tuple[int, Any, str | None]]:
+    """(line number, decoded value, None) per non-blank line, or (line number, None, why) for a line
+    that is not JSON; callers decide what a bad line means. `tolerant`: an undecodable byte (a torn
+    multi-byte character) only spoils its own line, else it is a UnicodeDecodeError."""
+    with path.open(encoding="utf-8", errors="replace" if tolerant else "strict") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                yield lineno, json.loads(line), None
             except json.JSONDecodeError as e:
-                if skip_bad:
-                    continue
-                raise HarnessError(f"{path}:{lineno}: malformed JSON line ({e.msg}); fix or remove it") from None
-            if not isinstance(row, dict):
-                if skip_bad:
-                    continue
-                raise HarnessError(f"{path}:{lineno}: expected a JSON object per line")
-            yield lineno, row
+                yield lineno, None, e.msg
 
 
 def read_json(path: Path) -> Any:

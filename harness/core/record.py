@@ -97,10 +97,6 @@ class RunRecord:
         known["schema_version"] = RECORD_VERSION  # read in memory as the current version (v1 lacks only blocks)
         return cls(**known, extras=extras)
 
-    @property
-    def summary(self) -> dict[str, Any]:
-        return self.to_json()
-
     def same_result(self, other: RunRecord | None) -> bool:
         """Equal but for when, and from which revision, it was written."""
         return other is not None and dataclasses.replace(self, timing=None, git=None) == dataclasses.replace(

@@ -11,11 +11,11 @@ folders through `read_run`, so each of them gets the same guarantees:
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from harness.core.files import jsonl_lines
 from harness.core.record import RECORD_FILE, RunRecord, finite, load_record
 from harness.core.scoring import rescore
 from harness.core.task import Task, Unit, resolve_data_dir, task_class
@@ -113,7 +113,7 @@ def read_run(run_dir: str | Path, task: Task | None = None, items: dict[str, Ite
         assert record is not None
         task = run_task(record, data_dir is not None)
     if items is None:
-        items = {it.id: it for it in task.load(run_data_dir(record, data_dir), "test")} if task.rescorable else {}
+        items = task.items_by_id(run_data_dir(record, data_dir)) if task.rescorable else {}
     rows, torn = read_samples(samples, task, allow_torn)
     if task.rescorable:
         unknown = sorted({r["id"] for r in rows} - items.keys())
@@ -138,27 +138,19 @@ def read_samples(path: Path, task: Task, allow_torn: bool = False) -> tuple[list
     lo, hi = task.score_range
     rows, torn = [], 0
     try:
-        with path.open(encoding="utf-8", errors="replace" if allow_torn else "strict") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
+        for lineno, row, why in jsonl_lines(path, tolerant=allow_torn):
+            why = f"torn or malformed line ({why})" if why is not None else _malformed(row)
+            if why:
+                if allow_torn:
+                    torn += 1
                     continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    row, why = None, f"torn or malformed line ({e.msg})"
-                else:
-                    why = _malformed(row)
-                if why:
-                    if allow_torn:
-                        torn += 1
-                        continue
-                    raise HarnessError(f"{path}:{lineno}: {why}; re-run the evaluation to repair it, or pass "
-                                       "--allow-missing to leave the line out")
-                score = row.get("score")
-                if not (finite(score) and lo <= score <= hi):
-                    raise HarnessError(f"{path}:{lineno}: score {score!r} is not a finite number in [{lo:g}, {hi:g}] "
-                                       f"({task.name}); the file was edited or damaged, re-run or re-score it")
-                rows.append(row)
+                raise HarnessError(f"{path}:{lineno}: {why}; re-run the evaluation to repair it, or pass "
+                                   "--allow-missing to leave the line out")
+            score = row.get("score")
+            if not (finite(score) and lo <= score <= hi):
+                raise HarnessError(f"{path}:{lineno}: score {score!r} is not a finite number in [{lo:g}, {hi:g}] "
+                                   f"({task.name}); the file was edited or damaged, re-run or re-score it")
+            rows.append(row)
     except UnicodeDecodeError as e:
         raise HarnessError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); re-run the evaluation") from None
     return rows, torn

@@ -228,13 +228,31 @@ def _evaluate_locked(backend, task, settings, run_dir, cache, progress, shard, r
     else:
         mine = reqs
     wanted = {key: (r, k) for r in mine for k, key in enumerate(r.keys)}
-
-    # Keep what an earlier (possibly killed) run already logged; drop torn, stale or duplicate lines.
-    # Its scores are re-computed from the outputs by the task's current rule, never trusted.
     log = SampleLog(shard.log_path(run_dir) if shard.active else final)
+    done = _resume(task, wanted, log, [log.path, final] if shard.active else [log.path])
+    todo = [key for key in wanted if key not in done]
+    cached = cache.get_many(todo)
+    log.append(_records(task, wanted, [(key, *cached[key]) for key in todo if key in cached]))
+    _generate(backend, task, settings, cache, progress, log, wanted, [key for key in todo if key not in cached])
+    positions = {key: (pos, k) for pos, r in enumerate(reqs) for k, key in enumerate(r.keys)}
+    if not shard.active:
+        merged, extra = _in_item_order(task, final, positions), {}
+    else:
+        merged, extra = _merge_shards(task, run_dir, shard, positions)
+        if merged is None:
+            return None, {}
+    if served:
+        extra["served"] = {**served(), "usage": backend.usage.since(usage_mark)}
+    return merged, extra
+
+
+def _resume(task: Task, wanted: dict[str, tuple[_Request, int]], log: SampleLog, paths: list[Path]) -> dict[str, dict]:
+    """What an earlier (possibly killed) run already logged, torn, stale and duplicate lines dropped
+    and the log rewritten to exactly that. Its scores are re-computed from the outputs by the task's
+    current rule, never trusted; a stored score that disagreed is reported."""
     done: dict[str, dict[str, Any]] = {}
     changed: list[str] = []
-    for path in [log.path, final] if shard.active else [log.path]:
+    for path in paths:
         for row in read_sample_lines(path):
             if row.get("key") in wanted and row["key"] not in done and isinstance(row.get("output"), str):
                 done[row["key"]] = fresh = rescore(task, wanted[row["key"]][0].item, row)
@@ -243,17 +261,17 @@ def _evaluate_locked(backend, task, settings, run_dir, cache, progress, shard, r
     if changed:
         print(f"warning: {rescored_note(log.path, task, changed)}", file=sys.stderr, flush=True)
     log.reset_to(done.values())
+    return done
 
-    todo = [key for key in wanted if key not in done]
-    cached = cache.get_many(todo)
-    log.append(_records(task, wanted, [(key, *cached[key]) for key in todo if key in cached]))
-    todo = [key for key in todo if key not in cached]
 
-    # Generate what is left, item by item (all missing samples of an item in one call).
+def _generate(backend, task, settings, cache, progress, log: SampleLog, wanted: dict[str, tuple[_Request, int]],
+              todo: list[str]) -> None:
+    """Generate the `todo` samples, item by item (all missing samples of an item in one call),
+    caching and logging each batch as it completes."""
     pending: dict[int, list[str]] = {}
     for key in todo:
         pending.setdefault(id(wanted[key][0]), []).append(key)
-    by_req = {id(r): r for r in reqs}
+    by_req = {id(r): r for r, _ in wanted.values()}
     task_id = progress.add_task(f"{backend.name} {task.name}", total=len(todo)) if progress else None
     if task.request_type == "choice_likelihood":
         batches = _likelihood_batches(backend, [(by_req[rid], keys) for rid, keys in pending.items()], settings)
@@ -270,37 +288,38 @@ def _evaluate_locked(backend, task, settings, run_dir, cache, progress, shard, r
         if progress:
             progress.advance(task_id, len(rows))
     log.close()
-    positions = {key: (pos, k) for pos, r in enumerate(reqs) for k, key in enumerate(r.keys)}
-    extra: dict[str, Any] = {}
-    if not shard.active:
-        # Lines were appended in prompt-length order; put them back in item order (as a merged
-        # parallel run has them) unless they already are, so an unchanged re-run writes nothing.
-        rows = list(read_sample_lines(final))
-        merged = merge_samples([rows], positions)
-        missing = len(positions) - len(merged)
-        if missing:  # never summarize a partial run (its score would silently cover fewer items)
-            raise HarnessError(f"{task.name}: {missing} of {len(positions)} requested sample(s) missing from "
-                               f"{final}; re-run the same command to generate them")
-        if [r.get("key") for r in rows] != [r["key"] for r in merged]:
-            SampleLog(final).reset_to(merged)
-    else:
-        shard.barrier()  # every rank's shard is complete
-        if not shard.is_main:
-            return None, {}
-        shards = {p.name: list(read_sample_lines(p)) for p in shard_logs(run_dir)}
-        merged = merge_samples([read_sample_lines(final), *shards.values()], positions)
-        missing = len(positions) - len(merged)
-        if missing:  # a rank died between its last batch and the barrier: never summarize a partial run
-            raise HarnessError(f"{task.name}: {missing} sample(s) missing after merging the shards in {run_dir}; "
-                               "re-run the same command to resume")
-        SampleLog(final).reset_to(merged)
-        for path in shard_logs(run_dir):
-            path.unlink()
-        extra["data_parallel"] = {"world_size": shard.world, "shard_lines": {n: len(v) for n, v in shards.items()}}
 
-    if served:
-        extra["served"] = {**served(), "usage": backend.usage.since(usage_mark)}
-    return merged, extra
+
+def _in_item_order(task: Task, final: Path, positions: dict[str, tuple[int, int]]) -> list[dict[str, Any]]:
+    """Lines were appended in prompt-length order; put them back in item order (as a merged
+    parallel run has them) unless they already are, so an unchanged re-run writes nothing."""
+    rows = list(read_sample_lines(final))
+    merged = merge_samples([rows], positions)
+    missing = len(positions) - len(merged)
+    if missing:  # never summarize a partial run (its score would silently cover fewer items)
+        raise HarnessError(f"{task.name}: {missing} of {len(positions)} requested sample(s) missing from "
+                           f"{final}; re-run the same command to generate them")
+    if [r.get("key") for r in rows] != [r["key"] for r in merged]:
+        SampleLog(final).reset_to(merged)
+    return merged
+
+
+def _merge_shards(task: Task, run_dir: Path, shard: Shard, positions: dict[str, tuple[int, int]]):
+    """Rank 0 merges every rank's shard log into samples.jsonl (other ranks return (None, {}))."""
+    shard.barrier()  # every rank's shard is complete
+    if not shard.is_main:
+        return None, {}
+    final = run_dir / "samples.jsonl"
+    shards = {p.name: list(read_sample_lines(p)) for p in shard_logs(run_dir)}
+    merged = merge_samples([read_sample_lines(final), *shards.values()], positions)
+    missing = len(positions) - len(merged)
+    if missing:  # a rank died between its last batch and the barrier: never summarize a partial run
+        raise HarnessError(f"{task.name}: {missing} sample(s) missing after merging the shards in {run_dir}; "
+                           "re-run the same command to resume")
+    SampleLog(final).reset_to(merged)
+    for path in shard_logs(run_dir):
+        path.unlink()
+    return merged, {"data_parallel": {"world_size": shard.world, "shard_lines": {n: len(v) for n, v in shards.items()}}}
 
 
 # Recorded in summary.json: how sampled tokens are drawn (batch-invariant per-sample streams).

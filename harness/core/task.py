@@ -97,6 +97,10 @@ class Task:
     def score(self, extracted: str | None, item: Item) -> float:
         raise NotImplementedError
 
+    def items_by_id(self, data_dir: Path, split: Split = "test") -> dict[str, Item]:
+        """load(), keyed by item id (in file order)."""
+        return {it.id: it for it in self.load(data_dir, split)}
+
     # --- optional hooks --------------------------------------------------------------------
     def batch_group(self, item: Item) -> str | None:
         """Items of one group are batched together (their prompts share a prefix); None: by length."""

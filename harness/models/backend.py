@@ -18,7 +18,7 @@ from harness.errors import HarnessError
 from harness.models import families
 from harness.models.checkpoints import CheckpointRef
 from harness.models.families import IGNORE_INDEX  # noqa: F401  (re-exported: trainers import it from here)
-from harness.models.shared_prefix import supports_shared_prefix
+from harness.models.decoding import pick_decoding
 
 if TYPE_CHECKING:
     import torch
@@ -65,9 +65,10 @@ class HFBackend:
         self.trust_remote_code = trust_remote_code or families.family_of(ref.model_type).remote_code
         self.model = self._load_model() if model is None else model.eval()
         self.model_family = str(self.model.config.model_type)
-        # N samples per prompt share the prompt's keys and values (harness/models/shared_prefix.py).
-        self.shared_prefix = supports_shared_prefix(self.model)
+        self.start_adapter: str | None = None  # the adapter a treatment continues (trainers.common.load_base)
         self._load_processors()
+        # How n samples of a prompt are decoded, picked once (harness/models/decoding.py).
+        self.decoding = pick_decoding(self.model, self.family)
 
     # ---- loading -------------------------------------------------------------------------
     def _load_model(self):
@@ -244,62 +245,34 @@ class HFBackend:
 
     def generate_expanded(self, inputs: dict[str, Any], gen: GenConfig, n: int,
                           seeds: Sequence[int] | None = None) -> "torch.Tensor":
-        """`n` continuations per row of `inputs`, encoding each prompt and its images ONCE.
+        """`n` continuations per row of `inputs` by the strategy picked at load (`self.decoding`,
+        harness/models/decoding.py: copies, prefill once, or shared prefix). Rows come back grouped
+        by prompt, like num_return_sequences. Returns prompt + new token ids for B * n rows."""
+        return self.decoding.expand(self, inputs, gen, n, self._row_sampler(gen, seeds))
 
-        `num_return_sequences` copies every prompt n times before the first forward pass, so the
-        prompt's prefill runs on all n copies (transformers 5 encodes the images before copying).
-        Here the prompt minus its last token is prefilled once (a 1-token `generate`, which
-        builds each family's positions and image features itself) and `generate` continues from
-        that cache (the prefix-caching use Hugging Face documents): only the last prompt token
-        and the sampled tokens run on the n rows. With `self.shared_prefix` the n rows attend to
-        ONE copy of the prompt's keys and values and draw tokens by inverse CDF
-        (harness/models/shared_prefix.py); otherwise the cache is repeated n times. Rows come back
-        grouped by prompt, like num_return_sequences. Returns prompt + new token ids for B * n rows.
-        """
-        import torch
+    @property
+    def shared_prefix(self) -> bool:
+        """Whether the rows of a prompt share one copy of its keys and values (a capability compare asks for)."""
+        return self.decoding.shares_prefix
 
-        ids, mask = inputs["input_ids"], inputs["attention_mask"]
-        row_sampler = self._row_sampler(gen, seeds)
-        greedy_mode = self.generation_config(GenConfig(max_new_tokens=gen.budget), 1)
-        # A template ending in an image has no split point; some families' prefill cannot be split
-        # (bidirectional image attention, cross-attention masks): copies of the prompt then.
-        ends_in_image = self.image_token_id is not None and bool((ids[:, -1] == self.image_token_id).any())
-        if not self.family.prefix_split or ends_in_image:
-            torch.manual_seed(gen.seed)
-            with torch.inference_mode():
-                if row_sampler:  # n copies at temperature 1 choose exactly the token the row sampler drew
-                    copies = self.generation_config(GenConfig(max_new_tokens=gen.budget, temperature=1.0), n)
-                    return self.model.generate(**inputs, generation_config=copies, logits_processor=row_sampler)
-                out = self.model.generate(**inputs, generation_config=self.generation_config(gen, n))
-            return out.repeat_interleave(n, dim=0) if gen.greedy else out  # greedy configs return one row each
-        prefix = {k: v for k, v in families.trim_right(inputs, 1).items() if k not in ("input_ids", "attention_mask")}
-        once = self.generation_config(GenConfig(max_new_tokens=1), 1)
-        once.return_dict_in_generate = True
-        with torch.inference_mode():
-            first = self.model.generate(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], **prefix,
-                                        generation_config=once)
-            cache = first.past_key_values  # holds exactly the n-1 prompt tokens' keys and values
-            # Qwen2-VL keeps the M-RoPE offset of each row from the prefill; it must follow the copies.
-            inner = getattr(self.model, "model", None)
-            if getattr(inner, "rope_deltas", None) is not None:
-                inner.rope_deltas = inner.rope_deltas.repeat_interleave(n, dim=0)
-            rows = {"input_ids": ids.repeat_interleave(n, dim=0), "attention_mask": mask.repeat_interleave(n, dim=0)}
-            torch.manual_seed(gen.seed)
-            if not self.shared_prefix:
-                cache.batch_repeat_interleave(n)
-                if row_sampler:
-                    return self.model.generate(**rows, past_key_values=cache, generation_config=greedy_mode,
-                                               logits_processor=row_sampler)
-                return self.model.generate(**rows, past_key_values=cache,
-                                           generation_config=self.generation_config(gen, 1))
-            from harness.models.shared_prefix import decoding_with, sampling_processors, shared_prefix_cache
+    def generate_common_prefix(self, prompts: Sequence[Prompt], gen: GenConfig) -> list[list[str]] | None:
+        """Greedy replies to prompts whose prompts with the same images share a token prefix (one
+        question's self-select prompts): each prefix prefilled once (harness.models.shared_prefix.
+        common_prefix_generate). None where that path does not apply; the caller then generates."""
+        from harness.models.shared_prefix import common_prefix_generate
 
-            # +1: the last prompt token is written to each row's own part too.
-            shared = shared_prefix_cache(cache, mask[:, :-1], capacity=gen.budget + 1)
-            sampler = row_sampler or ([] if gen.greedy else sampling_processors(gen.temperature, gen.top_k, gen.top_p))
-            with decoding_with(self.model, shared):
-                return self.model.generate(**rows, past_key_values=shared, generation_config=greedy_mode,
-                                           logits_processor=sampler)
+        if not self.shared_prefix:
+            return None
+        opened: dict[Any, Any] = {}  # each question's images decoded once per batch
+
+        def image(ref):
+            if ref not in opened:
+                opened[ref] = open_image(ref)
+            return opened[ref]
+
+        images = [[image(ref) for ref in p.images] for p in prompts]
+        replies = common_prefix_generate(self, [p.text for p in prompts], images, [tuple(p.images) for p in prompts], gen)
+        return None if replies is None else [[r] for r in replies]
 
     def generation_config(self, gen: GenConfig, n: int = 1):
         """The checkpoint's generation config set to `gen` (n sequences per prompt when sampling)."""

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import torch
 
 ATTENTION_NAME = "harness_shared_prefix"
-_active: list[list[Any]] = []  # the SharedPrefixLayers of the cache `generate` is decoding with
+LAYER_ATTR = "harness_prefix_layer"  # set on each text attention module while `decoding_with` runs
 
 
 @functools.cache
@@ -171,7 +171,7 @@ def shared_prefix_attention(module: Any, query: "torch.Tensor", key: "torch.Tens
     """
     import torch
 
-    layer = _active[-1][module.layer_idx]
+    layer = getattr(module, LAYER_ATTR)  # this module's SharedPrefixLayer (decoding_with)
     if query.shape[2] > 1:
         return _many_queries_attention(layer, query, key, value, scaling), None
     prefix_keys, prefix_values = layer.prefix_keys, layer.prefix_values
@@ -223,19 +223,28 @@ def supports_shared_prefix(model: Any) -> bool:
 
 @contextmanager
 def decoding_with(model: Any, cache: Any) -> Iterator[None]:
-    """Route the language model's attention through `shared_prefix_attention` for `cache`."""
+    """Route the language model's attention through `shared_prefix_attention` for `cache`: each
+    text attention module holds its layer of the cache for the duration (state on the model being
+    decoded, none in this module; a nested decode restores the outer one's layers)."""
     from transformers import AttentionInterface
 
     AttentionInterface.register(ATTENTION_NAME, shared_prefix_attention)
     text = model.config.get_text_config()
+    attention = [m for m in model.modules() if getattr(m, "config", None) is text and isinstance(getattr(m, "layer_idx", None), int)]
+    saved = [getattr(m, LAYER_ATTR, None) for m in attention]
     before = text._attn_implementation
-    _active.append(cache.layers)
+    for m in attention:
+        setattr(m, LAYER_ATTR, cache.layers[m.layer_idx])
     text._attn_implementation = ATTENTION_NAME
     try:
         yield
     finally:
         text._attn_implementation = before
-        _active.pop()
+        for m, old in zip(attention, saved):
+            if old is None:
+                delattr(m, LAYER_ATTR)
+            else:
+                setattr(m, LAYER_ATTR, old)
 
 
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -305,6 +314,14 @@ def sampling_processors(temperature: float, top_k: int, top_p: float, seeds: "li
     return processors + [InverseCdfSampler()]
 
 
+def follow_copies(backend: Any, expand) -> None:
+    """M-RoPE families (Family.mrope) keep each prompt's position offset from the prefill; the rows
+    decoding from a prompt's cache continue from it (`expand` maps prompts to rows)."""
+    inner = getattr(backend.model, "model", None)
+    if backend.family.mrope and getattr(inner, "rope_deltas", None) is not None:
+        inner.rope_deltas = expand(inner.rope_deltas)
+
+
 def common_prefix_generate(backend: Any, texts: Sequence[str], images: Sequence[Sequence[Any]],
                            keys: Sequence[Any], gen: Any) -> list[str] | None:
     """Greedy replies to prompts where the prompts of one key share a token prefix, e.g. the
@@ -320,7 +337,7 @@ def common_prefix_generate(backend: Any, texts: Sequence[str], images: Sequence[
     """
     import torch
 
-    if not gen.greedy or not getattr(backend, "shared_prefix", False) or not texts:
+    if not gen.greedy or not backend.shared_prefix or not texts:
         return None
     groups: dict[Any, list[int]] = {}
     for i, key in enumerate(keys):
@@ -380,10 +397,7 @@ def common_prefix_generate(backend: Any, texts: Sequence[str], images: Sequence[
     with torch.inference_mode():
         first = backend.model.generate(input_ids=prefix_ids, attention_mask=prefix_mask, generation_config=once,
                                        **vision)
-        # Qwen2-VL keeps each prefix's M-RoPE offset from the prefill; its rows continue from it.
-        inner = getattr(backend.model, "model", None)
-        if getattr(inner, "rope_deltas", None) is not None:
-            inner.rope_deltas = inner.rope_deltas[of_row]
+        follow_copies(backend, lambda deltas: deltas[of_row])  # M-RoPE: each prefix's rows continue its offset
         shared = shared_prefix_cache(first.past_key_values, prefix_mask, capacity=suffix_ids.shape[1] + gen.budget,
                                      row_counts=counts, own_valid=suffix_mask)
         torch.manual_seed(gen.seed)

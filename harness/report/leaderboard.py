@@ -50,7 +50,7 @@ Rows that run no model (scored runs only) never look at images.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -167,7 +167,7 @@ def run_board(plan: Plan, s: Any, items: dict[str, list[Item]], build_recipe: Ca
         if r.label in lmms:
             _run_lmms(plan, r.label, s, refs[lmms.pop(r.label).ckpt], device)
         s.evaluate(s.backend(refs[r.build.ckpt]), r.task, items[r.task.name],
-                   _replace(spec.settings, blind=r.blind), r.run_dir)
+                   replace(spec.settings, blind=r.blind), r.run_dir)
     for label, row in lmms.items():  # a board of lmms-eval columns only
         _run_lmms(plan, label, s, s.checkpoint(row.ckpt), device)
     judged = [r for r in models if r.task.judged]
@@ -179,19 +179,13 @@ def run_board(plan: Plan, s: Any, items: dict[str, list[Item]], build_recipe: Ca
         leaderboard_columns(judge, [(r.label, _read(r, items)) for r in judged], spec.baseline)
 
 
-def _replace(settings: Any, **changes: Any) -> Any:
-    import dataclasses
-
-    return dataclasses.replace(settings, **changes)
-
-
 def _run_lmms(plan: Plan, label: str, s: Any, ref: Any, device: str | None) -> None:
     from harness.bridges.lmms import LmmsRun, run_lmms_eval
 
     spec = plan.spec
     s.release_models()  # lmms-eval loads its own model
     for t in [t for i, (_, t) in enumerate(plan.lmms) if all(t is not u for _, u in plan.lmms[:i])]:
-        run = LmmsRun(settings=_replace(spec.settings, ci_method="bootstrap"), output_dir=Path(spec.output_dir),
+        run = LmmsRun(settings=replace(spec.settings, ci_method="bootstrap"), output_dir=Path(spec.output_dir),
                       label=label, device=device, metric=t.options.get("metric"))
         run_lmms_eval(ref, [t.name], run)
 

@@ -76,6 +76,38 @@ class LeaderboardSpec:
 
 
 def load_spec(path: Path) -> LeaderboardSpec:
+    """The spec at `path`, every value checked and typed before any checkpoint is built or loaded;
+    errors name the file and the key."""
+    raw = _read_yaml(path)
+
+    def bad(msg: str) -> HarnessError:
+        return HarnessError(f"{path}: {msg}")
+
+    unknown = set(raw) - SPEC_KEYS
+    if unknown:
+        raise bad(f"unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(SPEC_KEYS))}")
+    for key in ("baseline", "checkpoints", "tasks"):
+        if key not in raw:
+            raise bad(f"missing required key {key!r}")
+    ckpts = _checkpoint_rows(raw, bad, path)
+    tasks = _task_entries(raw["tasks"] or [], bad)
+    blind = _blind_rows(raw.get("blind") or [], ckpts, bad)
+    ci, correction = _board_options(raw, bad)
+    settings = _settings(raw, path, bad)
+    output_dir = raw.get("output_dir") or "runs"
+    if not isinstance(output_dir, str):
+        raise bad(f"output_dir must be a folder path, got {output_dir!r}")
+    return LeaderboardSpec(
+        path=path, name=safe_name(raw.get("name") or path.stem, f"{path}: leaderboard name"),
+        baseline=raw["baseline"], checkpoints=ckpts,
+        tasks=tasks, blind=blind, data_dir=raw.get("data_dir"), settings=settings,
+        seed=settings.gen.seed, bootstrap=as_int(raw.get("bootstrap", 10_000), f"{path}: bootstrap", minimum=100),
+        output_dir=output_dir, limit=settings.limit,
+        judge=str(raw.get("judge") or "tiny"), ci=ci, correction=correction,
+    )
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
     import yaml
 
     if not path.is_file():
@@ -88,16 +120,10 @@ def load_spec(path: Path) -> LeaderboardSpec:
         raise HarnessError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); re-save it as UTF-8") from None
     if not isinstance(raw, dict):
         raise HarnessError(f"{path}: expected a mapping with keys {', '.join(sorted(SPEC_KEYS))}")
+    return raw
 
-    def bad(msg: str) -> HarnessError:
-        return HarnessError(f"{path}: {msg}")
 
-    unknown = set(raw) - SPEC_KEYS
-    if unknown:
-        raise bad(f"unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(SPEC_KEYS))}")
-    for key in ("baseline", "checkpoints", "tasks"):
-        if key not in raw:
-            raise bad(f"missing required key {key!r}")
+def _checkpoint_rows(raw: dict[str, Any], bad: Callable[[str], HarnessError], path: Path) -> list[CheckpointSpec]:
     if not isinstance(raw["checkpoints"] or [], list):
         raise bad("checkpoints must be a list")
     ckpts = [_checkpoint_row(entry, bad, path) for entry in raw["checkpoints"] or []]
@@ -106,8 +132,12 @@ def load_spec(path: Path) -> LeaderboardSpec:
         raise bad("checkpoint names must be unique")
     if raw["baseline"] not in names:
         raise bad(f"baseline {raw['baseline']!r} is not one of the checkpoints ({', '.join(names)})")
+    return ckpts
+
+
+def _task_entries(entries: list[Any], bad: Callable[[str], HarnessError]) -> list[TaskSpec]:
     tasks = []
-    for entry in raw["tasks"] or []:
+    for entry in entries:
         if isinstance(entry, str):
             tasks.append(TaskSpec(entry))
         elif isinstance(entry, dict) and "name" in entry:
@@ -119,12 +149,20 @@ def load_spec(path: Path) -> LeaderboardSpec:
             raise bad(f"task entry {entry!r}: give a task name, {{name, options}} or {{lmms: TASK, metric: M}}")
     if not tasks:
         raise bad("no tasks listed")
-    blind = list(raw.get("blind") or [])
+    return tasks
+
+
+def _blind_rows(blind: list[Any], ckpts: list[CheckpointSpec], bad: Callable[[str], HarnessError]) -> list[str]:
+    names = [c.name for c in ckpts]
     for b in blind:
         if b not in names:
             raise bad(f"blind entry {b!r} is not one of the checkpoints")
         if any(c.name == b and (c.seeds or c.runs) for c in ckpts):
             raise bad(f"blind entry {b!r}: blind runs need one loaded checkpoint, not seeds or scored runs")
+    return list(blind)
+
+
+def _board_options(raw: dict[str, Any], bad: Callable[[str], HarnessError]) -> tuple[str, str]:
     from harness.stats.ci import CI_METHODS, CORRECTIONS
 
     ci = str(raw.get("ci") or "auto")
@@ -133,30 +171,21 @@ def load_spec(path: Path) -> LeaderboardSpec:
     correction = str(raw.get("correction") or "holm")
     if correction not in CORRECTIONS:
         raise bad(f"correction {correction!r} is not one of {', '.join(CORRECTIONS)}")
+    return ci, correction
+
+
+def _settings(raw: dict[str, Any], path: Path, bad: Callable[[str], HarnessError]) -> EvalSettings:
+    """`generation`, `seed` and `limit` as the EvalSettings every model run of the board uses."""
     gen = raw.get("generation") or {}
     if not isinstance(gen, dict):
         raise bad(f"generation must be a mapping with keys {', '.join(sorted(GEN_KEYS))}")
-    gen = dict(gen)
     if set(gen) - GEN_KEYS:
         raise bad(f"unknown generation key(s) {', '.join(sorted(set(gen) - GEN_KEYS))}; allowed: {', '.join(sorted(GEN_KEYS))}")
     seed = as_int(raw.get("seed", 0), f"{path}: seed")
-    # Every value is checked and typed now, before any checkpoint is built or loaded.
     checked = check_generation(gen.get("max_new_tokens"), gen.get("temperature", 0.0),
                                gen.get("top_p", 1.0), gen.get("top_k", 0), seed, where=f"{path}: generation")
-    limit = _optional_positive(raw.get("limit"), "limit", bad)
-    settings = EvalSettings(gen=GenConfig(*checked), limit=limit,
-                            batch_size=as_int(gen.get("batch_size", 16), f"{path}: generation: batch_size", minimum=1))
-    output_dir = raw.get("output_dir") or "runs"
-    if not isinstance(output_dir, str):
-        raise bad(f"output_dir must be a folder path, got {output_dir!r}")
-    return LeaderboardSpec(
-        path=path, name=safe_name(raw.get("name") or path.stem, f"{path}: leaderboard name"),
-        baseline=raw["baseline"], checkpoints=ckpts,
-        tasks=tasks, blind=blind, data_dir=raw.get("data_dir"), settings=settings,
-        seed=seed, bootstrap=as_int(raw.get("bootstrap", 10_000), f"{path}: bootstrap", minimum=100),
-        output_dir=output_dir, limit=limit,
-        judge=str(raw.get("judge") or "tiny"), ci=ci, correction=correction,
-    )
+    return EvalSettings(gen=GenConfig(*checked), limit=_optional_positive(raw.get("limit"), "limit", bad),
+                        batch_size=as_int(gen.get("batch_size", 16), f"{path}: generation: batch_size", minimum=1))
 
 
 def _checkpoint_row(entry: Any, bad: Callable[[str], HarnessError], path: Path) -> CheckpointSpec:
