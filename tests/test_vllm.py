@@ -61,13 +61,15 @@ def test_vllm_backend_equals_hf_item_by_item(hf_runs, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def vllm_server():
+def vllm_server(tmp_path_factory):
+    log_path = tmp_path_factory.mktemp("vllm") / "server.log"  # a file: a full pipe would stall the server
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    log = log_path.open("w")
     proc = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(TINY), "--host", "127.0.0.1",
                              "--port", str(port), "--dtype", "float32", "--enforce-eager", "--max-model-len", "1024"],
-                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            env=ENV, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 600
         while True:
@@ -77,7 +79,8 @@ def vllm_server():
             except OSError:
                 pass
             if proc.poll() is not None or time.time() > deadline:
-                pytest.fail(f"vLLM server did not start: {proc.stderr.read()[-3000:] if proc.poll() is not None else 'timeout'}")
+                pytest.fail(f"vLLM server did not start ({'exit ' + str(proc.returncode) if proc.poll() is not None else 'timeout'}): "
+                            f"{log_path.read_text()[-3000:]}")
             time.sleep(1)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
@@ -87,6 +90,7 @@ def vllm_server():
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.close()
 
 
 def test_openai_backend_on_vllm_equals_hf_item_by_item(hf_runs, vllm_server, tmp_path):
