@@ -111,8 +111,12 @@ def test_judge_through_transformers_serve_equals_hf(served_tiny, tmp_path):
     a = _jsonl(tmp_path / "api" / "tiny" / "critic" / "judgements.jsonl")
     b = _jsonl(tmp_path / "hf" / "tiny" / "critic" / "judgements.jsonl")
     assert len(a) == 4 and [r["reply"] for r in a] == [r["reply"] for r in b]
-    judge = json.loads((tmp_path / "api" / "tiny" / "critic" / "judged.json").read_text())["judge"]
-    assert judge["name"].endswith("@127.0.0.1-" + served_tiny.split(":")[2].split("/")[0])
+    judged = json.loads((tmp_path / "api" / "tiny" / "critic" / "judged.json").read_text())
+    assert judged["judge"]["name"].endswith("@127.0.0.1-" + served_tiny.split(":")[2].split("/")[0])
+    # The served judge's usage for this pass (4 answers, 4 requests); a local judge has no such block.
+    usage = judged["served"]["usage"]
+    assert judged["served"]["base_url"] == served_tiny and usage["requests"] == 4 and usage["prompt_tokens"] > 0
+    assert "served" not in json.loads((tmp_path / "hf" / "tiny" / "critic" / "judged.json").read_text())
 
 
 def test_sampling_through_a_server_that_ignores_n(served_tiny, tmp_path):

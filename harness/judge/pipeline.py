@@ -138,6 +138,17 @@ class Judge:
         return {"name": self.backend.name, "hash": self.backend.content_hash, "prompt": PROMPT_VERSION,
                 "max_new_tokens": self.settings.max_new_tokens}
 
+    def usage_mark(self) -> dict[str, Any] | None:
+        """A served judge's usage so far (None for a local one), to take before a pass's asks."""
+        usage = getattr(self.backend, "usage", None)
+        return usage.as_dict() if usage is not None else None
+
+    def served_since(self, mark: dict[str, Any] | None) -> dict[str, Any]:
+        """judged.json's `served` block: the server (never the key) and what this pass asked of it."""
+        if mark is None:
+            return {}
+        return {"served": {**self.backend.record(), "usage": self.backend.usage.since(mark)}}
+
     def _digest(self, ref: ImageRef) -> str:
         from harness.core.images import image_digest
 
@@ -297,6 +308,7 @@ def judge_pointwise(judge: Judge, items: dict[str, Item], samples: Iterable[dict
     """Score every stored answer; write run_dir/judgements.jsonl and run_dir/judged.json."""
     rows = _samples_for(items, samples, run_dir)
     prompts = [Prompt(pointwise_prompt(items[i].question, _answer(s)), items[i].images) for (i, _), s in rows.items()]
+    mark = judge.usage_mark()
     replies = judge.ask(prompts, "judge pointwise")
     records = []
     for ((item_id, k), s), reply in zip(rows.items(), replies):
@@ -304,7 +316,7 @@ def judge_pointwise(judge: Judge, items: dict[str, Item], samples: Iterable[dict
         records.append({"id": item_id, "sample": k, "answer_key": s.get("key"), "reply": reply, "score": score,
                         "missing": score is None, "category": items[item_id].category})
     summary = {**(base or {}), **pointwise_summary(records, judge.settings), "judge": judge.info,
-               "unanswered": sum(1 for s in rows.values() if not _answer(s).strip())}
+               **judge.served_since(mark), "unanswered": sum(1 for s in rows.values() if not _answer(s).strip())}
     atomic_write_jsonl(run_dir / "judgements.jsonl", records)
     atomic_write_json(run_dir / JUDGED_FILE, summary)
     return JudgeResult(summary, pointwise_units(records), records)
@@ -318,6 +330,7 @@ def judge_pairwise(judge: Judge, items: dict[str, Item], samples_a: Iterable[dic
     shared = [key for key in rows_a if key in rows_b]
     if not shared:
         raise HarnessError(f"{out_dir}: the two runs share no (item, sample); evaluate both on the same items")
+    mark = judge.usage_mark()
     replies = judge.ask([p for key in shared for p in _both_orders(
         items[key[0]].question, items[key[0]].images, _answer(rows_a[key]), _answer(rows_b[key]))], "judge pairwise")
     records = []
@@ -329,7 +342,7 @@ def judge_pairwise(judge: Judge, items: dict[str, Item], samples_a: Iterable[dic
                         "verdict_ab": v_ab, "verdict_ba": v_ba, "outcome": outcome, "consistent": consistent,
                         "missing": outcome is None, "category": items[item_id].category})
     summary = {**(base or {}), **pairwise_summary(records, judge.settings), "judge": judge.info,
-               "dropped": len(rows_a) + len(rows_b) - 2 * len(shared)}
+               **judge.served_since(mark), "dropped": len(rows_a) + len(rows_b) - 2 * len(shared)}
     atomic_write_jsonl(out_dir / "judgements.jsonl", records)
     atomic_write_json(out_dir / JUDGED_FILE, summary)
     return JudgeResult(summary, pairwise_units(records), records)
@@ -360,6 +373,7 @@ def agreement(judge: Judge, comparisons: Sequence[Comparison], out_dir: Path,
     """
     if not comparisons:
         raise HarnessError("no reference verdicts to compare with; check the votes file")
+    mark = judge.usage_mark()
     replies = judge.ask([p for c in comparisons for p in _both_orders(c.question, c.images, c.answer1, c.answer2)],
                         "judge agreement")
     records = []
@@ -386,7 +400,7 @@ def agreement(judge: Judge, comparisons: Sequence[Comparison], out_dir: Path,
         "reference_consistency": _reference_consistency(comparisons),
         "reference_verdicts": dict(Counter(c.reference for c in comparisons)),
         "judge_verdicts": dict(Counter(r["verdict"] or "missing" for r in records)),
-        "judge": judge.info, **(meta or {}),
+        "judge": judge.info, **judge.served_since(mark), **(meta or {}),
     }
     atomic_write_jsonl(out_dir / "judgements.jsonl", records)
     atomic_write_json(out_dir / JUDGED_FILE, summary)
