@@ -125,9 +125,9 @@ class Session:
             _check_images(task, items)
         return items
 
-    def checkpoint(self, ckpt: str, base: str | None = None) -> CheckpointRef:
+    def checkpoint(self, ckpt: str, base: str | None = None, api_base: str | None = None) -> CheckpointRef:
         ref = resolve_checkpoint(ckpt, base=base, trust_remote_code=self.trust_remote_code,
-                                 api_base=getattr(self.served, "api_base", None))
+                                 api_base=api_base or getattr(self.served, "api_base", None))
         safe_name(ref.name, "checkpoint name")  # runs/<name>/: checked before the model loads
         return ref
 

@@ -320,3 +320,47 @@ def test_built_checkpoints_carry_the_processor_settings(random_tiny):
     assert (random_tiny / "preprocessor_config.json").is_file()
     backend = HFBackend(resolve_checkpoint(str(random_tiny)), device="cpu")
     assert backend.processor.patch_size == 8
+
+
+def test_spec_api_rows_are_read_and_checked(tmp_path):
+    from harness.report.spec import load_spec
+
+    def spec(row: str) -> Path:
+        path = tmp_path / "lb.yaml"
+        path.write_text(f"baseline: tiny\ncheckpoints: [tiny, {row}]\ntasks: [geoqa]\n")
+        return path
+
+    (_, row) = load_spec(spec("{name: gpt, api: {model: gpt-4o, base_url: 'https://api.example.com/v1/'}}")).checkpoints
+    assert (row.name, row.ckpt, row.api_base) == ("gpt", "openai:gpt-4o", "https://api.example.com/v1")
+    for bad, words in [("{name: gpt, api: {model: gpt-4o}}", "api: {model, base_url}"),
+                       ("{name: gpt, api: gpt-4o}", "api: {model, base_url}"),
+                       ("{name: gpt, path: x, api: {model: m, base_url: 'http://h/v1'}}", "nothing else"),
+                       ("{name: gpt, api: {model: m, base_url: 'ftp://h'}}", "not an http(s) URL")]:
+        with pytest.raises(HarnessError, match="lb.yaml") as e:
+            load_spec(spec(bad))
+        assert words in str(e.value) and "\n" not in str(e.value), bad
+
+
+def test_leaderboard_row_served_by_transformers_serve(served_tiny, tmp_path):
+    """A spec row `api: {model, base_url}`: scored beside the local tiny, with the same replies."""
+    path = tmp_path / "lb.yaml"
+    path.write_text(f"""
+name: served
+baseline: tiny
+checkpoints:
+  - tiny
+  - {{name: tiny_served, api: {{model: '{tiny_path()}', base_url: '{served_tiny}'}}}}
+tasks: [geoqa]
+output_dir: {tmp_path / 'runs'}
+limit: 6
+bootstrap: 200
+""")
+    res = run_cli("leaderboard", "--spec", str(path), env={"OPENAI_API_KEY": SECRET})
+    assert res.returncode == 0, res.stderr
+    runs = tmp_path / "runs"
+    local, served = _jsonl(runs / "tiny" / "geoqa" / "samples.jsonl"), _jsonl(runs / "tiny_served" / "geoqa" / "samples.jsonl")
+    assert len(served) == 6 and [r["output"] for r in served] == [r["output"] for r in local]
+    summary = json.loads((runs / "tiny_served" / "geoqa" / "summary.json").read_text())
+    assert summary["served"]["base_url"] == served_tiny and summary["served"]["usage"]["requests"] == 6
+    csv = (tmp_path / "served" / "leaderboard.csv").read_text()
+    assert "tiny_served" in csv and SECRET not in csv

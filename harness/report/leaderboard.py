@@ -159,14 +159,17 @@ def run_board(plan: Plan, s: Any, items: dict[str, list[Item]], build_recipe: Ca
     for task in {r.task.name: r.task for r in models}.values():
         check_images(task, items[task.name])  # only tasks a model answers need their images
     build_checkpoints(spec, build_recipe, data_fingerprint)
-    refs = {r.build.ckpt: s.checkpoint(r.build.ckpt) for r in models if r.build is not None}
+    # Keyed by checkpoint and server: two served rows may name one model on different URLs.
+    refs = {(r.build.ckpt, r.build.api_base): s.checkpoint(r.build.ckpt, api_base=r.build.api_base)
+            for r in models if r.build is not None}
     judge_ref = s.checkpoint(spec.judge) if any(r.task.judged for r in models) else None
     lmms = dict(plan.lmms_rows)  # each row's lmms-eval columns run before its own runs
     for r in models:
         assert r.build is not None
         if r.label in lmms:
-            _run_lmms(plan, r.label, s, refs[lmms.pop(r.label).ckpt], device)
-        s.evaluate(s.backend(refs[r.build.ckpt]), r.task, items[r.task.name],
+            row = lmms.pop(r.label)
+            _run_lmms(plan, r.label, s, refs[row.ckpt, row.api_base], device)
+        s.evaluate(s.backend(refs[r.build.ckpt, r.build.api_base]), r.task, items[r.task.name],
                    replace(spec.settings, blind=r.blind), r.run_dir)
     for label, row in lmms.items():  # a board of lmms-eval columns only
         _run_lmms(plan, label, s, s.checkpoint(row.ckpt), device)

@@ -18,7 +18,7 @@ from harness.errors import HarnessError
 
 SPEC_KEYS = {"name", "baseline", "checkpoints", "blind", "tasks", "data_dir", "generation", "seed", "bootstrap", "output_dir", "limit",
              "judge", "ci", "correction"}
-ROW_KEYS = {"name", "path", "recipe", "seeds", "runs", "primary"}
+ROW_KEYS = {"name", "path", "recipe", "seeds", "runs", "primary", "api"}
 GEN_KEYS = {"temperature", "top_p", "top_k", "max_new_tokens", "batch_size"}
 
 
@@ -30,6 +30,7 @@ class CheckpointSpec:
     seeds: list[int] | None = None  # one build per seed, <ckpt>/seed<k>
     runs: str | None = None  # scored runs, <runs>/<task>/samples.jsonl: no model
     primary: str | None = None  # its primary task, "none", or None: undeclared (harness.stats.board)
+    api_base: str | None = None  # a served row (`api: {model, base_url}`): ckpt is openai:MODEL, this its URL
 
     def builds(self) -> list[CheckpointSpec]:
         """The checkpoints this row stands for: itself, or one per seed (config seed = k)."""
@@ -191,9 +192,9 @@ def _settings(raw: dict[str, Any], path: Path, bad: Callable[[str], HarnessError
 def _checkpoint_row(entry: Any, bad: Callable[[str], HarnessError], path: Path) -> CheckpointSpec:
     if isinstance(entry, str):
         return CheckpointSpec(safe_name(Path(entry).name if "/" in entry else entry, f"{path}: checkpoint name"), entry)
-    if not (isinstance(entry, dict) and "name" in entry and {"path", "recipe", "runs"} & set(entry)):
-        raise bad(f"checkpoint entry {entry!r}: give a name/path string, or {{name, path}}, {{name, recipe}} "
-                  "or {name, runs}")
+    if not (isinstance(entry, dict) and "name" in entry and {"path", "recipe", "runs", "api"} & set(entry)):
+        raise bad(f"checkpoint entry {entry!r}: give a name/path string, or {{name, path}}, {{name, recipe}}, "
+                  "{name, runs} or {name, api: {model, base_url}}")
     name = safe_name(entry["name"], f"{path}: checkpoint name")
     primary = entry.get("primary")
     if primary is not None and not (isinstance(primary, str) and primary):
@@ -201,6 +202,8 @@ def _checkpoint_row(entry: Any, bad: Callable[[str], HarnessError], path: Path) 
     if set(entry) - ROW_KEYS:
         raise bad(f"checkpoint {name!r}: unknown key(s) {', '.join(sorted(set(entry) - ROW_KEYS))}; "
                   f"allowed: {', '.join(sorted(ROW_KEYS))}")
+    if "api" in entry:
+        return _api_row(name, entry, primary, bad)
     if "runs" in entry:
         if set(entry) - {"name", "runs", "primary"} or not isinstance(entry["runs"], str):
             raise bad(f"checkpoint {name!r}: a scored-runs row is {{name, runs: DIR}} and nothing else (but primary)")
@@ -231,6 +234,23 @@ def _checkpoint_row(entry: Any, bad: Callable[[str], HarnessError], path: Path) 
                       "(not average, whose own seeds are its members, nor a recipe with out)")
     path_ = entry.get("path") or str(Path("checkpoints") / "built" / name)
     return CheckpointSpec(name, path_, recipe, seeds=seeds, primary=primary)
+
+
+def _api_row(name: str, entry: dict[str, Any], primary: str | None, bad: Callable[[str], HarnessError]) -> CheckpointSpec:
+    """{name, api: {model, base_url}}: a model behind an OpenAI-compatible server (harness/models/openai_backend.py;
+    the key comes from $OPENAI_API_KEY, never from the spec)."""
+    from harness.models.openai_backend import clean_base_url  # light: the client is imported only to ask
+
+    api = entry["api"]
+    if (set(entry) - {"name", "api", "primary"} or not isinstance(api, dict) or set(api) != {"model", "base_url"}
+            or not all(isinstance(v, str) and v.strip() for v in api.values())):
+        raise bad(f"checkpoint {name!r}: a served row is {{name, api: {{model, base_url}}}} and nothing else (but "
+                  "primary), e.g. api: {model: gpt-4o, base_url: https://api.openai.com/v1}")
+    try:
+        url = clean_base_url(api["base_url"])
+    except HarnessError as e:
+        raise bad(f"checkpoint {name!r}: api: {e}") from None
+    return CheckpointSpec(name, "openai:" + api["model"].strip(), primary=primary, api_base=url)
 
 
 def _optional_positive(value: Any, key: str, bad: Callable[[str], HarnessError]) -> int | None:
