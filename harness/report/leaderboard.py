@@ -16,11 +16,12 @@ row are the same thing to the board:
 Spec keys (unknown keys are errors, so a typo never silently changes a leaderboard):
   name: default                  # output folder leaderboards/<name>/ (default: the file's stem)
   baseline: tiny                 # the checkpoint every other one is compared with
-  checkpoints:                   # names (`tiny`), paths, or {name, path} / {name, recipe} / {name, runs}
+  checkpoints:                   # names (`tiny`), paths, or {name, path} / {name, recipe} / {name, runs} / {name, api}
     - tiny
     - {name: sft, recipe: {trainer: sft, base: tiny, task: geoqa, config: {}}}
     - {name: mpo, seeds: [0, 1, 2], recipe: {trainer: mpo, base: tiny, task: geoqa}}  # one build per seed
     - {name: theirs, runs: runs/theirs}   # scored runs: runs/theirs/<task>/samples.jsonl, no model loaded
+    - {name: gpt4o, api: {model: gpt-4o, base_url: https://api.openai.com/v1}}  # served (key: $OPENAI_API_KEY)
     # any row may add `primary: geoqa` (its target: the one starred comparison, the rest exploratory;
     # `primary: none`: all exploratory; no key: all in the family; a blind row follows its row's).
     # Rules: harness/stats/board.py
