@@ -20,10 +20,6 @@ def run_eval(args: argparse.Namespace, tasks: list[Task]) -> list[EvalResult]:
     settings = settings_from_args(args)
     # Under `accelerate launch` / torchrun each rank evaluates a shard on its own device (harness.core.parallel).
     shard = current_shard()
-    engine = getattr(args, "backend", "hf")
-    if engine == "vllm" and any(t.request_type != "generate" for t in tasks):
-        raise HarnessError("--backend vllm only generates; likelihood-scored tasks (--mc-mode likelihood) "
-                           "need the default backend")
     with session_from_args(args, device=args.device or shard.device, show_progress=shard.is_main) as s:
         # Fail fast: data, images and the checkpoint reference are checked before loading a model.
         loaded = [(task, s.load(task, settings.limit)) for task in tasks]
