@@ -65,7 +65,8 @@ class LeaderboardSpec:
     bootstrap: int = 10_000
     output_dir: str = "runs"
     limit: int | None = None
-    judge: str = "tiny"  # scores judged tasks (critic)
+    judge: str = "tiny"  # scores judged tasks (critic): a checkpoint name or path
+    judge_build: CheckpointSpec | None = None  # `judge: {name, recipe}`: the judge is built like a recipe row
     ci: str = "auto"  # harness.stats.ci.CI_METHODS
     correction: str = "holm"  # harness.stats.ci.CORRECTIONS
     allow_missing: bool = False  # torn lines in a scored-runs row are left out (counted), not an error
@@ -103,8 +104,19 @@ def load_spec(path: Path) -> LeaderboardSpec:
         tasks=tasks, blind=blind, data_dir=raw.get("data_dir"), settings=settings,
         seed=settings.gen.seed, bootstrap=as_int(raw.get("bootstrap", 10_000), f"{path}: bootstrap", minimum=100),
         output_dir=output_dir, limit=settings.limit,
-        judge=str(raw.get("judge") or "tiny"), ci=ci, correction=correction,
+        ci=ci, correction=correction, **_judge(raw.get("judge"), bad, path),
     )
+
+
+def _judge(raw: Any, bad: Callable[[str], HarnessError], path: Path) -> dict[str, Any]:
+    """`judge: tiny` (a checkpoint), or `judge: {name, recipe, path?}`: a judge built when missing
+    (e.g. by the critic treatment), never a row of the board."""
+    if raw is None or isinstance(raw, str):
+        return {"judge": raw or "tiny"}
+    if not (isinstance(raw, dict) and "recipe" in raw and "name" in raw and set(raw) <= {"name", "path", "recipe"}):
+        raise bad(f"judge must be a checkpoint name or path, or {{name, recipe, path}}, got {raw!r}")
+    build = _checkpoint_row(raw, bad, path)
+    return {"judge": build.ckpt, "judge_build": build}
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -246,6 +258,7 @@ def build_checkpoints(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointS
     """Train the recipe checkpoints whose folder does not exist yet (one per seed of a seeds row);
     check the others are current."""
     builds = [b for c in spec.checkpoints if c.runs is None for b in c.builds()]
+    builds += [spec.judge_build] if spec.judge_build is not None else []
     for c in builds:
         if c.recipe is None:
             continue
