@@ -44,7 +44,8 @@ one checkpoint per seed, <path>/seed<k>, with the recipe's config `seed` set to 
 mean over seeds with a CI from seed and item variance components (harness/stats/seeds.py) and the seed range.
 Recipe checkpoints are built (trained) only when their folder does not exist yet. A recipe with
 `out: DIR` trains DIR, a folder of several checkpoints, and the row's `path` is one of them: rows
-sharing the recipe (self_train_iter1..K) share one build (trainers/recipes.py).
+sharing the recipe (self_train_iter1..K) share one build (trainers/recipes.py); with `seeds` each
+seed's build writes <out>/seed<k>/ (its own iterations), and each row reads its path inside it.
 Rows that run no model (scored runs only) never look at images.
 """
 from __future__ import annotations
@@ -109,7 +110,7 @@ def plan_board(spec: LeaderboardSpec, tasks: list[Task] | None = None) -> Plan:
             continue
         for b in c.builds():
             for blind in (False, True) if c.name in spec.blind else (False,):
-                folder = output / (f"{c.name}/{Path(b.ckpt).name}" if c.seeds is not None else c.name)
+                folder = output / (f"{c.name}/seed{b.seed}" if c.seeds is not None else c.name)
                 for task in tasks:
                     label = f"{c.name}+blind" if blind else c.name
                     runs.append(PlannedRun(label, c, task, folder / _run_name(task, blind), b, blind))

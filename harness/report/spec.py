@@ -31,16 +31,25 @@ class CheckpointSpec:
     runs: str | None = None  # scored runs, <runs>/<task>/samples.jsonl: no model
     primary: str | None = None  # its primary task, "none", or None: undeclared (harness.stats.board)
 
+    seed: int | None = None  # set on one seed's build of a seeds row
+
     def builds(self) -> list[CheckpointSpec]:
-        """The checkpoints this row stands for: itself, or one per seed (config seed = k)."""
+        """The checkpoints this row stands for: itself, or one per seed (config seed = k): <ckpt>/seed<k>,
+        or for a recipe with `out` (one build writes several checkpoints, self_train's iterations)
+        <out>/seed<k>/<the row's path inside out>, so each seed's build writes its own iterations."""
         if self.seeds is None:
             return [self]
         out = []
         for k in self.seeds:
             recipe = None
+            path = Path(self.ckpt) / f"seed{k}"
             if self.recipe is not None:
                 recipe = {**self.recipe, "config": {**(self.recipe.get("config") or {}), "seed": k}}
-            out.append(CheckpointSpec(self.name, str(Path(self.ckpt) / f"seed{k}"), recipe))
+                if "out" in recipe:
+                    build = Path(recipe["out"])
+                    recipe["out"] = str(build / f"seed{k}")
+                    path = build / f"seed{k}" / Path(self.ckpt).relative_to(build)
+            out.append(CheckpointSpec(self.name, str(path), recipe, seed=k))
         return out
 
 
@@ -238,11 +247,18 @@ def _checkpoint_row(entry: Any, bad: Callable[[str], HarnessError], path: Path) 
         if not (isinstance(seeds, list) and seeds and all(isinstance(k, int) and not isinstance(k, bool) for k in seeds)
                 and len(set(seeds)) == len(seeds)):
             raise bad(f"checkpoint {name!r}: seeds must be a list of distinct integers, e.g. [0, 1, 2]")
-        if recipe is None or recipe.get("trainer") == "average" or "out" in recipe:
-            raise bad(f"checkpoint {name!r}: seeds need a recipe of one trainer that writes one checkpoint "
-                      "(not average, whose own seeds are its members, nor a recipe with out)")
+        if recipe is None or recipe.get("trainer") == "average":
+            raise bad(f"checkpoint {name!r}: seeds need a recipe of one trainer (not average, whose own seeds "
+                      "are its members)")
+        if "out" in recipe and not _inside(entry.get("path"), recipe["out"]):
+            raise bad(f"checkpoint {name!r}: a seeded recipe with out needs the row's path inside out, "
+                      f"e.g. {recipe['out']}/iter1")
     path_ = entry.get("path") or str(Path("checkpoints") / "built" / name)
     return CheckpointSpec(name, path_, recipe, seeds=seeds, primary=primary)
+
+
+def _inside(path: Any, folder: Any) -> bool:
+    return isinstance(path, str) and isinstance(folder, str) and Path(folder) in Path(path).parents
 
 
 def _optional_positive(value: Any, key: str, bad: Callable[[str], HarnessError]) -> int | None:
