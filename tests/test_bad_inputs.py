@@ -530,7 +530,7 @@ def _long_reply(tmp_path: Path, chars: int) -> Path:
 
 @pytest.mark.parametrize("chars,needle", [
     (2_000_000, "row long:shape1 has over 31,2"),   # never tokenized: it cannot fit
-    (15_000, "row long:shape1 has 10,0"),           # 10,000 tokens
+    (15_000, "row long:shape1 has over 10,0"),      # 10,000 text tokens: never collated either
 ])
 def test_row_longer_than_the_context(tmp_path, capsys, chars, needle):
     line = expect_error(tmp_path, capsys, _train_data(tmp_path, str(_long_reply(tmp_path, chars))), needle,
