@@ -664,3 +664,11 @@ def test_diff_shows_escape_sequences_instead_of_sending_them(tmp_path, capsys, g
     # error lines echo names the same way
     expect_error(tmp_path, capsys, ["diff", str(tmp_path / ("x" + evil)), str(tmp_path / "b"), "--task", "geoqa"],
                  "\\x1b[2J")
+
+
+def test_power_shows_escape_sequences_in_a_pilot_path(tmp_path, capsys, geoqa):
+    run = _scored_run(tmp_path, geoqa, "p\x1b[2J\x1b]0;pwned\x07", "CAB")
+    capsys.readouterr()
+    assert main(_reader("power", run, geoqa)) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "p\\x1b[2J\\x1b]0;pwned\\x07/geoqa" in out
