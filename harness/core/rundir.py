@@ -193,8 +193,10 @@ def _check_data(run_dir: Path, task: Task, record: RunRecord | None, items: dict
         raise HarnessError(f"{run_dir}: {len(differ)} item(s) (e.g. {differ[0]!r}) differ from the {task.name} data it "
                            f"was scored on ({recorded}); use that data dir (--data-dir, or data_dir in a leaderboard spec)")
     if known and not torn:
+        where = f", which its record names {recorded}" if recorded else ""
         raise HarnessError(f"{run_dir}: scored on other {task.name} items than the data dir here holds (data hash "
-                           f"{want}); use the data dir it was scored on (--data-dir, or data_dir in a leaderboard spec)")
+                           f"{want}); use the data dir it was scored on{where} (--data-dir, or data_dir in a "
+                           "leaderboard spec)")
 
 
 def _rescored(task: Task, items: dict[str, Item], rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
