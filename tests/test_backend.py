@@ -260,11 +260,35 @@ def test_content_hash_tracks_weights(built, tmp_path):
     shutil.copytree(built["llava"], copy)
     original = resolve_checkpoint(str(built["llava"]))
     assert resolve_checkpoint(str(copy)).content_hash == original.content_hash  # content, not location
+    (copy / "manifest.json").write_text('{"train_seconds": 12.5}')  # how it was made, not what it computes
+    (copy / "README.md").write_text("a model card naming /some/other/path\n")
+    assert resolve_checkpoint(str(copy)).content_hash == original.content_hash
+    (copy / "config.json").write_text((copy / "config.json").read_text().replace("}", ', "note": 1}', 1))
+    assert resolve_checkpoint(str(copy)).content_hash != original.content_hash
+    shutil.copy(built["llava"] / "config.json", copy / "config.json")
     weights = copy / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF  # flip one byte of one weight
     weights.write_bytes(bytes(data))
     assert resolve_checkpoint(str(copy)).content_hash != original.content_hash
+
+
+def test_adapter_hash_ignores_the_order_peft_writes_target_modules_in(tmp_path):
+    """PEFT writes target_modules from a set: two identical trainings may list them in other orders."""
+    import json
+
+    from harness.models.checkpoints import content_hash
+
+    hashes = []
+    for order in (["q_proj", "v_proj", "k_proj"], ["k_proj", "q_proj", "v_proj"]):
+        folder = tmp_path / "-".join(order)
+        folder.mkdir()
+        (folder / "adapter_config.json").write_text(json.dumps({"r": 8, "target_modules": order}))
+        (folder / "adapter_model.safetensors").write_bytes(b"weights")
+        hashes.append(content_hash(folder))
+    assert hashes[0] == hashes[1]
+    (folder / "adapter_config.json").write_text(json.dumps({"r": 4, "target_modules": order}))
+    assert content_hash(folder) != hashes[0]
 
 
 def test_broken_weights_are_a_harness_error(built, tmp_path):

@@ -530,7 +530,7 @@ def _long_reply(tmp_path: Path, chars: int) -> Path:
 
 @pytest.mark.parametrize("chars,needle", [
     (2_000_000, "row long:shape1 has over 31,2"),   # never tokenized: it cannot fit
-    (15_000, "row long:shape1 has 10,0"),           # 10,000 tokens
+    (15_000, "row long:shape1 has over 10,0"),      # 10,000 text tokens: never collated either
 ])
 def test_row_longer_than_the_context(tmp_path, capsys, chars, needle):
     line = expect_error(tmp_path, capsys, _train_data(tmp_path, str(_long_reply(tmp_path, chars))), needle,
@@ -554,12 +554,95 @@ def test_disk_full_while_saving_a_checkpoint(tmp_path, capsys, monkeypatch):
     from peft import PeftModel
 
     def full(*a, **k):
-        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
-                              'message: "No space left on device" })')
+        # the text of the installed safetensors on a full tmpfs (older ones say "code: 28, kind: StorageFull")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
     monkeypatch.setattr(PeftModel, "save_pretrained", full)
     expect_error(tmp_path, capsys, _train_data(tmp_path, str(BUNDLED / "examples" / "llava.json")),
                  "o: No space left on device; free disk space", info=("data: ", "sft "))
+
+
+# --- run files (issue 30): every reader re-scores what it reads and names the line it rejects --------
+def _scored_run(tmp_path: Path, data: Path, name: str, answers: str = "ABA") -> Path:
+    """A real run folder: `harness score` of the 3-item geoqa fixture into NAME/geoqa."""
+    preds = tmp_path / f"{name}.jsonl"
+    preds.write_text("".join(_pred(i, f"Answer: {a}") for i, a in enumerate(answers)))
+    run = tmp_path / name / "geoqa"
+    assert main(["score", "--task", "geoqa", "--data-dir", str(data), "--predictions", str(preds), "--out", str(run)]) == 0
+    return run
+
+
+def _edit_line(run: Path, line: int, **fields) -> None:
+    path = run / "samples.jsonl"
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    rows[line - 1].update(fields)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))  # a NaN is written as JSON's NaN, as by hand
+
+
+def _reader(name: str, run: Path, data: Path) -> list[str]:
+    return {"view": ["view", str(run), "--out", str(run.parent / "pages")],
+            "diff": ["diff", str(run), str(run), "--task", "geoqa", "--data-dir", str(data)],
+            "power": ["power", "--task", "geoqa", "--run", str(run), "--data-dir", str(data)]}[name]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), "high", None, 50.0, -3], ids=["NaN", "string", "null", "50.0", "-3"])
+@pytest.mark.parametrize("reader", ["view", "diff", "power"])
+def test_readers_refuse_a_bad_stored_score(tmp_path, capsys, geoqa, reader, bad):
+    """`harness view` on "score": NaN or "high", `harness power` on a NaN, string or null score: tracebacks once."""
+    run = _scored_run(tmp_path, geoqa, "ckpt")
+    _edit_line(run, 2, score=bad)
+    expect_error(tmp_path, capsys, _reader(reader, run, geoqa), f"{run / 'samples.jsonl'}:2: score {bad!r}")
+
+
+def test_power_refuses_a_vanishing_delta(tmp_path, capsys, geoqa):
+    run = _scored_run(tmp_path, geoqa, "ckpt")
+    expect_error(tmp_path, capsys, _reader("power", run, geoqa) + ["--delta", "1e-300"], "--delta 1e-300 must be between")
+
+
+def _runs_board(tmp_path: Path, data: Path, *rows: str) -> list[str]:
+    """A model-free board: one {name, runs: DIR} row per name (the first is the baseline)."""
+    spec = tmp_path / "board.yaml"
+    checkpoints = ", ".join(f"{{name: {r}, runs: {tmp_path / r}}}" for r in rows)
+    spec.write_text(f"name: board\nbaseline: {rows[0]}\ncheckpoints: [{checkpoints}]\ntasks: [geoqa]\n"
+                    f"data_dir: {data}\nbootstrap: 100\n")
+    return ["leaderboard", "--spec", str(spec)]
+
+
+@pytest.mark.parametrize("bad", [50.0, -3])
+def test_runs_board_refuses_an_out_of_range_score(tmp_path, capsys, geoqa, bad):
+    """It used to reach the forest plot and fail there (a ValueError)."""
+    _scored_run(tmp_path, geoqa, "base")
+    run = _scored_run(tmp_path, geoqa, "other", "AAA")
+    _edit_line(run, 3, score=bad)
+    expect_error(tmp_path, capsys, _runs_board(tmp_path, geoqa, "base", "other"), f"{run / 'samples.jsonl'}:3: score {bad}")
+
+
+def test_runs_board_refuses_torn_lines_unless_allowed(tmp_path, capsys, geoqa):
+    """Torn lines used to be skipped with a footnote that named no file (--allow-missing: test_run_reads)."""
+    _scored_run(tmp_path, geoqa, "base")
+    run = _scored_run(tmp_path, geoqa, "other", "AAA")
+    with (run / "samples.jsonl").open("a") as f:
+        f.write('{"id": "2", "sample": 1, "outp')
+    line = expect_error(tmp_path, capsys, _runs_board(tmp_path, geoqa, "base", "other"),
+                        f"{run / 'samples.jsonl'}:4: torn or malformed line")
+    assert "--allow-missing" in line
+
+
+def test_runs_board_refuses_runs_scored_on_other_data(tmp_path, capsys, geoqa):
+    """Re-scored against another copy of the benchmark (same ids, other targets), a run's scores would
+    be that copy's, published as a re-score; the record's data hash says it was scored elsewhere."""
+    other = tmp_path / "other-data"
+    shutil.copytree(geoqa, other)
+    answers = other / "geoqa" / "test_answers.jsonl"
+    rows = [json.loads(x) for x in answers.read_text().splitlines()]
+    rows[0]["text"] = "D" if rows[0]["text"] != "D" else "C"
+    answers.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _scored_run(tmp_path, geoqa, "base")
+    _scored_run(tmp_path, other, "elsewhere")
+    board = _runs_board(tmp_path, geoqa, "base", "elsewhere")
+    expect_error(tmp_path, capsys, board, f"1 item(s) (e.g. '0') differ from the geoqa data it was scored on ({other})")
+    shutil.rmtree(other)  # the copy it was scored on is gone: the hash alone tells
+    expect_error(tmp_path, capsys, board, "scored on other geoqa items than the data dir here holds")
 
 
 # --- terminal text (issue 30): control characters from files are shown, never sent ---------------------
@@ -581,3 +664,11 @@ def test_diff_shows_escape_sequences_instead_of_sending_them(tmp_path, capsys, g
     # error lines echo names the same way
     expect_error(tmp_path, capsys, ["diff", str(tmp_path / ("x" + evil)), str(tmp_path / "b"), "--task", "geoqa"],
                  "\\x1b[2J")
+
+
+def test_power_shows_escape_sequences_in_a_pilot_path(tmp_path, capsys, geoqa):
+    run = _scored_run(tmp_path, geoqa, "p\x1b[2J\x1b]0;pwned\x07", "CAB")
+    capsys.readouterr()
+    assert main(_reader("power", run, geoqa)) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "p\\x1b[2J\\x1b]0;pwned\\x07/geoqa" in out

@@ -372,3 +372,74 @@ def test_leaderboard_gets_critic_columns(random_tiny, tmp_path, monkeypatch):
     assert float(rows[("base", "critic")]["score"]) == 70.0 and rows[("other", "critic")]["n"] == "3"
     assert float(rows[("other", "critic-vs-base")]["score"]) == 50.0  # all ties
     assert json.loads((tmp_path / "runs" / "other" / "critic-vs-base" / "judged.json").read_text())["tie_rate"] == 100.0
+
+
+def test_leaderboard_judges_seeds_rows_with_a_built_judge_and_names_its_agreement(random_tiny, tmp_path, monkeypatch):
+    """A seeds row gets judged columns (one judged run per seed), the judge is built from its
+    recipe like a row (but is no row), and every render names it with its gold-verdict agreement."""
+    from harness.judge import pipeline as judge_mod
+    from harness.report.leaderboard import load_spec, run_leaderboard
+
+    def scripted_ask(self, prompts, label="judge"):  # agrees with every gold vote where Answer1 is the right one
+        return ["Answer1" if "Answer1:" in p.text else "70 good" for p in prompts]
+
+    built = []
+
+    def build_recipe(c):  # stands in for the trainers: every recipe "trains" a copy of the base
+        built.append(c.name)
+        shutil.copytree(random_tiny, c.ckpt)
+
+    monkeypatch.setattr(judge_mod.Judge, "ask", scripted_ask)
+    spec = tmp_path / "lb.yaml"
+    recipe = f"{{trainer: sft, base: {random_tiny}, task: geoqa}}"
+    spec.write_text(
+        f"name: lb\nbaseline: base\ncheckpoints:\n  - {{name: base, path: {random_tiny}}}\n"
+        f"  - {{name: seeded, seeds: [0, 1], path: {tmp_path / 'seeded'}, recipe: {recipe}}}\n"
+        f"tasks: [critic]\nlimit: 3\njudge: {{name: critic, path: {tmp_path / 'critic'}, recipe: {recipe}}}\n"
+        f"output_dir: {tmp_path / 'runs'}\nbootstrap: 200\n")
+    run_leaderboard(load_spec(spec), build_recipe=build_recipe)
+    assert sorted(built) == ["critic", "seeded", "seeded"]
+    rows = {(r["checkpoint"], r["task"]): r for r in csv.DictReader((tmp_path / "lb" / "leaderboard.csv").open())}
+    assert set(rows) == {("base", "critic"), ("seeded", "critic"), ("seeded", "critic-vs-base")}
+    assert float(rows[("seeded", "critic")]["score"]) == 70.0
+    assert float(rows[("seeded", "critic-vs-base")]["score"]) == 50.0  # Answer1 in both orders: a tie
+    for seed in (0, 1):
+        assert (tmp_path / "runs" / "seeded" / f"seed{seed}" / "critic-vs-base" / "judgements.jsonl").is_file()
+    agreement = json.loads((tmp_path / "runs" / "judge-agreement" / "critic" / "judged.json").read_text())
+    gold = json.loads((BUNDLED / "critic" / "votes_gold.json").read_text())
+    assert agreement["votes"] == len(gold) and agreement["agreement"] == pytest.approx(
+        100 * sum(v["answer"] == "Answer1" for v in gold) / len(gold), abs=0.01)
+    md = (tmp_path / "lb" / "leaderboard.md").read_text()
+    assert f"judge {tmp_path / 'critic'}, agreement with {len(gold)} gold verdicts {agreement['agreement']:.1f}%" in md
+
+
+def test_critic_agreement_compares_judges_on_the_bundled_gold_votes(random_tiny, tmp_path):
+    """Default votes: the bundled gold verdicts; a second --judge gets a paired delta over questions."""
+    other = tmp_path / "judge2"
+    shutil.copytree(random_tiny, other)
+    res = run_cli("critic", "agreement", "--judge", str(random_tiny), "--judge", str(other), "--limit", "8",
+                  "--output-dir", str(tmp_path / "runs"))
+    assert res.returncode == 0, res.stderr
+    report = json.loads((tmp_path / "runs" / "critic-agreement.json").read_text())
+    (votes,) = report["votes"]
+    assert votes.endswith("critic/votes_gold.json") and set(report["votes"][votes]) == {random_tiny.name, "judge2"}
+    (c,) = report["comparisons"]
+    assert (c["judge"], c["vs"], c["n"]) == ("judge2", random_tiny.name, 2)  # 8 votes = 2 questions x 4 pairs
+    assert c["delta"] == 0.0  # the same weights judge identically
+    res = run_cli("critic", "agreement", "--judge", str(random_tiny), "--judge", str(random_tiny), "--limit", "2",
+                  "--output-dir", str(tmp_path / "runs2"))
+    assert res.returncode == 2 and "same checkpoint twice" in res.stderr
+
+
+@pytest.mark.parametrize("judge, message", [
+    ("{recipe: {trainer: critic}}", "judge must be a checkpoint name or path, or {name, recipe, path}"),
+    ("{name: c, recipe: {trainer: critic}, seeds: [1]}", "judge must be a checkpoint name or path"),
+    ("{name: c, recipe: {task: critic}}", "a recipe needs at least a 'trainer'"),
+])
+def test_a_bad_judge_entry_is_one_line(tmp_path, judge, message):
+    from harness.report.leaderboard import load_spec
+
+    spec = tmp_path / "lb.yaml"
+    spec.write_text(f"baseline: tiny\ncheckpoints: [tiny]\ntasks: [critic]\njudge: {judge}\n")
+    with pytest.raises(HarnessError, match=re.escape(message)):
+        load_spec(spec)

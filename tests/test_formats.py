@@ -331,7 +331,7 @@ def test_a_reply_longer_than_the_context_is_refused_or_cut():
         e.target = long_reply
         e.messages[-1] = {"role": "assistant", "content": long_reply}
         if mode == "refuse":
-            with pytest.raises(HarnessError, match="row llava:shape0 has 10,0[0-9][0-9] tokens, more than the model's context of 1,024"):
+            with pytest.raises(HarnessError, match="row llava:shape0 has over 10,0[0-9][0-9] tokens, more than the model's context of 1,024"):
                 SFTCollator(backend, [e])
             continue
         batch = SFTCollator(backend, [e])([{"idx": 0}])

@@ -190,12 +190,45 @@ bootstrap: 200
         ("{name: b, seeds: [1], path: p}", "seeds need a recipe"),
         ("{name: b, seeds: [1], recipe: {trainer: average}}", "seeds need a recipe"),
         ("{name: b, colour: red, path: p}", "unknown key(s) colour"),
+        ("{name: b, seeds: [1], path: elsewhere/iter1, recipe: {trainer: self_train, out: st}}",
+         "a seeded recipe with out needs the row's path inside out"),
     ],
 )
 def test_seeds_and_runs_rows_are_checked(tmp_path, row, message):
     path = _spec(tmp_path, f"baseline: a\ncheckpoints: [a, {row}]\ntasks: [geoqa]\n")
     with pytest.raises(HarnessError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_spec(path)
+
+
+def test_seeded_build_of_a_recipe_with_out_writes_each_seeds_iterations(tmp_path, monkeypatch):
+    """self_train with seeds: one build per seed, each writing <out>/seed<k>/iter1..K; the rows
+    that share the recipe share each seed's build, and every (row, seed) has its own run folder."""
+    from harness.report.leaderboard import build_checkpoints, plan_board
+
+    out = tmp_path / "st"
+    recipe = f"&st {{trainer: self_train, base: b, task: geoqa, out: {out}, config: {{iterations: 2}}}}"
+    path = _spec(tmp_path, f"baseline: a\ncheckpoints:\n  - a\n"
+                           f"  - {{name: i1, seeds: [0, 1], path: {out}/iter1, recipe: {recipe}}}\n"
+                           f"  - {{name: i2, seeds: [0, 1], path: {out}/iter2, recipe: *st}}\ntasks: [geoqa]\n")
+    spec = load_spec(path)
+    i1, i2 = spec.checkpoints[1:]
+    assert [b.ckpt for b in i2.builds()] == [str(out / "seed0" / "iter2"), str(out / "seed1" / "iter2")]
+    assert [(b.recipe["out"], b.recipe["config"]) for b in i1.builds()] == [
+        (str(out / "seed0"), {"iterations": 2, "seed": 0}), (str(out / "seed1"), {"iterations": 2, "seed": 1})]
+    built = []
+
+    def build_recipe(c):  # stands in for self_train: one run writes every iteration of its seed
+        built.append(c.recipe["out"])
+        for k in (1, 2):
+            (Path(c.recipe["out"]) / f"iter{k}").mkdir(parents=True)
+
+    import harness.report.spec as spec_module
+
+    monkeypatch.setattr(spec_module, "recipe_fingerprint", lambda c, data=None: {"recipe": c.recipe})  # no base to hash
+    build_checkpoints(spec, build_recipe)
+    assert built == [str(out / "seed0"), str(out / "seed1")]  # i2's builds were made by i1's
+    folders = [r.run_dir for r in plan_board(spec).runs]
+    assert len(set(folders)) == len(folders) == 5
 
 
 def test_ci_and_correction_keys(tmp_path):

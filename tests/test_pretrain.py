@@ -50,7 +50,11 @@ def test_selection_prompt_is_the_one_compare_sends_and_its_target_is_gold(source
         all_wrong += all(c in s.wrong for c in shown)
         assert s.task.score(read_selection(s.task, ex.target, s.item), s.item) == 1.0
     assert seen_counts == set(range(1, 11))
-    assert all_wrong > 0  # the reply must read the image, not copy a candidate
+    assert all_wrong > 0  # before select_right_from: any share of right candidates, none included
+    for s in sources["geoqa"][:200]:  # from select_right_from on: R3V's setup, at least one right
+        ex = _select(s, "geoqa", rng, needs_right=True)
+        shown = [line.split(": ", 1)[1] for line in ex.text.split("\n") if line.startswith("Model's Prediction")]
+        assert any(c in s.right for c in shown) and ex.text == selection_prompt(s.prompt, shown)
 
 
 def test_judging_targets_follow_gold(sources):

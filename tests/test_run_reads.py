@@ -141,6 +141,24 @@ def test_resume_rescores_an_edited_log(tmp_path, capsys):
     assert backend.calls == 1  # the re-run generated nothing
 
 
+def test_an_eval_rerun_on_an_edited_folder_publishes_the_outputs_score(tmp_path):
+    """As the audit did it: `harness eval` twice on one folder, stored scores edited 0 -> 1 in between
+    (outputs untouched). The re-run used to publish the edit (41.25 -> 53.75); now it names the
+    edited samples and its record and log hold the outputs' score."""
+    args = ("eval", "--ckpt", "tiny", "--tasks", "geoqa", "--limit", "16", "--output-dir", str(tmp_path / "runs"))
+    first = run_cli(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    run = tmp_path / "runs" / "tiny" / "geoqa"
+    truth, score = (run / "samples.jsonl").read_text(), json.loads((run / "summary.json").read_text())["score"]
+    ids = _tamper(run, 15)
+    assert ids and score < 100.0  # the tiny model gets some wrong: there is something to falsify
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert f"{len(ids)} stored score(s) disagree" in again.stderr and ids[0] in again.stderr
+    assert json.loads((run / "summary.json").read_text())["score"] == score
+    assert (run / "samples.jsonl").read_text() == truth
+
+
 def test_a_run_scored_under_another_rule_is_named(tmp_path):
     run_dir = _half_right(tmp_path / "run")
     raw = json.loads((run_dir / "summary.json").read_text())
@@ -149,50 +167,14 @@ def test_a_run_scored_under_another_rule_is_named(tmp_path):
     assert any("scored under geoqa rule 0; re-scored under geoqa rule" in n for n in notes)
 
 
-# --- readers validate scores (30.5) ----------------------------------------------------------------
-@pytest.mark.parametrize("bad", [float("nan"), "high", None, 50.0, -3])
-def test_readers_refuse_a_bad_stored_score_naming_file_and_line(tmp_path, bad):
-    run_dir = _half_right(tmp_path / "ckpt" / "geoqa")
-    rows = _lines(run_dir / "samples.jsonl")
-    rows[2]["score"] = bad
-    (run_dir / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))  # NaN as JSON's NaN
-    where = f"{run_dir / 'samples.jsonl'}:3"
-    for args in (["view", str(run_dir), "--out", str(tmp_path / "v")],
-                 ["diff", str(run_dir), str(run_dir), "--task", "geoqa"],
-                 ["power", "--task", "geoqa", "--run", str(run_dir)]):
-        res = run_cli(*args)
-        assert res.returncode == 2 and where in res.stderr and "score" in res.stderr, (args, res.stderr)
-        assert len(res.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "v").exists()
-
-
-@pytest.mark.parametrize("bad", [50.0, -3])
-def test_a_runs_board_refuses_an_out_of_range_score(tmp_path, bad):
-    base = _half_right(tmp_path / "base" / "geoqa", label="base")
-    other = _half_right(tmp_path / "other" / "geoqa", label="other")
-    rows = _lines(other / "samples.jsonl")
-    rows[4]["score"] = bad
-    _write_lines(other / "samples.jsonl", rows)
-    res = run_cli("leaderboard", "--spec", str(_runs_board(tmp_path, "bad", {"base": base, "other": other})))
-    assert res.returncode == 2 and f"{other / 'samples.jsonl'}:5: score {bad}" in res.stderr, res.stderr
-    assert not (tmp_path / "bad").exists()
-
-
-def test_power_refuses_a_vanishing_delta(tmp_path):
-    run_dir = _half_right(tmp_path / "run")
-    res = run_cli("power", "--task", "geoqa", "--run", str(run_dir), "--delta", "1e-300")
-    assert res.returncode == 2 and "--delta" in res.stderr
-
-
-def test_torn_lines_in_a_runs_row_name_the_file_unless_allowed(tmp_path):
+# --- readers validate scores (30.5): the refusals are cases of tests/test_bad_inputs.py ----------------
+def test_torn_lines_in_a_runs_row_are_left_out_when_allowed(tmp_path):
+    """Without --allow-missing the torn line is an error naming the file (test_bad_inputs.py)."""
     base = _half_right(tmp_path / "base" / "geoqa", label="base")
     other = _half_right(tmp_path / "other" / "geoqa", label="other")
     with (other / "samples.jsonl").open("a") as f:
         f.write('{"id": "7", "sample": 0, "outp')  # a torn last line
     spec = _runs_board(tmp_path, "torn", {"base": base, "other": other}, f"limit: {LIMIT}\n")
-    res = run_cli("leaderboard", "--spec", str(spec))
-    assert res.returncode == 2 and f"{other / 'samples.jsonl'}:{LIMIT + 1}" in res.stderr and "--allow-missing" in res.stderr
-    assert not (tmp_path / "torn").exists()
     res = run_cli("leaderboard", "--spec", str(spec), "--allow-missing")
     assert res.returncode == 0, res.stderr
     assert "1 torn or malformed line(s) skipped" in res.stderr

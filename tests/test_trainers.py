@@ -539,6 +539,27 @@ def test_self_critique_trains_on_self_judged_pairs(random_tiny, base_weights, tm
     assert _loads_and_generates(out)
 
 
+def test_self_critique_with_a_separate_judge_keeps_its_consistent_verdicts(random_tiny, tmp_path, monkeypatch):
+    """judge=CHECKPOINT: the winners are the judge's (both orders, the harness judge's prompt), not the model's."""
+    import re
+
+    import trainers.self_critique as sc
+    from harness.models.mock import MockBackend
+
+    def longer_reply(req):  # a consistent judge: the longer answer wins in either order
+        a, b = re.search(r"\nAnswer1: (.*)\nAnswer2: (.*)\nGive your verdict", req.text, re.S).groups()
+        return "Answer1" if len(a) > len(b) else "Answer2" if len(b) > len(a) else "Tie"
+
+    asked = []
+    monkeypatch.setattr(sc, "load_judge", lambda path, device: asked.append(path) or MockBackend(longer_reply))
+    manifest = sc.run(sc.SelfCritiqueConfig(**{**FEW, "limit": 12, "judge": "checkpoints/built/critic"}),
+                      str(random_tiny), "geoqa", tmp_path / "sc", progress=False)
+    assert asked == ["checkpoints/built/critic"] and manifest["config"]["judge"] == "checkpoints/built/critic"
+    data = manifest["data"]
+    assert 0 < data["agreed"] <= data["candidates"]
+    assert data["no_verdict"] == 0 or data["agreed"] < data["candidates"]  # a tie is no verdict and no pair
+
+
 # --- recipes and the command line ------------------------------------------------------------------
 def test_recipe_builds_sfte_from_seeded_members(random_tiny, tmp_path):
     from harness.report.leaderboard import CheckpointSpec

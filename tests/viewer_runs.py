@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness.core.record import summarize
-from harness.core.scoring import sample_record
+from harness.core.scoring import data_hash, sample_record
 from harness.core.files import atomic_write_json, atomic_write_jsonl
 from harness.core.task import get_task
 
@@ -35,7 +35,7 @@ def write_run(run_dir: Path, task_name: str, outputs: Callable[[object, int], st
     records = [sample_record(task, it, s, outputs(it, s)) for it in items for s in range(k)]
     atomic_write_jsonl(run_dir / "samples.jsonl", records)
     summary = summarize(task, {it.id: it for it in items}, records, checkpoint={"name": label, "hash": "0"},
-                        data={"dir": str(data_dir), "hash": "0"})
+                        data={"dir": str(data_dir), "hash": data_hash(items)})
     atomic_write_json(run_dir / "summary.json", summary)
     return run_dir
 

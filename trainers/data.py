@@ -297,7 +297,10 @@ def _fit(backend: "HFBackend", e: Example, reply: str, limit: int) -> str:
     n = sum(_tokens(backend, t, limit) for t in context) + _tokens(backend, reply, limit)
     if n <= limit - MARGIN:
         return reply  # image tokens are checked per batch (_checked)
-    if not rough:
+    # Text tokens alone over the limit decide it: collating such a row costs minutes (the reply
+    # mask's matching grows with the square of its length) to count tokens it cannot use.
+    over = rough or n > limit
+    if not over:
         n = _length(backend, e, reply)
         if n <= limit:
             return reply
@@ -309,7 +312,7 @@ def _fit(backend: "HFBackend", e: Example, reply: str, limit: int) -> str:
     fix = ("the rest of the row alone fills the context; shorten it" if e.truncate else
            "shorten or drop it" + (", or set long_rows: truncate on its data source (--long-rows truncate)"
                                    if e.task is None else ""))
-    raise HarnessError(f"{_name(e)} has {'over ' if rough else ''}{n:,} tokens, more than the model's "
+    raise HarnessError(f"{_name(e)} has {'over ' if over else ''}{n:,} tokens, more than the model's "
                        f"context of {limit:,}; {fix}")
 
 

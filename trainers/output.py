@@ -181,7 +181,7 @@ def _disk_full(out: Path, e: Exception) -> HarnessError | None:
 
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
         reason = e.strerror or str(e)
-    elif type(e).__name__ == "SafetensorError" and ("code: 28" in str(e) or "StorageFull" in str(e)):
+    elif type(e).__name__ == "SafetensorError" and any(m in str(e) for m in ("os error 28", "code: 28", "StorageFull")):
         reason = "No space left on device"
     else:
         return None

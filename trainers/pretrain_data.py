@@ -152,7 +152,10 @@ def _direct(s: Source, name: str, rng: random.Random) -> Example | None:
                    f"Answer: {s.item.metadata['answer_value']}°", "direct:geoqa")
 
 
-def _select(s: Source, name: str, rng: random.Random, n: int | None = None) -> Example | None:
+def _select(s: Source, name: str, rng: random.Random, n: int | None = None, needs_right: bool = False) -> Example | None:
+    """R3V's selection prompt over n candidates, the gold final answer as the target. needs_right:
+    at least one candidate is right (R3V's setup): with none right the target is in no candidate,
+    which teaches the model to answer past its candidates rather than pick among them."""
     from harness.stats.selection import selection_prompt
 
     if name not in SELECT_TASKS or not s.wrong:
@@ -160,6 +163,8 @@ def _select(s: Source, name: str, rng: random.Random, n: int | None = None) -> E
     n = n or rng.randint(1, MAX_CANDIDATES)
     share = rng.random()  # any mix, from all wrong to all right: the image decides, not the count
     shown = [rng.choice(s.right) if rng.random() < share else rng.choice(s.wrong) for _ in range(n)]
+    if needs_right and not any(c in s.right for c in shown):
+        shown[rng.randrange(n)] = rng.choice(s.right)
     gold = s.right[-1] if name == "geoqa" else s.right[0]  # the final answer alone ("Answer: 145°")
     return Example("select", name, s.item.category, selection_prompt(s.prompt, shown), s.image, gold,
                    f"select:{name}:{n}")
@@ -217,7 +222,7 @@ MAKERS: dict[str, Callable[[Source, str, random.Random], Example | None]] = {
 
 
 def draw_batch(sources: dict[str, list[Source]], rng: random.Random, size: int,
-               curriculum: bool = False) -> list[Example]:
+               curriculum: bool = False, select_needs_right: bool = False) -> list[Example]:
     """One batch of one format and one task (the first steps: single-object colour questions only).
 
     Selection batches share one candidate count, so their prompts have about the same length."""
@@ -230,7 +235,7 @@ def draw_batch(sources: dict[str, list[Source]], rng: random.Random, size: int,
     maker = MAKERS[fmt]
     if fmt == "select":
         n = rng.randint(1, MAX_CANDIDATES)
-        maker = lambda s, name, rng: _select(s, name, rng, n)  # noqa: E731
+        maker = lambda s, name, rng: _select(s, name, rng, n, select_needs_right)  # noqa: E731
     batch: list[Example] = []
     while len(batch) < size:
         ex = maker(rng.choice(sources[name]), name, rng)

@@ -14,6 +14,10 @@
    judgement is dropped. The winner is chosen, the loser rejected.
 4. DPO (TRL's DPOTrainer, sigmoid loss, reference = the base with the adapter disabled) on a LoRA
    adapter. Nothing is checked against the gold answer: the signal is the model's own judgement.
+
+`judge=CHECKPOINT` (e.g. checkpoints/built/critic, a judge trained by the `critic` treatment) picks
+the winner instead of the model itself: the harness judge's pairwise prompt, both orders, the
+verdict it generates (the LLaVA post-training seed's "winner chosen with critic" variant).
 """
 from __future__ import annotations
 
@@ -51,6 +55,7 @@ class SelfCritiqueConfig(TrainConfig):
     sample_batch_size: int = field(default=32, metadata={"help": "prompts per sampling / judging call"})
     beta: float = field(default=0.1, metadata={"help": "DPO KL strength"})
     learning_rate: float = field(default=5e-4, metadata={"help": "peak learning rate"})
+    judge: str | None = field(default=None, metadata={"help": "a judge checkpoint that picks the winners (e.g. checkpoints/built/critic); default: the model judges itself"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -116,6 +121,30 @@ def judge(backend: "HFBackend", examples: Sequence[Example], jobs: Sequence[tupl
     return verdicts
 
 
+def critic_verdicts(judge_backend: "HFBackend", examples: Sequence[Example], jobs: Sequence[tuple[int, str, str]],
+                    cfg: SelfCritiqueConfig, gen, advance=lambda k=1: None) -> list[int | None]:
+    """A separate judge's verdict (1, 2 or None; a tie is None) on each (example index, first,
+    second), in the prompt the harness judge sends (what a `critic`-trained judge learned)."""
+    from harness.judge.pipeline import pairwise_prompt, parse_verdict as judge_verdict
+
+    verdicts: list[int | None] = []
+    for start in range(0, len(jobs), cfg.sample_batch_size):
+        chunk = jobs[start:start + cfg.sample_batch_size]
+        # The item's own question (not the task's instruction-wrapped prompt), as the judge saw in training.
+        texts = [pairwise_prompt(examples[i].item.question, a, b) for i, a, b in chunk]
+        outs = judge_backend.generate_images(texts, [examples[i].images for i, _, _ in chunk], gen, n=1)
+        verdicts += [{"1": 1, "2": 2}.get(judge_verdict(o[0])) for o in outs]
+        advance(len(chunk))
+    return verdicts
+
+
+def load_judge(path: str, device: str | None) -> "HFBackend":
+    from harness.models.backend import HFBackend
+    from harness.models.checkpoints import resolve_checkpoint
+
+    return HFBackend(resolve_checkpoint(path), device=device)
+
+
 # --- the treatment ---------------------------------------------------------------------------------
 def run(cfg: SelfCritiqueConfig, base: str, tasks: str, out: Path, data_dir: str | Path | None = None,
         overwrite: bool = False, progress: bool = True, device: str | None = None,
@@ -148,9 +177,16 @@ def run(cfg: SelfCritiqueConfig, base: str, tasks: str, out: Path, data_dir: str
                 samples = sample_answers(backend, examples, 2, gen, cfg.sample_batch_size, advance)
             candidates = [(i, a.strip(), b.strip()) for i, (a, b) in enumerate(samples) if a.strip() != b.strip()]
             judge_gen = replace(gen, temperature=0.0, max_new_tokens=8)
+            judge_backend = load_judge(cfg.judge, device) if cfg.judge else None
+
+            def judging(backend, examples, jobs, cfg, judge_gen, advance):
+                if judge_backend is None:
+                    return judge(backend, examples, jobs, cfg, judge_gen, advance)
+                return critic_verdicts(judge_backend, examples, jobs, cfg, replace(judge_gen, max_new_tokens=16), advance)
+
             with sampling_progress(progress, f"self_critique judging {label}", 2 * len(candidates)) as advance:
-                forward = judge(backend, examples, candidates, cfg, judge_gen, advance)
-                swapped = judge(backend, examples, [(i, b, a) for i, a, b in candidates], cfg, judge_gen, advance)
+                forward = judging(backend, examples, candidates, cfg, judge_gen, advance)
+                swapped = judging(backend, examples, [(i, b, a) for i, a, b in candidates], cfg, judge_gen, advance)
             return candidates, forward, swapped
 
         candidates, forward, swapped = computed_on_main(sample_and_judge)  # every rank trains on rank 0's pairs

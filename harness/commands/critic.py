@@ -1,30 +1,94 @@
-"""`harness critic agreement`: how often a judge agrees with reference votes (harness.judge.runs)."""
+"""`harness critic agreement`: how often judges agree with reference votes (harness.judge.runs).
+
+Several `--judge`s on the same votes are compared item by item: each later judge's agreement minus
+the first's, with a paired CI over questions (a trained critic against tiny as a judge).
+"""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from harness.commands.common import add_model_flags
 from harness.commands.flags import _positive_int, add_flags
+from harness.errors import HarnessError
+
+GOLD_VOTES = Path("critic") / "votes_gold.json"  # written by tasks/synth/critic.py for the test questions
+
+
+def _votes_files(args: argparse.Namespace) -> list[Path]:
+    if args.votes:
+        return [Path(v) for v in args.votes]
+    from harness.core.task import resolve_data_dir
+
+    return [resolve_data_dir(args.data_dir) / GOLD_VOTES]
+
+
+def _out_dir(args: argparse.Namespace, output_dir: Path, judge: str, votes: Path, single: bool) -> Path:
+    if args.out and single:
+        return Path(args.out)
+    if args.out:
+        return Path(args.out) / f"{judge}-{votes.stem}"
+    return output_dir / judge / f"critic-agreement-{votes.stem}"
+
+
+def _agreement_units(out_dir: Path) -> tuple[dict[str, float], dict[str, str]]:
+    """Per comparison: 1 when the judge's verdict (as the reference saw the pair) matches, from
+    the judgements it just wrote. An unparsable reply counts as disagreement here (its agreement
+    figure leaves it out), so two judges are compared on the same votes whatever they parse."""
+    from harness.core.files import read_jsonl
+
+    rows = list(read_jsonl(out_dir / "judgements.jsonl"))
+    return ({r["id"]: float(r["verdict"] == r["reference"]) for r in rows},
+            {r["id"]: r["cluster"] for r in rows})
 
 
 def cmd_critic_agreement(args: argparse.Namespace) -> int:
     from harness.commands.common import session_from_args
+    from harness.core.outputs import refuse_protected
+    from harness.core.store import atomic_write_json
     from harness.core.task import task_class
     from harness.judge.pipeline import JUDGED_FILE, Judge, JudgeSettings, agreement
-    from harness.judge.runs import bootstrap_only, print_agreement
+    from harness.judge.runs import bootstrap_only, print_agreement, print_judge_comparison
+    from harness.stats.ci import paired_difference
 
+    votes_files = _votes_files(args)
     # The votes format belongs to the critic task; it is found through the registry like any task.
-    comparisons = list(task_class("critic").read_votes(Path(args.votes)))[: args.limit]
+    votes = {path: list(task_class("critic").read_votes(path))[: args.limit] for path in votes_files}
+    if args.out:  # only the judge's own files are (re)written there, never anything else removed
+        refuse_protected(args.out)
     settings = JudgeSettings(batch_size=args.batch_size, ci_method=bootstrap_only(args.ci_method),
                              max_new_tokens=args.max_new_tokens)
+    judges = args.judge or ["tiny"]
+    single = len(judges) == 1 and len(votes_files) == 1
+    report: dict[str, Any] = {"votes": {}, "comparisons": []}
     with session_from_args(args) as s:
-        judge_ref = s.checkpoint(args.judge)
-        out_dir = Path(args.out) if args.out else s.output_dir / judge_ref.name / f"critic-agreement-{Path(args.votes).stem}"
-        judge = Judge(s.backend(judge_ref), s.cache, settings, s.progress)
-        summary = agreement(judge, comparisons, out_dir, {"votes_file": str(args.votes)})
-    print_agreement(summary, f"judge {judge_ref.name} vs {Path(args.votes).name}")
-    print(f"wrote {out_dir}/judgements.jsonl and {JUDGED_FILE}")
+        refs = [s.checkpoint(j) for j in judges]
+        if len({r.name for r in refs}) != len(refs):
+            raise HarnessError("--judge names the same checkpoint twice; give each judge once")
+        units: dict[tuple[str, Path], tuple[dict[str, float], dict[str, str]]] = {}
+        for ref in refs:
+            judge = Judge(s.backend(ref), s.cache, settings, s.progress)
+            for path, comparisons in votes.items():
+                out_dir = _out_dir(args, s.output_dir, ref.name, path, single)
+                summary = agreement(judge, comparisons, out_dir, {"votes_file": str(path)})
+                print_agreement(summary, f"judge {ref.name} vs {path.name}")
+                print(f"wrote {out_dir}/judgements.jsonl and {JUDGED_FILE}")
+                report["votes"].setdefault(str(path), {})[ref.name] = summary
+                units[ref.name, path] = _agreement_units(out_dir)
+            s.release_models()
+    for path in votes:
+        first = refs[0].name
+        for ref in refs[1:]:
+            (a, clusters), (b, _) = units[ref.name, path], units[first, path]
+            d = paired_difference(list(a.values()), list(b.values()), list(a), list(b), seed=settings.seed,
+                                  clusters=clusters)
+            report["comparisons"].append({"votes_file": str(path), "judge": ref.name, "vs": first, **vars(d)})
+    if report["comparisons"]:
+        print_judge_comparison(report["comparisons"])
+        where = Path(args.out) if args.out else s.output_dir
+        atomic_write_json(where / "critic-agreement.json", report)
+        print(f"wrote {where / 'critic-agreement.json'}")
     return 0
 
 
@@ -33,9 +97,13 @@ def add_parser(sub) -> None:
 
     p = sub.add_parser("critic", help="judge tools: agreement of a judge with reference verdicts")
     critic = p.add_subparsers(dest="critic_command", metavar="SUBCOMMAND", required=True)
-    p = critic.add_parser("agreement", help="how often a judge agrees with reference votes (MLLM-Bench format)")
-    p.add_argument("--judge", default="tiny", help="the judge checkpoint (default: tiny)")
-    p.add_argument("--votes", required=True, help="MLLM-Bench pairwise votes JSON; images resolved beside it")
+    p = critic.add_parser("agreement", help="how often judges agree with reference votes (MLLM-Bench format)")
+    p.add_argument("--judge", action="append", default=None,
+                   help="a judge checkpoint (default: tiny); repeat to compare judges item by item against the first")
+    p.add_argument("--votes", action="append", default=None,
+                   help="MLLM-Bench pairwise votes JSON, images resolved beside it; repeatable "
+                        "(default: the bundled gold votes, <data-dir>/critic/votes_gold.json)")
+    p.add_argument("--data-dir", default=None, help="where the default votes live (default: $HARNESS_DATA, else data/)")
     p.add_argument("--out", default=None, help="default: <output-dir>/<judge>/critic-agreement-<votes file stem>/")
     p.add_argument("--output-dir", default="runs", help="root of runs and the generation cache (default: runs)")
     p.add_argument("--limit", type=_positive_int, default=None, help="use only the first N votes")

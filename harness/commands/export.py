@@ -7,9 +7,10 @@ from pathlib import Path
 
 def cmd_export(args: argparse.Namespace) -> int:
     from harness.bridges.vlmeval import export_predictions
+    from harness.core.text import visible
 
     path = export_predictions(Path(args.run), Path(args.out), data_dir=args.data_dir)
-    print(f"wrote {path}")
+    print(f"wrote {visible(path)}")
     return 0
 
 

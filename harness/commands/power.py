@@ -16,6 +16,7 @@ from typing import Any
 
 from harness.commands.common import add_task_options, make_tasks
 from harness.commands.flags import _positive_int
+from harness.core.text import visible
 from harness.errors import HarnessError
 
 MIN_DELTA = 0.01  # points; a smaller effect needs more units than any study has (and overflows the sizing)
@@ -89,7 +90,7 @@ def run_power(args: Any, task: Any) -> None:
         raise HarnessError(f"--delta {args.delta} must be between {MIN_DELTA} and 100 points")
     items = task.items_by_id(resolve_data_dir(args.data_dir))
     for line in power_lines(task, items, Path(args.run), Path(args.vs) if args.vs else None, args.n, args.delta):
-        print(line)
+        print(visible(line))  # the pilot's path may hold terminal escapes
 
 
 def cmd_power(args: Any) -> int:

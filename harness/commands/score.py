@@ -8,7 +8,7 @@ from typing import Any
 
 from harness.commands.common import add_task_options, make_tasks, print_summaries
 from harness.core.record import Timer, build_record, write_record
-from harness.core.scoring import sample_record
+from harness.core.scoring import data_hash, sample_record
 from harness.core.store import atomic_write_jsonl, read_predictions
 from harness.core.task import Task, resolve_data_dir
 from harness.errors import HarnessError
@@ -23,7 +23,7 @@ def run_score(args: argparse.Namespace, task: Task) -> dict[str, Any]:
     if not preds:
         raise HarnessError(f"{args.predictions}: every prediction is for an id the official rule excludes; nothing to score")
     records = [sample_record(task, items[i], k, out) for i, k, out in preds]
-    scored = {r["id"] for r in records}
+    scored = list(dict.fromkeys(r["id"] for r in records))  # in the samples' order, as readers hash them
     missing = len(items) - len(scored)
     if missing and not getattr(args, "allow_missing", False):
         raise HarnessError(f"{args.predictions}: {missing} of {len(items)} {task.name} item(s) have no prediction; "
@@ -31,7 +31,7 @@ def run_score(args: argparse.Namespace, task: Task) -> dict[str, Any]:
     record, _ = build_record(
         task, {i: items[i] for i in scored}, records, ci_method=args.ci_method,
         predictions=str(args.predictions), missing=missing, excluded=len(set(skipped)),
-        data={"dir": str(data_dir)}, timing=timer.timing(),
+        data={"dir": str(data_dir), "hash": data_hash(items[i] for i in scored)}, timing=timer.timing(),
     )
     out = Path(args.out)
     atomic_write_jsonl(out / "samples.jsonl", records)

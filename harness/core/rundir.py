@@ -17,8 +17,9 @@ from typing import Any, Sequence
 
 from harness.core.files import jsonl_lines
 from harness.core.record import RECORD_FILE, RunRecord, finite, load_record
-from harness.core.scoring import rescore
+from harness.core.scoring import data_hash, rescore
 from harness.core.task import Task, Unit, resolve_data_dir, task_class
+from harness.core.text import visible
 from harness.core.types import Item
 from harness.errors import HarnessError
 
@@ -69,13 +70,13 @@ class Run:
                        f"{self.task.rule_version}")
         if self.torn:
             out.append(f"{self.samples_path}: {self.torn} torn or malformed line(s) skipped (--allow-missing)")
-        return out
+        return [visible(note, keep_lines=False) for note in out]  # paths and ids from files reach a terminal
 
 
 def rescored_note(path: Path, task: Task, ids: Sequence[str]) -> str:
     shown = ", ".join(list(dict.fromkeys(ids))[:SHOWN_IDS]) + (", ..." if len(set(ids)) > SHOWN_IDS else "")
-    return (f"{path}: {len(ids)} stored score(s) disagree with {task.name}'s current rule (ids {shown}); "
-            "re-scored from the outputs")
+    return visible(f"{path}: {len(ids)} stored score(s) disagree with {task.name}'s current rule (ids {shown}); "
+                   "re-scored from the outputs", keep_lines=False)
 
 
 def run_task(record: RunRecord, data_dir_given: bool = False) -> Task:
@@ -116,6 +117,7 @@ def read_run(run_dir: str | Path, task: Task | None = None, items: dict[str, Ite
         items = task.items_by_id(run_data_dir(record, data_dir)) if task.rescorable else {}
     rows, torn = read_samples(samples, task, allow_torn)
     if task.rescorable:
+        _check_data(run_dir, task, record, items, list(dict.fromkeys(r["id"] for r in rows)), torn)
         unknown = sorted({r["id"] for r in rows} - items.keys())
         if unknown and unknown_ids == "error":
             raise HarnessError(f"{run_dir}: {len(unknown)} sample id(s) (e.g. {unknown[0]!r}) are not items of "
@@ -164,6 +166,37 @@ def _malformed(row: Any) -> str | None:
     if not isinstance(row.get("sample"), int) or isinstance(row.get("sample"), bool) or row["sample"] < 0:
         return '"sample" must be a non-negative integer'
     return None
+
+
+def _check_data(run_dir: Path, task: Task, record: RunRecord | None, items: dict[str, Item], ids: list[str],
+                torn: int) -> None:
+    """Re-scoring uses the items the run was scored on. Against other data (another copy of the
+    benchmark with the same ids) every re-computed score would be the other data's, published as
+    a re-score; the record's data hash (ids, questions, choices, targets in the run's order) tells."""
+    want = (record.data or {}).get("hash") if record is not None else None
+    if not want:
+        return  # a record written without it: nothing to check against
+    known = all(i in items for i in ids)
+    if known and data_hash(items[i] for i in ids) == want:
+        return
+    recorded = (record.data or {}).get("dir") if record is not None else None
+    ref: dict[str, Item] = {}
+    if recorded and Path(recorded).is_dir():
+        try:
+            ref = task.items_by_id(Path(recorded))
+        except HarnessError:
+            pass  # the recorded copy is unreadable now: judge by the hash alone
+    if all(i in ref for i in ids) and data_hash(ref[i] for i in ids) == want:  # the data it was scored on
+        differ = [i for i in ids if i in items and data_hash([items[i]]) != data_hash([ref[i]])]
+        if not differ:
+            return  # a limited reader: the items it has are the run's
+        raise HarnessError(f"{run_dir}: {len(differ)} item(s) (e.g. {differ[0]!r}) differ from the {task.name} data it "
+                           f"was scored on ({recorded}); use that data dir (--data-dir, or data_dir in a leaderboard spec)")
+    if known and not torn:
+        where = f", which its record names {recorded}" if recorded else ""
+        raise HarnessError(f"{run_dir}: scored on other {task.name} items than the data dir here holds (data hash "
+                           f"{want}); use the data dir it was scored on{where} (--data-dir, or data_dir in a "
+                           "leaderboard spec)")
 
 
 def _rescored(task: Task, items: dict[str, Item], rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:

@@ -53,10 +53,11 @@ def leaderboard_columns(judge: Judge, runs: list[tuple[str, Any]], baseline: str
     return dict(columns)
 
 
-def read_judged_columns(runs: list[tuple[str, Any, Path]], baseline: str) -> dict[str, dict[str, dict[str, float]]]:
+def read_judged_columns(runs: list[tuple[str, Any, Path, bool]], baseline: str) -> dict[str, dict[str, Any]]:
     """The judged columns read back from the judge's files: label -> {task: pointwise units,
-    task-vs-baseline: preference units}. `runs` holds (label, task, run folder) of judged runs,
-    as leaderboard_columns judged them; a column without one parsed reply is left out."""
+    task-vs-baseline: preference units}. `runs` holds (label, task, run folder, seeded) of judged
+    runs, as leaderboard_columns judged them; a seeds row's column is a list, one units mapping
+    per seed (as the board's seeded cells). A column without one parsed reply is left out."""
     from harness.core.files import read_jsonl
     from harness.judge.pipeline import pairwise_units, pointwise_units
 
@@ -66,17 +67,23 @@ def read_judged_columns(runs: list[tuple[str, Any, Path]], baseline: str) -> dic
             raise HarnessError(f"{path} not found: the judge has not scored {folder}; run the board again")
         return of(read_jsonl(path))
 
-    columns: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
-    baseline_tasks = {task.name for label, task, _ in runs if label == baseline}
-    for label, task, run_dir in runs:
+    columns: dict[str, dict[str, Any]] = defaultdict(dict)
+
+    def put(label: str, column: str, values: dict[str, float], seeded: bool) -> None:
+        if not values:
+            return
+        if seeded:
+            columns[label].setdefault(column, []).append(values)
+        else:
+            columns[label][column] = values
+
+    baseline_tasks = {task.name for label, task, _, _ in runs if label == baseline}
+    for label, task, run_dir, seeded in runs:
         columns.setdefault(label, {})
-        point = units(run_dir, pointwise_units)
-        if point:
-            columns[label][task.name] = point
+        put(label, task.name, units(run_dir, pointwise_units), seeded)
         if label != baseline and task.name in baseline_tasks:
             pair = units(run_dir.parent / f"{run_dir.name}-vs-{baseline}", pairwise_units)
-            if pair:
-                columns[label][f"{task.name}-vs-{baseline}"] = pair
+            put(label, f"{task.name}-vs-{baseline}", pair, seeded)
     return dict(columns)
 
 
@@ -118,3 +125,20 @@ def print_agreement(s: dict[str, Any], title: str) -> None:
     for name in ("position_consistency", "first_slot_rate", "reference_consistency"):
         table.add_row(name.replace("position_", "judge position "), _pct(s[name]))
     Console().print(table)
+
+
+def print_judge_comparison(comparisons: list[dict[str, Any]]) -> None:
+    """Each judge's agreement minus the first judge's on the same votes, paired over questions."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from harness.core.text import visible
+
+    for votes in dict.fromkeys(c["votes_file"] for c in comparisons):
+        table = Table(title=f"agreement with {visible(Path(votes).name)}, judge - vs (points; unparsable = disagree)")
+        for col in ("judge", "vs", "n", "agree", "vs agree", "delta", "95% CI", "p"):
+            table.add_column(col, justify="left" if col in ("judge", "vs") else "right", no_wrap=col != "judge")
+        for c in (c for c in comparisons if c["votes_file"] == votes):
+            table.add_row(visible(c["judge"]), visible(c["vs"]), str(c["n"]), _pct(c["score_a"]), _pct(c["score_b"]),
+                          f"{c['delta']:+.1f}", f"[{c['low']:+.1f}, {c['high']:+.1f}]", f"{c['p_value']:.2g}")
+        Console().print(table)

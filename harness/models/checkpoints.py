@@ -125,20 +125,33 @@ def _adapter_ref(path: Path, base: str | None, trust_remote_code: bool) -> Check
     )
 
 
+# Provenance beside the weights (the project's training record, PEFT's model card, a recipe's stamp):
+# they say how a checkpoint was made, not what it computes, so two builds with the same weights and
+# config share one hash (and one cache) whatever their wall times or folder names.
+PROVENANCE_FILES = {"manifest.json", "README.md", "recipe.json"}
+
+
 def content_hash(folder: Path) -> str:
     """sha256 over the sorted relative names, sizes and contents of the folder's files.
 
-    Hidden files (".cache", ...) are skipped. A file over 64 MB contributes its first and last
-    16 MB and its size instead of its whole content: checkpoints of real models are many GB, and a
-    changed weight file almost surely changes its size, head or tail (safetensors puts its header
-    at the head).
+    Hidden files (".cache", ...) and the top-level PROVENANCE_FILES are skipped; a PEFT
+    adapter_config.json is read as canonical JSON (its target_modules come from a set, in any
+    order). A file over 64 MB contributes its first and last 16 MB and its size instead of its
+    whole content: checkpoints of real models are many GB, and a changed weight file almost surely
+    changes its size, head or tail (safetensors puts its header at the head).
     """
     h = hashlib.sha256()
     files = sorted(
         p for p in folder.rglob("*")
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and p.relative_to(folder).as_posix() not in PROVENANCE_FILES
     )
     for p in files:
+        if p.name == "adapter_config.json":
+            canonical = _canonical_adapter_config(p)
+            if canonical is not None:
+                h.update(f"{p.relative_to(folder).as_posix()}\0canonical\0".encode() + canonical)
+                continue
         size = p.stat().st_size
         h.update(f"{p.relative_to(folder).as_posix()}\0{size}\0".encode())
         with p.open("rb") as f:
@@ -150,6 +163,22 @@ def content_hash(folder: Path) -> str:
                 f.seek(size - EDGE_BYTES)
                 h.update(f.read(EDGE_BYTES))
     return h.hexdigest()[:16]
+
+
+def _canonical_adapter_config(path: Path) -> bytes | None:
+    """The adapter config with sorted keys and sorted module lists; None if it is not a JSON object."""
+    import json
+
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    for key in ("target_modules", "modules_to_save"):
+        if isinstance(config.get(key), list) and all(isinstance(m, str) for m in config[key]):
+            config[key] = sorted(config[key])
+    return json.dumps(config, sort_keys=True).encode()
 
 
 # ---- checkpoints the serving engines load ------------------------------------------------------

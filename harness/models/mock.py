@@ -50,6 +50,11 @@ class MockBackend:
             out.append([self.reply(r) for r in reqs])
         return out
 
+    def generate_images(self, texts: Sequence[str], images: Sequence[Sequence[object]], gen: GenConfig,
+                        n: int = 1, seeds: Sequence[int] | None = None) -> list[list[str]]:
+        """HFBackend's call for already opened images (training loops); the script sees the text."""
+        return self.generate([Prompt(t) for t in texts], gen, n=n, seeds=seeds)
+
     def choice_losses(self, prompts: Sequence[Prompt], choices: Sequence[Sequence[str]],
                       blind: bool = False) -> list[list[float]]:
         if self.losses is None:

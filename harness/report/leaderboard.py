@@ -45,7 +45,8 @@ one checkpoint per seed, <path>/seed<k>, with the recipe's config `seed` set to 
 mean over seeds with a CI from seed and item variance components (harness/stats/seeds.py) and the seed range.
 Recipe checkpoints are built (trained) only when their folder does not exist yet. A recipe with
 `out: DIR` trains DIR, a folder of several checkpoints, and the row's `path` is one of them: rows
-sharing the recipe (self_train_iter1..K) share one build (trainers/recipes.py).
+sharing the recipe (self_train_iter1..K) share one build (trainers/recipes.py); with `seeds` each
+seed's build writes <out>/seed<k>/ (its own iterations), and each row reads its path inside it.
 Rows that run no model (scored runs only) never look at images.
 """
 from __future__ import annotations
@@ -98,7 +99,7 @@ class Plan:
 
 def plan_board(spec: LeaderboardSpec, tasks: list[Task] | None = None) -> Plan:
     """Every run the board needs, checked before anything runs (scored-runs folders must exist;
-    judged tasks need one loaded checkpoint per row)."""
+    judged tasks need a model: a seeds row's judged cell averages its seeds' judged answers)."""
     from harness.core.task import get_task
 
     tasks = tasks if tasks is not None else [get_task(t.name, **t.options) for t in spec.tasks if t.engine == "harness"]
@@ -110,11 +111,8 @@ def plan_board(spec: LeaderboardSpec, tasks: list[Task] | None = None) -> Plan:
             continue
         for b in c.builds():
             for blind in (False, True) if c.name in spec.blind else (False,):
-                folder = output / (f"{c.name}/{Path(b.ckpt).name}" if c.seeds is not None else c.name)
+                folder = output / (f"{c.name}/seed{b.seed}" if c.seeds is not None else c.name)
                 for task in tasks:
-                    if task.judged and c.seeds is not None:
-                        raise HarnessError(f"checkpoint {c.name}: judged task {task.name} takes one checkpoint per "
-                                           "row; drop seeds or the task")
                     label = f"{c.name}+blind" if blind else c.name
                     runs.append(PlannedRun(label, c, task, folder / _run_name(task, blind), b, blind))
     lmms = [(column, t) for t in spec.tasks if t.engine == "lmms-eval" for column in _lmms_columns(t)]
@@ -181,6 +179,13 @@ def run_board(plan: Plan, s: Any, items: dict[str, list[Item]], build_recipe: Ca
 
         judge = Judge(s.backend(judge_ref), s.cache, JudgeSettings(seed=spec.seed), s.progress)
         leaderboard_columns(judge, [(r.label, _read(r, items)) for r in judged], spec.baseline)
+        votes = Path(s.data_dir) / GOLD_VOTES
+        if votes.is_file():  # the legend says how far the judge agrees with known verdicts
+            from harness.core.task import task_class
+            from harness.judge.pipeline import agreement
+
+            agreement(judge, task_class("critic").read_votes(votes), judge_agreement_dir(spec),
+                      {"votes_file": str(votes)})
 
 
 def _run_lmms(plan: Plan, label: str, s: Any, ref: Any, device: str | None) -> None:
@@ -202,7 +207,8 @@ class BoardInput:
     unit_scores: dict[str, dict[str, Any]]  # label -> column -> {unit id: score}, or one such mapping per seed
     clusters: dict[str, dict[str, str]]  # column -> {unit id: cluster} where units are clustered
     views: dict[tuple[str, str], Any]  # (label, column) -> the run a cell links to (not for seeds rows)
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # warnings about the runs read
+    legend: list[str] = field(default_factory=list)  # lines every render shows beside the statistics' legend
 
 
 def read_board(plan: Plan, items: dict[str, list[Item]]) -> BoardInput:
@@ -215,6 +221,7 @@ def read_board(plan: Plan, items: dict[str, list[Item]]) -> BoardInput:
     clusters: dict[str, dict[str, str]] = {}
     views: dict[tuple[str, str], Run] = {}
     notes: list[str] = []
+    legend: list[str] = []
     for r in plan.runs:
         run = _read(r, items, allow_torn=spec.allow_missing and r.build is None)
         notes += run.notes()
@@ -239,9 +246,32 @@ def read_board(plan: Plan, items: dict[str, list[Item]]) -> BoardInput:
     if judged:
         from harness.judge.runs import read_judged_columns
 
-        for label, columns in read_judged_columns([(r.label, r.task, r.run_dir) for r in judged], spec.baseline).items():
+        for label, columns in read_judged_columns([(r.label, r.task, r.run_dir, r.seeded) for r in judged],
+                                                  spec.baseline).items():
             scores[label].update(columns)
-    return BoardInput({label: columns for label, columns in scores.items() if columns}, clusters, views, notes)
+        legend.append(judge_note(spec))
+    return BoardInput({label: columns for label, columns in scores.items() if columns}, clusters, views, notes, legend)
+
+
+GOLD_VOTES = Path("critic") / "votes_gold.json"  # the bundled critic test questions' known verdicts
+
+
+def judge_agreement_dir(spec: LeaderboardSpec) -> Path:
+    return Path(spec.output_dir) / "judge-agreement" / Path(spec.judge).name
+
+
+def judge_note(spec: LeaderboardSpec) -> str:
+    """The legend's line on the judge: which checkpoint, and its agreement with known verdicts."""
+    import json
+
+    path = judge_agreement_dir(spec) / "judged.json"
+    if not path.is_file():
+        return f"judged columns: judge {spec.judge}; its agreement was not measured (no {GOLD_VOTES} in the data dir)"
+    s = json.loads(path.read_text(encoding="utf-8"))
+    agree, (low, high) = s.get("agreement"), s.get("agreement_ci") or (None, None)
+    shown = "n/a" if agree is None else f"{agree:.1f}% [{low:.1f}, {high:.1f}]"
+    return (f"judged columns: judge {spec.judge}, agreement with {s.get('votes')} gold verdicts {shown} "
+            f"({s.get('missing')} unparsable), position consistency {s.get('position_consistency')}%")
 
 
 def _read(r: PlannedRun, items: dict[str, list[Item]], allow_torn: bool = False):
@@ -265,7 +295,7 @@ def board_frame(spec: LeaderboardSpec, data: BoardInput, title: str):
 
     primary = {c.name: c.primary for c in spec.checkpoints if c.primary is not None}
     primary.update({f"{b}+blind": primary[b] for b in spec.blind if b in primary})  # blind rows follow their row
-    key = render_key([data.unit_scores, data.clusters, spec.ci, spec.correction, primary], spec.baseline,
+    key = render_key([data.unit_scores, data.clusters, spec.ci, spec.correction, primary, data.legend], spec.baseline,
                      spec.bootstrap, spec.seed, title)
     df = read_render_cache(spec.out_dir, key)
     if df is not None:
@@ -298,10 +328,10 @@ def render_board(spec: LeaderboardSpec, data: BoardInput, df, key: str, cached: 
         plot = spec.out_dir / "forest.png"
         report.forest_plot(df, plot)
         report.write_csv(df, spec.out_dir / "leaderboard.csv")
-        report.write_markdown(df, spec.out_dir / "leaderboard.md", title)
-        report.write_html(df, spec.out_dir / "leaderboard.html", title, plot_png=plot, links=links)
+        report.write_markdown(df, spec.out_dir / "leaderboard.md", title, data.legend)
+        report.write_html(df, spec.out_dir / "leaderboard.html", title, plot_png=plot, links=links, legend_lines=data.legend)
         write_render_cache(spec.out_dir, key, df)
-    Console().print(report.rich_table(df))
+    Console().print(report.rich_table(df, data.legend))
 
 
 # --- the five steps --------------------------------------------------------------------------------

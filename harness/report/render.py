@@ -18,7 +18,7 @@ import html
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from harness.core.files import atomic_write, csv_safe_frame
 from harness.errors import HarnessError
@@ -250,7 +250,8 @@ def _md(text: str) -> str:
     return html.escape(" ".join(text.split())).replace("|", "\\|")
 
 
-def write_markdown(df: pd.DataFrame, path: str | Path, title: str) -> Path:
+def write_markdown(df: pd.DataFrame, path: str | Path, title: str, legend_lines: Sequence[str] = ()) -> Path:
+    """`legend_lines`: what the board says beside the statistics' legend (e.g. which judge scored)."""
     board = _board(df)
     header = ["checkpoint", *(f"{_md(t)} (n={board.task_n(t)})" for t in board.tasks)]
     lines = [f"# {_md(title)}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -263,7 +264,7 @@ def write_markdown(df: pd.DataFrame, path: str | Path, title: str) -> Path:
         ]
         lines.append("| " + " | ".join([name, *texts]) + " |")
     lines += ["", board.legend.replace("*", r"\*")]
-    for note in (mde_note(board), _dropped_note(board)):
+    for note in (mde_note(board), _dropped_note(board), *legend_lines):
         if note:
             lines += ["", _md(note)]
     return atomic_write(path, ("\n".join(lines) + "\n").encode("utf-8"))
@@ -316,7 +317,7 @@ def _html_cell(cell: Cell | None, links: dict[str, str] | None = None) -> str:
 
 
 def write_html(df: pd.DataFrame, path: str | Path, title: str, plot_png: str | Path | None = None,
-               links: dict[tuple[str, str], dict[str, str]] | None = None) -> Path:
+               links: dict[tuple[str, str], dict[str, str]] | None = None, legend_lines: Sequence[str] = ()) -> Path:
     """One self-contained page: inline CSS, the plot as a base64 data URI, all data escaped.
 
     `links` maps (checkpoint, task) to the hrefs of its sample viewer pages ("score": the run's
@@ -339,7 +340,7 @@ def write_html(df: pd.DataFrame, path: str | Path, title: str, plot_png: str | P
         figure = f"<img alt='scores with 95% confidence intervals' src='data:image/png;base64,{data}'>"
     click = "Click a score for its samples, a Δ for the items that flipped." if links else ""
     notes = "".join(f'<p class="note">{esc(n)}</p>'
-                    for n in (board.legend, click, mde_note(board), _dropped_note(board)) if n)
+                    for n in (board.legend, click, mde_note(board), _dropped_note(board), *legend_lines) if n)
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
 <style>{_CSS}</style></head>
@@ -408,7 +409,7 @@ def forest_plot(df: pd.DataFrame, path: str | Path) -> Path:
     return atomic_write(path, buffer.getvalue())
 
 
-def rich_table(df: pd.DataFrame) -> Table:
+def rich_table(df: pd.DataFrame, legend_lines: Sequence[str] = ()) -> Table:
     """Score ± half-width per task and the delta vs the baseline with its mark (plain Text: no markup)."""
     from rich.table import Table
     from rich.text import Text
@@ -416,7 +417,8 @@ def rich_table(df: pd.DataFrame) -> Table:
     from harness.core.text import visible
 
     board = _board(df)
-    table = Table(caption=Text(" ".join(filter(None, [board.legend, mde_note(board)]))), caption_justify="left")
+    caption = " ".join(filter(None, [board.legend, mde_note(board), *map(visible, legend_lines)]))
+    table = Table(caption=Text(caption), caption_justify="left")
     table.add_column("checkpoint", no_wrap=True)
     for task in board.tasks:
         table.add_column(Text(f"{visible(task)}\nn={board.task_n(task)}"), justify="right")

@@ -30,18 +30,26 @@ class CheckpointSpec:
     seeds: list[int] | None = None  # one build per seed, <ckpt>/seed<k>
     runs: str | None = None  # scored runs, <runs>/<task>/samples.jsonl: no model
     primary: str | None = None  # its primary task, "none", or None: undeclared (harness.stats.board)
+    seed: int | None = None  # set on one seed's build of a seeds row
     api_base: str | None = None  # a served row (`api: {model, base_url}`): ckpt is openai:MODEL, this its URL
 
     def builds(self) -> list[CheckpointSpec]:
-        """The checkpoints this row stands for: itself, or one per seed (config seed = k)."""
+        """The checkpoints this row stands for: itself, or one per seed (config seed = k): <ckpt>/seed<k>,
+        or for a recipe with `out` (one build writes several checkpoints, self_train's iterations)
+        <out>/seed<k>/<the row's path inside out>, so each seed's build writes its own iterations."""
         if self.seeds is None:
             return [self]
         out = []
         for k in self.seeds:
             recipe = None
+            path = Path(self.ckpt) / f"seed{k}"
             if self.recipe is not None:
                 recipe = {**self.recipe, "config": {**(self.recipe.get("config") or {}), "seed": k}}
-            out.append(CheckpointSpec(self.name, str(Path(self.ckpt) / f"seed{k}"), recipe))
+                if "out" in recipe:
+                    build = Path(recipe["out"])
+                    recipe["out"] = str(build / f"seed{k}")
+                    path = build / f"seed{k}" / Path(self.ckpt).relative_to(build)
+            out.append(CheckpointSpec(self.name, str(path), recipe, seed=k))
         return out
 
 
@@ -66,7 +74,8 @@ class LeaderboardSpec:
     bootstrap: int = 10_000
     output_dir: str = "runs"
     limit: int | None = None
-    judge: str = "tiny"  # scores judged tasks (critic)
+    judge: str = "tiny"  # scores judged tasks (critic): a checkpoint name or path
+    judge_build: CheckpointSpec | None = None  # `judge: {name, recipe}`: the judge is built like a recipe row
     ci: str = "auto"  # harness.stats.ci.CI_METHODS
     correction: str = "holm"  # harness.stats.ci.CORRECTIONS
     allow_missing: bool = False  # torn lines in a scored-runs row are left out (counted), not an error
@@ -104,8 +113,19 @@ def load_spec(path: Path) -> LeaderboardSpec:
         tasks=tasks, blind=blind, data_dir=raw.get("data_dir"), settings=settings,
         seed=settings.gen.seed, bootstrap=as_int(raw.get("bootstrap", 10_000), f"{path}: bootstrap", minimum=100),
         output_dir=output_dir, limit=settings.limit,
-        judge=str(raw.get("judge") or "tiny"), ci=ci, correction=correction,
+        ci=ci, correction=correction, **_judge(raw.get("judge"), bad, path),
     )
+
+
+def _judge(raw: Any, bad: Callable[[str], HarnessError], path: Path) -> dict[str, Any]:
+    """`judge: tiny` (a checkpoint), or `judge: {name, recipe, path?}`: a judge built when missing
+    (e.g. by the critic treatment), never a row of the board."""
+    if raw is None or isinstance(raw, str):
+        return {"judge": raw or "tiny"}
+    if not (isinstance(raw, dict) and "recipe" in raw and "name" in raw and set(raw) <= {"name", "path", "recipe"}):
+        raise bad(f"judge must be a checkpoint name or path, or {{name, recipe, path}}, got {raw!r}")
+    build = _checkpoint_row(raw, bad, path)
+    return {"judge": build.ckpt, "judge_build": build}
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -229,9 +249,12 @@ def _checkpoint_row(entry: Any, bad: Callable[[str], HarnessError], path: Path) 
         if not (isinstance(seeds, list) and seeds and all(isinstance(k, int) and not isinstance(k, bool) for k in seeds)
                 and len(set(seeds)) == len(seeds)):
             raise bad(f"checkpoint {name!r}: seeds must be a list of distinct integers, e.g. [0, 1, 2]")
-        if recipe is None or recipe.get("trainer") == "average" or "out" in recipe:
-            raise bad(f"checkpoint {name!r}: seeds need a recipe of one trainer that writes one checkpoint "
-                      "(not average, whose own seeds are its members, nor a recipe with out)")
+        if recipe is None or recipe.get("trainer") == "average":
+            raise bad(f"checkpoint {name!r}: seeds need a recipe of one trainer (not average, whose own seeds "
+                      "are its members)")
+        if "out" in recipe and not _inside(entry.get("path"), recipe["out"]):
+            raise bad(f"checkpoint {name!r}: a seeded recipe with out needs the row's path inside out, "
+                      f"e.g. {recipe['out']}/iter1")
     path_ = entry.get("path") or str(Path("checkpoints") / "built" / name)
     return CheckpointSpec(name, path_, recipe, seeds=seeds, primary=primary)
 
@@ -253,6 +276,10 @@ def _api_row(name: str, entry: dict[str, Any], primary: str | None, bad: Callabl
     return CheckpointSpec(name, "openai:" + api["model"].strip(), primary=primary, api_base=url)
 
 
+def _inside(path: Any, folder: Any) -> bool:
+    return isinstance(path, str) and isinstance(folder, str) and Path(folder) in Path(path).parents
+
+
 def _optional_positive(value: Any, key: str, bad: Callable[[str], HarnessError]) -> int | None:
     if value is None:
         return None
@@ -266,6 +293,7 @@ def build_checkpoints(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointS
     """Train the recipe checkpoints whose folder does not exist yet (one per seed of a seeds row);
     check the others are current."""
     builds = [b for c in spec.checkpoints if c.runs is None for b in c.builds()]
+    builds += [spec.judge_build] if spec.judge_build is not None else []
     for c in builds:
         if c.recipe is None:
             continue

@@ -34,6 +34,7 @@ Shape = tuple[str, str, int, int, int]  # kind, colour, centre x, centre y, size
 Question = tuple[str, str, str, str, list[Shape]]  # level, capability, question, reference, shapes
 _FILES = {"test": "questions.json", "train": "questions_train.json"}
 JUDGEMENTS = "judgements_train.jsonl"
+GOLD_VOTES = "votes_gold.json"  # MLLM-Bench pairwise-votes layout, read by `harness critic agreement`
 QUALITY_SCORES = {"right": 90, "partly right": 50, "wrong": 10, "malformed": 0}  # pointwise 0-100, best first
 _NUMBERS = {1: "One", 2: "Two", 3: "Three", 4: "Four"}
 
@@ -126,6 +127,9 @@ def build(out_dir: Path, split: str, n: int, seed: int, id_base: int | None = No
             "reference": reference,
         })
     (root / _FILES[split]).write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    if split == "test":  # the judge's own test: gold verdicts on the test questions (no judge trains on them)
+        votes = gold_votes(rows, random.Random(f"critic:votes:{seed}"))
+        (root / GOLD_VOTES).write_text(json.dumps(votes, indent=1) + "\n", encoding="utf-8")
     if split == "train":
         lines = [json.dumps(j) for row in rows for j in judgements(row["id"], row["reference"], rng)]
         (root / JUDGEMENTS).write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -199,6 +203,26 @@ def judgements(qid: int, reference: str, rng: random.Random) -> list[dict]:
         out.append({"id": qid, "kind": "pairwise", "answer1": cands[pair[0]][0], "answer2": cands[pair[1]][0],
                     "qualities": list(pair), "verdict": slot, "reason": reason})
     return out
+
+
+GOLD_PAIRS = (("right", "partly right"), ("right", "wrong"), ("right", "malformed"), ("partly right", "wrong"))
+
+
+def gold_votes(rows: list[dict], rng: random.Random) -> list[dict]:
+    """Pairwise votes with known winners on the given questions, in MLLM-Bench's votes layout
+    (unique_idx <question>_<k>, image relative to the votes file, Answer1/Answer2): per question
+    one pair of each GOLD_PAIRS kind, the better answer's slot drawn at random."""
+    votes = []
+    for row in rows:
+        cands = candidates(row["reference"], rng)
+        for k, (better, worse) in enumerate(GOLD_PAIRS):
+            first_better = rng.random() < 0.5
+            pair = (better, worse) if first_better else (worse, better)
+            votes.append({"unique_idx": f"{row['id']}_{k}", "image": f"images/{row['id']}.png",
+                          "question": row["question"], "model_1": pair[0], "model_2": pair[1],
+                          "raw_answer1": cands[pair[0]][0], "raw_answer2": cands[pair[1]][0],
+                          "answer": "Answer1" if first_better else "Answer2"})
+    return votes
 
 
 def main() -> None:
