@@ -13,13 +13,11 @@ from harness.commands.common import add_model_flags
 from harness.commands.flags import _positive_int, add_flags
 from harness.errors import HarnessError
 
-GOLD_VOTES = Path("critic") / "votes_gold.json"  # written by tasks/synth/critic.py for the test questions
-
-
 def _votes_files(args: argparse.Namespace) -> list[Path]:
     if args.votes:
         return [Path(v) for v in args.votes]
     from harness.core.task import resolve_data_dir
+    from harness.judge.runs import GOLD_VOTES
 
     return [resolve_data_dir(args.data_dir) / GOLD_VOTES]
 

@@ -13,6 +13,9 @@ from harness.core.types import Item
 from harness.errors import HarnessError
 from harness.judge.pipeline import Judge, JudgeResult, judge_pairwise, judge_pointwise
 
+# Known verdicts on the critic test questions (tasks/synth/critic.py writes them), relative to a data dir.
+GOLD_VOTES = Path("critic") / "votes_gold.json"
+
 
 def bootstrap_only(ci_method: str) -> str:
     """Judge scores are 0-100: the bootstrap (what `--ci auto`, the default, picks for them)."""

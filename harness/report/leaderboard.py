@@ -175,7 +175,7 @@ def run_board(plan: Plan, s: Any, items: dict[str, list[Item]], build_recipe: Ca
     judged = [r for r in models if r.task.judged]
     if judged:
         from harness.judge.pipeline import Judge, JudgeSettings
-        from harness.judge.runs import leaderboard_columns
+        from harness.judge.runs import GOLD_VOTES, leaderboard_columns
 
         judge = Judge(s.backend(judge_ref), s.cache, JudgeSettings(seed=spec.seed), s.progress)
         leaderboard_columns(judge, [(r.label, _read(r, items)) for r in judged], spec.baseline)
@@ -253,9 +253,6 @@ def read_board(plan: Plan, items: dict[str, list[Item]]) -> BoardInput:
     return BoardInput({label: columns for label, columns in scores.items() if columns}, clusters, views, notes, legend)
 
 
-GOLD_VOTES = Path("critic") / "votes_gold.json"  # the bundled critic test questions' known verdicts
-
-
 def judge_agreement_dir(spec: LeaderboardSpec) -> Path:
     return Path(spec.output_dir) / "judge-agreement" / Path(spec.judge).name
 
@@ -263,6 +260,8 @@ def judge_agreement_dir(spec: LeaderboardSpec) -> Path:
 def judge_note(spec: LeaderboardSpec) -> str:
     """The legend's line on the judge: which checkpoint, and its agreement with known verdicts."""
     import json
+
+    from harness.judge.runs import GOLD_VOTES
 
     path = judge_agreement_dir(spec) / "judged.json"
     if not path.is_file():
