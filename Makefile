@@ -7,7 +7,7 @@ PIP := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
 # torchvision; ms-vlmeval is only read by the extraction conformance test. Versions: the lock.
 NO_DEPS := lmms-eval ms-vlmeval
 
-.PHONY: setup test test-slow test-vllm lock-vllm leaderboard tiny data heldout clean lock
+.PHONY: setup test test-slow test-vllm lock-vllm leaderboard tiny data heldout heldout-board clean lock
 
 setup: $(VENV_STAMP)
 
@@ -88,6 +88,10 @@ data: setup
 # The held-out set recipes are chosen on (seed 77, ids disjoint from test and train; never the test split).
 heldout: setup
 	$(PY) -m tasks.synth --heldout --out data/heldout
+
+# Where the default board's recipes are chosen: the same recipes and variants, on data/heldout only.
+heldout-board: heldout
+	.venv/bin/harness leaderboard --spec leaderboards/heldout.yaml
 
 # The base model (issue 26): every format the tasks, treatments and `harness compare` use, numbers
 # digit by digit, declared held-out cells (trainers/pretrain_data.py). Resumable: the state lives in

@@ -174,8 +174,9 @@ def test_tiny_gets_the_processor_config_llava_hf_needs(tmp_path):
     config = json.loads((view / "processor_config.json").read_text())
     assert config["patch_size"] == 16 and config["num_additional_image_tokens"] == 1
     processor = AutoProcessor.from_pretrained(view)
-    batch = processor(images=[Image.new("RGB", (64, 64))], text="USER: <image>\nq ASSISTANT:", return_tensors="pt")
-    assert int((batch["input_ids"] == 3).sum()) == 16  # (64/16)^2 patches, CLS dropped as in HFBackend
+    side = json.loads((tiny_path() / "preprocessor_config.json").read_text())["crop_size"]["height"]
+    batch = processor(images=[Image.new("RGB", (side, side))], text="USER: <image>\nq ASSISTANT:", return_tensors="pt")
+    assert int((batch["input_ids"] == 3).sum()) == (side // 16) ** 2  # one token per patch, CLS dropped as in HFBackend
 
 
 LMMS_LOADS_TASK = """

@@ -43,7 +43,22 @@ def test_replay_tasks_are_checked():
         load_config(SFTConfig, None, ["replay=-0.5"])
 
 
-def test_sft_trains_on_replay_and_dpo_treatments_refuse_it(random_tiny, tmp_path):
+def test_replay_pairs_prefer_the_reference_by_each_tasks_rule():
+    from trainers.replay import replay_examples, replay_pairs
+
+    items, _ = replay_examples(["ocrbench"], 40, 1.0, DATA, seed=0)
+    pairs = replay_pairs(items, 7, seed=0)
+    assert {p.kind for p in pairs} == {"replay"} and len(pairs) >= 0.9 * len(items)
+    for p in pairs:
+        e = items[p.index - 7]
+        assert p.chosen == e.target.strip() and p.rejected != p.chosen
+        assert e.task.score(e.task.extract(p.chosen, e.item), e.item) >= 1.0
+        assert e.task.score(e.task.extract(p.rejected, e.item), e.item) <= 0.0
+    assert {items[p.index - 7].task.name for p in pairs} == {"geoqa", "aokvqa_mc", "aokvqa_da", "mmbench"}
+    assert [(p.index, p.rejected) for p in replay_pairs(items, 7, seed=0)] == [(p.index, p.rejected) for p in pairs]
+
+
+def test_sft_and_mpo_train_on_replay(random_tiny, tmp_path):
     from trainers.mpo import MPOConfig
     from trainers.mpo import run as mpo_run
     from trainers.sft import SFTConfig, run
@@ -51,6 +66,8 @@ def test_sft_trains_on_replay_and_dpo_treatments_refuse_it(random_tiny, tmp_path
     manifest = run(SFTConfig(max_steps=1, batch_size=2, limit=8, lora_r=2, replay=0.5), str(random_tiny), "geoqa",
                    tmp_path / "sft", progress=False)
     assert manifest["data"]["replay"]["n"] == 4 and manifest["data"]["task"] == "geoqa"
-    with pytest.raises(HarnessError, match="mpo: replay is not supported"):
-        mpo_run(MPOConfig(max_steps=1, replay=0.5), str(random_tiny), "geoqa", tmp_path / "mpo", progress=False)
-    assert not (tmp_path / "mpo").exists()
+    # a random model solves nothing: gold_chosen pairs for the questions, gold pairs for the replay items
+    manifest = mpo_run(MPOConfig(max_steps=1, batch_size=2, limit=4, lora_r=2, samples_per_question=2,
+                                 gold_chosen=True, replay=1.0), str(random_tiny), "geoqa", tmp_path / "mpo",
+                       progress=False)
+    assert manifest["data"]["replay"]["n"] == 4 and manifest["data"]["given_pairs"] == 4

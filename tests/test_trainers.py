@@ -552,11 +552,13 @@ def test_self_critique_with_a_separate_judge_keeps_its_consistent_verdicts(rando
 
     asked = []
     monkeypatch.setattr(sc, "load_judge", lambda path, device: asked.append(path) or MockBackend(longer_reply))
-    manifest = sc.run(sc.SelfCritiqueConfig(**{**FEW, "limit": 12, "judge": "checkpoints/built/critic"}),
+    manifest = sc.run(sc.SelfCritiqueConfig(**{**FEW, "limit": 12, "judge": "checkpoints/built/critic", "replay": 0.5}),
                       str(random_tiny), "geoqa", tmp_path / "sc", progress=False)
     assert asked == ["checkpoints/built/critic"] and manifest["config"]["judge"] == "checkpoints/built/critic"
     data = manifest["data"]
     assert 0 < data["agreed"] <= data["candidates"]
+    # replay: 6 of the other tasks' train items join as gold pairs, never judged
+    assert data["replay"]["n"] == 6 and data["pairs"] == data["agreed"] + 6
     assert data["no_verdict"] == 0 or data["agreed"] < data["candidates"]  # a tie is no verdict and no pair
 
 

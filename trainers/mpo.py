@@ -251,15 +251,18 @@ def run(cfg: MPOConfig, base: str, tasks: str, out: Path, data_dir: str | Path |
     from trainers.common import (load_base, lora_config, prepare_trainer, quiet_libraries, sampling_progress,
         save_adapter, staged_output, train_metrics, trl_args, write_manifest)
     from trainers.data import PairCollator, given_pairs, index_dataset, load_train_data
+    from trainers.replay import replay_for, replay_pairs
     from trainers.sampling import sample_answers, sampling_gen
 
     quiet_libraries()
-    if cfg.replay:
-        raise HarnessError("mpo: replay is not supported (its items are sampled and paired); set replay=0")
     examples, data = load_train_data(tasks, data_dir, cfg.limit, sources=sources)
     # Task questions get self-sampled correctness pairs; data files' preference rows bring their own pairs.
     sampled = [i for i, e in enumerate(examples) if e.task is not None]
     given = given_pairs(examples)
+    # replay: the other tasks' train items as gold pairs (never sampled), so their formats are kept
+    replayed = replay_for(data, len(sampled), cfg, data_dir)
+    given += replay_pairs(replayed, len(examples), cfg.seed)
+    examples = examples + replayed
     if len(sampled) + len(given) == 0 and not cfg.dropout_ntp:
         raise HarnessError("mpo: the --data files hold no preference pairs (prompt/chosen/rejected rows); give "
                            "preference data, add --task, set dropout_ntp=true, or train them with sft")
@@ -280,7 +283,7 @@ def run(cfg: MPOConfig, base: str, tasks: str, out: Path, data_dir: str | Path |
                 pairs, stats = correctness_pairs(asked, samples, cfg.max_pairs_per_question, random.Random(cfg.seed),
                                                  cfg.gold_chosen)
                 pairs = [replace(p, index=sampled[p.index]) for p in pairs]
-            stats["given_pairs"] = len(given)
+            stats["given_pairs"] = len(given)  # replay pairs included (data["replay"] counts them)
             pairs += given
             if cfg.dropout_ntp:
                 # a data file's conversation row seeds DropoutNTP with its reference reply

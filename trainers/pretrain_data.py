@@ -82,33 +82,6 @@ class Source:
     wrong: list[str]  # replies scored wrong
 
 
-def _replies(task_name: str, task: Any, item: Any, target: str) -> tuple[list[str], list[str]]:
-    """Right and wrong replies of one item, each checked with the task's own rule."""
-    right, wrong = [target], []
-    if task_name == "geoqa":
-        from tasks.geoqa import _COT
-
-        x = item.metadata["x"]
-        from tasks.synth.geoqa import answer_value
-
-        for kind, template in _COT.items():
-            v = answer_value(kind, x)
-            text = template.format(x=x, v=v) + f" Answer: {v}°"
-            (right if kind == item.metadata["type"] else wrong).append(text)
-        right.append(f"Answer: {item.metadata['answer_value']}°")
-    elif task_name in ("aokvqa_mc", "mmbench"):
-        wrong += [c for c in item.choices if c != target]
-    elif task_name == "aokvqa_da":
-        wrong += [c for c in item.choices if c not in item.target]
-    elif task_name == "ocrbench":
-        from tasks.synth.ocrbench import WORDS
-
-        wrong += [w for w in random.Random(item.id).sample(WORDS, 4) if w.lower() not in target.lower()]
-    checked_right = [r for r in dict.fromkeys(right) if task.score(task.extract(r, item), item) >= 1.0]
-    checked_wrong = [w for w in dict.fromkeys(wrong) if task.score(task.extract(w, item), item) <= 0.0]
-    return checked_right, checked_wrong
-
-
 def load_sources(workdir: Path, scale: float, seed: int) -> dict[str, list[Source]]:
     """Fresh generator items of every task (other seeds than the committed splits), held-out
     cells removed."""
@@ -116,6 +89,7 @@ def load_sources(workdir: Path, scale: float, seed: int) -> dict[str, list[Sourc
     from harness.core.task import get_task
     from tasks.synth import geoqa
     from tasks.synth.__main__ import build_all
+    from trainers.replies import task_replies
 
     build_all(workdir, scale=scale, seed_offset=1000 + seed, splits=("train",),
               options={"geoqa": {"x_values": geoqa.PRETRAIN_X_VALUES}})
@@ -132,7 +106,7 @@ def load_sources(workdir: Path, scale: float, seed: int) -> dict[str, list[Sourc
             if key not in images:
                 images[key] = open_image(ref)
             target = task.target_text(it)
-            right, wrong = _replies(name, task, it, target)
+            right, wrong = task_replies(name, task, it, target)
             sources.append(Source(task, it, images[key], task.prompt(it), right or [target], wrong))
         out[name] = sources
     return out

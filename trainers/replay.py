@@ -7,8 +7,10 @@ r-64 geoqa adapters losing 11-22 points on aokvqa and mmbench without it).
 
 Replay items are train-split items of the other tasks (every registered task with a train split and
 a training target, unless `replay_tasks` names them), in their eval prompt with their reference
-reply, drawn evenly across those tasks and deterministically from the run's seed. They join the SFT
-examples only: they are never sampled, judged or paired.
+reply, drawn evenly across those tasks and deterministically from the run's seed. They are never
+sampled or judged. In SFT-style treatments they join the training examples as they are; in the
+preference treatments (mpo, self_critique) each becomes a gold pair (`replay_pairs`): its reference
+reply chosen, a reply its task's own rule scores wrong rejected.
 """
 from __future__ import annotations
 
@@ -80,3 +82,21 @@ def replay_for(data: dict[str, Any], n_primary: int, cfg: Any, data_dir: str | P
 def with_replay(examples: list["Example"], data: dict[str, Any], cfg: Any, data_dir: str | Path | None) -> list["Example"]:
     """`examples` plus their cfg.replay share of replay items."""
     return examples + replay_for(data, len(examples), cfg, data_dir)
+
+
+def replay_pairs(examples: Sequence["Example"], first_index: int, seed: int) -> list[Any]:
+    """One gold preference pair per replay example (examples[i] sits at first_index + i in the
+    trainer's example list): the reference reply chosen, a wrong reply of the same item rejected
+    (another option, another figure type's rationale, another word; checked with the task's rule).
+    An item with no checked wrong reply gives no pair."""
+    from trainers.data import Pair
+    from trainers.replies import task_replies
+
+    rng = random.Random(f"replay-pairs:{seed}")
+    pairs = []
+    for k, e in enumerate(examples):
+        _, wrong = task_replies(e.task.name, e.task, e.item, e.target)
+        wrong = [w for w in wrong if w.strip() and w.strip() not in e.target]
+        if wrong and e.target.strip():
+            pairs.append(Pair(first_index + k, e.target.strip(), rng.choice(wrong), "replay"))
+    return pairs

@@ -160,12 +160,12 @@ def run(cfg: SelfCritiqueConfig, base: str, tasks: str, out: Path, data_dir: str
         save_adapter, staged_output, train_metrics, trl_args, write_manifest)
     from trainers.data import PairCollator, index_dataset, load_train_data
     from trainers.mpo import PairDPOTrainer
+    from trainers.replay import replay_for, replay_pairs
     from trainers.sampling import sample_answers, sampling_gen
 
     quiet_libraries()
-    if cfg.replay:
-        raise HarnessError("self_critique: replay is not supported (its items are sampled and judged); set replay=0")
     examples, data = load_train_data(tasks, data_dir, cfg.limit, sources=sources)
+    replayed = replay_for(data, len(examples), cfg, data_dir)  # gold pairs of the other tasks, never judged
     label = data["task"]
     t0 = time.time()
     with staged_output(Path(out), overwrite) as stage:
@@ -195,6 +195,9 @@ def run(cfg: SelfCritiqueConfig, base: str, tasks: str, out: Path, data_dir: str
                  "agreed": len(pairs), "no_verdict": sum(v is None for v in forward + swapped),
                  "chosen_correct": _correct_rate(examples, pairs, "chosen"),
                  "rejected_correct": _correct_rate(examples, pairs, "rejected")}
+        if pairs and replayed:
+            pairs += replay_pairs(replayed, len(examples), cfg.seed)
+            examples = examples + replayed
         sample_seconds = time.time() - t0
         if not pairs:
             raise HarnessError(
