@@ -539,6 +539,24 @@ def test_self_critique_trains_on_self_judged_pairs(random_tiny, base_weights, tm
     assert _loads_and_generates(out)
 
 
+def test_self_critique_continues_an_adapter_against_a_frozen_copy(random_tiny, tmp_path):
+    """The seed's order: self-critique DPO on SFTe. The adapter samples and judges, a copy of it trains
+    (TRL's frozen "ref" copy is the reference) and only the trained copy is saved."""
+    from trainers.self_critique import SelfCritiqueConfig
+    from trainers.self_critique import run as critique
+    from trainers.sft import SFTConfig
+    from trainers.sft import run as sft
+
+    sft(SFTConfig(**FEW, lora_r=2), str(random_tiny), "geoqa", tmp_path / "warm", progress=False)
+    manifest = critique(SelfCritiqueConfig(**{**FEW, "limit": 12}), str(tmp_path / "warm"), "geoqa",
+                        tmp_path / "sc", progress=False)
+    assert manifest["start_adapter"] == str((tmp_path / "warm").resolve()) and manifest["data"]["pairs"] > 0
+    assert not (tmp_path / "sc" / "ref").exists()
+    warm, trained = _weights(tmp_path / "warm"), _weights(tmp_path / "sc")
+    assert warm.keys() == trained.keys() and _changed(warm, trained)  # the warm-up's adapter shape, moved
+    assert _loads_and_generates(tmp_path / "sc")
+
+
 def test_self_critique_with_a_separate_judge_keeps_its_consistent_verdicts(random_tiny, tmp_path, monkeypatch):
     """judge=CHECKPOINT: the winners are the judge's (both orders, the harness judge's prompt), not the model's."""
     import re

@@ -195,7 +195,7 @@ def load_base(base: str, qlora: bool = False, device: str | None = None,
     if ref.kind != "model":
         if start_from_adapter is None:
             raise HarnessError(f"--base {base} is an adapter; this treatment trains on a full model "
-                               "(merge the adapter first, or start sft/self_train/data_engine/remgcl from it)")
+                               "(merge the adapter first, or start sft/self_train/data_engine/remgcl/self_critique from it)")
         if qlora:
             raise HarnessError(f"--base {base} is an adapter: qlora=true cannot continue it; set qlora=false")
         from peft import PeftModel
@@ -359,7 +359,8 @@ def train_metrics(trainer) -> dict[str, Any]:
 def save_adapter(model, folder: Path, base_name: str) -> None:
     """save_pretrained a PEFT model, then point adapter_config.json at `base_name` (PEFT records
     the path the base was loaded from, which for `tiny` would tie the adapter to this clone)."""
-    model.save_pretrained(str(folder))  # a full disk: staged_output turns it into one line naming --out
+    adapters = [a for a in getattr(model, "peft_config", {}) if a != "ref"]  # TRL's frozen DPO reference copy
+    model.save_pretrained(str(folder), selected_adapters=adapters or None)  # a full disk: staged_output names --out
     set_adapter_base(folder, base_name)
 
 

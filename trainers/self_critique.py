@@ -169,7 +169,9 @@ def run(cfg: SelfCritiqueConfig, base: str, tasks: str, out: Path, data_dir: str
     label = data["task"]
     t0 = time.time()
     with staged_output(Path(out), overwrite) as stage:
-        backend, base_name = load_base(base, cfg.qlora, device)
+        # from an adapter (the seed: self-critique on SFTe): it samples and judges, then DPO trains a copy
+        # of it against a frozen copy as the reference (TRL's "ref" adapter), so the KL anchor is SFTe
+        backend, base_name = load_base(base, cfg.qlora, device, start_from_adapter="self_critique")
         gen = sampling_gen(cfg, examples)
 
         def sample_and_judge():
@@ -204,12 +206,17 @@ def run(cfg: SelfCritiqueConfig, base: str, tasks: str, out: Path, data_dir: str
                 f"self_critique: no pair survived the order-swap check ({len(candidates)} candidate pairs from "
                 f"{len(examples)} prompts); train on more prompts or raise temperature"
             )
+        model, start = backend.model, getattr(backend, "start_adapter", None)
+        if start:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model.unload(), start, is_trainable=True)
         with tempfile.TemporaryDirectory() as work:
             args = trl_args(DPOConfig, cfg, Path(work), beta=cfg.beta, loss_type=["sigmoid"], max_length=None)
             trainer = PairDPOTrainer(
-                model=backend.model, args=args, train_dataset=index_dataset(len(pairs)),
+                model=model, args=args, train_dataset=index_dataset(len(pairs)),
                 data_collator=PairCollator(backend, examples, pairs), processing_class=backend.tokenizer,
-                peft_config=lora_config(cfg),
+                peft_config=None if start else lora_config(cfg),
             )
             prepare_trainer(trainer, progress, f"self_critique {label}")
             trainer.train()
@@ -219,7 +226,7 @@ def run(cfg: SelfCritiqueConfig, base: str, tasks: str, out: Path, data_dir: str
         return write_manifest(
             stage, "self_critique", cfg, base=base_name, base_hash=backend.content_hash,
             data={**data, "pairs": len(pairs), **stats},
-            metrics=metrics,
+            metrics=metrics, start_adapter=start,
         )
 
 
