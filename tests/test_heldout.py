@@ -41,3 +41,38 @@ def test_heldout_is_deterministic_and_has_every_angle_value(heldout, tmp_path):
         assert hashlib.sha256((heldout / rel).read_bytes()).digest() == hashlib.sha256((tmp_path / rel).read_bytes()).digest()
     xs = {it.metadata["x"] for it in get_task("geoqa").load(heldout, "test")}
     assert {10, 15, 75, 80} <= xs  # the cells pretraining leaves to post-training are measured here too
+
+
+def test_heldout_board_reads_only_the_heldout_set_and_shares_only_identical_recipes():
+    """leaderboards/heldout.yaml chooses the recipes: it evaluates on data/heldout, and a checkpoint
+    folder it shares with the default board holds the same recipe in both (else one board would find
+    the other's build stale)."""
+    from harness.report.spec import load_spec
+
+    root = DATA.parent / "leaderboards"
+    held, default = load_spec(root / "heldout.yaml"), load_spec(root / "default.yaml")
+    assert Path(held.data_dir).as_posix().endswith("data/heldout") and held.settings.limit
+    recipes = {b.ckpt: b.recipe for c in default.checkpoints for b in c.builds() if b.recipe}
+    shared = [b for c in held.checkpoints for b in c.builds() if b.recipe and b.ckpt in recipes]
+    assert {Path(b.ckpt).name for b in shared} >= {"sft", "sfte", "remgcl"}
+    for b in shared:
+        assert b.recipe == recipes[b.ckpt], b.ckpt
+
+
+def test_ocr_probe_reads_separable_inputs_and_not_noise():
+    """bench/ocr_probe.py's linear probe, on simulated inputs with known truth."""
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("ocr_probe", DATA.parent / "bench" / "ocr_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    g = torch.Generator().manual_seed(0)
+    labels = [k % 5 for k in range(300)]
+    centres = torch.randn(5, 40, generator=g) * 3
+    x = centres[labels] + torch.randn(300, 40, generator=g)
+    train = torch.arange(300) < 200
+    assert probe.probe_accuracy(x, labels, train) >= 95.0
+    noise = torch.randn(300, 40, generator=g)
+    assert probe.probe_accuracy(noise, labels, train) <= 40.0  # chance is 20
