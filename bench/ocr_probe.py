@@ -38,24 +38,29 @@ def word_images(per_word: int, seed: int):
     return images, labels
 
 
-def features(ckpt: str, images, random_weights: bool = False):
-    import torch
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+def pixel_values(ckpt: str, images):
+    from transformers import AutoProcessor
 
-    processor = AutoProcessor.from_pretrained(ckpt)
+    return AutoProcessor.from_pretrained(ckpt).image_processor(images=images, return_tensors="pt")["pixel_values"]
+
+
+def image_tokens(ckpt: str, pixels, random_weights: bool = False):
+    """The projected image tokens (what the language model reads), flattened per image."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
     if random_weights:
         torch.manual_seed(0)
         model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(ckpt))
     else:
         model = AutoModelForImageTextToText.from_pretrained(ckpt)
     model.eval()
-    pixels = processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
     cfg = model.config
     with torch.inference_mode():
         out = model.model.get_image_features(pixels, vision_feature_layer=cfg.vision_feature_layer,
                                              vision_feature_select_strategy=cfg.vision_feature_select_strategy)
         tokens = torch.stack(list(out.pooler_output))
-    return pixels.flatten(1), tokens.flatten(1)
+    return tokens.flatten(1)
 
 
 def probe_accuracy(x, y, train_mask, l2: float = 1e-3) -> float:
@@ -95,8 +100,10 @@ def main(argv=None) -> int:
     images, labels = word_images(args.train_per_word + args.test_per_word, seed=0)
     n_words = max(labels) + 1
     train_mask = torch.tensor([i < args.train_per_word * n_words for i in range(len(images))])
-    pixels, vision = features(args.ckpt, images)
-    _, random_tokens = features(args.ckpt, images, random_weights=True)
+    pixels = pixel_values(args.ckpt, images)
+    vision = image_tokens(args.ckpt, pixels)
+    random_tokens = image_tokens(args.ckpt, pixels, random_weights=True)
+    pixels = pixels.flatten(1)
     result = {"ckpt": args.ckpt, "words": n_words, "train_per_word": args.train_per_word,
               "test_per_word": args.test_per_word, "chance": round(100.0 / n_words, 1),
               "pixels": probe_accuracy(pixels, labels, train_mask),

@@ -12,8 +12,9 @@
    bias (measured: a random tiny model preferred "1" for all 16 of 16 pairs in both orders).
 3. Keep a pair only when both verdicts name the same answer: an order-dependent (position-biased)
    judgement is dropped. The winner is chosen, the loser rejected.
-4. DPO (TRL's DPOTrainer, sigmoid loss, reference = the base with the adapter disabled) on a LoRA
-   adapter. Nothing is checked against the gold answer: the signal is the model's own judgement.
+4. DPO (TRL's DPOTrainer, sigmoid loss) on a new LoRA adapter, the base (adapter disabled) the
+   reference; started from an adapter (the seed's order: on SFTe), on a copy of it, a frozen copy
+   the reference. Nothing is checked against the gold answer: the signal is the model's own judgement.
 
 `judge=CHECKPOINT` (e.g. checkpoints/built/critic, a judge trained by the `critic` treatment) picks
 the winner instead of the model itself: the harness judge's pairwise prompt, both orders, the
