@@ -7,7 +7,7 @@ PIP := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
 # torchvision; ms-vlmeval is only read by the extraction conformance test. Versions: the lock.
 NO_DEPS := lmms-eval ms-vlmeval
 
-.PHONY: setup test test-slow test-vllm lock-vllm leaderboard tiny data heldout heldout-board clean lock
+.PHONY: setup test test-slow test-vllm lock-vllm leaderboard seeds-board tiny data heldout heldout-board clean lock
 
 setup: $(VENV_STAMP)
 
@@ -80,6 +80,11 @@ lock-vllm:
 
 leaderboard: setup
 	.venv/bin/harness leaderboard --spec leaderboards/default.yaml
+
+# The default board with seeds 0, 1 and 2 on its sampling rows (leaderboards/default-seeds/; the
+# seed-0 builds are the default board's): one build of a sampling treatment is one draw.
+seeds-board: setup
+	.venv/bin/harness leaderboard --spec leaderboards/default.yaml --seeds 0,1,2
 
 # Rebuild the bundled mini-sets (deterministic) and the embedded tiny checkpoint.
 data: setup

@@ -5,7 +5,7 @@ import csv
 from pathlib import Path
 
 import pytest
-from conftest import small_board_spec
+from conftest import run_cli, small_board_spec
 
 from harness.errors import HarnessError
 from harness.report.leaderboard import load_spec, run_leaderboard
@@ -146,6 +146,28 @@ bootstrap: 200
     # The recipe's own seeds mean the same for a one-checkpoint trainer.
     spec = load_spec(_spec(tmp_path, text.replace("seeds: [3, 1],\n     recipe: {", "recipe: {seeds: [3, 1], ")))
     assert spec.checkpoints[1].seeds == [3, 1] and "seeds" not in spec.checkpoints[1].recipe
+
+
+def test_seeds_flag_replaces_every_seeded_rows_seeds_and_renders_beside(tmp_path, random_tiny):
+    from harness.report.spec import with_seeds
+
+    text = f"""
+name: board
+baseline: base
+checkpoints:
+  - {{name: base, path: {random_tiny}}}
+  - {{name: tuned, path: {tmp_path / 'built' / 'tuned'}, seeds: [3],
+     recipe: {{trainer: sft, base: {random_tiny}, config: {{epochs: 1}}}}}}
+  - {{name: once, path: {tmp_path / 'built' / 'once'}, recipe: {{trainer: sft, base: {random_tiny}}}}}
+tasks: [geoqa]
+"""
+    spec = load_spec(_spec(tmp_path, text))
+    more = with_seeds(spec, [3, 4, 5])
+    assert [c.seeds for c in more.checkpoints] == [None, [3, 4, 5], None]
+    assert [b.ckpt for b in more.checkpoints[1].builds()] == [str(tmp_path / "built" / "tuned" / f"seed{k}") for k in (3, 4, 5)]
+    assert more.out_dir == spec.out_dir.parent / "board-seeds" and spec.checkpoints[1].seeds == [3]
+    res = run_cli("leaderboard", "--spec", str(_spec(tmp_path, text)), "--seeds", "1,x")
+    assert res.returncode == 2 and "--seeds '1,x': give distinct integers" in res.stderr
 
 
 def test_runs_row_scores_without_a_model(tmp_path, random_tiny):

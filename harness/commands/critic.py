@@ -46,13 +46,18 @@ def cmd_critic_agreement(args: argparse.Namespace) -> int:
     from harness.core.outputs import refuse_protected
     from harness.core.store import atomic_write_json
     from harness.core.task import task_class
-    from harness.judge.pipeline import JUDGED_FILE, Judge, JudgeSettings, agreement
+    from harness.judge.pipeline import JUDGED_FILE, Judge, JudgeSettings, agreement, shorten_answers, within_context
     from harness.judge.runs import bootstrap_only, print_agreement, print_judge_comparison
     from harness.stats.ci import paired_difference
 
     votes_files = _votes_files(args)
     # The votes format belongs to the critic task; it is found through the registry like any task.
     votes = {path: list(task_class("critic").read_votes(path))[: args.limit] for path in votes_files}
+    shortened: dict[Path, dict[str, int]] = {}
+    if args.answer_words:  # long reference answers past a small judge's context: cut, and say how many
+        for path in votes:
+            votes[path], cut = shorten_answers(votes[path], args.answer_words)
+            shortened[path] = {"answer_words": args.answer_words, "answers_cut": cut}
     if args.out:  # only the judge's own files are (re)written there, never anything else removed
         refuse_protected(args.out)
     settings = JudgeSettings(batch_size=args.batch_size, ci_method=bootstrap_only(args.ci_method),
@@ -69,8 +74,19 @@ def cmd_critic_agreement(args: argparse.Namespace) -> int:
             judge = Judge(s.backend(ref), s.cache, settings, s.progress)
             for path, comparisons in votes.items():
                 out_dir = _out_dir(args, s.output_dir, ref.name, path, single)
-                summary = agreement(judge, comparisons, out_dir, {"votes_file": str(path)})
-                print_agreement(summary, f"judge {ref.name} vs {path.name}")
+                meta: dict[str, Any] = {"votes_file": str(path)}
+                if args.answer_words:  # votes still past the context (long questions) are left out, counted
+                    comparisons, past = within_context(judge, comparisons)
+                    meta.update(shortened[path], votes_past_context=past)
+                try:
+                    summary = agreement(judge, comparisons, out_dir, meta)
+                except HarnessError as e:
+                    if "context" not in str(e) or args.answer_words:
+                        raise
+                    raise HarnessError(f"{path}: {e}; or cut the answers with --answer-words N") from None
+                cut = (f" (answers cut to {args.answer_words} words: {meta['answers_cut']}; votes past the "
+                       f"context left out: {meta['votes_past_context']})") if args.answer_words else ""
+                print_agreement(summary, f"judge {ref.name} vs {path.name}{cut}")
                 print(f"wrote {out_dir}/judgements.jsonl and {JUDGED_FILE}")
                 report["votes"].setdefault(str(path), {})[ref.name] = summary
                 units[ref.name, path] = _agreement_units(out_dir)
@@ -105,6 +121,9 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default=None, help="default: <output-dir>/<judge>/critic-agreement-<votes file stem>/")
     p.add_argument("--output-dir", default="runs", help="root of runs and the generation cache (default: runs)")
     p.add_argument("--limit", type=_positive_int, default=None, help="use only the first N votes")
+    p.add_argument("--answer-words", type=_positive_int, default=None,
+                   help="cut each answer to its first N words (' ...' marks a cut) so long answers fit a small "
+                        "judge's context; votes still past it are left out; the report counts both (default: answers whole)")
     add_flags(p, JudgeSettings, only=["batch_size", "max_new_tokens", "ci_method"])
     add_model_flags(p)
     p.set_defaults(func=cmd_critic_agreement)

@@ -5,13 +5,26 @@ import argparse
 from pathlib import Path
 
 
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(k) for k in text.split(",")]
+    except ValueError:
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"--seeds {text!r}: give distinct integers, e.g. 0,1,2")
+    return seeds
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from harness.report.leaderboard import load_spec, run_leaderboard
+    from harness.report.spec import with_seeds
 
     spec = load_spec(Path(args.spec))
     spec.ci = args.ci or spec.ci
     spec.correction = args.correction or spec.correction
     spec.allow_missing = args.allow_missing
+    if args.seeds is not None:
+        spec = with_seeds(spec, args.seeds)
     build, fingerprint = _recipe_builder()
     run_leaderboard(spec, build_recipe=build, device=args.device, data_fingerprint=fingerprint)
     print(f"wrote {spec.out_dir}/leaderboard.{{md,csv,html}} and forest.png")
@@ -39,4 +52,7 @@ def add_parser(sub) -> None:
                    help="multiplicity correction of the stars, overriding the spec's `correction:` (default holm)")
     p.add_argument("--allow-missing", action="store_true",
                    help="scored-runs rows: leave torn or malformed samples.jsonl lines out (counted) instead of stopping")
+    p.add_argument("--seeds", type=_seed_list, default=None,
+                   help="replace the seeds of every seeded row (e.g. 0,1,2); the board is written to "
+                        "<spec dir>/<name>-seeds/ beside the spec's own (builds are shared: seed<k> folders)")
     p.set_defaults(func=cmd_leaderboard)

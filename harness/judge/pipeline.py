@@ -26,6 +26,7 @@ Nothing here knows a benchmark: items give the question and images, samples give
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -360,6 +361,43 @@ class Comparison:
     answer1: str
     answer2: str
     reference: Verdict
+
+
+def shorten_answers(comparisons: Sequence[Comparison], words: int) -> tuple[list[Comparison], int]:
+    """Each answer cut to its first `words` words (" ..." marks a cut), so reference votes on long
+    answers fit a small judge's context; returns the comparisons and how many answers were cut.
+    The reference judged the full answers: the cut count goes into the report beside the agreement."""
+    cut = 0
+
+    def short(text: str) -> str:
+        nonlocal cut
+        parts = text.split()
+        if len(parts) <= words:
+            return text
+        cut += 1
+        return " ".join(parts[:words]) + " ..."
+
+    out = [dataclasses.replace(c, answer1=short(c.answer1), answer2=short(c.answer2)) for c in comparisons]
+    return out, cut
+
+
+def within_context(judge: Judge, comparisons: Sequence[Comparison]) -> tuple[list[Comparison], int]:
+    """The comparisons whose prompts (both orders, plus the reply budget) fit the judge's context,
+    and how many did not (a judge with no known context, e.g. a served one, keeps all)."""
+    if hasattr(judge.backend, "load"):
+        judge.backend.load()  # a lazy local judge knows its context only once loaded
+    check = getattr(judge.backend, "check_prompts", None)
+    if check is None:
+        return list(comparisons), 0
+    keep = []
+    for c in comparisons:
+        try:
+            check([(c.id, p) for p in _both_orders(c.question, c.images, c.answer1, c.answer2)],
+                  judge.settings.max_new_tokens)
+        except HarnessError:
+            continue
+        keep.append(c)
+    return keep, len(comparisons) - len(keep)
 
 
 def agreement(judge: Judge, comparisons: Sequence[Comparison], out_dir: Path,

@@ -7,6 +7,7 @@ the engine never imports trainers/).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -83,6 +84,13 @@ class LeaderboardSpec:
     @property
     def out_dir(self) -> Path:
         return self.path.parent / self.name
+
+
+def with_seeds(spec: LeaderboardSpec, seeds: list[int]) -> LeaderboardSpec:
+    """The same board with `seeds` on every seeded row (`harness leaderboard --seeds`), rendered to
+    <spec dir>/<name>-seeds/ beside the spec's own; seed<k> builds are shared between the two."""
+    rows = [dataclasses.replace(c, seeds=list(seeds)) if c.seeds is not None else c for c in spec.checkpoints]
+    return dataclasses.replace(spec, checkpoints=rows, name=f"{spec.name}-seeds")
 
 
 def load_spec(path: Path) -> LeaderboardSpec:
