@@ -411,6 +411,8 @@ def test_leaderboard_judges_seeds_rows_with_a_built_judge_and_names_its_agreemen
         100 * sum(v["answer"] == "Answer1" for v in gold) / len(gold), abs=0.01)
     md = (tmp_path / "lb" / "leaderboard.md").read_text()
     assert f"judge {tmp_path / 'critic'}, agreement with {len(gold)} gold verdicts {agreement['agreement']:.1f}%" in md
+    consistency = agreement["position_consistency"]
+    assert f"position consistency {'n/a' if consistency is None else f'{consistency:.1f}%'}\n" in md + "\n"
 
 
 def test_critic_agreement_compares_judges_on_the_bundled_gold_votes(random_tiny, tmp_path):

@@ -35,6 +35,21 @@ def test_judgements_become_judge_prompts_with_gold_replies():
     assert len(only_pairs) == len(pairwise)
 
 
+def test_answers_add_each_train_question_with_its_reference():
+    from harness.core.task import get_task
+    from trainers.critic import CriticConfig, judge_examples
+
+    task = get_task("critic")
+    train = {q["id"]: q for q in json.loads((DATA / "critic" / "questions_train.json").read_text())}
+    judged, _ = judge_examples(DATA, CriticConfig())
+    both, data = judge_examples(DATA, CriticConfig(answers=True))
+    answers = both[len(judged):]
+    assert data["examples"]["answers"] == len(answers) == len(train)
+    for e in answers:
+        assert e.text == task.prompt(e.item) and e.target == train[int(e.item.id)]["reference"]
+        assert not e.text.startswith("You are a fair judge")
+
+
 def test_critic_trains_a_loadable_judge_and_refuses_other_tasks(random_tiny, tmp_path):
     from trainers.critic import CriticConfig, run
 

@@ -41,6 +41,8 @@ class CriticConfig(TrainConfig):
     kinds: str = field(default="pairwise,pointwise", metadata={"help": "which judgements to train on: pairwise, pointwise or both (comma-separated)"})
     swap: bool = field(default=True, metadata={"help": "also train every pairwise verdict with the answers in the other order"})
     epochs: float = field(default=2.0, metadata={"help": "passes over the judgements"})
+    answers: bool = field(default=False, metadata={"help": "also learn to answer each critic train question (its "
+                                                             "reference), so the judge knows what a right answer says"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -65,7 +67,7 @@ def judge_examples(data_dir: str | Path | None, cfg: CriticConfig) -> tuple[list
     kinds = {k.strip() for k in cfg.kinds.split(",")}
     opened: dict[str, Any] = {}
     out: list[Example] = []
-    counts = {"pairwise": 0, "pointwise": 0}
+    counts: dict[str, int] = {"pairwise": 0, "pointwise": 0}
     for n, row in enumerate(read_jsonl(path), 1):
         where = f"{path} line {n}"
         if not isinstance(row, dict) or row.get("kind") not in KINDS or str(row.get("id")) not in items:
@@ -95,6 +97,13 @@ def judge_examples(data_dir: str | Path | None, cfg: CriticConfig) -> tuple[list
             counts[row["kind"]] += 1
     if not out:
         raise HarnessError(f"critic: {path} holds no {cfg.kinds} judgements")
+    if cfg.answers:  # the task's own prompt -> its reference: answering comes before judging answers
+        for item in items.values():
+            ref = str(item.images[0])
+            if ref not in opened:
+                opened[ref] = open_image(item.images[0])
+            out.append(Example(item, task.prompt(item), [opened[ref]], task.target_text(item), None))
+        counts["answers"] = len(items)
     return out, {"task": "critic", "judgements": str(path), "examples": counts, "questions": len(items)}
 
 

@@ -269,8 +269,10 @@ def judge_note(spec: LeaderboardSpec) -> str:
     s = json.loads(path.read_text(encoding="utf-8"))
     agree, (low, high) = s.get("agreement"), s.get("agreement_ci") or (None, None)
     shown = "n/a" if agree is None else f"{agree:.1f}% [{low:.1f}, {high:.1f}]"
+    consistency = s.get("position_consistency")
+    consistency = "n/a" if consistency is None else f"{consistency:.1f}%"
     return (f"judged columns: judge {spec.judge}, agreement with {s.get('votes')} gold verdicts {shown} "
-            f"({s.get('missing')} unparsable), position consistency {s.get('position_consistency')}%")
+            f"({s.get('missing')} unparsable), position consistency {consistency}")
 
 
 def _read(r: PlannedRun, items: dict[str, list[Item]], allow_torn: bool = False):
