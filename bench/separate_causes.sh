@@ -20,6 +20,9 @@ done
 build mpo_sft_only mpo --base tiny --task geoqa samples_per_question=4 batch_size=16 epochs=2 gold_chosen=true \
   learning_rate=1e-3 lora_r=64 lora_alpha=128 replay=0.5 dpo_weight=0 bco_weight=0
 held $S/mpo_sft_only
+# self_critique with an SFT term on the chosen replies (RPO): is the fall the chosen likelihood falling too?
+build self_critique_rpo1 self_critique --base checkpoints/built/heldout/sfte --task geoqa batch_size=8 replay=0.5 sft_weight=1.0
+held $S/self_critique_rpo1
 # self_train without the extra select passes (the boards' recipe now), iterations 1-3
 build self_train_nosel self_train --base checkpoints/built/sft --task geoqa limit=160 samples_per_question=4 iterations=3 \
   batch_size=16 learning_rate=2e-4 qa=cot refine=false select_candidates=2..10 select_extra_epochs=0 replay=0.5

@@ -260,3 +260,66 @@ def test_ci_and_correction_keys(tmp_path):
         load_spec(_spec(tmp_path, "baseline: a\ncheckpoints: [a]\ntasks: [geoqa]\nci: bca\n"))
     with pytest.raises(HarnessError, match="correction 'bonf' is not one of"):
         load_spec(_spec(tmp_path, "baseline: a\ncheckpoints: [a]\ntasks: [geoqa]\ncorrection: bonf\n"))
+
+
+def _timed_build(c):
+    """A stand-in trainer for the parallel builds test (module level: worker processes import it)."""
+    import json
+    import time
+
+    log = Path(c.recipe["config"]["log"])
+    start = time.time()
+    if c.name == "broken":
+        raise HarnessError("checkpoint broken: the trainer failed")
+    time.sleep(1.0)
+    folder = Path(c.recipe.get("out") or c.ckpt)
+    for sub in (["iter1", "iter2"] if c.recipe.get("out") else [""]):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    with open(log / f"{c.name}.json", "w") as f:
+        json.dump({"start": start, "end": time.time()}, f)
+
+
+def _parallel_spec(tmp_path, first_member="m1"):
+    b, log = tmp_path / "built", tmp_path / "log"
+    log.mkdir()
+    cfg = f"config: {{log: {log}}}"
+    text = (f"baseline: a\ncheckpoints:\n  - a\n"
+            f"  - {{name: {first_member}, path: {b}/m1, recipe: {{trainer: sft, base: tiny, {cfg}}}}}\n"
+            f"  - {{name: m2, path: {b}/m2, recipe: {{trainer: sft, base: tiny, {cfg}}}}}\n"
+            f"  - {{name: avg, path: {b}/avg, recipe: {{trainer: average, base: tiny, include: [{b}/m1, {b}/m2], {cfg}}}}}\n"
+            f"  - {{name: dep, path: {b}/dep, recipe: {{trainer: self_critique, base: {b}/avg, {cfg}}}}}\n"
+            f"  - {{name: i1, path: {b}/st/iter1, recipe: &st {{trainer: self_train, base: {b}/m1, out: {b}/st, {cfg}}}}}\n"
+            f"  - {{name: i2, path: {b}/st/iter2, recipe: *st}}\n"
+            "tasks: [geoqa]\n")
+    return load_spec(_spec(tmp_path, text)), b, log
+
+
+def test_parallel_builds_wait_for_what_they_read_and_run_side_by_side(tmp_path, monkeypatch):
+    import json
+
+    import harness.report.spec as spec_module
+    from harness.report.spec import RECIPE_STAMP, build_checkpoints
+
+    monkeypatch.setattr(spec_module, "recipe_fingerprint", lambda c, data=None: {"recipe": c.recipe})
+    spec, b, log = _parallel_spec(tmp_path)
+    build_checkpoints(spec, _timed_build, jobs=2)
+    t = {p.stem: json.loads(p.read_text()) for p in log.glob("*.json")}
+    assert sorted(t) == ["avg", "dep", "i1", "m1", "m2"]  # i2 came with i1's build
+    assert t["avg"]["start"] >= max(t["m1"]["end"], t["m2"]["end"]) and t["dep"]["start"] >= t["avg"]["end"]
+    assert t["i1"]["start"] >= t["m1"]["end"]
+    assert t["m2"]["start"] < t["m1"]["end"] and t["m1"]["start"] < t["m2"]["end"]  # two at once
+    assert all((b / p / RECIPE_STAMP).is_file() for p in ("m1", "m2", "avg", "dep", "st/iter1", "st/iter2"))
+    build_checkpoints(spec, _timed_build, jobs=2)  # all built and current: nothing runs again
+    assert sorted(p.stem for p in log.glob("*.json")) == sorted(t)
+
+
+def test_a_failed_parallel_build_stops_what_reads_it_and_raises_its_error(tmp_path, monkeypatch):
+    import harness.report.spec as spec_module
+    from harness.report.spec import build_checkpoints
+
+    monkeypatch.setattr(spec_module, "recipe_fingerprint", lambda c, data=None: {"recipe": c.recipe})
+    spec, b, log = _parallel_spec(tmp_path, first_member="broken")
+    with pytest.raises(HarnessError, match="checkpoint broken: the trainer failed"):
+        build_checkpoints(spec, _timed_build, jobs=2)
+    assert (b / "m2").is_dir()  # the build already running finished
+    assert not any((b / p).exists() for p in ("m1", "avg", "dep", "st"))

@@ -3,6 +3,7 @@ one the harness sends, verdicts and scores come from gold, held-out cells stay o
 tokenized digit by digit, and a stopped run resumes to the same weights as an unbroken one."""
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -129,3 +130,30 @@ def test_a_run_killed_between_the_state_renames_resumes_from_the_previous_state(
     capsys.readouterr()
     assert train(out, PretrainConfig(**small))["steps"] == 4
     assert "resuming at step 2" in capsys.readouterr().out
+
+
+def test_a_pruned_base_keeps_the_chosen_layers_renumbered_and_trains_on(tmp_path: Path):
+    """--init-from/--keep-layers: a shallower base starts from a trained one's weights, layer k of the
+    kept list becoming layer k; every other weight is carried over unchanged."""
+    from safetensors.torch import load_file
+
+    from harness.errors import HarnessError
+    from trainers.pretrain_tiny import PretrainConfig, pruned_copy, train
+
+    small = dict(steps=2, pool_scale=0.05, batch_size=2, hidden=32, layers=3, vision_hidden=32, vision_layers=1,
+                 vocab_size=400, eval_every=100, eval_items=2, save_every=2, curriculum_steps=1, image_size=32)
+    deep_manifest = train(tmp_path / "deep", PretrainConfig(**small))
+    pruned_copy(tmp_path / "deep", tmp_path / "shallow", [0, 2])
+    deep, shallow = load_file(tmp_path / "deep" / "model.safetensors"), load_file(tmp_path / "shallow" / "model.safetensors")
+    layer = "language_model.model.layers."
+    for key, tensor in shallow.items():
+        source = key.replace(f"{layer}1.", f"{layer}2.") if key.startswith(f"{layer}1.") else key
+        assert (deep[source] == tensor).all(), key
+    assert not any(k.startswith(f"{layer}2.") for k in shallow)
+    assert len(shallow) == len(deep) - sum(k.startswith(f"{layer}1.") for k in deep)
+    with pytest.raises(HarnessError, match="keep-layers 0,3"):
+        pruned_copy(tmp_path / "deep", tmp_path / "bad", [0, 3])
+    done = train(tmp_path / "cont", PretrainConfig(**{**small, "init_from": str(tmp_path / "deep"), "keep_layers": "1"}))
+    assert done["steps"] == 2 and done["parameters"] < deep_manifest["parameters"]
+    assert done["init"]["history"] == deep_manifest["history"] and done["config"]["keep_layers"] == "1"
+    assert json.loads((tmp_path / "cont" / "config.json").read_text())["text_config"]["num_hidden_layers"] == 1

@@ -539,6 +539,21 @@ def test_self_critique_trains_on_self_judged_pairs(random_tiny, base_weights, tm
     assert _loads_and_generates(out)
 
 
+def test_self_critique_sft_weight_adds_the_chosen_replies_nll_to_dpo(random_tiny, tmp_path):
+    """At the first step a fresh LoRA is its own reference, so plain DPO's loss is exactly log 2;
+    sft_weight adds the chosen replies' NLL (a random model's: several nats per token) on top."""
+    import math
+
+    from trainers.self_critique import SelfCritiqueConfig, run
+
+    first = {}
+    for w in (0.0, 1.0):
+        cfg = SelfCritiqueConfig(**{**FEW, "limit": 12, "max_steps": 1, "sft_weight": w})
+        first[w] = run(cfg, str(random_tiny), "geoqa", tmp_path / f"sc{w}", progress=False)["metrics"]["first_loss"]
+    assert first[0.0] == pytest.approx(math.log(2), abs=1e-3)
+    assert first[1.0] > math.log(2) + 1.0
+
+
 def test_self_critique_continues_an_adapter_against_a_frozen_copy(random_tiny, tmp_path):
     """The seed's order: self-critique DPO on SFTe. The adapter samples and judges, a copy of it trains
     (TRL's frozen "ref" copy is the reference) and only the trained copy is saved."""

@@ -63,6 +63,11 @@ class PretrainConfig:
     # their 3 candidates, 5 replies named a candidate (3 the gold); its own answer came instead.
     select_right_from: int = 4000
     threads: int = 0  # torch threads (0: torch's default)
+    # Start from a trained checkpoint instead of random weights, keeping only these LM layers (a
+    # shallower base for a smaller step budget: its embeddings, vision tower and projector come
+    # trained, so it recovers in a fraction of the from-scratch steps). Empty: a fresh model.
+    init_from: str = ""
+    keep_layers: str = ""  # comma-separated layer indices of init_from's LM, in order ("0,3")
 
 
 def state_dir(out: Path) -> Path:
@@ -136,7 +141,37 @@ def save_state(sdir: Path, model, tokenizer_dir: Path, opt, step: int, rng: rand
     shutil.rmtree(old, ignore_errors=True)
 
 
+def pruned_copy(src: Path, dst: Path, keep: list[int]) -> None:
+    """`src` (a LLaVA checkpoint folder) with only the LM layers `keep`, renumbered 0..k-1, into `dst`."""
+    import re
+
+    from safetensors.torch import load_file, save_file
+
+    from harness.errors import HarnessError
+
+    config = json.loads((src / "config.json").read_text())
+    n = config["text_config"]["num_hidden_layers"]
+    if not keep or len(set(keep)) != len(keep) or not all(0 <= k < n for k in keep):
+        raise HarnessError(f"--keep-layers {','.join(map(str, keep))}: give distinct layer indices in 0..{n - 1}")
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("model.safetensors", "manifest.json"))
+    layer = re.compile(r"^(language_model\.model\.layers\.)(\d+)(\..*)$")
+    weights = {}
+    for name, tensor in load_file(src / "model.safetensors").items():
+        m = layer.match(name)
+        if m is None:
+            weights[name] = tensor
+        elif int(m.group(2)) in keep:
+            weights[f"{m.group(1)}{keep.index(int(m.group(2)))}{m.group(3)}"] = tensor
+    save_file(weights, dst / "model.safetensors", metadata={"format": "pt"})
+    config["text_config"]["num_hidden_layers"] = len(keep)
+    (dst / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
 def _fresh_model(sdir: Path, sources: dict, cfg: PretrainConfig) -> None:
+    if cfg.init_from:
+        keep = [int(k) for k in cfg.keep_layers.split(",") if k.strip()]
+        pruned_copy(Path(cfg.init_from), sdir / "model", keep)
+        return
     from trainers.pretrain_data import TASKS
     from trainers.tiny_model import build_tiny, build_tokenizer
 
@@ -248,6 +283,11 @@ def train(out: Path, cfg: PretrainConfig) -> dict | None:
         "held_out": HELD_OUT,
         "command": "make tiny",
     }
+    if cfg.init_from:  # the deeper run this one was cut from: its own record, so the history is whole
+        source = Path(cfg.init_from) / "manifest.json"
+        if source.is_file():
+            manifest["init"] = {k: v for k, v in json.loads(source.read_text()).items() if k != "init"}
+
     staged = out.with_name(out.name + ".new")
     shutil.rmtree(staged, ignore_errors=True)
     shutil.copytree(sdir / "model", staged)

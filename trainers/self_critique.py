@@ -55,6 +55,11 @@ class SelfCritiqueConfig(TrainConfig):
     verdict: str = field(default="likelihood", metadata={"help": "likelihood: the reply the model finds more likely; generate: parse the judge's output"})
     sample_batch_size: int = field(default=32, metadata={"help": "prompts per sampling / judging call"})
     beta: float = field(default=0.1, metadata={"help": "DPO KL strength"})
+    sft_weight: float = field(
+        default=0.0,
+        metadata={"help": "weight of an SFT (NLL) term on the chosen reply beside DPO (RPO; TRL loss_type "
+                          "['sigmoid', 'sft']): holds up the chosen replies' likelihood, which plain DPO can lower too"},
+    )
     learning_rate: float = field(default=5e-4, metadata={"help": "peak learning rate"})
     judge: str | None = field(default=None, metadata={"help": "a judge checkpoint that picks the winners (e.g. checkpoints/built/critic); default: the model judges itself"})
 
@@ -66,6 +71,7 @@ class SelfCritiqueConfig(TrainConfig):
         require(self.verdict in VERDICTS, f"verdict must be one of {', '.join(VERDICTS)}")
         require(self.sample_batch_size >= 1, "sample_batch_size must be >= 1")
         require(self.beta > 0, "beta must be > 0")
+        require(self.sft_weight >= 0, "sft_weight must be >= 0")
         try:
             self.judge_template.format(question="q", first="a", second="b")
         except (KeyError, IndexError, ValueError) as e:
@@ -213,7 +219,8 @@ def run(cfg: SelfCritiqueConfig, base: str, tasks: str, out: Path, data_dir: str
 
             model = PeftModel.from_pretrained(model.unload(), start, is_trainable=True)
         with tempfile.TemporaryDirectory() as work:
-            args = trl_args(DPOConfig, cfg, Path(work), beta=cfg.beta, loss_type=["sigmoid"], max_length=None)
+            losses = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, cfg.sft_weight]} if cfg.sft_weight else {"loss_type": ["sigmoid"]}
+            args = trl_args(DPOConfig, cfg, Path(work), beta=cfg.beta, max_length=None, **losses)
             trainer = PairDPOTrainer(
                 model=model, args=args, train_dataset=index_dataset(len(pairs)),
                 data_collator=PairCollator(backend, examples, pairs), processing_class=backend.tokenizer,

@@ -147,7 +147,7 @@ def scored_run_dir(c: CheckpointSpec, task: Task) -> Path:
 
 # --- run -------------------------------------------------------------------------------------------
 def run_board(plan: Plan, s: Any, items: dict[str, list[Item]], build_recipe: Callable[[CheckpointSpec], None] | None = None,
-              data_fingerprint: Callable[[dict], Any] | None = None, device: str | None = None) -> None:
+              data_fingerprint: Callable[[dict], Any] | None = None, device: str | None = None, jobs: int = 1) -> None:
     """Write every run folder the plan names: recipe checkpoints built, models evaluated (cached:
     an unchanged board loads no model), lmms-eval columns run, judged tasks judged. `s` is the
     Session; at most one model is loaded at a time."""
@@ -157,7 +157,7 @@ def run_board(plan: Plan, s: Any, items: dict[str, list[Item]], build_recipe: Ca
     models = plan.model_runs()
     for task in {r.task.name: r.task for r in models}.values():
         check_images(task, items[task.name])  # only tasks a model answers need their images
-    build_checkpoints(spec, build_recipe, data_fingerprint)
+    build_checkpoints(spec, build_recipe, data_fingerprint, jobs)
     # Keyed by checkpoint and server: two served rows may name one model on different URLs.
     refs = {(r.build.ckpt, r.build.api_base): s.checkpoint(r.build.ckpt, api_base=r.build.api_base)
             for r in models if r.build is not None}
@@ -337,10 +337,11 @@ def render_board(spec: LeaderboardSpec, data: BoardInput, df, key: str, cached: 
 
 # --- the five steps --------------------------------------------------------------------------------
 def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpec], None] | None = None,
-                    device: str | None = None, data_fingerprint: Callable[[dict], Any] | None = None):
+                    device: str | None = None, data_fingerprint: Callable[[dict], Any] | None = None, jobs: int = 1):
     """plan -> run -> read -> board -> render; returns the board's frame. `build_recipe` trains a
     recipe row's checkpoint (trainers.recipes); `data_fingerprint(recipe)` hashes the data files a
-    recipe names, so a built row whose files changed is stale like one whose recipe changed."""
+    recipe names, so a built row whose files changed is stale like one whose recipe changed; `jobs`
+    builds run at once."""
     from harness.core.outputs import check_output_folder
     from harness.session import Session
 
@@ -348,7 +349,7 @@ def run_leaderboard(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpe
     plan = plan_board(spec)
     with Session(spec.output_dir, spec.data_dir, device=device, one_model=True) as s:
         items = {task.name: s.load(task, spec.limit, check_images=False) for task in plan.tasks}
-        run_board(plan, s, items, build_recipe, data_fingerprint, device)
+        run_board(plan, s, items, build_recipe, data_fingerprint, device, jobs)
     data = read_board(plan, items)
     for note in dict.fromkeys(data.notes):
         print(f"warning: {note}", file=sys.stderr)

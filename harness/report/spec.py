@@ -297,23 +297,41 @@ def _optional_positive(value: Any, key: str, bad: Callable[[str], HarnessError])
 
 
 def build_checkpoints(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointSpec], None] | None,
-                      data_fingerprint: Callable[[dict], Any] | None = None) -> None:
+                      data_fingerprint: Callable[[dict], Any] | None = None, jobs: int = 1) -> None:
     """Train the recipe checkpoints whose folder does not exist yet (one per seed of a seeds row);
-    check the others are current."""
+    check the others are current. jobs > 1: that many builds at once (harness/report/parallel_builds.py)."""
     builds = [b for c in spec.checkpoints if c.runs is None for b in c.builds()]
     builds += [spec.judge_build] if spec.judge_build is not None else []
-    for c in builds:
-        if c.recipe is None:
-            continue
-        if Path(c.ckpt).exists():
+    from harness.report.parallel_builds import plan_builds, reads
+
+    recipes = [c for c in builds if c.recipe is not None]
+    missing = [c for c in recipes if not Path(c.ckpt).exists()]
+    if missing and build_recipe is None:
+        raise HarnessError(f"checkpoint {missing[0].name} needs training (recipe) but no trainer is available")
+    # A built row whose base is about to be (re)built is checked after the builds (then it is stale).
+    rebuilt = set(plan_builds(missing))
+    reads_rebuilt = [c for c in recipes if any(r == f or f in r.parents for r in reads(c.recipe) for f in rebuilt)]
+    for c in recipes:
+        if c not in missing and c not in reads_rebuilt:
             check_recipe_current(c, data_fingerprint)
-            continue
-        if build_recipe is None:
-            raise HarnessError(f"checkpoint {c.name} needs training (recipe) but no trainer is available")
-        build_recipe(c)
-        for other in builds:  # rows one build made (self_train's iterations) share its stamp
-            if other.recipe == c.recipe and Path(other.ckpt).is_dir():
-                stamp_recipe(other, data_fingerprint)
+
+    def stamp(built: list[CheckpointSpec]) -> None:
+        for c in built:
+            stamp_recipe(c, data_fingerprint)
+
+    if jobs > 1 and missing:
+        from harness.report.parallel_builds import build_parallel
+
+        build_parallel(missing, build_recipe, jobs, stamp)
+    else:
+        for c in missing:
+            if Path(c.ckpt).exists():  # written by an earlier build of this loop (self_train's iterations)
+                continue
+            build_recipe(c)
+            stamp([other for other in missing if other.recipe == c.recipe and Path(other.ckpt).is_dir()])
+    for c in reads_rebuilt:
+        if c not in missing:
+            check_recipe_current(c, data_fingerprint)
 
 
 RECIPE_STAMP = "recipe.json"
