@@ -79,12 +79,12 @@ lock-vllm:
 	$(MAKE) test-vllm
 
 leaderboard: setup
-	.venv/bin/harness leaderboard --spec leaderboards/default.yaml --jobs 2
+	.venv/bin/harness leaderboard --spec leaderboards/default.yaml
 
 # The default board with seeds 0, 1 and 2 on its sampling rows (leaderboards/default-seeds/; the
 # seed-0 builds are the default board's): one build of a sampling treatment is one draw.
 seeds-board: setup
-	.venv/bin/harness leaderboard --spec leaderboards/default.yaml --seeds 0,1,2 --jobs 2
+	.venv/bin/harness leaderboard --spec leaderboards/default.yaml --seeds 0,1,2
 
 # Rebuild the bundled mini-sets (deterministic) and the embedded tiny checkpoint.
 data: setup
@@ -96,18 +96,13 @@ heldout: setup
 
 # Where the default board's recipes are chosen: the same recipes and variants, on data/heldout only.
 heldout-board: heldout
-	.venv/bin/harness leaderboard --spec leaderboards/heldout.yaml --jobs 2
+	.venv/bin/harness leaderboard --spec leaderboards/heldout.yaml
 
 # The base model (issue 26): every format the tasks, treatments and `harness compare` use, numbers
-# digit by digit, declared held-out cells (trainers/pretrain_data.py). Two stages: a 4-layer model
-# pretrained from scratch (checkpoints/tiny-deep, 10,000 steps), then its LM layers 0 and 2 kept and
-# trained on for 3,000 steps (checkpoints/tiny: half the cost per post-training step, so the default
-# board fits its time budget; README "The base"). Resumable: each stage's state lives in
-# checkpoints/<name>.pretrain/ (saved every 250 steps); rerun to continue, --minutes N stops early.
+# digit by digit, declared held-out cells (trainers/pretrain_data.py). Resumable: the state lives in
+# checkpoints/tiny.pretrain/ (saved every 250 steps); rerun to continue, --minutes N stops a session early.
 tiny: setup
-	$(PY) -m trainers.pretrain_tiny --out checkpoints/tiny-deep --steps 10000
-	$(PY) -m trainers.pretrain_tiny --out checkpoints/tiny --init-from checkpoints/tiny-deep --keep-layers 0,2 \
-		--steps 3000 --lr 0.001 --warmup-steps 100 --curriculum-steps 0 --select-right-from 0 --eval-every 500 --threads 2
+	$(PY) -m trainers.pretrain_tiny --out checkpoints/tiny --steps 10000
 
 clean:
 	rm -rf runs .pytest_cache
