@@ -3,3 +3,8 @@
 
 class HarnessError(Exception):
     """A bad input or state. The CLI prints `error: <message>` and exits with status 2."""
+
+
+class ContextOverflow(HarnessError):
+    """A prompt (plus its reply budget) does not fit the model's context: callers that can shorten
+    their prompts (e.g. `harness critic agreement --answer-words`) catch this one kind."""

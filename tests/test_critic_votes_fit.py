@@ -9,7 +9,7 @@ import pytest
 
 from conftest import real_or_skip, run_cli
 from harness.core.store import GenerationCache
-from harness.errors import HarnessError
+from harness.errors import ContextOverflow
 from harness.judge.pipeline import Judge, agreement, shorten_answers, within_context
 from harness.models.mock import MockBackend
 from tasks.critic import read_votes
@@ -48,7 +48,7 @@ class ShortContextJudge(MockBackend):
     def check_prompts(self, prompts, max_new_tokens):
         for item_id, prompt in prompts:
             if len(prompt.text) > self.limit:
-                raise HarnessError(f"item {item_id}: prompt exceeds the model's context")
+                raise ContextOverflow(f"item {item_id}: prompt exceeds the model's context")
 
 
 def test_votes_past_the_context_are_left_out_and_counted(comparisons, tmp_path):
@@ -72,3 +72,15 @@ def test_cli_cuts_answers_and_reports_the_counts(random_tiny, tmp_path):
     assert s["answer_words"] == 12 and s["answers_cut"] == expected_cut
     assert s["votes"] + s["votes_past_context"] == 6
     assert "answers cut to 12 words" in res.stdout
+
+
+def test_cli_without_answer_words_names_the_flag_when_a_prompt_is_past_the_context(random_tiny, tmp_path):
+    """The one-line error for long references: it names the vote file and --answer-words, exits 2 and
+    writes no agreement files."""
+    votes = real_or_skip(*VOTES)
+    res = run_cli("critic", "agreement", "--judge", str(random_tiny), "--votes", str(votes), "--output-dir",
+                  str(tmp_path), "--out", str(tmp_path / "agree"))
+    assert res.returncode == 2, res.stdout + res.stderr
+    line = res.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: ") and "--answer-words N" in line and "context" in line and votes.name in line
+    assert not (tmp_path / "agree" / "judged.json").exists()

@@ -11,7 +11,7 @@ from typing import Any
 
 from harness.commands.common import add_model_flags
 from harness.commands.flags import _positive_int, add_flags
-from harness.errors import HarnessError
+from harness.errors import ContextOverflow, HarnessError
 
 def _votes_files(args: argparse.Namespace) -> list[Path]:
     if args.votes:
@@ -80,8 +80,8 @@ def cmd_critic_agreement(args: argparse.Namespace) -> int:
                     meta.update(shortened[path], votes_past_context=past)
                 try:
                     summary = agreement(judge, comparisons, out_dir, meta)
-                except HarnessError as e:
-                    if "context" not in str(e) or args.answer_words:
+                except ContextOverflow as e:
+                    if args.answer_words:
                         raise
                     raise HarnessError(f"{path}: {e}; or cut the answers with --answer-words N") from None
                 cut = (f" (answers cut to {args.answer_words} words: {meta['answers_cut']}; votes past the "

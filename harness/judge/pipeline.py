@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
 
-from harness.errors import HarnessError
+from harness.errors import ContextOverflow, HarnessError
 from harness.core.store import GenerationCache, atomic_write_json, atomic_write_jsonl
 from harness.core.types import GenConfig, ImageRef, Item, Prompt
 
@@ -394,7 +394,7 @@ def within_context(judge: Judge, comparisons: Sequence[Comparison]) -> tuple[lis
         try:
             check([(c.id, p) for p in _both_orders(c.question, c.images, c.answer1, c.answer2)],
                   judge.settings.max_new_tokens)
-        except HarnessError:
+        except ContextOverflow:  # any other error (a broken image, a bad prompt) still stops the run
             continue
         keep.append(c)
     return keep, len(comparisons) - len(keep)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from harness.core.images import open_image
 from harness.core.types import GenConfig, Prompt
-from harness.errors import HarnessError
+from harness.errors import ContextOverflow, HarnessError
 from harness.models import families
 from harness.models.checkpoints import CheckpointRef
 from harness.models.families import IGNORE_INDEX  # noqa: F401  (re-exported: trainers import it from here)
@@ -149,7 +149,7 @@ class HFBackend:
                             pad_token_id=self.pad_token_id, image_token=self.image_token_id, dtype=self.torch_dtype)
         limit = self.context_limit()
         if limit and batch["input_ids"].shape[1] > limit:  # image tokens included: what check_prompts cannot see
-            raise HarnessError(f"a prompt of {batch['input_ids'].shape[1]} tokens (images included) exceeds the "
+            raise ContextOverflow(f"a prompt of {batch['input_ids'].shape[1]} tokens (images included) exceeds the "
                                f"model's context of {limit} tokens; shorten the question or use smaller images")
         return {k: v.to(self.device) for k, v in batch.items()}
 
@@ -161,7 +161,7 @@ class HFBackend:
         """Token ids of one rendered user turn, one placeholder per image (not yet expanded)."""
         limit = self.context_limit()
         if limit and len(text) > 64 * limit:  # never tokenize a 10 MB line: it cannot fit the context anyway
-            raise HarnessError(f"a prompt of {len(text)} characters cannot fit the model's context of {limit} "
+            raise ContextOverflow(f"a prompt of {len(text)} characters cannot fit the model's context of {limit} "
                                "tokens; shorten the question")
         (rendered,) = families.render_prompts(self.tokenizer, self.chat_template, [text], [n_images])
         # Templates that omit BOS rely on the tokenizer adding it (as the family's processor does).
@@ -207,7 +207,7 @@ class HFBackend:
             # (tokenizing a 10 MB line costs gigabytes).
             n = limit * 64 if len(prompt.text) > limit * 64 else len(self._prompt_ids(prompt.text, len(prompt.images)))
             if n + max_new_tokens > limit:
-                raise HarnessError(f"item {item_id}: prompt of {'over ' if n == limit * 64 else ''}{n} tokens plus "
+                raise ContextOverflow(f"item {item_id}: prompt of {'over ' if n == limit * 64 else ''}{n} tokens plus "
                                    f"{max_new_tokens} new ones exceeds the model's context of {limit} tokens; "
                                    "shorten the question or lower --max-new-tokens")
 

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from harness.core.images import image_digest, open_image
 from harness.core.types import GenConfig, ImageRef, Prompt
-from harness.errors import HarnessError
+from harness.errors import ContextOverflow, HarnessError
 
 PREFIX = "openai:"  # --ckpt openai:MODEL
 KEY_ENV = "OPENAI_API_KEY"
@@ -245,7 +245,7 @@ class OpenAIBackend:
                                 "lower --api-concurrency, raise --api-retries or wait")
         if isinstance(e, openai.APIStatusError):
             if e.status_code in (400, 413, 422) and any(w in message.lower() for w in _CONTEXT_WORDS):
-                return HarnessError(f"{what} does not fit the served model's context ({message}); "
+                return ContextOverflow(f"{what} does not fit the served model's context ({message}); "
                                     "shorten the question or lower --max-new-tokens")
             if e.status_code == 400 and "pinned" in message.lower():  # transformers serve with one model
                 return HarnessError(f"model {self.model!r} is not served at {base} ({message}); fix the name after {PREFIX}")
