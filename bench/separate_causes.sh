@@ -16,6 +16,16 @@ for v in "r16_e2 lora_r=16 lora_alpha=32 epochs=2 learning_rate=2e-3" "r16_e4 lo
   build $name sft --base tiny --task geoqa batch_size=16 lora_dropout=0.05 init_seed=0 replay=0.5 "$@"
   held $S/$name geoqa,aokvqa_mc,aokvqa_da,mmbench
 done
+# sfte with members trained 4x less far (lr 5e-4): is the average below its members because they travelled far?
+for v in "a128_d05 128 0.05" "a128_d10 128 0.10" "a64_d05 64 0.05" "a64_d10 64 0.10"; do
+  set -- $v
+  build sfte_lr5e4_$1 sft --base tiny --task geoqa epochs=4 batch_size=16 learning_rate=5e-4 lora_r=64 lora_alpha=$2 lora_dropout=$3 init_seed=0 replay=0.5
+  held $S/sfte_lr5e4_$1
+done
+build sfte_lr5e4 average --base tiny mode=deltas adapters=$S/sfte_lr5e4_a128_d05,$S/sfte_lr5e4_a128_d10,$S/sfte_lr5e4_a64_d05,$S/sfte_lr5e4_a64_d10
+held $S/sfte_lr5e4
+.venv/bin/python bench/adapter_agreement.py $S/sfte_lr5e4_a128_d05 $S/sfte_lr5e4_a128_d10 $S/sfte_lr5e4_a64_d05 $S/sfte_lr5e4_a64_d10
+.venv/bin/python bench/adapter_agreement.py checkpoints/built/sft checkpoints/built/sft_a128_d10 checkpoints/built/sft_a64_d05 checkpoints/built/sft_a64_d10
 # mpo with only its SFT term: do the preference terms or the data cost the points?
 build mpo_sft_only mpo --base tiny --task geoqa samples_per_question=4 batch_size=16 epochs=2 gold_chosen=true \
   learning_rate=1e-3 lora_r=64 lora_alpha=128 replay=0.5 dpo_weight=0 bco_weight=0
