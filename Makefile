@@ -79,12 +79,12 @@ lock-vllm:
 	$(MAKE) test-vllm
 
 leaderboard: setup
-	.venv/bin/harness leaderboard --spec leaderboards/default.yaml
+	.venv/bin/harness leaderboard --spec leaderboards/default.yaml --jobs 2
 
 # The default board with seeds 0, 1 and 2 on its sampling rows (leaderboards/default-seeds/; the
 # seed-0 builds are the default board's): one build of a sampling treatment is one draw.
 seeds-board: setup
-	.venv/bin/harness leaderboard --spec leaderboards/default.yaml --seeds 0,1,2
+	.venv/bin/harness leaderboard --spec leaderboards/default.yaml --seeds 0,1,2 --jobs 2
 
 # Rebuild the bundled mini-sets (deterministic) and the embedded tiny checkpoint.
 data: setup
@@ -96,7 +96,7 @@ heldout: setup
 
 # Where the default board's recipes are chosen: the same recipes and variants, on data/heldout only.
 heldout-board: heldout
-	.venv/bin/harness leaderboard --spec leaderboards/heldout.yaml
+	.venv/bin/harness leaderboard --spec leaderboards/heldout.yaml --jobs 2
 
 # The base model (issue 26): every format the tasks, treatments and `harness compare` use, numbers
 # digit by digit, declared held-out cells (trainers/pretrain_data.py). Resumable: the state lives in
