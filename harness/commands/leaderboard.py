@@ -15,12 +15,6 @@ def _seed_list(text: str) -> list[int]:
     return seeds
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"--jobs {text!r}: give a whole number of builds, 1 or more")
-    return int(text)
-
-
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from harness.report.leaderboard import load_spec, run_leaderboard
     from harness.report.spec import with_seeds
@@ -48,6 +42,7 @@ def _recipe_builder():
 
 
 def add_parser(sub) -> None:
+    from harness.commands.flags import _positive_int
     from harness.core.runner import CI_METHODS
 
     p = sub.add_parser("leaderboard", help="build, evaluate and render a leaderboard spec")
@@ -61,7 +56,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seeds", type=_seed_list, default=None,
                    help="replace the seeds of every seeded row (e.g. 0,1,2); the board is written to "
                         "<spec dir>/<name>-seeds/ beside the spec's own (builds are shared: seed<k> folders)")
-    p.add_argument("--jobs", type=_positive, default=1,
+    p.add_argument("--jobs", type=_positive_int, default=1,
                    help="recipe checkpoints to build at once, each in its own process with cores/jobs threads "
                         "(on a 2-core CPU, 2 finish the default board's builds sooner than 1)")
     p.set_defaults(func=cmd_leaderboard)

@@ -29,20 +29,20 @@ def _absolute(path: str | Path) -> Path:
     return Path(os.path.abspath(path))
 
 
-def reads(recipe: dict[str, Any]) -> list[Path]:
-    refs = [recipe.get("base"), *(recipe.get("include") or [])]
-    return [_absolute(r) for r in refs if isinstance(r, str) and r]
+def folders_read(recipe: dict[str, Any], folders: set[Path]) -> set[Path]:
+    """Those of `folders` that the recipe reads (its `base` or an `include` lies in one)."""
+    refs = [_absolute(r) for r in [recipe.get("base"), *(recipe.get("include") or [])] if isinstance(r, str) and r]
+    return {f for f in folders if any(r == f or f in r.parents for r in refs)}
 
 
 def plan_builds(rows: list[Any]) -> dict[Path, _Build]:
-    """The pending rows grouped into builds, each with the builds it waits for."""
+    """The pending rows grouped into builds (in row order), each with the builds it waits for."""
     builds: dict[Path, _Build] = {}
     for c in rows:
         folder = _absolute(c.recipe.get("out") or c.ckpt)
         builds.setdefault(folder, _Build(folder)).rows.append(c)
     for b in builds.values():
-        needed = reads(b.rows[0].recipe)
-        b.needs = {f for f in builds if f != b.folder and any(r == f or f in r.parents for r in needed)}
+        b.needs = folders_read(b.rows[0].recipe, set(builds) - {b.folder})
     return builds
 
 
@@ -57,16 +57,16 @@ def _run(build_recipe: Callable[[Any], Any], row: Any) -> None:
     build_recipe(row)
 
 
-def build_parallel(rows: list[Any], build_recipe: Callable[[Any], Any], jobs: int,
+def build_parallel(planned: dict[Path, _Build], build_recipe: Callable[[Any], Any], jobs: int,
                    on_built: Callable[[list[Any]], None]) -> None:
-    """Build `rows` (recipe rows whose folders are missing) in `jobs` processes; `on_built(rows)` runs
-    in this process after each build (the recipe stamps)."""
+    """Run the builds `plan_builds` made in `jobs` processes; `on_built(rows)` runs in this process
+    after each build (the recipe stamps)."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     from harness.errors import HarnessError
 
-    pending = plan_builds(rows)
+    pending = dict(planned)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     running: dict[Any, _Build] = {}
     error: BaseException | None = None

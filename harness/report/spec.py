@@ -16,6 +16,7 @@ from harness.core.runner import EvalSettings
 from harness.core.types import GenConfig
 from harness.core.validate import as_int, check_generation, safe_name
 from harness.errors import HarnessError
+from harness.report.parallel_builds import folders_read, plan_builds
 
 SPEC_KEYS = {"name", "baseline", "checkpoints", "blind", "tasks", "data_dir", "generation", "seed", "bootstrap", "output_dir", "limit",
              "judge", "ci", "correction"}
@@ -302,36 +303,32 @@ def build_checkpoints(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointS
     check the others are current. jobs > 1: that many builds at once (harness/report/parallel_builds.py)."""
     builds = [b for c in spec.checkpoints if c.runs is None for b in c.builds()]
     builds += [spec.judge_build] if spec.judge_build is not None else []
-    from harness.report.parallel_builds import plan_builds, reads
-
     recipes = [c for c in builds if c.recipe is not None]
     missing = [c for c in recipes if not Path(c.ckpt).exists()]
     if missing and build_recipe is None:
         raise HarnessError(f"checkpoint {missing[0].name} needs training (recipe) but no trainer is available")
+    planned = plan_builds(missing)  # rows one build writes together (self_train's iterations) are one build
     # A built row whose base is about to be (re)built is checked after the builds (then it is stale).
-    rebuilt = set(plan_builds(missing))
-    reads_rebuilt = [c for c in recipes if any(r == f or f in r.parents for r in reads(c.recipe) for f in rebuilt)]
-    for c in recipes:
-        if c not in missing and c not in reads_rebuilt:
+    built = [c for c in recipes if c not in missing]
+    later = [c for c in built if folders_read(c.recipe, set(planned))]
+    for c in built:
+        if c not in later:
             check_recipe_current(c, data_fingerprint)
 
-    def stamp(built: list[CheckpointSpec]) -> None:
-        for c in built:
+    def stamp(rows: list[CheckpointSpec]) -> None:
+        for c in rows:
             stamp_recipe(c, data_fingerprint)
 
-    if jobs > 1 and missing:
+    if jobs > 1 and planned:
         from harness.report.parallel_builds import build_parallel
 
-        build_parallel(missing, build_recipe, jobs, stamp)
+        build_parallel(planned, build_recipe, jobs, stamp)
     else:
-        for c in missing:
-            if Path(c.ckpt).exists():  # written by an earlier build of this loop (self_train's iterations)
-                continue
-            build_recipe(c)
-            stamp([other for other in missing if other.recipe == c.recipe and Path(other.ckpt).is_dir()])
-    for c in reads_rebuilt:
-        if c not in missing:
-            check_recipe_current(c, data_fingerprint)
+        for b in planned.values():
+            build_recipe(b.rows[0])
+            stamp([c for c in b.rows if Path(c.ckpt).is_dir()])
+    for c in later:
+        check_recipe_current(c, data_fingerprint)
 
 
 RECIPE_STAMP = "recipe.json"
