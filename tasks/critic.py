@@ -172,6 +172,7 @@ def read_votes(path: Path) -> list[Comparison]:
         out.append(Comparison(
             id=row["unique_idx"], cluster=row["unique_idx"].rsplit("_", 1)[0], question=question.strip(),
             images=(image,), answer1=row["raw_answer1"], answer2=row["raw_answer2"], reference=_reference(row, where),
+            models=(str(row.get("model_1", "")), str(row.get("model_2", ""))),
         ))
     return out
 

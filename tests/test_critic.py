@@ -209,6 +209,13 @@ def test_agreement_of_an_oracle_and_a_first_slot_judge(cache, tmp_path):
     assert first["agreement_ci"][0] < first["agreement"] < first["agreement_ci"][1]
     assert first["first_slot_rate"] == 100.0 and first["position_consistency"] == 0.0 and first["always_first"] == 300
     assert len(json.loads((tmp_path / "first" / "judged.json").read_text())["judge_verdicts"]) == 1
+    # Per pair of models (either slot): the first-slot judge agrees exactly where GPT-4V chose answer 1.
+    by_pair = defaultdict(list)
+    for r in rows:
+        by_pair[" vs ".join(sorted((r["model_1"], r["model_2"])))].append(r["answer"] == "Answer1")
+    assert first["agreement_by_pair"] == {p: {"n": len(x), "agreement": pytest.approx(100 * sum(x) / len(x))}
+                                          for p, x in by_pair.items()}
+    assert by_pair and all(v["agreement"] == 100.0 for v in s["agreement_by_pair"].values())
 
 
 def test_read_votes_rejects_bad_rows(tmp_path):

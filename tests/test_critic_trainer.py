@@ -35,6 +35,24 @@ def test_judgements_become_judge_prompts_with_gold_replies():
     assert len(only_pairs) == len(pairwise)
 
 
+def test_decision_only_and_answer_first_replies_keep_the_parsed_verdict():
+    from harness.core.task import get_task
+    from harness.judge.pipeline import parse_score, parse_verdict
+    from trainers.critic import CriticConfig, judge_examples
+
+    full, _ = judge_examples(DATA, CriticConfig())
+    bare, _ = judge_examples(DATA, CriticConfig(reasons=False))
+    lead, _ = judge_examples(DATA, CriticConfig(reasons=False, answer_first=True))
+    assert [e.text for e in bare] == [e.text for e in full] == [e.text for e in lead]
+    for f, b, a in zip(full, bare, lead):
+        if "Answer1: " in f.text:  # pairwise: the bare reply is the verdict alone, the same one
+            assert b.target in ("Answer1.", "Answer2.") and parse_verdict(b.target) == parse_verdict(f.target)
+            assert a.target == f"{get_task('critic').target_text(f.item)} {b.target}"
+            assert parse_verdict(a.target) == parse_verdict(f.target)  # the own answer names no verdict
+        else:  # pointwise: the score alone, answer_first leaves it as it is
+            assert b.target == a.target == f"{parse_score(f.target)}."
+
+
 def test_answers_add_each_train_question_with_its_reference():
     from harness.core.task import get_task
     from trainers.critic import CriticConfig, judge_examples

@@ -41,6 +41,11 @@ class CriticConfig(TrainConfig):
     kinds: str = field(default="pairwise,pointwise", metadata={"help": "which judgements to train on: pairwise, pointwise or both (comma-separated)"})
     swap: bool = field(default=True, metadata={"help": "also train every pairwise verdict with the answers in the other order"})
     epochs: float = field(default=2.0, metadata={"help": "passes over the judgements"})
+    reasons: bool = field(default=True, metadata={"help": "follow each verdict or score with its reason; false trains "
+                                                           "the decision alone (every gradient on the verdict token)"})
+    answer_first: bool = field(default=False, metadata={"help": "pairwise replies open with the judge's own answer to the "
+                                                                 "question (the reference), then the verdict: the verdict "
+                                                                 "then compares two texts with its own reading of the image"})
     answers: bool = field(default=False, metadata={"help": "also learn to answer each critic train question (its "
                                                              "reference), so the judge knows what a right answer says"})
 
@@ -78,17 +83,18 @@ def judge_examples(data_dir: str | Path | None, cfg: CriticConfig) -> tuple[list
         ref = str(item.images[0])
         if ref not in opened:
             opened[ref] = open_image(item.images[0])
-        reason = str(row.get("reason", "")).strip()
+        reason = str(row.get("reason", "")).strip() if cfg.reasons else ""
         try:
             if row["kind"] == "pointwise":
-                shown = [(pointwise_prompt(item.question, row["answer"]), f"{int(row['score'])}. {reason}")]
+                shown = [(pointwise_prompt(item.question, row["answer"]), _reply(str(int(row["score"])), reason))]
             else:
                 verdict = row["verdict"]
-                shown = [(pairwise_prompt(item.question, row["answer1"], row["answer2"]), f"{verdict}. {reason}")]
+                lead = f"{task.target_text(item)} " if cfg.answer_first else ""
+                shown = [(pairwise_prompt(item.question, row["answer1"], row["answer2"]), lead + _reply(verdict, reason))]
                 if cfg.swap:  # the same judgement, answers swapped (the reason's slot names swap too)
                     swapped = reason.replace("Answer1", "\0").replace("Answer2", "Answer1").replace("\0", "Answer2")
                     shown.append((pairwise_prompt(item.question, row["answer2"], row["answer1"]),
-                                  f"{_SWAP[verdict]}. {swapped}"))
+                                  lead + _reply(_SWAP[verdict], swapped)))
         except (KeyError, TypeError, ValueError):
             raise HarnessError(f"{where}: a {row['kind']} judgement needs "
                                f"{'answer, score' if row['kind'] == 'pointwise' else 'answer1, answer2, verdict'}") from None
@@ -105,6 +111,10 @@ def judge_examples(data_dir: str | Path | None, cfg: CriticConfig) -> tuple[list
             out.append(Example(item, task.prompt(item), [opened[ref]], task.target_text(item), None))
         counts["answers"] = len(items)
     return out, {"task": "critic", "judgements": str(path), "examples": counts, "questions": len(items)}
+
+
+def _reply(decision: str, reason: str) -> str:
+    return f"{decision}. {reason}" if reason else f"{decision}."
 
 
 def task_root(root: Path) -> Path:

@@ -361,6 +361,7 @@ class Comparison:
     answer1: str
     answer2: str
     reference: Verdict
+    models: tuple[str, str] = ("", "")  # who wrote answer1 and answer2 (votes' model_1, model_2), if known
 
 
 def shorten_answers(comparisons: Sequence[Comparison], words: int) -> tuple[list[Comparison], int]:
@@ -436,6 +437,7 @@ def agreement(judge: Judge, comparisons: Sequence[Comparison], out_dir: Path,
         "ci_method": s.ci_method,
         **position_figures((r["verdict"], r["verdict_swapped"]) for r in records),
         "reference_consistency": _reference_consistency(comparisons),
+        "agreement_by_pair": _by_pair(comparisons, records),
         "reference_verdicts": dict(Counter(c.reference for c in comparisons)),
         "judge_verdicts": dict(Counter(r["verdict"] or "missing" for r in records)),
         "judge": judge.info, **judge.served_since(mark), **(meta or {}),
@@ -443,6 +445,16 @@ def agreement(judge: Judge, comparisons: Sequence[Comparison], out_dir: Path,
     atomic_write_jsonl(out_dir / "judgements.jsonl", records)
     atomic_write_json(out_dir / JUDGED_FILE, summary)
     return summary
+
+
+def _by_pair(comparisons: Sequence[Comparison], records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Agreement (as shown, unparsable = disagree) per pair of answer writers, whichever slot each
+    took: where a judge's agreement comes from (MLLM-Bench: which models; gold votes: which qualities)."""
+    by: dict[str, list[float]] = {}
+    for c, r in zip(comparisons, records):
+        if all(c.models):
+            by.setdefault(" vs ".join(sorted(c.models)), []).append(float(r["verdict"] == r["reference"]))
+    return {pair: {"n": len(xs), "agreement": _pct_or_none(xs)} for pair, xs in sorted(by.items())}
 
 
 def _reference_consistency(comparisons: Sequence[Comparison]) -> float | None:

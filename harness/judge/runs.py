@@ -118,6 +118,8 @@ def print_agreement(s: dict[str, Any], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from harness.core.text import visible
+
     table = Table(title=title)
     table.add_column("measure (%)")
     table.add_column("value", justify="right", no_wrap=True)
@@ -127,6 +129,8 @@ def print_agreement(s: dict[str, Any], title: str) -> None:
     table.add_row("votes (unparsable replies)", f"{s['votes']} ({s['missing']})")
     for name in ("position_consistency", "first_slot_rate", "reference_consistency"):
         table.add_row(name.replace("position_", "judge position "), _pct(s[name]))
+    for pair, a in s.get("agreement_by_pair", {}).items():
+        table.add_row(f"agreement: {visible(pair)} (n {a['n']})", _pct(a["agreement"]))
     Console().print(table)
 
 
