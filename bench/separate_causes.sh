@@ -37,13 +37,27 @@ held $S/self_critique_rpo1
 build self_train_nosel self_train --base checkpoints/built/sft --task geoqa limit=160 samples_per_question=4 iterations=3 \
   batch_size=16 learning_rate=2e-4 qa=cot refine=false select_candidates=2..10 select_extra_epochs=0 replay=0.5
 for k in 1 2 3; do held $S/self_train_nosel/iter$k; done
-# the critic: epoch budget, and answering the questions it judges
-build critic_e3 critic --base tiny --task critic epochs=3 batch_size=16 learning_rate=2e-3 lora_r=64 lora_alpha=128
-build critic_ans critic --base tiny --task critic epochs=1 answers=true batch_size=16 learning_rate=2e-3 lora_r=64 lora_alpha=128
-$H critic agreement --judge tiny --judge checkpoints/built/critic --judge $S/critic_e3 --judge $S/critic_ans --output-dir $S/runs
-.venv/bin/python bench/critic_pointwise.py --judge tiny --judge checkpoints/built/critic --judge $S/critic_e3 --judge $S/critic_ans --out $S/pointwise
-.venv/bin/python bench/critic_pointwise.py --judge checkpoints/built/critic --judge $S/critic_e3 --train-pairs 240 --out $S/pointwise_train
-$H critic agreement --judge tiny --judge checkpoints/built/critic --votes $S/pointwise_train/votes_train.json --output-dir $S/runs_train
+# the critic judge's recipe, chosen on the held-out gold votes (data/heldout/critic: 480 votes on 120
+# questions): replies with reasons (the first board recipe) or the decision alone, 1-4 epochs,
+# pairwise only, the judge's own answer first, and answering the questions it judges
+C="critic --base tiny --task critic batch_size=16 learning_rate=2e-3 lora_r=64 lora_alpha=128"
+build critic_reasons_e1 $C epochs=1
+build critic_reasons_e3 $C epochs=3
+for e in 1 2 3 4; do build critic_e$e $C epochs=$e reasons=false; done
+build critic_pairwise_e4 $C epochs=4 reasons=false kinds=pairwise
+build critic_own_answer_e2 $C epochs=2 reasons=false answer_first=true
+build critic_ans $C epochs=1 answers=true
+J="--judge tiny --judge $S/critic_reasons_e1 --judge $S/critic_reasons_e3 --judge $S/critic_e1 --judge $S/critic_e2 --judge $S/critic_e3 \
+   --judge $S/critic_e4 --judge $S/critic_pairwise_e4 --judge $S/critic_own_answer_e2 --judge $S/critic_ans"
+$H critic agreement $J --votes data/heldout/critic/votes_gold.json --output-dir $S/runs_critic_heldout
+# the chosen recipe (critic_e4 = the board's judge) and the others on the test questions' gold votes and on
+# their own train pairs; per pair of answer qualities in judged.json (agreement_by_pair)
+$H critic agreement $J --output-dir $S/runs
+.venv/bin/python bench/critic_pointwise.py --judge tiny --judge $S/critic_reasons_e1 --judge $S/critic_e4 --judge $S/critic_ans --out $S/pointwise
+.venv/bin/python bench/critic_pointwise.py --judge $S/critic_reasons_e1 --judge $S/critic_e4 --train-pairs 240 --out $S/pointwise_train
+$H critic agreement $J --votes $S/pointwise_train/votes_train.json --output-dir $S/runs_train
+# can the base see what the critic questions ask about (A-OKVQA's direct-answer format)?
+.venv/bin/python bench/critic_perception.py --ckpt tiny --out $S/perception
 $H eval --ckpt $S/critic_ans --tasks critic --judge tiny --output-dir $S/runs   # its own answers to the critic questions
-$H critic agreement --judge tiny --judge checkpoints/built/critic --answer-words 80 --output-dir $S/runs_gpt4v \
+$H critic agreement --judge tiny --judge $S/critic_reasons_e1 --judge $S/critic_e4 --answer-words 80 --output-dir $S/runs_gpt4v \
   --votes ../shared/data/real/critic/mllm_bench/pairwise_votes_gpt4v_subset.json

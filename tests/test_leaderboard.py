@@ -313,6 +313,33 @@ def test_parallel_builds_wait_for_what_they_read_and_run_side_by_side(tmp_path, 
     assert sorted(p.stem for p in log.glob("*.json")) == sorted(t)
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_the_judge_and_builds_others_wait_for_start_first(tmp_path, monkeypatch, jobs):
+    import json
+
+    import harness.report.spec as spec_module
+    from harness.report.spec import build_checkpoints
+
+    monkeypatch.setattr(spec_module, "recipe_fingerprint", lambda c, data=None: {"recipe": c.recipe})
+    b, log = tmp_path / "built", tmp_path / "log"
+    log.mkdir()
+    cfg = f"config: {{log: {log}}}"
+    text = (f"baseline: a\ncheckpoints:\n  - a\n"
+            + "".join(f"  - {{name: {n}, path: {b}/{n}, recipe: {{trainer: sft, base: tiny, {cfg}}}}}\n"
+                      for n in ("x1", "x2", "m"))
+            + f"  - {{name: dep, path: {b}/dep, recipe: {{trainer: self_train, base: {b}/m, {cfg}}}}}\n"
+            f"judge: {{name: j, path: {b}/j, recipe: {{trainer: critic, base: tiny, task: critic, {cfg}}}}}\n"
+            "tasks: [geoqa]\n")
+    build_checkpoints(load_spec(_spec(tmp_path, text)), _timed_build, jobs=jobs)
+    t = {p.stem: json.loads(p.read_text()) for p in log.glob("*.json")}
+    order = sorted(t, key=lambda n: t[n]["start"])
+    if jobs == 1:  # one at a time: the judge, then the rows in their order
+        assert order == ["j", "x1", "x2", "m", "dep"]
+    else:  # m (dep waits for it) and the judge first, ahead of x1 and x2 above them in the spec
+        assert set(order[:2]) == {"m", "j"} and max(t["m"]["start"], t["j"]["start"]) < min(t["m"]["end"], t["j"]["end"])
+        assert t["dep"]["start"] >= t["m"]["end"]
+
+
 def test_a_failed_parallel_build_stops_what_reads_it_and_raises_its_error(tmp_path, monkeypatch):
     import harness.report.spec as spec_module
     from harness.report.spec import build_checkpoints

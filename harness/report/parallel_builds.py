@@ -75,7 +75,11 @@ def build_parallel(planned: dict[Path, _Build], build_recipe: Callable[[Any], An
         while pending or running:
             if error is None:
                 busy = {b.folder for b in running.values()}
-                for b in [b for b in pending.values() if not b.needs & (set(pending) | busy)]:
+                ready = [b for b in pending.values() if not b.needs & (set(pending) | busy)]
+                waited_on = {f for b in pending.values() for f in b.needs}
+                # A build others wait for starts first: its dependants (sfte's average, self_train
+                # on sft) can then start while the independent builds fill the other slots.
+                for b in sorted(ready, key=lambda b: b.folder not in waited_on):
                     if len(running) >= jobs:
                         break
                     running[pool.submit(_run, build_recipe, b.rows[0])] = pending.pop(b.folder)
