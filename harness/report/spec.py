@@ -301,8 +301,8 @@ def build_checkpoints(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointS
                       data_fingerprint: Callable[[dict], Any] | None = None, jobs: int = 1) -> None:
     """Train the recipe checkpoints whose folder does not exist yet (one per seed of a seeds row);
     check the others are current. jobs > 1: that many builds at once (harness/report/parallel_builds.py)."""
-    # The judge first: no row waits on it, and it is among the longest builds, so with jobs > 1 it
-    # runs beside the row builds instead of alone after them.
+    # The judge first (after the builds others wait for, with jobs > 1): it is among the longest
+    # builds and no row waits on it, so it runs beside the row builds instead of alone after them.
     builds = [spec.judge_build] if spec.judge_build is not None else []
     builds += [b for c in spec.checkpoints if c.runs is None for b in c.builds()]
     recipes = [c for c in builds if c.recipe is not None]
