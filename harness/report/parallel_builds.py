@@ -5,7 +5,8 @@ the embedded base: 0.82 s per sft step on one thread, 0.60 s on two), so two one
 side by side finish more work per second than one two-thread build.
 
 A build starts when every build its recipe reads (`base`, `include`) has finished; rows that one
-build writes together (self_train's iterations, under the recipe's `out`) are one build. Each
+build writes together (self_train's iterations, under the recipe's `out`) are one build. Of the
+ready builds, those another build waits for start first, the rest in plan order. Each
 worker runs the same `build_recipe` as the sequential path, so a build's folder lock and atomic
 publish hold as before: a failed build leaves nothing behind, and the first failure stops the
 scheduling of new builds (the running ones finish) before its error is raised.

@@ -16,7 +16,7 @@ from harness.core.runner import EvalSettings
 from harness.core.types import GenConfig
 from harness.core.validate import as_int, check_generation, safe_name
 from harness.errors import HarnessError
-from harness.report.parallel_builds import folders_read, plan_builds
+from harness.report.parallel_builds import build_parallel, folders_read, plan_builds
 
 SPEC_KEYS = {"name", "baseline", "checkpoints", "blind", "tasks", "data_dir", "generation", "seed", "bootstrap", "output_dir", "limit",
              "judge", "ci", "correction"}
@@ -322,8 +322,6 @@ def build_checkpoints(spec: LeaderboardSpec, build_recipe: Callable[[CheckpointS
             stamp_recipe(c, data_fingerprint)
 
     if jobs > 1 and planned:
-        from harness.report.parallel_builds import build_parallel
-
         build_parallel(planned, build_recipe, jobs, stamp)
     else:
         for b in planned.values():
