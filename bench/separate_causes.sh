@@ -58,6 +58,7 @@ $H critic agreement $J --output-dir $S/runs
 $H critic agreement $J --votes $S/pointwise_train/votes_train.json --output-dir $S/runs_train
 # can the base see what the critic questions ask about (A-OKVQA's direct-answer format)?
 .venv/bin/python bench/critic_perception.py --ckpt tiny --out $S/perception
+.venv/bin/python bench/critic_perception.py --own-answers $S/runs/critic_own_answer_e2/critic-agreement-votes_gold/judgements.jsonl
 $H eval --ckpt $S/critic_ans --tasks critic --judge tiny --output-dir $S/runs   # its own answers to the critic questions
 $H critic agreement --judge tiny --judge $S/critic_reasons_e1 --judge $S/critic_e4 --answer-words 80 --output-dir $S/runs_gpt4v \
   --votes ../shared/data/real/critic/mllm_bench/pairwise_votes_gpt4v_subset.json
