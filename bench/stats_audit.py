@@ -6,7 +6,8 @@ per question, and other copy counts and correlations); coverage of the partial-c
 (wilson-effective and the expanded bootstrap) over score shapes; coverage of the paired-delta CI; family-wise error of the board's stars for 10 equal checkpoints x 6 tasks
 (Holm, BH, none; 0/1 items and partial-credit items); primary endpoints (family-wise error and
 power against Holm over everything, 10 rows x 5 tasks); seeded rows (coverage and the delta's
-type-I error of the seed-components interval) and the seeds a row needs. Seeded: the same numbers
+type-I error of the seed-components interval; the cells nearest the band's edges with more draws
+and other item difficulties) and the seeds a row needs. Seeded: the same numbers
 every run.
 """
 from __future__ import annotations
@@ -127,6 +128,20 @@ def seeds_table(draws: int) -> None:
             print(f"| {seeds} | {n} | " + " | ".join(f"{100 * c:.1f} / {100 * t:.1f}" for c, t in cells) + " |", flush=True)
 
 
+def seeds_edges(draws: int) -> None:
+    """The cells nearest the band's edges with more draws on another stream, and item difficulties
+    other than Beta(1, 1): concentrated near 50% (Beta(4, 4)) and U-shaped (Beta(0.25, 0.25))."""
+    print(f"\nSeeded rows near the edges: coverage / type-I error, % ({draws:,} draws, half at n = 1000; stream 31)\n")
+    print("| seeds | n | seed sd | difficulty | coverage / type-I |\n|---|---|---|---|---|")
+    cells = [(3, 300, 0.0, 2.0), (3, 1000, 0.03, 2.0), (3, 1000, 0.06, 2.0)]
+    cells += [(s, 300, sd, c) for c in (8.0, 0.5) for s, sd in ((3, 0.0), (3, 0.03), (3, 0.06), (5, 0.0), (5, 0.06))]
+    for seeds, n, sd, conc in cells:
+        share = draws if conc == 2.0 else draws // 5
+        c, t = _seed_audit(share if n == 300 else share // 2, seeds, n, sd, seed=31, concentration=conc)
+        print(f"| {seeds} | {n} | {round(100 * sd)} | Beta({conc / 2:g}, {conc / 2:g}) | {100 * c:.1f} / {100 * t:.1f} |",
+              flush=True)
+
+
 def seeds_needed() -> None:
     """Expected delta MDE (80% power) of a seeded row: t_{S-1} on the seed part, z on the items."""
     from scipy.stats import norm, t
@@ -151,14 +166,15 @@ def seeds_needed() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer draws (a few minutes)")
-    parser.add_argument("--only", choices=("wilson", "grouped", "partial", "delta", "fwer", "primary", "seeds"),
+    parser.add_argument("--only", choices=("wilson", "grouped", "partial", "delta", "fwer", "primary", "seeds", "seeds-edges"),
                         help="one table")
     args = parser.parse_args()
     q = args.quick
     tables = {"wilson": lambda: wilson_table(6_000 if q else 60_000), "grouped": lambda: grouped_table(2_000 if q else 10_000),
               "partial": lambda: partial_table(1_000 if q else 10_000), "delta": lambda: delta_table(1_000 if q else 4_000),
               "fwer": lambda: fwer_table(120 if q else 600), "primary": lambda: primary_table(1_000 if q else 10_000),
-              "seeds": lambda: (seeds_table(2_000 if q else 20_000), seeds_needed())}
+              "seeds": lambda: (seeds_table(2_000 if q else 20_000), seeds_needed()),
+              "seeds-edges": lambda: seeds_edges(10_000 if q else 100_000)}
     for name, table in tables.items():
         if args.only in (None, name):
             table()

@@ -84,6 +84,23 @@ def test_leaderboard_end_to_end(tmp_path, random_tiny):
     assert again.equals(df)
 
 
+def test_a_changed_interval_method_changes_the_render_key(monkeypatch):
+    """The render cache is keyed by the statistics code too: a new seeded-row method (stats/seeds.py)
+    or rank method must re-render a board whose samples did not change."""
+    from pathlib import Path as P
+
+    from harness.report.leaderboard import render_key
+
+    scores = [{"a": {"geoqa": [1.0, 0.0]}}]
+    before = render_key(scores, "a", 100, 0, "t")
+    for module in ("seeds.py", "selection.py", "board.py"):
+        real = P.read_bytes
+        monkeypatch.setattr(P, "read_bytes", lambda self, real=real, m=module: real(self) + (b"#" if self.name == m else b""))
+        assert render_key(scores, "a", 100, 0, "t") != before, module
+        monkeypatch.setattr(P, "read_bytes", real)
+    assert render_key(scores, "a", 100, 0, "t") == before
+
+
 def test_a_built_recipe_row_is_rebuilt_only_after_its_folder_goes(tmp_path, random_tiny):
     import shutil
 

@@ -162,13 +162,14 @@ def _seed_draws(rng: np.random.Generator, draws: int, seeds: int, n: int, sd: fl
     return row, base
 
 
-def _seed_audit(draws: int, seeds: int, n: int, sd: float, seed: int, chunk: int = 1000) -> tuple[float, float]:
+def _seed_audit(draws: int, seeds: int, n: int, sd: float, seed: int, chunk: int = 1000,
+                concentration: float = 2.0) -> tuple[float, float]:
     """(coverage of the row's 95% CI, type-I error of its delta vs the baseline) over `draws`, with
-    the board's arithmetic (seeds.half_width) vectorised over draws."""
+    the board's arithmetic (seeds.half_width) vectorised over draws; difficulties Beta(c/2, c/2)."""
     rng = np.random.default_rng([seed, seeds, n, round(1000 * sd)])
     covered = rejected = 0
     for start in range(0, draws, chunk):
-        row, base = _seed_draws(rng, min(chunk, draws - start), seeds, n, sd)
+        row, base = _seed_draws(rng, min(chunk, draws - start), seeds, n, sd, concentration)
         m = row.mean(axis=1)
         covered += int((np.abs(m.mean(-1) - 0.5) <= half_width([row], m, 0.95)).sum())
         d = m - base[:, 0]
@@ -214,6 +215,32 @@ def test_seed_components_against_the_old_bootstrap_failures() -> None:
     seed_means = shifted.mean(axis=1)
     exact = t.ppf(0.975, 3) * seed_means.std(ddof=1) / 2
     assert (high - low) / 2 == pytest.approx(exact, rel=0.05)
+
+
+def test_seeds_are_pooled_below_paulls_threshold_and_kept_apart_above() -> None:
+    """Below twice the median of F(S-1, (S-1)(n-1)) the interval is the units' t interval of the seed
+    means; above, Banerjee's: t_{S-1} on the seed means' whole variance, t_{n-1} on the units' rest."""
+    from scipy.stats import f, t
+
+    from harness.stats.seeds import pooling_threshold
+
+    assert pooling_threshold(3, 300) == pytest.approx(2 * f.median(2, 598))
+    rng = np.random.default_rng(12)
+    row, _ = _seed_draws(rng, 400, 3, 200, 0.01)
+    seen = set()
+    for x in row:  # one draw at a time, with a two-way ANOVA written out here
+        S, n = x.shape
+        seed_means, unit_means = x.mean(axis=1), x.mean(axis=0)
+        ms_seed = n * seed_means.var(ddof=1)
+        resid = x - seed_means[:, None] - unit_means[None, :] + x.mean()
+        ms_res = (resid ** 2).sum() / ((S - 1) * (n - 1))
+        vu = unit_means.var(ddof=1) / n
+        t_units, t_seeds = t.ppf(0.975, n - 1), t.ppf(0.975, S - 1)
+        apart = ms_seed / ms_res > pooling_threshold(S, n)
+        seen.add(bool(apart))
+        want = (t_seeds ** 2 * ms_seed / (n * S) + t_units ** 2 * (vu - ms_res / (n * S))) ** 0.5 if apart else t_units * vu ** 0.5
+        assert half_width([x], unit_means, 0.95) == pytest.approx(want, rel=1e-9)
+    assert seen == {True, False}
 
 
 def test_seeded_delta_p_and_interval_agree() -> None:

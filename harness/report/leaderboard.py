@@ -371,10 +371,16 @@ def render_key(unit_scores: Any, baseline: str, bootstrap: int, seed: int, title
 
     order = [[label, list(columns)] for label, columns in unit_scores[0].items()]  # row order of the frame
     h = hashlib.sha256(json.dumps([unit_scores, order, baseline, bootstrap, seed, title], sort_keys=True).encode())
-    for module in ("stats/ci.py", "stats/board.py", "report/render.py", "report/leaderboard.py",
-                   "report/viewer.py"):  # viewer: the links
-        h.update((Path(__file__).parents[1] / module).read_bytes())
+    for module in render_code():
+        h.update(module.read_bytes())
     return h.hexdigest()
+
+
+def render_code() -> list[Path]:
+    """Every module of the statistics and the renders (a changed interval method, e.g. stats/seeds.py,
+    must re-render a board whose samples did not change)."""
+    root = Path(__file__).parents[1]
+    return sorted([*(root / "stats").glob("*.py"), *(root / "report").glob("*.py")])
 
 
 def read_render_cache(out_dir: Path, key: str):

@@ -4,17 +4,22 @@ A row built once per training seed gives a seeds x units table x[s, i] (fraction
 is the mean over seeds and units. The variance of that mean has two parts (a two-way
 variance-components model, units crossed with seeds):
 - the seed means' variance Vsm = MS_seed / (n S), resting on S - 1 seeds; it holds the seed-to-
-  seed variance Vs = max(0, Vsm - r) and the units' residual noise r = MS_res / (n S);
+  seed variance and the units' residual noise r = MS_res / (n S), which rests on (S-1)(n-1) cells;
 - the unit part Vu = var_i(d_i) / n of the per-unit values d_i (the seed mean, minus the
   baseline's for a delta), which holds r too and rests on n - 1 units.
-The interval is estimate +- h (README "Statistics", simulation table in bench/stats_audit.py):
-    h^2 = t_{S-1}^2 (Vs + w r) + t_{n-1}^2 (Vu - w r),   w = Vs / Vsm = 1 - MS_res / MS_seed,
-that is w x Banerjee's interval (t on the seeds for all of Vsm: exact when seeds dominate) plus
-(1 - w) x the components' interval (t on the seeds for Vs only: near t_{n-1} when they do not).
-Measured: the seeds-then-units bootstrap counted the units' noise twice (98.7% coverage with no seed
-variance) and under-covered when seeds dominate (89.8% at 3 seeds, seed sd 6 points); a
-Satterthwaite or Welch t with estimated df under-covered there too (92-93%), its df being largest
-exactly when the seeds happen to agree. A side with one seed has no seed part.
+The interval is estimate +- h (README "Statistics", simulation table in bench/stats_audit.py), with
+a preliminary test for pooling (Paull 1950, "sometimes pool"):
+- F = MS_seed / MS_res below twice the median of F(S-1, (S-1)(n-1)): the seeds differ no more than
+  unit noise makes them, so the seed mean square is pooled into the residual and the interval is
+  the units' t interval of the seed means, h^2 = t_{n-1}^2 Vu;
+- otherwise Banerjee's interval, t on the seeds for all of Vsm: h^2 = t_{S-1}^2 Vsm + t_{n-1}^2 (Vu - r)
+  (conservative for any seed variance, exact when the seeds dominate).
+Measured (bench/stats_audit.py --only seeds): the seeds-then-units bootstrap counted the units'
+noise twice (98.7% coverage with no seed variance) and under-covered when seeds dominate (89.8% at
+3 seeds, seed sd 6 points); a Satterthwaite or Welch t with estimated df under-covered there too
+(92-93%), its df being largest exactly when the seeds happen to agree; a blend of Banerjee's and the
+components' interval weighted by the seed share of Vsm over-covered with no seed variance (96.6% at
+3 seeds: a third of those draws spread by chance and got t_2). A side with one seed has no seed part.
 
 Every function takes arrays with any leading batch shape (..., S, n), so the simulation audit runs
 the same arithmetic vectorised over draws.
@@ -31,11 +36,18 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class SeedSide:
-    """One side's seed part of h^2: t_{S-1}^2 x seed_var, less t_{n-1}^2 x moved."""
+    """One side's seed part of h^2: t_{S-1}^2 x seed_var, less t_{n-1}^2 x moved (both 0 where pooled)."""
 
     seeds: int
-    seed_var: np.ndarray  # Vs + w r
-    moved: np.ndarray  # w r: residual noise moved from the unit part to the seed part
+    seed_var: np.ndarray  # Vsm where the seeds are kept apart, else 0
+    moved: np.ndarray  # r: the residual noise Vsm holds, taken out of the unit part there
+
+
+def pooling_threshold(seeds: int, units: int) -> float:
+    """Paull's (1950) threshold on F = MS_seed / MS_res: twice the median of F(S-1, (S-1)(n-1))."""
+    from scipy.stats import f
+
+    return 2.0 * float(f.ppf(0.5, seeds - 1, (seeds - 1) * max(units - 1, 1)))
 
 
 def _side(x: np.ndarray) -> SeedSide | None:
@@ -51,11 +63,9 @@ def _side(x: np.ndarray) -> SeedSide | None:
     ms_seed = n * ((seed_means - grand) ** 2).sum(axis=(-2, -1)) / (S - 1)
     ms_res = ((x - seed_means - unit_means + grand) ** 2).sum(axis=(-2, -1)) / ((S - 1) * max(n - 1, 1))
     vsm, r = ms_seed / (n * S), ms_res / (n * S)
-    vs = np.maximum(vsm - r, 0.0)
-    w = np.divide(vs, vsm, out=np.zeros_like(vs), where=vsm > 0)
-    return SeedSide(S, vs + w * r, w * r)
-
-
+    # kept apart where F > threshold (with no residual noise at all, wherever the seeds differ)
+    apart = ms_seed > pooling_threshold(S, n) * ms_res
+    return SeedSide(S, np.where(apart, vsm, 0.0), np.where(apart, r, 0.0))
 def half_width(sides: Sequence[np.ndarray], d: np.ndarray, level: float) -> np.ndarray:
     """h of the interval around mean(d): `sides` are the (..., S, n) seed tables that d's seed
     means came from, d (..., n) the per-unit values (a seed mean, or a difference of two)."""
