@@ -192,7 +192,9 @@ def fail():
     raise HarnessError("mpo: no preference pairs")
 
 value = computed_on_main(lambda: {"rank": int(os.environ["RANK"]), "pid": os.getpid()})
-print("GOT " + json.dumps(value), flush=True)
+# one file per rank: two ranks printing to one pipe can interleave their lines
+with open(f"got{os.environ['RANK']}.json", "w") as f:
+    json.dump(value, f)
 if sys.argv[1] == "fail":
     computed_on_main(fail)
 '''
@@ -210,8 +212,8 @@ def test_training_data_built_on_rank_0_reaches_every_rank(tmp_path):
     """What a treatment samples on rank 0 is what every rank trains on; a failure there ends all ranks."""
     done = _two_ranks(tmp_path, "ok")
     assert done.returncode == 0, done.stderr[-2000:]
-    got = [json.loads(line[4:]) for line in done.stdout.splitlines() if line.startswith("GOT ")]
-    assert len(got) == 2 and got[0] == got[1] and got[0]["rank"] == 0
+    got = [json.loads((tmp_path / f"got{rank}.json").read_text()) for rank in (0, 1)]
+    assert got[0] == got[1] and got[0]["rank"] == 0
 
     failed = _two_ranks(tmp_path, "fail")
     assert failed.returncode != 0

@@ -43,6 +43,21 @@ def test_replay_tasks_are_checked():
         load_config(SFTConfig, None, ["replay=-0.5"])
 
 
+def test_replay_weights_split_the_share_in_proportion():
+    from trainers.replay import replay_examples
+
+    _, info = replay_examples(["ocrbench"], 40, 0.5, DATA, 0, named="geoqa:3,aokvqa_mc,aokvqa_da,mmbench")
+    assert info["n_per_task"] == {"geoqa": 10, "aokvqa_mc": 4, "aokvqa_da": 3, "mmbench": 3}  # 20 x 3/6, 1/6 ...
+    _, info = replay_examples(["ocrbench"], 7, 1.0, DATA, 0, named="geoqa:0.5,mmbench:1")
+    assert info["n_per_task"] == {"geoqa": 2, "mmbench": 5}  # 2.33 / 4.67: the larger remainder gets the 7th
+    even, _ = replay_examples(["geoqa"], 42, 0.5, DATA, 0)
+    named, _ = replay_examples(["geoqa"], 42, 0.5, DATA, 0, named="aokvqa_mc:1,aokvqa_da,mmbench:1,ocrbench")
+    assert [e.item.id for e in even] == [e.item.id for e in named]  # equal weights: the even split
+    for bad in ("geoqa:0", "geoqa:-1", "geoqa:x", "geoqa:nan"):
+        with pytest.raises(HarnessError, match="replay_tasks entry .* positive number"):
+            replay_examples(["ocrbench"], 10, 1.0, DATA, 0, named=bad)
+
+
 def test_replay_pairs_prefer_the_reference_by_each_tasks_rule():
     from trainers.replay import replay_examples, replay_pairs
 

@@ -60,7 +60,8 @@ class TrainConfig:
         metadata={"help": "add this share (of the task items) of the other tasks' train items to the SFT data, so "
                           "training for one task keeps the others' formats (trainers/replay.py; 0: none)"},
     )
-    replay_tasks: str = field(default="", metadata={"help": "the tasks to replay, comma-separated (empty: every other bundled task)"})
+    replay_tasks: str = field(default="", metadata={"help": "the tasks to replay, comma-separated, each optionally name:weight for that many shares "
+                                                        "(empty: every other bundled task, one share each)"})
     logging_steps: int = field(default=5, metadata={"help": "log the loss every N steps"})
     qlora: bool = field(default=False, metadata={"help": "load the base in 4 bit (needs a CUDA GPU and bitsandbytes)"})
     deepspeed: str | None = field(

@@ -4,10 +4,13 @@ r-64 geoqa adapters losing 11-22 points on aokvqa and mmbench without it).
 
     harness train sft --base tiny --task geoqa --out X replay=0.5            # + 50% as many items from the rest
     harness train sft --base tiny --task geoqa --out X replay=0.5 replay_tasks=aokvqa_mc,mmbench
+    harness train sft --base tiny --task ocrbench --out X replay=0.5 replay_tasks=geoqa:3,aokvqa_mc,aokvqa_da,mmbench
 
 Replay items are train-split items of the other tasks (every registered task with a train split and
 a training target, unless `replay_tasks` names them), in their eval prompt with their reference
-reply, drawn evenly across those tasks and deterministically from the run's seed. They are never
+reply, drawn deterministically from the run's seed and split across those tasks evenly, or in
+proportion to the weights `replay_tasks` gives (`geoqa:3`: three shares; a task with long
+chain-of-thought replies forgets faster than one that answers with a letter). They are never
 sampled or judged. In SFT-style treatments they join the training examples as they are; in the
 preference treatments (mpo, self_critique) each becomes a gold pair (`replay_pairs`): its reference
 reply chosen, a reply its task's own rule scores wrong rejected.
@@ -28,37 +31,63 @@ DEFAULT_REPLAY = ("geoqa", "aokvqa_mc", "aokvqa_da", "mmbench", "ocrbench")
 
 
 def replay_tasks(primary: Sequence[str], named: str = "") -> list[str]:
-    """The replay tasks: those named (comma-separated), else every default one not trained on."""
+    """The replay tasks: those named (comma-separated, each optionally `name:weight`), else every
+    default one not trained on."""
+    return list(replay_weights(primary, named))
+
+
+def replay_weights(primary: Sequence[str], named: str = "") -> dict[str, float]:
+    """Each replay task's weight (1 unless `name:weight` says otherwise), in the order named."""
     from trainers.data import task_names
 
-    if named.strip():
-        chosen = task_names(named)
-        clash = sorted(set(chosen) & set(primary))
-        if clash:
-            raise HarnessError(f"replay_tasks names {', '.join(clash)}, which the treatment already trains on; "
-                               "list only other tasks")
-        return chosen
-    return [t for t in DEFAULT_REPLAY if t not in primary]
+    if not named.strip():
+        return {t: 1.0 for t in DEFAULT_REPLAY if t not in primary}
+    weights: dict[str, float] = {}
+    for part in [p.strip() for p in named.split(",") if p.strip()]:
+        name, _, weight = part.partition(":")
+        try:
+            value = float(weight) if weight.strip() else 1.0
+        except ValueError:
+            value = -1.0
+        if not value > 0 or value != value or value == float("inf"):
+            raise HarnessError(f"replay_tasks entry {part!r} has weight {weight!r}; write name or name:weight "
+                               "with a positive number, e.g. geoqa:3")
+        weights[name.strip()] = value
+    chosen = task_names(",".join(weights))
+    clash = sorted(set(chosen) & set(primary))
+    if clash:
+        raise HarnessError(f"replay_tasks names {', '.join(clash)}, which the treatment already trains on; "
+                           "list only other tasks")
+    return weights
+
+
+def _split(total: int, weights: Sequence[float]) -> list[int]:
+    """total split in proportion to weights (largest remainders; ties to the earlier task)."""
+    exact = [total * w / sum(weights) for w in weights]
+    counts = [int(x) for x in exact]
+    by_remainder = sorted(range(len(exact)), key=lambda k: (-(exact[k] - counts[k]), k))
+    for k in by_remainder[: total - sum(counts)]:
+        counts[k] += 1
+    return counts
 
 
 def replay_examples(primary: Sequence[str], n_primary: int, share: float, data_dir: str | Path | None,
                     seed: int, named: str = "") -> tuple[list["Example"], dict[str, Any]]:
-    """round(share * n_primary) replay examples, split evenly over the replay tasks (each task's
-    train items shuffled by `seed`, taken in that order, cycled if the split is smaller)."""
+    """round(share * n_primary) replay examples, split over the replay tasks by their weights (each
+    task's train items shuffled by `seed`, taken in that order, cycled if the split is smaller)."""
     from harness.core.task import get_task, resolve_data_dir
     from trainers.data import load_examples
 
     if share <= 0:
         return [], {}
-    tasks = replay_tasks(primary, named)
-    if not tasks:
+    weights = replay_weights(primary, named)
+    if not weights:
         raise HarnessError("replay > 0 but no other task to replay; set replay_tasks or replay=0")
     total = round(share * n_primary)
     root = resolve_data_dir(data_dir)
     out: list[Example] = []
     per_task: dict[str, int] = {}
-    for k, name in enumerate(tasks):
-        want = total // len(tasks) + (1 if k < total % len(tasks) else 0)
+    for name, want in zip(weights, _split(total, list(weights.values()))):
         pool = load_examples(get_task(name), root, None, "cot")
         order = list(range(len(pool)))
         random.Random(f"replay:{name}:{seed}").shuffle(order)
