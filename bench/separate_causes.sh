@@ -62,3 +62,5 @@ $H critic agreement $J --votes $S/pointwise_train/votes_train.json --output-dir 
 $H eval --ckpt $S/critic_ans --tasks critic --judge tiny --output-dir $S/runs   # its own answers to the critic questions
 $H critic agreement --judge tiny --judge $S/critic_reasons_e1 --judge $S/critic_e4 --answer-words 80 --output-dir $S/runs_gpt4v \
   --votes ../shared/data/real/critic/mllm_bench/pairwise_votes_gpt4v_subset.json
+# the OCR rows' replay: split evenly, weighted 3:1:1:1 towards geoqa (chosen), or twice as much
+$H leaderboard --spec bench/ocr_replay_heldout.yaml
