@@ -9,6 +9,7 @@ question. The exact estimators and the model-free methods stay in harness/stats/
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import random
 from collections import defaultdict
@@ -63,6 +64,30 @@ class _SelectionTask(Task):
         return item.metadata["of"] if self.by_question else None
 
 
+class _ConstrainedSelectionTask(_SelectionTask):
+    """The same selection prompts, the reply chosen among the candidates' own final answers by the
+    model's likelihood (item.choices) instead of generated."""
+
+    name = "self-select-likelihood"
+    request_type = "choice_likelihood"
+
+
+def candidate_answers(task: Task, item: Item, outputs: Sequence[str]) -> list[str]:
+    """The distinct final answers among candidate outputs, as replies: each candidate's text from
+    its last "answer" marker ("Answer: 130°") when that part alone extracts to the candidate's
+    answer, else the whole output; one per extracted answer (the first seen); unparsed ones dropped."""
+    seen: dict[str, str] = {}
+    for text in outputs:
+        value = task.extract(text, item)
+        if value is None:
+            continue
+        at = text.lower().rfind("answer")
+        tail = text[at:] if at >= 0 else text
+        reply = tail if task.extract(tail, item) == value else text
+        seen.setdefault(json.dumps(value, sort_keys=True, default=str), reply)
+    return list(seen.values())
+
+
 class _PrefixSharing:
     """The backend, with the prompts of one question (same images) answered from ONE prefill of
     their common prefix, image and question: the backend's `generate_common_prefix` capability
@@ -97,13 +122,18 @@ class _PrefixSharing:
 
 @dataclass
 class SelfSelect:
-    """R3V's test-time selection, with R random candidate subsets per item and n."""
+    """R3V's test-time selection, with R random candidate subsets per item and n. likelihood=True
+    (`self-select-likelihood`): the reply is not generated but chosen among the subset's distinct
+    candidate answers by the model's mean token loss, so it always names a candidate; the gap to
+    generated self-select is what answering past the candidates costs, and what remains is how
+    well the model tells a right candidate from a wrong one."""
 
     subsets: int = 8
     seed: int = 0
     name: str = "self-select"
     needs_model: bool = True
     share_prefix: bool = True  # False: every prompt prefilled whole, batched by length (the way before sharing)
+    likelihood: bool = False
 
     def curve(self, pool, ns, ctx=None):
         if ctx is None:
@@ -112,6 +142,7 @@ class SelfSelect:
         # (repeated samples) share a reply, and the runner keys requests by content anyway.
         prompts: dict[str, Item] = {}
         uses: dict[str, list[tuple[str, int]]] = defaultdict(list)  # prompt id -> (item id, n) per subset
+        fixed: dict[tuple[str, int], list[str]] = defaultdict(list)  # likelihood: subsets with < 2 answers
         for item_id, records in pool.samples.items():
             item = pool.items[item_id]
             question = pool.task.prompt(item)
@@ -119,19 +150,34 @@ class SelfSelect:
             for n in ns:
                 rng = random.Random(f"{self.seed}:{item_id}:{n}")  # stable per item, whatever else runs
                 for subset in draw_subsets(len(records), n, self.subsets, rng):
-                    text = selection_prompt(question, [records[i]["output"] for i in subset])
-                    pid = "select-" + hashlib.sha256((text + images).encode()).hexdigest()[:20]
+                    outputs = [records[i]["output"] for i in subset]
+                    text = selection_prompt(question, outputs)
+                    choices = candidate_answers(pool.task, item, outputs) if self.likelihood else []
+                    if self.likelihood and len(choices) < 2:  # nothing to choose: the one answer, or none
+                        fixed[(item_id, n)].append(choices[0] if choices else "")
+                        continue
+                    pid = "select-" + hashlib.sha256((text + images + "".join(choices)).encode()).hexdigest()[:20]
                     uses[pid].append((item_id, n))
                     if pid not in prompts:
-                        prompts[pid] = replace(item, id=pid, question=text, group=item.cluster, metadata={"of": item_id})
+                        prompts[pid] = replace(item, id=pid, question=text, group=item.cluster, metadata={"of": item_id},
+                                               choices=tuple(choices) or item.choices)
         settings = EvalSettings(gen=replace(ctx.gen, temperature=0.0), batch_size=ctx.batch_size)
-        run_dir = ctx.run_dir / "self_select"
-        shares = self.share_prefix and hasattr(ctx.backend, "generate_common_prefix")  # a backend capability
-        backend = _PrefixSharing(ctx.backend) if shares else ctx.backend
-        result = evaluate(backend, _SelectionTask(pool.task, pool.items, self.share_prefix), list(prompts.values()), settings, run_dir,
-                          ctx.cache, data_dir=ctx.data_dir, progress=ctx.progress)
-        replies = {r["id"]: r["output"] for r in result.records if r["id"] in uses}
+        if self.likelihood:
+            run_dir, task = ctx.run_dir / "self_select_likelihood", _ConstrainedSelectionTask(pool.task, pool.items)
+            backend = ctx.backend
+        else:
+            run_dir, task = ctx.run_dir / "self_select", _SelectionTask(pool.task, pool.items, self.share_prefix)
+            shares = self.share_prefix and hasattr(ctx.backend, "generate_common_prefix")  # a backend capability
+            backend = _PrefixSharing(ctx.backend) if shares else ctx.backend
+        replies: dict[str, str] = {}
+        if prompts:
+            result = evaluate(backend, task, list(prompts.values()), settings, run_dir,
+                              ctx.cache, data_dir=ctx.data_dir, progress=ctx.progress)
+            replies = {r["id"]: r["output"] for r in result.records if r["id"] in uses}
         picked: dict[tuple[str, int], list[float]] = defaultdict(list)
+        for (item_id, n), chosen in fixed.items():
+            item = pool.items[item_id]
+            picked[(item_id, n)] += [float(pool.task.score(pool.task.extract(c, item), item)) if c else 0.0 for c in chosen]
         for pid, where in uses.items():
             for item_id, n in where:  # scored against each subset's own item
                 item = pool.items[item_id]

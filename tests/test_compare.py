@@ -257,6 +257,42 @@ def test_self_select_with_sampled_subsets_reports_mc_error(tmp_path):
     assert row["mc_se"] == pytest.approx(100 * sum(var.values()) ** 0.5 / 10)
 
 
+def test_self_select_likelihood_picks_among_the_candidates_answers(tmp_path):
+    """The reply is the subset's candidate answer the model finds likeliest (here: the largest
+    letter), never a value outside the candidates; a subset with one distinct answer asks nothing."""
+    from harness.commands.compare import CompareConfig, compare, draw_samples, make_methods
+    from harness.core.store import GenerationCache
+    from harness.core.task import get_task
+    from harness.self_select import ModelContext
+
+    def losses(prompt, choices):
+        return [-float(ord(_letter(c))) for c in choices]
+
+    backend = MockBackend(_scripted_reply, name="scripted", content_hash="scripted-v1", losses=losses)
+    task = get_task("geoqa")
+    config = CompareConfig(ns=(1, 2, 3, 4), samples=4, subsets=6, bootstrap=300)
+    cache = GenerationCache(tmp_path / "cache.sqlite")
+    try:
+        pool = draw_samples(backend, task, task.load(BUNDLED, "test")[:10], config, tmp_path / "run", cache, BUNDLED)
+        ctx = ModelContext(backend, cache, tmp_path / "run", batch_size=4)
+        _, results = compare(pool, make_methods(["self-select-likelihood"], config), config, ctx)
+    finally:
+        cache.close()
+    logged = [json.loads(line) for line in (tmp_path / "run" / "self_select_likelihood" / "samples.jsonl").read_text().splitlines()]
+    asked = 0
+    for n in (1, 2, 3, 4):
+        expected = {}
+        for item_id, records in pool.samples.items():
+            letters = [_letter(r["output"]) for r in records]
+            subsets = list(itertools.combinations(letters, n))
+            asked += sum(len({x for x in s if x}) >= 2 for s in subsets)
+            picks = [max([x for x in s if x] or ["-"]) for s in subsets]
+            expected[item_id] = sum(p == pool.items[item_id].target for p in picks) / len(picks)
+        assert results["self-select-likelihood"][n].scores == pytest.approx(expected)
+    assert 0 < len(logged) <= asked  # only subsets with two answers or more went to the model
+    assert all(r["output"] in {f"Answer: {x}" for x in "ABCD"} for r in logged)
+
+
 # --- the command line ------------------------------------------------------------------------------
 def _write_predictions(path: Path, k: int = 5, n_items: int = 12) -> tuple[Path, dict[str, list[str | None]], dict[str, str]]:
     answers = [json.loads(line) for line in (BUNDLED / "geoqa" / "test_answers.jsonl").read_text().splitlines()][:n_items]
@@ -303,7 +339,7 @@ def test_predictions_curve_without_a_model(tmp_path):
     (["majority-vote", "--n", "1..6"], "n=6 is larger than K=5"),
     (["self-select", "--n", "1..3"], "needs a model"),
     (["majority-vote", "--n", "4..2"], "runs backwards"),
-    (["best-guess", "--n", "2"], "unknown method 'best-guess'; choose from majority-vote, self-select, pass@n"),
+    (["best-guess", "--n", "2"], "unknown method 'best-guess'; choose from majority-vote, self-select, self-select-likelihood, pass@n"),
 ])
 def test_compare_bad_inputs_exit_2(tmp_path, args, message):
     preds, _, _ = _write_predictions(tmp_path / "preds.jsonl")
