@@ -134,6 +134,10 @@ class SelfSelect:
     needs_model: bool = True
     share_prefix: bool = True  # False: every prompt prefilled whole, batched by length (the way before sharing)
     likelihood: bool = False
+    # False (`max-likelihood`, with likelihood=True): the question alone, no candidate list: the pick
+    # is the candidate answer the model finds likeliest as its own reply, the control that tells
+    # whether reading the candidates adds anything to the model's own preference.
+    show_candidates: bool = True
 
     def curve(self, pool, ns, ctx=None):
         if ctx is None:
@@ -151,7 +155,7 @@ class SelfSelect:
                 rng = random.Random(f"{self.seed}:{item_id}:{n}")  # stable per item, whatever else runs
                 for subset in draw_subsets(len(records), n, self.subsets, rng):
                     outputs = [records[i]["output"] for i in subset]
-                    text = selection_prompt(question, outputs)
+                    text = selection_prompt(question, outputs) if self.show_candidates else question
                     choices = candidate_answers(pool.task, item, outputs) if self.likelihood else []
                     if self.likelihood and len(choices) < 2:  # nothing to choose: the one answer, or none
                         fixed[(item_id, n)].append(choices[0] if choices else "")
@@ -162,8 +166,11 @@ class SelfSelect:
                         prompts[pid] = replace(item, id=pid, question=text, group=item.cluster, metadata={"of": item_id},
                                                choices=tuple(choices) or item.choices)
         settings = EvalSettings(gen=replace(ctx.gen, temperature=0.0), batch_size=ctx.batch_size)
+        if not self.likelihood and not self.show_candidates:
+            raise HarnessError("show_candidates=False needs likelihood=True: a generated reply to the bare question is a new sample")
         if self.likelihood:
-            run_dir, task = ctx.run_dir / "self_select_likelihood", _ConstrainedSelectionTask(pool.task, pool.items)
+            folder = "self_select_likelihood" if self.show_candidates else "max_likelihood"
+            run_dir, task = ctx.run_dir / folder, _ConstrainedSelectionTask(pool.task, pool.items)
             backend = ctx.backend
         else:
             run_dir, task = ctx.run_dir / "self_select", _SelectionTask(pool.task, pool.items, self.share_prefix)

@@ -265,7 +265,10 @@ def test_self_select_likelihood_picks_among_the_candidates_answers(tmp_path):
     from harness.core.task import get_task
     from harness.self_select import ModelContext
 
+    seen_prompts = []
+
     def losses(prompt, choices):
+        seen_prompts.append(prompt.text)
         return [-float(ord(_letter(c))) for c in choices]
 
     backend = MockBackend(_scripted_reply, name="scripted", content_hash="scripted-v1", losses=losses)
@@ -291,6 +294,32 @@ def test_self_select_likelihood_picks_among_the_candidates_answers(tmp_path):
         assert results["self-select-likelihood"][n].scores == pytest.approx(expected)
     assert 0 < len(logged) <= asked  # only subsets with two answers or more went to the model
     assert all(r["output"] in {f"Answer: {x}" for x in "ABCD"} for r in logged)
+    assert seen_prompts and all("Model's Prediction 1:" in t for t in seen_prompts)
+
+    # max-likelihood: the same choice asked with the question alone (here the script prefers "A",
+    # then the largest letter).
+    seen_prompts.clear()
+
+    def prefer_a(prompt, choices):
+        seen_prompts.append(prompt.text)
+        return [0.0 if c == "Answer: A" else 100.0 - ord(_letter(c)) for c in choices]
+
+    backend.losses = prefer_a
+    cache = GenerationCache(tmp_path / "cache.sqlite")
+    try:
+        _, control = compare(pool, make_methods(["max-likelihood"], config), config,
+                             ModelContext(backend, cache, tmp_path / "run", batch_size=4))
+    finally:
+        cache.close()
+    assert seen_prompts and not any("Model's Prediction" in t for t in seen_prompts)
+    for item_id, records in pool.samples.items():
+        letters = [_letter(r["output"]) for r in records]
+        picks = []
+        for subset in itertools.combinations(letters, 2):
+            shown = [x for x in subset if x]
+            picks.append("A" if "A" in shown else max(shown or ["-"]))
+        assert control["max-likelihood"][2].scores[item_id] == pytest.approx(
+            sum(p == pool.items[item_id].target for p in picks) / len(picks))
 
 
 # --- the command line ------------------------------------------------------------------------------
@@ -339,7 +368,7 @@ def test_predictions_curve_without_a_model(tmp_path):
     (["majority-vote", "--n", "1..6"], "n=6 is larger than K=5"),
     (["self-select", "--n", "1..3"], "needs a model"),
     (["majority-vote", "--n", "4..2"], "runs backwards"),
-    (["best-guess", "--n", "2"], "unknown method 'best-guess'; choose from majority-vote, self-select, self-select-likelihood, pass@n"),
+    (["best-guess", "--n", "2"], "unknown method 'best-guess'; choose from majority-vote, self-select, self-select-likelihood, max-likelihood, pass@n"),
 ])
 def test_compare_bad_inputs_exit_2(tmp_path, args, message):
     preds, _, _ = _write_predictions(tmp_path / "preds.jsonl")

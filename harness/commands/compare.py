@@ -15,6 +15,8 @@ generation cache, so a re-run, or one with other n values or methods, reuses the
                  standard error of that average is reported (mc_se, points). Greedy replies.
   self-select-likelihood  the same prompts and subsets, the reply chosen among the subset's
                  distinct candidate answers by the model's likelihood (never past the candidates)
+  max-likelihood the same subsets and choice, asked with the question alone (no candidate list):
+                 the candidate answer the model itself finds likeliest; self-select-likelihood's control
   pass@n         oracle ceiling, the best of the n (always added)
 
 A method is any object with `name`, `needs_model` and `curve(pool, ns, ctx)` (harness.stats.selection;
@@ -51,7 +53,7 @@ if TYPE_CHECKING:  # heavy imports stay lazy so `harness --help` is fast
     import pandas as pd
 
 REFERENCE = "majority-vote"  # deltas are "method minus majority vote"
-METHOD_NAMES = ("majority-vote", "self-select", "self-select-likelihood", "pass@n")
+METHOD_NAMES = ("majority-vote", "self-select", "self-select-likelihood", "max-likelihood", "pass@n")
 CURVE_COLUMNS = ("n", "method", "score", "ci_low", "ci_high")  # the contract (DESIGN.md)
 EXTRA_COLUMNS = ("delta", "delta_ci_low", "delta_ci_high", "p_value", "mc_se", "items")
 
@@ -121,6 +123,9 @@ def make_methods(names: Sequence[str], config: CompareConfig) -> list[Method]:
             methods.append(SelfSelect(subsets=config.subsets, seed=config.seed))
         elif name == "self-select-likelihood":
             methods.append(SelfSelect(subsets=config.subsets, seed=config.seed, name=name, likelihood=True))
+        elif name == "max-likelihood":
+            methods.append(SelfSelect(subsets=config.subsets, seed=config.seed, name=name, likelihood=True,
+                                      show_candidates=False))
         elif name == "pass@n":
             methods.append(PassAtN())
         else:
@@ -227,7 +232,7 @@ def write_markdown(df: pd.DataFrame, path: Path, title: str) -> None:
 
 
 COLOURS = {"majority-vote": "#1f5fa8", "self-select": "#d9730d", "self-select-likelihood": "#2a9d5c",
-           "pass@n": "#777777"}  # the same in every plot
+           "max-likelihood": "#8e44ad", "pass@n": "#777777"}  # the same in every plot
 
 
 def write_plot(df: pd.DataFrame, path: Path, title: str) -> None:
@@ -364,9 +369,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "compare", help="test-time scaling curves: majority vote vs self-select vs pass@n against n",
         description="Sample K outputs per item once, then score selection methods at each n with 95% CIs. "
-                    "Methods: majority-vote, self-select and self-select-likelihood (need --ckpt), pass@n (always added).",
+                    "Methods: majority-vote, self-select, self-select-likelihood and max-likelihood (need --ckpt), pass@n (always added).",
     )
-    p.add_argument("methods", nargs="+", metavar="METHOD", help="majority-vote, self-select, self-select-likelihood, pass@n")
+    p.add_argument("methods", nargs="+", metavar="METHOD", help="majority-vote, self-select, self-select-likelihood, max-likelihood, pass@n")
     p.add_argument("--task", required=True)
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--ckpt", help="`tiny`, a local HF checkpoint dir, or a PEFT adapter dir")
