@@ -64,3 +64,7 @@ $H critic agreement --judge tiny --judge $S/critic_reasons_e1 --judge $S/critic_
   --votes ../shared/data/real/critic/mllm_bench/pairwise_votes_gpt4v_subset.json
 # the OCR rows' replay: split evenly, weighted 3:1:1:1 towards geoqa (chosen), or twice as much
 $H leaderboard --spec bench/ocr_replay_heldout.yaml
+# self-select: the written pick (R3V), the pick held to the candidates' answers by likelihood, and its
+# control (the same answers ranked with the question alone), on the board's self_train iter3 (seed 0)
+$H compare majority-vote self-select self-select-likelihood max-likelihood --ckpt checkpoints/built/self_train/seed0/iter3 \
+  --task geoqa --n 1..10 --limit 100 --data-dir data/heldout --output-dir "$S/compare_heldout"
