@@ -141,7 +141,9 @@ class SelfSelect:
 
     def curve(self, pool, ns, ctx=None):
         if ctx is None:
-            raise HarnessError("self-select needs a model: pass --ckpt (with --predictions only majority-vote and pass@n run)")
+            raise HarnessError(f"{self.name} needs a model: pass --ckpt (with --predictions only majority-vote and pass@n run)")
+        if not self.likelihood and not self.show_candidates:
+            raise HarnessError("show_candidates=False needs likelihood=True: a generated reply to the bare question is a new sample")
         # One runner item per distinct prompt: subsets showing the same texts in the same order
         # (repeated samples) share a reply, and the runner keys requests by content anyway.
         prompts: dict[str, Item] = {}
@@ -166,8 +168,6 @@ class SelfSelect:
                         prompts[pid] = replace(item, id=pid, question=text, group=item.cluster, metadata={"of": item_id},
                                                choices=tuple(choices) or item.choices)
         settings = EvalSettings(gen=replace(ctx.gen, temperature=0.0), batch_size=ctx.batch_size)
-        if not self.likelihood and not self.show_candidates:
-            raise HarnessError("show_candidates=False needs likelihood=True: a generated reply to the bare question is a new sample")
         if self.likelihood:
             folder = "self_select_likelihood" if self.show_candidates else "max_likelihood"
             run_dir, task = ctx.run_dir / folder, _ConstrainedSelectionTask(pool.task, pool.items)
