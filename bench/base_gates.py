@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     greedy = {t: json.loads((Path(args.output_dir) / name / t / "summary.json").read_text())["score"]
               for t in TASKS.split(",")}
     out = Path(args.output_dir) / "compare" / name
-    harness("compare", "majority-vote", "self-select", "--task", "geoqa", "--ckpt", args.ckpt, "--n", "1,3,4",
+    harness("compare", "majority-vote", "self-select", "self-select-likelihood", "--task", "geoqa", "--ckpt", args.ckpt, "--n", "1,3,4",
             "--temperature", "1.0", "--out", str(out), *common)
     c = curve(out)
     judge = Path(args.output_dir) / "agreement"
@@ -64,6 +64,8 @@ def main(argv=None) -> int:
     agreement = json.loads((judge / "judged.json").read_text())
     figures = {"greedy": greedy, "pass@1": c[("pass@n", 1)], "pass@4": c[("pass@n", 4)],
                "majority@3": c[("majority-vote", 3)], "self-select@3": c[("self-select", 3)],
+               # not a gate: the pick held to the candidates' answers (the written format taken away)
+               "self-select-likelihood@3": c[("self-select-likelihood", 3)],
                "select_parse_rate": parse_rate(out), "pairwise_agreement": agreement["agreement"]}
     gates = {
         "pass@4 well above pass@1 (>= 1.5x)": figures["pass@4"] >= 1.5 * figures["pass@1"],
