@@ -148,7 +148,7 @@ class SelfSelect:
         # (repeated samples) share a reply, and the runner keys requests by content anyway.
         prompts: dict[str, Item] = {}
         uses: dict[str, list[tuple[str, int]]] = defaultdict(list)  # prompt id -> (item id, n) per subset
-        fixed: dict[tuple[str, int], list[str]] = defaultdict(list)  # likelihood: subsets with < 2 answers
+        answered: list[tuple[str, int, str]] = []  # (item id, n, reply) per subset; likelihood: < 2 answers need no model
         for item_id, records in pool.samples.items():
             item = pool.items[item_id]
             question = pool.task.prompt(item)
@@ -160,7 +160,7 @@ class SelfSelect:
                     text = selection_prompt(question, outputs) if self.show_candidates else question
                     choices = candidate_answers(pool.task, item, outputs) if self.likelihood else []
                     if self.likelihood and len(choices) < 2:  # nothing to choose: the one answer, or none
-                        fixed[(item_id, n)].append(choices[0] if choices else "")
+                        answered.append((item_id, n, choices[0] if choices else ""))
                         continue
                     pid = "select-" + hashlib.sha256((text + images + "".join(choices)).encode()).hexdigest()[:20]
                     uses[pid].append((item_id, n))
@@ -181,14 +181,11 @@ class SelfSelect:
             result = evaluate(backend, task, list(prompts.values()), settings, run_dir,
                               ctx.cache, data_dir=ctx.data_dir, progress=ctx.progress)
             replies = {r["id"]: r["output"] for r in result.records if r["id"] in uses}
+        answered += [(item_id, n, replies[pid]) for pid, where in uses.items() for item_id, n in where]
         picked: dict[tuple[str, int], list[float]] = defaultdict(list)
-        for (item_id, n), chosen in fixed.items():
+        for item_id, n, reply in answered:  # scored against each subset's own item
             item = pool.items[item_id]
-            picked[(item_id, n)] += [float(pool.task.score(pool.task.extract(c, item), item)) if c else 0.0 for c in chosen]
-        for pid, where in uses.items():
-            for item_id, n in where:  # scored against each subset's own item
-                item = pool.items[item_id]
-                picked[(item_id, n)].append(float(pool.task.score(read_selection(pool.task, replies[pid], item), item)))
+            picked[(item_id, n)].append(float(pool.task.score(read_selection(pool.task, reply, item), item)))
         out = {}
         for n in ns:
             scores, var = {}, {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from harness.errors import HarnessError
 
@@ -88,6 +88,19 @@ def task_names(spec: str) -> list[str]:
     for name in names:
         get_task(name)  # an unknown name is an error listing the known tasks
     return names
+
+
+def apportion(n: int, weights: Mapping[str, float]) -> dict[str, int]:
+    """Exactly `n` items split in proportion to `weights` (Hamilton's largest remainder: floors
+    first, then one more each to the largest fractional parts; ties go to the key listed first)."""
+    total = sum(weights.values())
+    quotas = {k: n * w / total for k, w in weights.items()}
+    counts = {k: int(q) for k, q in quotas.items()}
+    order = list(weights)
+    by_remainder = sorted(order, key=lambda k: (-(quotas[k] - counts[k]), order.index(k)))
+    for k in by_remainder[: n - sum(counts.values())]:
+        counts[k] += 1
+    return counts
 
 
 def load_train_data(spec: str | None, data_dir: str | Path | None, limit: int | None,

@@ -33,7 +33,7 @@ from typing import Any, Mapping, Sequence
 
 from harness.errors import HarnessError
 from trainers.common import TrainConfig, require
-from trainers.data import TARGETS, Example
+from trainers.data import TARGETS, Example, apportion
 
 # Tasks whose bundled generator makes items of a chosen question type (item.category = its type).
 SOURCES = ("generate", "train")
@@ -91,14 +91,7 @@ def allocate(n: int, error_rates: Mapping[str, float], smoothing: float = 0.0) -
     to the type listed first)."""
     if n < 0:
         raise HarnessError(f"data_engine: cannot allocate {n} items")
-    weights = sampling_weights(error_rates, smoothing)
-    quotas = {t: n * w for t, w in weights.items()}
-    counts = {t: int(q) for t, q in quotas.items()}
-    order = list(weights)
-    by_remainder = sorted(order, key=lambda t: (-(quotas[t] - counts[t]), order.index(t)))
-    for t in by_remainder[: n - sum(counts.values())]:
-        counts[t] += 1
-    return counts
+    return apportion(n, sampling_weights(error_rates, smoothing))
 
 
 def draw(pool: dict[str, list[Any]], counts: Mapping[str, int], rng: random.Random) -> tuple[list[Any], dict[str, int]]:

@@ -17,6 +17,7 @@ reply chosen, a reply its task's own rule scores wrong rejected.
 """
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -49,7 +50,7 @@ def replay_weights(primary: Sequence[str], named: str = "") -> dict[str, float]:
             value = float(weight) if weight.strip() else 1.0
         except ValueError:
             value = -1.0
-        if not value > 0 or value != value or value == float("inf"):
+        if not (value > 0 and math.isfinite(value)):
             raise HarnessError(f"replay_tasks entry {part!r} has weight {weight!r}; write name or name:weight "
                                "with a positive number, e.g. geoqa:3")
         weights[name.strip()] = value
@@ -61,22 +62,12 @@ def replay_weights(primary: Sequence[str], named: str = "") -> dict[str, float]:
     return weights
 
 
-def _split(total: int, weights: Sequence[float]) -> list[int]:
-    """total split in proportion to weights (largest remainders; ties to the earlier task)."""
-    exact = [total * w / sum(weights) for w in weights]
-    counts = [int(x) for x in exact]
-    by_remainder = sorted(range(len(exact)), key=lambda k: (-(exact[k] - counts[k]), k))
-    for k in by_remainder[: total - sum(counts)]:
-        counts[k] += 1
-    return counts
-
-
 def replay_examples(primary: Sequence[str], n_primary: int, share: float, data_dir: str | Path | None,
                     seed: int, named: str = "") -> tuple[list["Example"], dict[str, Any]]:
     """round(share * n_primary) replay examples, split over the replay tasks by their weights (each
     task's train items shuffled by `seed`, taken in that order, cycled if the split is smaller)."""
     from harness.core.task import get_task, resolve_data_dir
-    from trainers.data import load_examples
+    from trainers.data import apportion, load_examples
 
     if share <= 0:
         return [], {}
@@ -87,7 +78,7 @@ def replay_examples(primary: Sequence[str], n_primary: int, share: float, data_d
     root = resolve_data_dir(data_dir)
     out: list[Example] = []
     per_task: dict[str, int] = {}
-    for name, want in zip(weights, _split(total, list(weights.values()))):
+    for name, want in apportion(total, weights).items():
         pool = load_examples(get_task(name), root, None, "cot")
         order = list(range(len(pool)))
         random.Random(f"replay:{name}:{seed}").shuffle(order)

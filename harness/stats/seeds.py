@@ -66,6 +66,8 @@ def _side(x: np.ndarray) -> SeedSide | None:
     # kept apart where F > threshold (with no residual noise at all, wherever the seeds differ)
     apart = ms_seed > pooling_threshold(S, n) * ms_res
     return SeedSide(S, np.where(apart, vsm, 0.0), np.where(apart, r, 0.0))
+
+
 def half_width(sides: Sequence[np.ndarray], d: np.ndarray, level: float) -> np.ndarray:
     """h of the interval around mean(d): `sides` are the (..., S, n) seed tables that d's seed
     means came from, d (..., n) the per-unit values (a seed mean, or a difference of two)."""
