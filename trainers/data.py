@@ -90,13 +90,13 @@ def task_names(spec: str) -> list[str]:
     return names
 
 
-def apportion(n: int, weights: Mapping[str, float]) -> dict[str, int]:
-    """Exactly `n` items split in proportion to `weights` (Hamilton's largest remainder: floors
-    first, then one more each to the largest fractional parts; ties go to the key listed first)."""
-    total = sum(weights.values())
-    quotas = {k: n * w / total for k, w in weights.items()}
+def apportion(n: int, shares: Mapping[str, float]) -> dict[str, int]:
+    """Exactly `n` items split by `shares` (normalised, summing to 1) with Hamilton's largest
+    remainder: floors first, then one more each to the largest fractional parts; ties go to the
+    key listed first."""
+    quotas = {k: n * w for k, w in shares.items()}
     counts = {k: int(q) for k, q in quotas.items()}
-    order = list(weights)
+    order = list(shares)
     by_remainder = sorted(order, key=lambda k: (-(quotas[k] - counts[k]), order.index(k)))
     for k in by_remainder[: n - sum(counts.values())]:
         counts[k] += 1

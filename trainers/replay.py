@@ -78,7 +78,8 @@ def replay_examples(primary: Sequence[str], n_primary: int, share: float, data_d
     root = resolve_data_dir(data_dir)
     out: list[Example] = []
     per_task: dict[str, int] = {}
-    for name, want in apportion(total, weights).items():
+    weight_sum = sum(weights.values())
+    for name, want in apportion(total, {k: w / weight_sum for k, w in weights.items()}).items():
         pool = load_examples(get_task(name), root, None, "cot")
         order = list(range(len(pool)))
         random.Random(f"replay:{name}:{seed}").shuffle(order)
