@@ -68,3 +68,26 @@ $H leaderboard --spec bench/ocr_replay_heldout.yaml
 # control (the same answers ranked with the question alone), on the board's self_train iter3 (seed 0)
 $H compare majority-vote self-select self-select-likelihood max-likelihood --ckpt checkpoints/built/self_train/seed0/iter3 \
   --task geoqa --n 1..10 --limit 100 --data-dir data/heldout --output-dir "$S/compare_heldout"
+# data_engine: is the weakest type's gain the error weighting, or training on generated geoqa items at all?
+# The same rounds with the allocation made uniform (smoothing 1000: 40 items of each type per round)
+# against the boards' weighted recipe (smoothing 0.25), seeds 0-2; `harness diff` gives each type's
+# paired difference over the three seeds (seed and item variance).
+D="data_engine --base tiny --task geoqa rounds=2 items_per_round=160 eval_per_type=30 batch_size=16 epochs=4 learning_rate=2e-3 lora_r=64 lora_alpha=128 replay=0.5"
+held tiny
+for s in 0 1 2; do
+  for v in "weighted 0.25" "uniform 1000"; do
+    set -- $v
+    build data_engine_$1/seed$s $D smoothing=$2 seed=$s
+    $H eval --ckpt $S/data_engine_$1/seed$s --tasks geoqa --data-dir data/heldout --limit 200 --output-dir $S/runs/data_engine_$1
+  done
+done
+for v in weighted uniform; do $H diff $S/runs/data_engine_$v $S/runs/tiny --task geoqa --data-dir data/heldout; done
+$H diff $S/runs/data_engine_weighted $S/runs/data_engine_uniform --task geoqa --data-dir data/heldout
+# self_train from a warm-up that leaves room, as R3V's does (its warm-up is a small annotated set): sft on the
+# first 160 questions, then self-training on all 600 with its own right rationales only (qa=none: no gold
+# rationale beyond the warm-up's). Is the board's flat self_train the warm-up's 600 gold rationales leaving nothing to add?
+build sft_warm160 sft --base tiny --task geoqa limit=160 epochs=4 batch_size=16 learning_rate=2e-3 lora_r=64 lora_alpha=128 lora_dropout=0.05 init_seed=0 replay=0.5
+held $S/sft_warm160
+build self_train_warm160 self_train --base $S/sft_warm160 --task geoqa samples_per_question=4 iterations=3 batch_size=16 \
+  learning_rate=2e-4 qa=none refine=false select_candidates=2..10 select_extra_epochs=0 replay=0.5
+for k in 1 2 3; do held $S/self_train_warm160/iter$k; done

@@ -6,6 +6,7 @@ import html.parser
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import run_cli
 from viewer_runs import HOSTILE, coin_run, hostile_geoqa, write_run
@@ -172,6 +173,80 @@ def test_view_and_diff_commands(runs, tmp_path):
     assert f"wrong→right {pair.wrong_to_right}, right→wrong {pair.right_to_wrong}" in done.stdout
     first = [i for i in a.items if i in pair.kinds][:5]
     assert all(f"│ {i} " in done.stdout for i in first)
+
+
+def test_category_differences_find_the_one_category_that_moved(tmp_path):
+    """Known truth: the treatment gains 35 points on `vertical` items only. Each category's row is
+    the paired difference of that category's units alone, Holm runs over the categories, the whole
+    task's row is the leaderboard's delta, and `harness diff` prints them."""
+    from harness.stats.categories import ALL, category_differences
+
+    coin_run(tmp_path / "base" / "geoqa", "geoqa", 0.4, seed=3, label="base")
+    coin_run(tmp_path / "de" / "geoqa", "geoqa", lambda item: 0.9 if item.category == "vertical" else 0.4,
+             seed=4, label="de")
+    a, b = viewer.load_run(tmp_path / "de" / "geoqa"), viewer.load_run(tmp_path / "base" / "geoqa")
+    rows = {r.category: r for r in category_differences([a.units()], [b.units()], B=200)}
+    assert set(rows) == {u.category for u in a.units()} | {ALL} and len(rows) == 5
+    for name, row in rows.items():
+        ua = {u.id: u.score for u in a.units() if name == ALL or u.category == name}
+        ub = {u.id: u.score for u in b.units() if u.id in ua}
+        alone = stats.paired_difference(list(ua.values()), list(ub.values()), list(ua), list(ub), B=200)
+        assert (row.delta, row.low, row.high, row.n) == (alone.delta, alone.low, alone.high, alone.n)
+    vertical = rows["vertical"]
+    assert vertical.low > 0 and vertical.low < 35 * 0.95 < vertical.high  # the truth, 35 x (1 - 5% unparsed)
+    others = [r for name, r in rows.items() if name not in ("vertical", ALL)]
+    assert all(r.low < 0 < r.high for r in others)
+    assert rows["vertical"].p_adjusted == pytest.approx(min(1.0, vertical.p_value * 4))  # Holm: smallest p x 4
+    frame = leaderboard_frame({"base": {"geoqa": b.unit_scores()}, "de": {"geoqa": a.unit_scores()}}, "base", B=200)
+    board = frame[frame["checkpoint"] == "de"].iloc[0]
+    assert (board["delta"], board["delta_ci_low"], board["delta_ci_high"]) == pytest.approx(
+        (rows[ALL].delta, rows[ALL].low, rows[ALL].high))
+    done = run_cli("diff", str(tmp_path / "de"), str(tmp_path / "base"), "--task", "geoqa", env={"COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr
+    line = next(x for x in done.stdout.splitlines() if "│ vertical" in x)
+    assert f"{vertical.delta:+.1f} [{vertical.low:+.1f}, {vertical.high:+.1f}]" in line
+
+
+def test_a_seeded_build_is_compared_over_its_seeds_as_the_seeds_board_does(tmp_path):
+    """A folder of seed<k>/ runs is one treatment's seeds: each category gets the seed-aware
+    interval, and the whole task's row is exactly the seeds board's delta for that row."""
+    from harness.stats.categories import ALL, category_differences
+    from harness.stats.seeds import seeded_delta
+
+    coin_run(tmp_path / "base" / "geoqa", "geoqa", 0.4, seed=3, label="base")
+    for k, lift in enumerate((0.3, 0.5, 0.1)):  # seeds that differ a lot on vertical
+        coin_run(tmp_path / "de" / f"seed{k}" / "geoqa", "geoqa",
+                 lambda item, lift=lift: 0.4 + lift if item.category == "vertical" else 0.4, seed=10 + k, label=f"seed{k}")
+    seeds = [viewer.load_run(tmp_path / "de" / f"seed{k}" / "geoqa") for k in range(3)]
+    base = viewer.load_run(tmp_path / "base" / "geoqa")
+    rows = {r.category: r for r in category_differences([r.units() for r in seeds], [base.units()])}
+    assert {r.method for r in rows.values()} == {"seeds"}
+    ids = sorted(u.id for u in base.units() if u.category == "vertical")
+    xa = np.array([[run.unit_scores()[i] for i in ids] for run in seeds])
+    xb = np.array([[base.unit_scores()[i] for i in ids]])
+    delta, low, high, p = seeded_delta(xa, xb, 0.95)
+    assert (rows["vertical"].delta, rows["vertical"].low, rows["vertical"].high) == pytest.approx(
+        (100 * delta, 100 * low, 100 * high))
+    frame = leaderboard_frame({"base": {"geoqa": base.unit_scores()},
+                               "de": {"geoqa": [run.unit_scores() for run in seeds]}}, "base", B=200)
+    board = frame[frame["checkpoint"] == "de"].iloc[0]
+    assert (board["delta"], board["delta_ci_low"], board["delta_ci_high"]) == pytest.approx(
+        (rows[ALL].delta, rows[ALL].low, rows[ALL].high))
+    done = run_cli("diff", str(tmp_path / "de"), str(tmp_path / "base"), "--task", "geoqa", env={"COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr
+    assert "de (3 seeds)" in done.stdout and "give one seed's folder" in done.stdout
+    line = next(x for x in done.stdout.splitlines() if "│ vertical" in x)
+    assert f"{rows['vertical'].delta:+.1f} [{rows['vertical'].low:+.1f}, {rows['vertical'].high:+.1f}]" in line
+
+
+def test_category_differences_keep_circular_groups_whole(runs):
+    """MMBench: a unit is a circular group, so a category's n counts groups, not rotations."""
+    from harness.stats.categories import ALL, category_differences
+
+    a, b = viewer.load_run(runs / "sft" / "mmbench"), viewer.load_run(runs / "base" / "mmbench")
+    rows = category_differences([a.units()], [b.units()], B=200)
+    assert sum(r.n for r in rows if r.category != ALL) == rows[-1].n == len(a.units())
+    assert len(a.units()) < len(a.items)
 
 
 @pytest.mark.parametrize("args, message", [

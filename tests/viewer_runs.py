@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from harness.core.record import summarize
 from harness.core.scoring import data_hash, sample_record
@@ -47,13 +47,14 @@ def answer(item, right: bool) -> str:
     return f"Answer: {gold if right else next(c for c in letters if c != gold)}"
 
 
-def coin_run(run_dir: Path, task: str, p: float, seed: int, limit: int | None = None, label: str = "ckpt",
-             hostile: bool = False, k: int = 1) -> Path:
-    """Each sample right with probability p (seeded); with `hostile`, outputs carry markup attacks."""
+def coin_run(run_dir: Path, task: str, p: float | Callable[[Any], float], seed: int, limit: int | None = None,
+             label: str = "ckpt", hostile: bool = False, k: int = 1) -> Path:
+    """Each sample right with probability p (seeded; p may be a function of the item); with
+    `hostile`, outputs carry markup attacks."""
     rng = random.Random(seed)
 
     def out(item, s: int) -> str:
-        text = answer(item, rng.random() < p)
+        text = answer(item, rng.random() < (p(item) if callable(p) else p))
         if hostile and rng.random() < 0.5:
             text = HOSTILE[rng.randrange(len(HOSTILE))] + "\n" + text
         if rng.random() < 0.05:

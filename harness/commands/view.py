@@ -35,18 +35,33 @@ def cmd_view(args: argparse.Namespace) -> int:
 def cmd_diff(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from harness.report.viewer import diff_table, find_runs, load_run
+    from harness.report.viewer import category_table, diff_table, load_run
 
-    def pick(path: str):
-        run = Path(path) if (Path(path) / "samples.jsonl").is_file() else Path(path) / args.task
-        if not (run / "samples.jsonl").is_file():
-            raise HarnessError(f"{path} has no {args.task} run; give a run folder or a folder holding {args.task}/")
-        return load_run(run, args.data_dir)
+    def pick(path: str) -> list:
+        """One run (a run folder, or a checkpoint folder holding <task>/), or a seeded build's runs
+        (a folder of seed<k>/<task>/ folders, as the leaderboard writes them)."""
+        root = Path(path)
+        if (root / "samples.jsonl").is_file():
+            return [load_run(root, args.data_dir)]
+        if (root / args.task / "samples.jsonl").is_file():
+            return [load_run(root / args.task, args.data_dir)]
+        seeds = sorted((p for p in root.glob(f"seed*/{args.task}") if (p / "samples.jsonl").is_file()
+                        and p.parent.name[4:].isdigit()), key=lambda p: int(p.parent.name[4:]))
+        if not seeds:
+            raise HarnessError(f"{path} has no {args.task} run; give a run folder, a folder holding {args.task}/, "
+                               f"or a seeded build's folder of seed<k>/{args.task}/")
+        return [load_run(p, args.data_dir, label=f"{root.name} ({len(seeds)} seeds)") for p in seeds]
 
     a, b = pick(args.run_a), pick(args.run_b)
-    if a.task.name != args.task or b.task.name != args.task:
-        raise HarnessError(f"--task {args.task} but the runs are {a.task.name} and {b.task.name}; name their task")
-    Console().print(diff_table(a, b, first=args.first))
+    if {r.task.name for r in a + b} != {args.task}:
+        raise HarnessError(f"--task {args.task} but the runs are {', '.join(sorted({r.task.name for r in a + b}))}; "
+                           "name their task")
+    console = Console()
+    if len(a) == len(b) == 1:
+        console.print(diff_table(a[0], b[0], first=args.first))
+    else:
+        console.print("flips are listed per run: give one seed's folder (seed<k>) on each side to see them")
+    console.print(category_table(a, b))
     return 0
 
 
@@ -60,9 +75,10 @@ def add_parser(sub) -> None:
     p.add_argument("--data-dir", default=None, help="benchmark data root (default: the run's own, else $HARNESS_DATA)")
     p.set_defaults(func=cmd_view)
 
-    p = sub.add_parser("diff", help="items that flipped between two runs of a task (rich table)")
-    p.add_argument("run_a", help="run (or checkpoint) folder: the treatment")
-    p.add_argument("run_b", help="run (or checkpoint) folder: the baseline")
+    p = sub.add_parser("diff", help="items that flipped between two runs of a task, and the paired difference "
+                                    "per category (rich tables)")
+    p.add_argument("run_a", help="run (or checkpoint) folder: the treatment; a folder of seed<k>/ runs: its seeds")
+    p.add_argument("run_b", help="run (or checkpoint) folder: the baseline; a folder of seed<k>/ runs: its seeds")
     p.add_argument("--task", required=True, help="task name (the run folder's name inside a checkpoint folder)")
     p.add_argument("--first", type=int, default=20, help="show the first N flipped items (default 20)")
     p.add_argument("--data-dir", default=None, help="benchmark data root (default: the runs' own)")

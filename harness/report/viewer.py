@@ -21,14 +21,14 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from harness.core.task import Task
+    from harness.core.task import Task, Unit
     from harness.core.types import ImageRef, Item
 
 THUMB_SIDE = 96  # pixels; WebP at this size is ~1-2 kB, so 5,000 thumbnails stay well under 10 MB
@@ -54,10 +54,14 @@ class RunView:
             rows.sort(key=lambda r: r["sample"])
         return dict(out)
 
-    def unit_scores(self) -> dict[str, float]:
-        """Unit id -> score, exactly as the leaderboard and `stats` see them (Task.units)."""
+    def units(self) -> list[Unit]:
+        """The statistics' units, exactly as the leaderboard sees them (Task.units)."""
         scores = {i: [r["score"] for r in rows] for i, rows in self.per_item().items()}
-        return {u.id: u.score for u in self.task.units(self.items, scores)}
+        return self.task.units(self.items, scores)
+
+    def unit_scores(self) -> dict[str, float]:
+        """Unit id -> score, exactly as the leaderboard and `stats` see them."""
+        return {u.id: u.score for u in self.units()}
 
     def unit_of(self) -> dict[str, str]:
         """Item id -> its unit id (the item itself, or its group when the task scores groups)."""
@@ -339,4 +343,25 @@ def diff_table(a: RunView, b: RunView, first: int = 20) -> Table:
 
         table.add_row(Text(visible(unit)), Text(visible(item_id)), Text(names[pair.kinds[unit]]),
                       outs(items_b.get(item_id, [])), outs(rows), Text(visible(_text(a.items[item_id].target))))
+    return table
+
+
+def category_table(a: Sequence[RunView], b: Sequence[RunView], level: float = 0.95) -> Table:
+    """`harness diff`: a - b per category (harness.stats.categories) as a rich table; a side with
+    several runs is one treatment's seeds."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from harness.core.text import visible
+    from harness.stats.categories import ALL, category_differences
+
+    rows = category_differences([r.units() for r in a], [r.units() for r in b], level=level)
+    la, lb = a[0].label, b[0].label
+    table = Table(title=Text(visible(f"{a[0].task.name} by category: {la} - {lb} ({level:.0%} CI; Holm over the categories)")))
+    for col in ("category", "units", lb, la, "delta [CI]", "p", "p Holm", "method"):
+        table.add_column(Text(visible(col)))
+    for row in rows:
+        table.add_row(Text(visible(row.category)), str(row.n), f"{row.score_b:.1f}", f"{row.score_a:.1f}",
+                      f"{row.delta:+.1f} [{row.low:+.1f}, {row.high:+.1f}]", f"{row.p_value:.3g}",
+                      "" if row.category == ALL else f"{row.p_adjusted:.3g}", row.method)
     return table

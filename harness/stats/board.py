@@ -228,13 +228,9 @@ def _seeded_ci(t: _Task, c: str, level: float) -> tuple[float, float, str]:
 
 
 def _per_unit(t: _Task, x: np.ndarray) -> np.ndarray:
-    """(seeds, units) scores; rows in clusters become cluster sums over the mean cluster size, whose
-    mean is still the mean over rows."""
-    import numpy as np
+    from harness.stats.seeds import cluster_table
 
-    if t.cidx is None:
-        return x
-    return np.stack([np.bincount(t.cidx, weights=row) for row in x]) / (x.shape[1] / t.n_units)
+    return cluster_table(x, t.cidx)
 
 
 def _delta(t: _Task, c: str, base: str, reps: dict[str, np.ndarray], B: int, seed: int, level: float) -> dict[str, Any]:

@@ -43,6 +43,17 @@ class SeedSide:
     moved: np.ndarray  # r: the residual noise Vsm holds, taken out of the unit part there
 
 
+def cluster_table(x: np.ndarray, cidx: np.ndarray | None) -> np.ndarray:
+    """(seeds, units) scores from (seeds, rows): rows in clusters become cluster sums over the mean
+    cluster size, whose mean is still the mean over rows (None: every row is its own unit)."""
+    import numpy as np
+
+    if cidx is None:
+        return x
+    n_units = int(cidx.max()) + 1
+    return np.stack([np.bincount(cidx, weights=row, minlength=n_units) for row in x]) / (x.shape[1] / n_units)
+
+
 def pooling_threshold(seeds: int, units: int) -> float:
     """Paull's (1950) threshold on F = MS_seed / MS_res: twice the median of F(S-1, (S-1)(n-1))."""
     from scipy.stats import f
