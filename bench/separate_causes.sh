@@ -91,3 +91,5 @@ held $S/sft_warm160
 build self_train_warm160 self_train --base $S/sft_warm160 --task geoqa samples_per_question=4 iterations=3 batch_size=16 \
   learning_rate=2e-4 qa=none refine=false select_candidates=2..10 select_extra_epochs=0 replay=0.5
 for k in 1 2 3; do held $S/self_train_warm160/iter$k; done
+$H compare majority-vote self-select self-select-likelihood --ckpt $S/self_train_warm160/iter3 --task geoqa --n 1..10 \
+  --limit 100 --data-dir data/heldout --output-dir "$S/compare_warm160"
