@@ -90,6 +90,21 @@ build sft_warm160 sft --base tiny --task geoqa limit=160 epochs=4 batch_size=16 
 held $S/sft_warm160
 build self_train_warm160 self_train --base $S/sft_warm160 --task geoqa samples_per_question=4 iterations=3 batch_size=16 \
   learning_rate=2e-4 qa=none refine=false select_candidates=2..10 select_extra_epochs=0 replay=0.5
-for k in 1 2 3; do held $S/self_train_warm160/iter$k; done
+for k in 1 2 3; do
+  $H eval --ckpt $S/self_train_warm160/iter$k --tasks geoqa --data-dir data/heldout --limit 200 --output-dir $S/runs/warm160
+done
+$H diff $S/runs/warm160/iter3 $S/runs/sft_warm160 --task geoqa --data-dir data/heldout
 $H compare majority-vote self-select self-select-likelihood --ckpt $S/self_train_warm160/iter3 --task geoqa --n 1..10 \
   --limit 100 --data-dir data/heldout --output-dir "$S/compare_warm160"
+# control: the same loop from the same warm-up on the warm-up's own 160 questions only (no new questions):
+# is the lift the new questions' own rationales, or only more training for an under-trained warm-up?
+build self_train_warm160_same self_train --base $S/sft_warm160 --task geoqa limit=160 samples_per_question=4 iterations=3 \
+  batch_size=16 learning_rate=2e-4 qa=none refine=false select_candidates=2..10 select_extra_epochs=0 replay=0.5
+$H eval --ckpt $S/self_train_warm160_same/iter3 --tasks geoqa --data-dir data/heldout --limit 200 --output-dir $S/runs/warm160_same
+$H diff $S/runs/warm160_same/iter3 $S/runs/sft_warm160 --task geoqa --data-dir data/heldout
+$H diff $S/runs/warm160/iter3 $S/runs/warm160_same/iter3 --task geoqa --data-dir data/heldout
+# ... and with its steps matched (3 passes per iteration: 81-99 steps against the full loop's 91-110)
+build self_train_warm160_same_e3 self_train --base $S/sft_warm160 --task geoqa limit=160 samples_per_question=4 iterations=3 \
+  batch_size=16 learning_rate=2e-4 qa=none refine=false select_candidates=2..10 select_extra_epochs=0 replay=0.5 epochs=3
+$H eval --ckpt $S/self_train_warm160_same_e3/iter3 --tasks geoqa --data-dir data/heldout --limit 200 --output-dir $S/runs/warm160_same_e3
+$H diff $S/runs/warm160/iter3 $S/runs/warm160_same_e3/iter3 --task geoqa --data-dir data/heldout

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import html.parser
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -237,6 +238,12 @@ def test_a_seeded_build_is_compared_over_its_seeds_as_the_seeds_board_does(tmp_p
     assert "de (3 seeds)" in done.stdout and "give one seed's folder" in done.stdout
     line = next(x for x in done.stdout.splitlines() if "│ vertical" in x)
     assert f"{rows['vertical'].delta:+.1f} [{rows['vertical'].low:+.1f}, {rows['vertical'].high:+.1f}]" in line
+    # a seeded build with one seed is that run: its flips are listed
+    for k in (1, 2):
+        shutil.rmtree(tmp_path / "de" / f"seed{k}")
+    done = run_cli("diff", str(tmp_path / "de"), str(tmp_path / "base"), "--task", "geoqa", env={"COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr
+    assert "de (seed0)" in done.stdout and "wrong→right" in done.stdout and "mcnemar" in done.stdout
 
 
 def test_category_differences_keep_circular_groups_whole(runs):

@@ -50,6 +50,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
         if not seeds:
             raise HarnessError(f"{path} has no {args.task} run; give a run folder, a folder holding {args.task}/, "
                                f"or a seeded build's folder of seed<k>/{args.task}/")
+        if len(seeds) == 1:
+            return [load_run(seeds[0], args.data_dir, label=f"{root.name} ({seeds[0].parent.name})")]
         return [load_run(p, args.data_dir, label=f"{root.name} ({len(seeds)} seeds)") for p in seeds]
 
     a, b = pick(args.run_a), pick(args.run_b)
