@@ -103,8 +103,3 @@ build self_train_warm160_same self_train --base $S/sft_warm160 --task geoqa limi
 $H eval --ckpt $S/self_train_warm160_same/iter3 --tasks geoqa --data-dir data/heldout --limit 200 --output-dir $S/runs/warm160_same
 $H diff $S/runs/warm160_same/iter3 $S/runs/sft_warm160 --task geoqa --data-dir data/heldout
 $H diff $S/runs/warm160/iter3 $S/runs/warm160_same/iter3 --task geoqa --data-dir data/heldout
-# ... and with its steps matched (3 passes per iteration: 81-99 steps against the full loop's 91-110)
-build self_train_warm160_same_e3 self_train --base $S/sft_warm160 --task geoqa limit=160 samples_per_question=4 iterations=3 \
-  batch_size=16 learning_rate=2e-4 qa=none refine=false select_candidates=2..10 select_extra_epochs=0 replay=0.5 epochs=3
-$H eval --ckpt $S/self_train_warm160_same_e3/iter3 --tasks geoqa --data-dir data/heldout --limit 200 --output-dir $S/runs/warm160_same_e3
-$H diff $S/runs/warm160/iter3 $S/runs/warm160_same_e3/iter3 --task geoqa --data-dir data/heldout
