@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from harness.errors import HarnessError
+from harness.stats.seeds import cluster_table
 
 if TYPE_CHECKING:
     import numpy as np
@@ -97,7 +98,7 @@ def _replicates(t: _Task, name: str, w: np.ndarray, seed: int, B: int) -> np.nda
 
 def _unit_diffs(t: _Task, a: str, b: str) -> np.ndarray:
     """Per-unit paired differences (seed means); per cluster, scaled by the mean cluster size."""
-    return _per_unit(t, t.x[a].mean(axis=0, keepdims=True) - t.x[b].mean(axis=0, keepdims=True))[0]
+    return cluster_table(t.x[a].mean(axis=0, keepdims=True) - t.x[b].mean(axis=0, keepdims=True), t.cidx)[0]
 
 
 def _mde(t: _Task, baseline: str | None, alpha: float, family: int) -> tuple[float, float]:
@@ -219,18 +220,12 @@ def _seeded_ci(t: _Task, c: str, level: float) -> tuple[float, float, str]:
     from harness.stats import ci as stats
     from harness.stats.seeds import seeded_score
 
-    mean, low, high = seeded_score(_per_unit(t, t.x[c]), level)
+    mean, low, high = seeded_score(cluster_table(t.x[c], t.cidx), level)
     if high > low:
         return low, high, SEEDED_METHOD
     if mean in (0.0, 1.0):  # no spread at 0% or 100%: Wilson over the units is never zero-width
         return (*stats.proportion_ci(round(mean * t.n_units), t.n_units, "wilson", level), "wilson")
     return (*stats.wilson_t(mean, t.n_units, t.n_units - 1, level), "wilson")
-
-
-def _per_unit(t: _Task, x: np.ndarray) -> np.ndarray:
-    from harness.stats.seeds import cluster_table
-
-    return cluster_table(x, t.cidx)
 
 
 def _delta(t: _Task, c: str, base: str, reps: dict[str, np.ndarray], B: int, seed: int, level: float) -> dict[str, Any]:
@@ -241,7 +236,7 @@ def _delta(t: _Task, c: str, base: str, reps: dict[str, np.ndarray], B: int, see
     else:  # every seed of both sides: seed and unit variance components
         from harness.stats.seeds import seeded_delta
 
-        delta, low, high, pv = seeded_delta(_per_unit(t, t.x[c]), _per_unit(t, t.x[base]), level)
+        delta, low, high, pv = seeded_delta(cluster_table(t.x[c], t.cidx), cluster_table(t.x[base], t.cidx), level)
         d = {"delta": 100.0 * delta, "low": 100.0 * low, "high": 100.0 * high, "p_value": pv,
              "method": SEEDED_METHOD, "a_only": None, "b_only": None}
     nan = math.nan

@@ -57,11 +57,14 @@ def category_differences(a: Sequence[Sequence[Unit]], b: Sequence[Sequence[Unit]
         raise HarnessError("category differences: the runs share no units; evaluate them on the same items")
     seeded = len(a) > 1 or len(b) > 1
 
-    def table(runs: Sequence[Sequence[Unit]], ids: list[str]) -> np.ndarray:
-        return np.array([[score[i] for i in ids] for score in ({u.id: u.score for u in run} for run in runs)])
+    scores_a = [{u.id: u.score for u in run} for run in a]
+    scores_b = [{u.id: u.score for u in run} for run in b]
+
+    def table(runs: list[dict[str, float]], ids: list[str]) -> np.ndarray:
+        return np.array([[score[i] for i in ids] for score in runs])
 
     def compare(name: str, ids: list[str]) -> CategoryDifference:
-        xa, xb = table(a, ids), table(b, ids)
+        xa, xb = table(scores_a, ids), table(scores_b, ids)
         clusters = [first[i].cluster for i in ids]
         # circular copies (Unit.cluster) are resampled together, as the leaderboard does
         cidx = cluster_index([c or i for c, i in zip(clusters, ids)], len(ids)) if any(clusters) else None
