@@ -103,3 +103,27 @@ build self_train_warm160_same self_train --base $S/sft_warm160 --task geoqa limi
 $H eval --ckpt $S/self_train_warm160_same/iter3 --tasks geoqa --data-dir data/heldout --limit 200 --output-dir $S/runs/warm160_same
 $H diff $S/runs/warm160_same/iter3 $S/runs/sft_warm160 --task geoqa --data-dir data/heldout
 $H diff $S/runs/warm160/iter3 $S/runs/warm160_same/iter3 --task geoqa --data-dir data/heldout
+# the same control with its steps matched to the full loop's (epochs 3.3: about 90-110 steps per iteration,
+# as the full loop's one pass over 600 questions): new questions, or only more steps?
+build self_train_warm160_same_steps self_train --base $S/sft_warm160 --task geoqa limit=160 samples_per_question=4 iterations=3 \
+  batch_size=16 learning_rate=2e-4 qa=none refine=false select_candidates=2..10 select_extra_epochs=0 replay=0.5 epochs=3.3
+$H eval --ckpt $S/self_train_warm160_same_steps/iter3 --tasks geoqa --data-dir data/heldout --limit 200 --output-dir $S/runs/warm160_same_steps
+$H diff $S/runs/warm160_same_steps/iter3 $S/runs/sft_warm160 --task geoqa --data-dir data/heldout
+$H diff $S/runs/warm160/iter3 $S/runs/warm160_same_steps/iter3 --task geoqa --data-dir data/heldout
+# mpo on sft's own data and schedule: the gold rationale is the chosen against one wrong sample of each
+# question (chosen_from=gold), 4 epochs at lr 2e-3 as sft: do the preference terms help or cost when the
+# SFT term trains on what sft trains on?
+build mpo_gold mpo --base tiny --task geoqa samples_per_question=4 max_pairs_per_question=1 chosen_from=gold batch_size=16 \
+  epochs=4 learning_rate=2e-3 lora_r=64 lora_alpha=128 lora_dropout=0.05 replay=0.5
+held $S/mpo_gold
+held checkpoints/built/sft  # the board's sft (make leaderboard builds it)
+$H diff $S/runs/mpo_gold $S/runs/sft --task geoqa --data-dir data/heldout
+# ... its SFT term alone (the same pairs, dpo and bco weights 0), and its preference terms held closer to the
+# reference (beta 1.0 instead of MPO's 0.1)
+for v in "sft_only dpo_weight=0 bco_weight=0" "beta1 beta=1.0"; do
+  set -- $v; name=mpo_gold_$1; shift
+  build $name mpo --base tiny --task geoqa samples_per_question=4 max_pairs_per_question=1 chosen_from=gold batch_size=16 \
+    epochs=4 learning_rate=2e-3 lora_r=64 lora_alpha=128 lora_dropout=0.05 replay=0.5 "$@"
+  held $S/$name
+  $H diff $S/runs/$name $S/runs/mpo_gold --task geoqa --data-dir data/heldout
+done

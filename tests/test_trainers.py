@@ -70,6 +70,9 @@ def test_config_file_then_key_values_with_types(tmp_path):
         load_config(SFTConfig, None, ["lora_dropout=1.5"])
     with pytest.raises(HarnessError, match="expected key=value"):
         load_config(SFTConfig, None, ["lora_r"])
+    from trainers.mpo import MPOConfig
+    with pytest.raises(HarnessError, match="chosen_from must be samples or gold"):
+        load_config(MPOConfig, None, ["chosen_from=best"])
 
 
 def test_staged_output_leaves_nothing_on_failure(tmp_path):
@@ -470,6 +473,13 @@ def test_mpo_gold_chosen_pairs_reference_with_wrong_samples():
     assert len(gold_pairs) == 2 and all(p.chosen == ex[0].target.strip() for p in gold_pairs)
     assert task.score(task.extract(gold_pairs[0].chosen, ex[0].item), ex[0].item) == 1.0  # the reference is right
     assert [p.chosen for p in on if p.index == 1] == [f"Answer: {ex[1].item.target}"]
+    # chosen_from="gold": the reference is the chosen wherever a sample is wrong, a right sample never is
+    gold, stats_gold = correctness_pairs(ex, samples, max_pairs=2, rng=random.Random(0), chosen_from="gold")
+    assert {p.index for p in gold} == {0, 1} and stats_gold["gold_chosen"] == 2
+    assert all(p.chosen == ex[p.index].target.strip() for p in gold)
+    assert [p.rejected for p in gold if p.index == 1] == [f"Answer: {wrong[1]}"]
+    all_right = [[f"Answer: {ex[0].item.target}"], [], []]
+    assert correctness_pairs(ex, all_right, max_pairs=2, rng=random.Random(0), chosen_from="gold")[0] == []
 
 
 def test_mpo_trains_with_dropout_ntp(random_tiny, base_weights, tmp_path, monkeypatch):

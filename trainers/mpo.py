@@ -59,6 +59,12 @@ class MPOConfig(TrainConfig):
                           "rationale) as the chosen against its wrong samples, as SPIN / mDPO pair gold with "
                           "model outputs; off: such questions give no pair, as in MPO's sampled pairs"},
     )
+    chosen_from: str = field(
+        default="samples",
+        metadata={"help": "samples: the chosen is a right sample (MPO's pairs); gold: the chosen is the reference reply "
+                          "against each wrong sample (SPIN's pairing), so the SFT term trains on the same gold "
+                          "rationales as sft"},
+    )
     dropout_ntp: bool = field(default=False, metadata={"help": "also make DropoutNTP pairs (continuation without the image = rejected)"})
     sample_batch_size: int = field(default=32, metadata={"help": "prompts per sampling call"})
     beta: float = field(default=0.1, metadata={"help": "KL strength of the DPO and BCO terms"})
@@ -74,6 +80,7 @@ class MPOConfig(TrainConfig):
         require(0.0 < self.top_p <= 1.0, "top_p must be in (0, 1]")
         require(self.max_new_tokens is None or self.max_new_tokens >= 1, "max_new_tokens must be >= 1 or null")
         require(self.max_pairs_per_question >= 1, "max_pairs_per_question must be >= 1")
+        require(self.chosen_from in ("samples", "gold"), f"chosen_from must be samples or gold, not {self.chosen_from!r}")
         require(self.sample_batch_size >= 1, "sample_batch_size must be >= 1")
         require(self.beta > 0, "beta must be > 0")
         weights = (self.dpo_weight, self.bco_weight, self.sft_weight)
@@ -163,9 +170,11 @@ def pair_stats() -> dict[str, int]:
 
 
 def correctness_pairs(examples: Sequence[Example], samples: Sequence[Sequence[str]],
-                      max_pairs: int, rng: random.Random, gold_chosen: bool = False) -> tuple[list[Pair], dict[str, int]]:
+                      max_pairs: int, rng: random.Random, gold_chosen: bool = False,
+                      chosen_from: str = "samples") -> tuple[list[Pair], dict[str, int]]:
     """Chosen = a correct, parsed sample; rejected = a wrong or unparsed one; <= max_pairs each.
-    gold_chosen: a question with no correct sample takes its reference reply as the one chosen."""
+    gold_chosen: a question with no correct sample takes its reference reply as the one chosen.
+    chosen_from="gold": every question's reference reply is the chosen against its wrong samples."""
     pairs: list[Pair] = []
     stats = pair_stats()
     for index, (ex, outs) in enumerate(zip(examples, samples)):
@@ -179,6 +188,10 @@ def correctness_pairs(examples: Sequence[Example], samples: Sequence[Sequence[st
             stats["all_correct"] += bool(good)
         if not good:
             stats["all_wrong"] += 1
+        if chosen_from == "gold":
+            good = [ex.target.strip()] if ex.target.strip() and bad else []
+            stats["gold_chosen"] += bool(good)
+        elif not good:
             if gold_chosen and ex.target.strip() and bad:
                 good = [ex.target.strip()]
                 stats["gold_chosen"] += 1
@@ -281,7 +294,7 @@ def run(cfg: MPOConfig, base: str, tasks: str, out: Path, data_dir: str | Path |
                     samples = sample_answers(backend, asked, cfg.samples_per_question, gen, cfg.sample_batch_size,
                                              advance)
                 pairs, stats = correctness_pairs(asked, samples, cfg.max_pairs_per_question, random.Random(cfg.seed),
-                                                 cfg.gold_chosen)
+                                                 cfg.gold_chosen, cfg.chosen_from)
                 pairs = [replace(p, index=sampled[p.index]) for p in pairs]
             stats["given_pairs"] = len(given)  # replay pairs included (data["replay"] counts them)
             pairs += given
