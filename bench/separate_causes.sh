@@ -127,3 +127,5 @@ for v in "sft_only dpo_weight=0 bco_weight=0" "beta1 beta=1.0"; do
   held $S/$name
   $H diff $S/runs/$name $S/runs/mpo_gold --task geoqa --data-dir data/heldout
 done
+# where the points go: the written arithmetic inside the template, with and without the preference terms
+.venv/bin/python bench/template_arithmetic.py $S/runs/tiny $S/runs/sft $S/runs/mpo_gold_sft_only $S/runs/mpo_gold $S/runs/mpo_gold_beta1
