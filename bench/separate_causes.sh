@@ -113,8 +113,9 @@ $H diff $S/runs/warm160/iter3 $S/runs/warm160_same_steps/iter3 --task geoqa --da
 # mpo on sft's own data and schedule: the gold rationale is the chosen against one wrong sample of each
 # question (chosen_from=gold), 4 epochs at lr 2e-3 as sft: do the preference terms help or cost when the
 # SFT term trains on what sft trains on?
-build mpo_gold mpo --base tiny --task geoqa samples_per_question=4 max_pairs_per_question=1 chosen_from=gold batch_size=16 \
-  epochs=4 learning_rate=2e-3 lora_r=64 lora_alpha=128 lora_dropout=0.05 replay=0.5
+MG="mpo --base tiny --task geoqa samples_per_question=4 max_pairs_per_question=1 chosen_from=gold batch_size=16 epochs=4
+    learning_rate=2e-3 lora_r=64 lora_alpha=128 lora_dropout=0.05 replay=0.5"
+build mpo_gold $MG
 held $S/mpo_gold
 held checkpoints/built/sft  # the board's sft (make leaderboard builds it)
 $H diff $S/runs/mpo_gold $S/runs/sft --task geoqa --data-dir data/heldout
@@ -122,8 +123,7 @@ $H diff $S/runs/mpo_gold $S/runs/sft --task geoqa --data-dir data/heldout
 # reference (beta 1.0 instead of MPO's 0.1)
 for v in "sft_only dpo_weight=0 bco_weight=0" "beta1 beta=1.0"; do
   set -- $v; name=mpo_gold_$1; shift
-  build $name mpo --base tiny --task geoqa samples_per_question=4 max_pairs_per_question=1 chosen_from=gold batch_size=16 \
-    epochs=4 learning_rate=2e-3 lora_r=64 lora_alpha=128 lora_dropout=0.05 replay=0.5 "$@"
+  build $name $MG "$@"
   held $S/$name
   $H diff $S/runs/$name $S/runs/mpo_gold --task geoqa --data-dir data/heldout
 done

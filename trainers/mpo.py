@@ -188,13 +188,12 @@ def correctness_pairs(examples: Sequence[Example], samples: Sequence[Sequence[st
             stats["all_correct"] += bool(good)
         if not good:
             stats["all_wrong"] += 1
-        if chosen_from == "gold":
-            good = [ex.target.strip()] if ex.target.strip() and bad else []
-            stats["gold_chosen"] += bool(good)
-        elif not good:
-            if gold_chosen and ex.target.strip() and bad:
-                good = [ex.target.strip()]
-                stats["gold_chosen"] += 1
+        gold = ex.target.strip()
+        if gold and bad and (chosen_from == "gold" or (gold_chosen and not good)):
+            good = [gold]
+            stats["gold_chosen"] += 1
+        elif chosen_from == "gold":
+            good = []  # no wrong sample (or no reference): a right sample is never the chosen here
         combos = []
         for c in good:
             for r in bad:
