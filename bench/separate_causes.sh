@@ -129,3 +129,30 @@ for v in "sft_only dpo_weight=0 bco_weight=0" "beta1 beta=1.0"; do
 done
 # where the points go: the written arithmetic inside the template, with and without the preference terms
 .venv/bin/python bench/template_arithmetic.py $S/runs/tiny $S/runs/sft $S/runs/mpo_gold_sft_only $S/runs/mpo_gold $S/runs/mpo_gold_beta1
+# reading (the REMGCL row): the board's OCR rows read 2-4%. Epochs, the adapter, the weights it leaves fixed, the
+# base's pretraining and the budget, separated on 4,474 fresh OCR items (bench/ocr_capacity.py; no held-out word)
+$H eval --ckpt tiny --tasks ocrbench --data-dir data/heldout --output-dir $S/runs_ocr
+R="sft --base tiny --task ocrbench batch_size=16 learning_rate=2e-3 lora_r=64 lora_alpha=128 replay=0.5 replay_tasks=geoqa:3,aokvqa_mc,aokvqa_da,mmbench"
+for e in 4 16; do build sft_ocr_e$e $R epochs=$e; done   # the board's sft_ocr, and at 4x its epochs
+.venv/bin/python bench/ocr_capacity.py --write-data $S/ocr_fresh
+for t in sft remgcl; do  # LoRA as the boards train it, on the fresh items: 2,002 steps of 32
+  build ${t}_ocr_fresh $t --base tiny --task ocrbench --data-dir $S/ocr_fresh batch_size=32 epochs=14.3 learning_rate=2e-3 \
+    lora_r=64 lora_alpha=128 replay=0
+done
+OC="--init tiny --steps 2000"
+for v in "all_2000 $OC" "all_4000 --init tiny --steps 4000" "frozen_patch_2000 $OC --freeze patch_embedding" \
+         "lora_matrices_2000 $OC --freeze patch_embedding,position_embedding,class_embedding,layrnorm,layernorm,norm,embed_tokens,lm_head,bias" \
+         "random_init_2000 --init fresh --steps 2000"; do
+  set -- $v; name=ocr_$1; shift
+  [ -d $S/$name ] || .venv/bin/python bench/ocr_capacity.py --out $S/$name "$@"
+done
+for c in sft_ocr_e4 sft_ocr_e16 sft_ocr_fresh remgcl_ocr_fresh ocr_all_2000 ocr_all_4000 ocr_frozen_patch_2000 ocr_lora_matrices_2000 ocr_random_init_2000; do
+  $H eval --ckpt $S/$c --tasks ocrbench --data-dir data/heldout --output-dir $S/runs_ocr
+done
+$H diff $S/runs_ocr/sft_ocr_e16 $S/runs_ocr/sft_ocr_e4 --task ocrbench
+$H diff $S/runs_ocr/remgcl_ocr_fresh $S/runs_ocr/sft_ocr_fresh --task ocrbench
+$H diff $S/runs_ocr/ocr_lora_matrices_2000 $S/runs_ocr/sft_ocr_fresh --task ocrbench
+for c in ocr_all_4000 ocr_frozen_patch_2000 ocr_lora_matrices_2000 ocr_random_init_2000; do $H diff $S/runs_ocr/$c $S/runs_ocr/ocr_all_2000 --task ocrbench; done
+.venv/bin/python bench/ocr_capacity.py --digits $S/runs_ocr/tiny $S/runs_ocr/sft_ocr_e4 $S/runs_ocr/sft_ocr_e16 $S/runs_ocr/sft_ocr_fresh $S/runs_ocr/remgcl_ocr_fresh \
+  $S/runs_ocr/ocr_all_2000 $S/runs_ocr/ocr_all_4000 $S/runs_ocr/ocr_frozen_patch_2000 $S/runs_ocr/ocr_lora_matrices_2000 $S/runs_ocr/ocr_random_init_2000
+.venv/bin/python bench/ocr_capacity.py --digits $S/runs_ocr/sft_ocr_fresh $S/runs_ocr/remgcl_ocr_fresh

@@ -76,3 +76,53 @@ def test_ocr_probe_reads_separable_inputs_and_not_noise():
     assert probe.probe_accuracy(x, labels, train) >= 95.0
     noise = torch.randn(300, 40, generator=g)
     assert probe.probe_accuracy(noise, labels, train) <= 40.0  # chance is 20
+
+
+def test_ocr_capacity_items_are_fresh_and_leave_out_the_held_out_words(tmp_path):
+    """bench/ocr_capacity.py's training items: a train split the OCR task loads, other items than the
+    bundled train split, and none of the words pretraining held out (README "The embedded default")."""
+    import importlib.util
+
+    from trainers.pretrain_data import HELD_OUT_WORDS
+
+    spec = importlib.util.spec_from_file_location("ocr_capacity", DATA.parent / "bench" / "ocr_capacity.py")
+    capacity = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(capacity)
+    capacity.write_items(tmp_path, 120, seed=0)
+    task = get_task("ocrbench")
+    items = task.load(tmp_path, "train")
+    assert 80 <= len(items) < 120  # the held-out words' items are dropped, the rest kept
+    assert not any(str(t).upper() in HELD_OUT_WORDS for it in items for t in it.target)
+    assert all((tmp_path / "ocrbench" / "OCRBench_Images" / it.metadata["image_path"]).is_file() for it in items)
+    bundled = {(it.metadata["image_path"], it.target) for it in task.load(DATA, "train")}
+    fresh = [(it.metadata["image_path"], it.target) for it in items]
+    assert sum(f in bundled for f in fresh) < len(fresh) / 4  # another seed: other answers under the same names
+
+
+def test_ocr_capacity_scores_digit_strings_digit_by_digit(tmp_path):
+    """--digits: per digit-string item, the share of gold digits at their position; other types ignored."""
+    import importlib.util
+    import json
+
+    from tasks.synth import ocrbench as synth_ocr
+
+    spec = importlib.util.spec_from_file_location("ocr_capacity", DATA.parent / "bench" / "ocr_capacity.py")
+    capacity = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(capacity)
+    synth_ocr.build(tmp_path, "test", 30, seed=3)
+    items = get_task("ocrbench").load(tmp_path, "test")
+    digits = [it for it in items if it.category == "Digit String Recognition"]
+    rows = []
+    for k, it in enumerate(items):
+        gold = it.target[0].strip()
+        reply = gold if k % 2 else "X" + gold[1:]  # every other reply misses the first character
+        rows.append({"id": it.id, "sample": 0, "output": reply})
+    run = tmp_path / "run"
+    (run / "ocrbench").mkdir(parents=True)
+    (run / "ocrbench" / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = capacity.digit_accuracy(run, tmp_path)
+    assert set(got) == {it.id for it in digits}
+    for k, it in enumerate(items):
+        if it.id in got:
+            n = len(it.target[0].strip())
+            assert got[it.id] == (1.0 if k % 2 else (n - 1) / n)
