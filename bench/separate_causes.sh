@@ -139,6 +139,8 @@ for t in sft remgcl; do  # LoRA as the boards train it, on the fresh items: 2,00
   build ${t}_ocr_fresh $t --base tiny --task ocrbench --data-dir $S/ocr_fresh batch_size=32 epochs=14.3 learning_rate=2e-3 \
     lora_r=64 lora_alpha=128 replay=0
 done
+build sft_ocr_fresh_lr5e3 sft --base tiny --task ocrbench --data-dir $S/ocr_fresh batch_size=32 epochs=14.3 learning_rate=5e-3 \
+  lora_r=64 lora_alpha=128 replay=0   # a larger LoRA step
 OC="--init tiny --steps 2000"
 for v in "all_2000 $OC" "all_4000 --init tiny --steps 4000" "frozen_patch_2000 $OC --freeze patch_embedding" \
          "lora_matrices_2000 $OC --freeze patch_embedding,position_embedding,class_embedding,layrnorm,layernorm,norm,embed_tokens,lm_head,bias" \
@@ -146,13 +148,14 @@ for v in "all_2000 $OC" "all_4000 --init tiny --steps 4000" "frozen_patch_2000 $
   set -- $v; name=ocr_$1; shift
   [ -d $S/$name ] || .venv/bin/python bench/ocr_capacity.py --out $S/$name "$@"
 done
-for c in sft_ocr_e4 sft_ocr_e16 sft_ocr_fresh remgcl_ocr_fresh ocr_all_2000 ocr_all_4000 ocr_frozen_patch_2000 ocr_lora_matrices_2000 ocr_random_init_2000; do
+for c in sft_ocr_e4 sft_ocr_e16 sft_ocr_fresh sft_ocr_fresh_lr5e3 remgcl_ocr_fresh ocr_all_2000 ocr_all_4000 ocr_frozen_patch_2000 ocr_lora_matrices_2000 ocr_random_init_2000; do
   $H eval --ckpt $S/$c --tasks ocrbench --data-dir data/heldout --output-dir $S/runs_ocr
 done
 $H diff $S/runs_ocr/sft_ocr_e16 $S/runs_ocr/sft_ocr_e4 --task ocrbench
 $H diff $S/runs_ocr/remgcl_ocr_fresh $S/runs_ocr/sft_ocr_fresh --task ocrbench
 $H diff $S/runs_ocr/ocr_lora_matrices_2000 $S/runs_ocr/sft_ocr_fresh --task ocrbench
+$H diff $S/runs_ocr/sft_ocr_fresh_lr5e3 $S/runs_ocr/sft_ocr_fresh --task ocrbench
 for c in ocr_all_4000 ocr_frozen_patch_2000 ocr_lora_matrices_2000 ocr_random_init_2000; do $H diff $S/runs_ocr/$c $S/runs_ocr/ocr_all_2000 --task ocrbench; done
 .venv/bin/python bench/ocr_capacity.py --digits $S/runs_ocr/tiny $S/runs_ocr/sft_ocr_e4 $S/runs_ocr/sft_ocr_e16 $S/runs_ocr/sft_ocr_fresh $S/runs_ocr/remgcl_ocr_fresh \
   $S/runs_ocr/ocr_all_2000 $S/runs_ocr/ocr_all_4000 $S/runs_ocr/ocr_frozen_patch_2000 $S/runs_ocr/ocr_lora_matrices_2000 $S/runs_ocr/ocr_random_init_2000
-.venv/bin/python bench/ocr_capacity.py --digits $S/runs_ocr/sft_ocr_fresh $S/runs_ocr/remgcl_ocr_fresh
+.venv/bin/python bench/ocr_capacity.py --digits $S/runs_ocr/sft_ocr_fresh $S/runs_ocr/remgcl_ocr_fresh $S/runs_ocr/sft_ocr_fresh_lr5e3
