@@ -25,6 +25,7 @@ stops, so the treatments (`harness train sft|remgcl --data-dir DIR`) can train o
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import random
@@ -46,11 +47,16 @@ def write_items(root: Path, n: int, seed: int) -> None:
     path.write_text(json.dumps(kept), encoding="utf-8")
 
 
-def digit_accuracy(run: Path, data_dir: Path) -> dict[str, float]:
-    """Per digit-string item of a run: the share of its gold digits the reply has at the same position."""
+@functools.lru_cache(maxsize=None)
+def _test_items(data_dir: Path) -> dict:
     from harness.core.task import get_task
 
-    items = {it.id: it for it in get_task("ocrbench").load(data_dir, "test")}
+    return {it.id: it for it in get_task("ocrbench").load(data_dir, "test")}
+
+
+def digit_accuracy(run: Path, data_dir: Path) -> dict[str, float]:
+    """Per digit-string item of a run: the share of its gold digits the reply has at the same position."""
+    items = _test_items(data_dir)  # read once for all the runs compared
     out = {}
     for line in (run / "ocrbench" / "samples.jsonl").read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
@@ -107,9 +113,10 @@ def main() -> None:
 
     import torch
 
+    from harness.core.images import open_image
+    from harness.core.task import get_task
     from harness.models.backend import HFBackend
     from harness.models.checkpoints import resolve_checkpoint, save_for_engines, tiny_path
-    from harness.core.task import get_task
 
     out = Path(args.out)
     torch.manual_seed(args.seed)
@@ -119,8 +126,6 @@ def main() -> None:
         write_items(work, args.items, args.seed)
         task = get_task("ocrbench")
         items = task.load(work, "train")
-        from harness.core.images import open_image
-
         rows = [(task.prompt(it), open_image(it.images[0]), task.target_text(it)) for it in items]
         model_dir = work / "model"
         if args.init == "tiny":
@@ -141,7 +146,7 @@ def main() -> None:
         opt = torch.optim.AdamW(trained, lr=args.lr, weight_decay=0.01)
         print(f"{len(rows)} OCR items; {sum(p.numel() for p in trained) / 1e6:.2f}M of "
               f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters trained", flush=True)
-        start, losses = time.time(), []
+        start, losses, history = time.time(), [], []
         for step in range(args.steps):
             lr = args.lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
             for g in opt.param_groups:
@@ -156,7 +161,8 @@ def main() -> None:
             opt.step()
             losses.append(loss.item())
             if (step + 1) % 100 == 0:
-                print(f"step {step + 1} loss {sum(losses[-100:]) / 100:.3f} {time.time() - start:.0f}s", flush=True)
+                history.append([step + 1, round(sum(losses[-100:]) / 100, 4)])
+                print(f"step {step + 1} loss {history[-1][1]:.3f} {time.time() - start:.0f}s", flush=True)
         model.eval()
         staged = out.with_name(out.name + ".new")
         shutil.rmtree(staged, ignore_errors=True)
@@ -164,9 +170,7 @@ def main() -> None:
         save_for_engines(model, None, staged)
         (staged / "manifest.json").write_text(json.dumps({
             "treatment": "bench/ocr_capacity.py", "config": vars(args), "items": len(rows),
-            "train_seconds": round(time.time() - start, 1),
-            "loss_history": [[i + 1, round(sum(losses[max(0, i - 99):i + 1]) / len(losses[max(0, i - 99):i + 1]), 4)]
-                             for i in range(99, len(losses), 100)],
+            "train_seconds": round(time.time() - start, 1), "loss_history": history,
         }, indent=2) + "\n")
         shutil.rmtree(out, ignore_errors=True)
         staged.rename(out)
