@@ -178,7 +178,7 @@ def _coerce(owner: str, key: str, value: Any, hint: Any) -> Any:
 
 # --- model ---------------------------------------------------------------------------------------
 def load_base(base: str, qlora: bool = False, device: str | None = None,
-              start_from_adapter: str | None = None) -> tuple["HFBackend", str]:
+              start_from_adapter: str | None = None, dtype: str | None = None) -> tuple["HFBackend", str]:
     """The base as an HFBackend (for sampling and input building) and the name adapters record.
 
     A LoRA adapter as `base` is a starting point (a warm-up, e.g. an SFT run before self-training),
@@ -186,7 +186,8 @@ def load_base(base: str, qlora: bool = False, device: str | None = None,
     base model carrying that adapter (unmerged), `backend.start_adapter` its folder, and training
     continues a copy of it (trainers.sft.fit_lora_sft), so the result is again one adapter on the
     adapter's base. Its content hash (adapter + base) is the backend's, so a rebuilt warm-up makes
-    a leaderboard recipe built on it stale."""
+    a leaderboard recipe built on it stale. `dtype` overrides the backend's choice (bf16 on a GPU):
+    full fine-tuning keeps float32 master weights, with TRL's bf16 autocast for the compute."""
     from harness.models.backend import HFBackend
     from harness.models.checkpoints import TINY_NAME, resolve_checkpoint, tiny_path
 
@@ -202,7 +203,7 @@ def load_base(base: str, qlora: bool = False, device: str | None = None,
         from peft import PeftModel
 
         inner = TINY_NAME if ref.base_path.resolve() == tiny_path().resolve() else str(ref.base_path)
-        backend, base_name = load_base(inner, False, device)
+        backend, base_name = load_base(inner, False, device, dtype=dtype)
         try:
             backend.model = PeftModel.from_pretrained(backend.model, str(ref.path)).eval()
         except Exception as e:  # PEFT raises many types for broken or mismatched adapters
@@ -225,7 +226,7 @@ def load_base(base: str, qlora: bool = False, device: str | None = None,
             import torch
 
             device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-        backend = HFBackend(ref, device=device)
+        backend = HFBackend(ref, device=device, dtype=dtype)
     # `tiny` is recorded by name so the adapter follows the repository; others by absolute path.
     return backend, TINY_NAME if base == TINY_NAME else str(ref.path.resolve())
 
@@ -355,6 +356,28 @@ def train_metrics(trainer) -> dict[str, Any]:
     if logs:
         out["last_logged"] = {k: v for k, v in logs[-1].items() if k not in ("loss", "step", "epoch")}
     return out
+
+
+def save_trained(model, folder: Path, base_name: str, backend: "HFBackend") -> None:
+    """Write what training produced: a PEFT adapter (save_adapter), or after full fine-tuning a full
+    checkpoint with the base's tokenizer and processor (a model folder that eval loads like any other)."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        save_adapter(model, folder, base_name)
+        return
+    import shutil
+
+    from harness.models.checkpoints import PROVENANCE_FILES, save_for_engines
+
+    # The base's own tokenizer, processor and template files, byte for byte (a processor's
+    # save_pretrained rewrites them in its own version's dialect); the weights are the new ones.
+    for source in backend.ref.path.iterdir():
+        weights = source.suffix in (".safetensors", ".bin", ".pt", ".pth") or source.name.endswith(".index.json")
+        if source.is_file() and not weights and source.name not in PROVENANCE_FILES:
+            shutil.copy2(source, folder / source.name)
+    model.config.use_cache = True  # TRL turns the KV cache off for training; generation wants it back
+    save_for_engines(model, backend.processor, folder)
 
 
 def save_adapter(model, folder: Path, base_name: str) -> None:

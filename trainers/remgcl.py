@@ -1,4 +1,4 @@
-"""`remgcl`: LoRA SFT plus an auxiliary image-text alignment loss (global + local, REMGCL-style).
+"""`remgcl`: SFT (LoRA, or every weight) plus an image-text alignment loss (global + local, REMGCL-style).
 
     harness train remgcl --base tiny --task ocrbench --out ckpts/remgcl [negatives=in_batch ...]
     harness train remgcl --base tiny --task ocrbench,aokvqa_mc --out ckpts/remgcl-mix limit=200
@@ -23,8 +23,9 @@ Each term is a cosine similarity with a temperature tau:
 - negatives=in_batch: symmetric InfoNCE over the batch's pairs, logits cos / tau, the matching
   pair the positive; other pairs with identical text are masked out (they are not negatives).
   A batch with a single pair contributes 0.
-The text side uses the frozen input embeddings (LoRA never adapts them), so visual tokens are
-pulled toward the words, not the words toward the image.
+The text side uses the input embeddings without their gradient (LoRA never adapts them; with
+full_finetune=true they train by the SFT loss only), so visual tokens are pulled toward the words,
+not the words toward the image.
 """
 from __future__ import annotations
 
@@ -117,13 +118,13 @@ def alignment_pairs(embeds: "torch.Tensor", input_ids: "torch.Tensor", image_tok
             continue
         ids = info["answer_ids"]
         if ids:
-            text = embed(torch.tensor(ids, device=embeds.device)).mean(0)
+            text = embed(torch.tensor(ids, device=embeds.device)).detach().mean(0)
             out["global"].append((vis.mean(0), text, tuple(ids)))
         for patches, region_ids in info["regions"]:
             index = [info["offset"] + p for p in patches]
             if not region_ids or not index or max(index) >= vis.shape[0]:
                 continue
-            text = embed(torch.tensor(region_ids, device=embeds.device)).mean(0)
+            text = embed(torch.tensor(region_ids, device=embeds.device)).detach().mean(0)
             out["local"].append((vis[index].mean(0), text, tuple(region_ids)))
 
     def stack(pairs):
@@ -332,7 +333,7 @@ def run(cfg: REMGCLConfig, base: str, tasks: str, out: Path, data_dir: str | Pat
     """SFT with the alignment loss on the train split of `tasks`; writes `out` (adapter + manifest)."""
     from trl import SFTTrainer
 
-    from trainers.common import load_base, quiet_libraries, save_adapter, staged_output, train_metrics, write_manifest
+    from trainers.common import load_base, quiet_libraries, save_trained, staged_output, train_metrics, write_manifest
     from trainers.data import load_train_data
     from trainers.sft import fit_lora_sft
 
@@ -344,7 +345,8 @@ def run(cfg: REMGCLConfig, base: str, tasks: str, out: Path, data_dir: str | Pat
     data["with_regions"] = sum(bool(e.item.metadata.get("text_regions")) for e in examples)
     t0 = time.time()
     with staged_output(Path(out), overwrite) as stage:
-        backend, base_name = load_base(base, cfg.qlora, device, start_from_adapter="remgcl")
+        backend, base_name = load_base(base, cfg.qlora, device, start_from_adapter="remgcl",
+                                       dtype="float32" if cfg.full_finetune else None)
         _decoder(backend.model)  # an unsupported architecture fails before training starts
         if cfg.local_weight > 0 and data["with_regions"] and backend.family.grid is None:
             raise HarnessError(f"remgcl: text regions need the visual-token grid of the model family, and "
@@ -365,6 +367,6 @@ def run(cfg: REMGCLConfig, base: str, tasks: str, out: Path, data_dir: str | Pat
             "global": {**_summary(trainer.align_history["global"]), "pairs": trainer.align_pairs["global"]},
             "local": {**_summary(trainer.align_history["local"]), "pairs": trainer.align_pairs["local"]},
         }
-        save_adapter(trainer.model, stage, base_name)
+        save_trained(trainer.model, stage, base_name, backend)
         return write_manifest(stage, "remgcl", cfg, base=base_name, base_hash=backend.content_hash, data=data,
                               metrics=metrics, start_adapter=getattr(backend, "start_adapter", None))

@@ -1,6 +1,7 @@
-"""`sft`: supervised fine-tuning of a LoRA adapter on a task's train split (TRL's SFTTrainer).
+"""`sft`: supervised fine-tuning of a LoRA adapter (or every weight) on a task's train split (TRL's SFTTrainer).
 
     harness train sft --base tiny --task geoqa --out checkpoints/built/sft [lora_r=8 epochs=2 ...]
+    harness train sft --base tiny --task ocrbench --out ckpts/sft-full full_finetune=true learning_rate=1e-3
     harness train sft --base tiny --task geoqa,aokvqa_mc,mmbench --out ckpts/sft-mix limit=200
     harness train sft --base tiny --data my/llava.json,mmpr/meta.json:0.5 --out ckpts/sft-mine
 
@@ -12,7 +13,10 @@ padding tokens carry label -100): `SFTCollator` builds each example with `HFBack
 the eval code path, so training sees the exact eval prompt and `task.target_text` as the reply
 (target=cot: the task's chain-of-thought target; target=answer: only its final "Answer: ..." part).
 TRL does the rest: PEFT wrapping, the fused LM-head loss, the optimiser and schedule. With
-qlora=true the base is loaded in 4 bit (bitsandbytes, CUDA only; a clear error elsewhere).
+qlora=true the base is loaded in 4 bit (bitsandbytes, CUDA only; a clear error elsewhere). With
+full_finetune=true every weight of the base trains (TRL without a peft_config) and `out` is a full
+checkpoint (weights, tokenizer and processor: a model folder, not an adapter); started from an adapter
+(a warm-up) the adapter is merged into the weights first.
 """
 from __future__ import annotations
 
@@ -31,21 +35,27 @@ if TYPE_CHECKING:
 
 @dataclass
 class SFTConfig(TrainConfig):
-    """LoRA SFT settings (plus the shared TrainConfig fields)."""
+    """SFT settings (plus the shared TrainConfig fields)."""
 
     target: str = field(default="cot", metadata={"help": "reply to learn: 'cot' (task target_text) or 'answer' (its 'Answer: ...' part)"})
+    full_finetune: bool = field(
+        default=False,
+        metadata={"help": "train every weight of the base instead of a LoRA adapter (lora_* unused); writes a full checkpoint"},
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require(self.target in TARGETS, f"target must be one of {', '.join(TARGETS)}")
+        require(not (self.full_finetune and self.qlora),
+                "full_finetune=true trains every weight and 4-bit weights cannot be trained; set qlora=false")
 
 
 def run(cfg: SFTConfig, base: str, tasks: str, out: Path, data_dir: str | Path | None = None,
         overwrite: bool = False, progress: bool = True, device: str | None = None,
         sources: Sequence[Source] = ()) -> dict[str, Any]:
     """Train on the train split of `tasks` (a name or comma-separated names), then write `out`
-    (a PEFT adapter + manifest.json). Returns the manifest."""
-    from trainers.common import load_base, quiet_libraries, save_adapter, staged_output, train_metrics, write_manifest
+    (a PEFT adapter, or with full_finetune a full checkpoint, + manifest.json). Returns the manifest."""
+    from trainers.common import load_base, quiet_libraries, save_trained, staged_output, train_metrics, write_manifest
     from trainers.data import load_train_data
 
     quiet_libraries()
@@ -55,11 +65,12 @@ def run(cfg: SFTConfig, base: str, tasks: str, out: Path, data_dir: str | Path |
     examples = with_replay(examples, data, cfg, data_dir)
     t0 = time.time()
     with staged_output(Path(out), overwrite) as stage:
-        backend, base_name = load_base(base, cfg.qlora, device, start_from_adapter="sft")
+        backend, base_name = load_base(base, cfg.qlora, device, start_from_adapter="sft",
+                                       dtype="float32" if cfg.full_finetune else None)
         trainer = fit_lora_sft(backend, backend.model, examples, cfg, progress, f"sft {data['task']}")
         metrics = train_metrics(trainer)
         metrics["wall_seconds"] = round(time.time() - t0, 1)
-        save_adapter(trainer.model, stage, base_name)
+        save_trained(trainer.model, stage, base_name, backend)
         return write_manifest(
             stage, "sft", cfg, base=base_name, base_hash=backend.content_hash, data=data, metrics=metrics,
             start_adapter=getattr(backend, "start_adapter", None),
@@ -72,7 +83,8 @@ def fit_lora_sft(backend: Any, model: Any, examples: list, cfg: TrainConfig, pro
     """TRL SFTTrainer over `examples` (reply-only loss via SFTCollator unless `collator` is given):
     a new LoRA on `model` (a trainable copy of `backend.start_adapter` when training starts from an
     adapter, see trainers.common.load_base), or (new_adapter=False) further training of the adapter
-    `model` carries.
+    `model` carries. With `cfg.full_finetune` (SFTConfig) every weight of `model` trains instead, an
+    adapter it carries merged in first.
     The shared loop of sft, remgcl, self_train and data_engine; returns the trained trainer."""
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
@@ -81,7 +93,14 @@ def fit_lora_sft(backend: Any, model: Any, examples: list, cfg: TrainConfig, pro
     from trainers.data import SFTCollator, index_dataset
 
     start = getattr(backend, "start_adapter", None)
-    if new_adapter and start is not None:  # a fresh copy of the warm-up adapter, trainable
+    if getattr(cfg, "full_finetune", False):
+        from peft import PeftModel
+
+        if isinstance(model, PeftModel):  # a warm-up adapter becomes part of the weights that train
+            model = model.merge_and_unload()
+        model.requires_grad_(True)
+        new_adapter = False
+    elif new_adapter and start is not None:  # a fresh copy of the warm-up adapter, trainable
         from peft import PeftModel
 
         if isinstance(model, PeftModel):
