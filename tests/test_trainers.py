@@ -234,8 +234,8 @@ def test_training_continues_from_an_adapter_base(random_tiny, tmp_path):
     with the warm-up's LoRA shape; treatments that cannot continue one refuse it in one line."""
     from safetensors.torch import load_file
 
-    from trainers.mpo import MPOConfig
-    from trainers.mpo import run as mpo_run
+    from trainers.critic import CriticConfig
+    from trainers.critic import run as critic_run
     from trainers.sft import SFTConfig, run
 
     warm = tmp_path / "warm"
@@ -252,8 +252,8 @@ def test_training_continues_from_an_adapter_base(random_tiny, tmp_path):
     res = run_cli("eval", "--ckpt", str(more), "--tasks", "geoqa", "--limit", "2", "--output-dir", str(tmp_path / "runs"))
     assert res.returncode == 0, res.stderr
     with pytest.raises(HarnessError, match="is an adapter; this treatment trains on a full model"):
-        mpo_run(MPOConfig(**FEW), str(warm), "geoqa", tmp_path / "mpo", progress=False)
-    assert not (tmp_path / "mpo").exists()
+        critic_run(CriticConfig(**FEW), str(warm), "critic", tmp_path / "critic", progress=False)
+    assert not (tmp_path / "critic").exists()
 
 
 # --- average (SFTe) --------------------------------------------------------------------------------

@@ -197,7 +197,7 @@ def load_base(base: str, qlora: bool = False, device: str | None = None,
     if ref.kind != "model":
         if start_from_adapter is None:
             raise HarnessError(f"--base {base} is an adapter; this treatment trains on a full model "
-                               "(merge the adapter first, or start sft/self_train/data_engine/remgcl/self_critique from it)")
+                               "(merge the adapter first, or start sft/self_train/data_engine/remgcl/mpo/self_critique from it)")
         if qlora:
             raise HarnessError(f"--base {base} is an adapter: qlora=true cannot continue it; set qlora=false")
         from peft import PeftModel
@@ -252,6 +252,19 @@ def _load_4bit(ref: "CheckpointRef"):
                                bnb_4bit_compute_dtype=torch.bfloat16)
     model = AutoModelForImageTextToText.from_pretrained(ref.path, quantization_config=quant, device_map={"": 0})
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+
+
+def trainable_start(model, start: str | None):
+    """The model a treatment trains: `model` itself, or when training continues the warm-up adapter
+    `start` (load_base), a trainable copy of that adapter on the bare base (the copy `model` carries
+    for sampling is unloaded first). TRL then adds its own frozen copy as a DPO reference."""
+    if start is None:
+        return model
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        model = model.unload()
+    return PeftModel.from_pretrained(model, str(start), is_trainable=True)
 
 
 def lora_config(cfg: TrainConfig):

@@ -2,6 +2,7 @@
 Multimodal Large Language Models via Mixed Preference Optimization", InternVL2-8B-MPO).
 
     harness train mpo --base tiny --task geoqa --out checkpoints/built/mpo [samples_per_question=4 ...]
+    harness train mpo --base checkpoints/built/sft --task geoqa --out ckpts/mpo-after-sft   (MPO's order)
 
 1. Pairs from the model's own samples, by correctness: K samples per training question
    (temperature 0.7-1.0); chosen = a correct, parsed answer, rejected = a wrong or unparsed one;
@@ -21,6 +22,8 @@ shift. BCO (Jung et al. 2024), which MPO uses, subtracts delta, a running mean o
 computes the three terms with `mpo_loss` and keeps delta in `RunningMean`, updated with each batch's
 mean reward before use (as earlier TRL releases' bco_pair did). Everything else is TRL's: PEFT
 wrapping, the reference = the base with the adapter disabled, fused log-prob head, optimiser.
+From a warm-up adapter (--base ADAPTER: InternVL2-8B-MPO is MPO after SFT) the warm-up samples the
+pairs and a copy of it trains; the reference is TRL's frozen copy of the warm-up, not the bare base.
 """
 from __future__ import annotations
 
@@ -261,7 +264,7 @@ def run(cfg: MPOConfig, base: str, tasks: str, out: Path, data_dir: str | Path |
     from harness.errors import HarnessError
     from harness.core.parallel import computed_on_main
     from trainers.common import (load_base, lora_config, prepare_trainer, quiet_libraries, sampling_progress,
-        save_adapter, staged_output, train_metrics, trl_args, write_manifest)
+        save_adapter, staged_output, train_metrics, trainable_start, trl_args, write_manifest)
     from trainers.data import PairCollator, given_pairs, index_dataset, load_train_data
     from trainers.replay import replay_for, replay_pairs
     from trainers.sampling import sample_answers, sampling_gen
@@ -280,7 +283,9 @@ def run(cfg: MPOConfig, base: str, tasks: str, out: Path, data_dir: str | Path |
                            "preference data, add --task, set dropout_ntp=true, or train them with sft")
     t0 = time.time()
     with staged_output(Path(out), overwrite) as stage:
-        backend, base_name = load_base(base, cfg.qlora, device)
+        # From an adapter (MPO's order: the preference stage after SFT) its own samples make the pairs,
+        # then a copy of it trains against a frozen copy as the reference, as in self_critique.
+        backend, base_name = load_base(base, cfg.qlora, device, start_from_adapter="mpo")
         asked = [examples[i] for i in sampled]
         gen = sampling_gen(cfg, asked)
 
@@ -314,12 +319,13 @@ def run(cfg: MPOConfig, base: str, tasks: str, out: Path, data_dir: str | Path |
                 f"({stats['all_correct']} all correct, {stats['all_wrong']} all wrong); "
                 "raise samples_per_question or temperature, or train on more questions"
             )
+        start = getattr(backend, "start_adapter", None)
         with tempfile.TemporaryDirectory() as work:
             args = trl_args(DPOConfig, cfg, Path(work), beta=cfg.beta, max_length=None)
             trainer = MPOTrainer(
-                model=backend.model, args=args, train_dataset=index_dataset(len(pairs)),
+                model=trainable_start(backend.model, start), args=args, train_dataset=index_dataset(len(pairs)),
                 data_collator=PairCollator(backend, examples, pairs), processing_class=backend.tokenizer,
-                peft_config=lora_config(cfg), weights=(cfg.dpo_weight, cfg.bco_weight, cfg.sft_weight),
+                peft_config=None if start else lora_config(cfg), weights=(cfg.dpo_weight, cfg.bco_weight, cfg.sft_weight),
             )
             prepare_trainer(trainer, progress, f"mpo {data['task']}")
             trainer.train()
@@ -330,7 +336,7 @@ def run(cfg: MPOConfig, base: str, tasks: str, out: Path, data_dir: str | Path |
         return write_manifest(
             stage, "mpo", cfg, base=base_name, base_hash=backend.content_hash,
             data={**data, "pairs": len(pairs), **stats, "sample_accuracy": _sample_accuracy(asked, samples)},
-            metrics=metrics,
+            metrics=metrics, start_adapter=start,
         )
 
 

@@ -164,7 +164,7 @@ def run(cfg: SelfCritiqueConfig, base: str, tasks: str, out: Path, data_dir: str
 
     from harness.core.parallel import computed_on_main
     from trainers.common import (load_base, lora_config, prepare_trainer, quiet_libraries, sampling_progress,
-        save_adapter, staged_output, train_metrics, trl_args, write_manifest)
+        save_adapter, staged_output, train_metrics, trainable_start, trl_args, write_manifest)
     from trainers.data import PairCollator, index_dataset, load_train_data
     from trainers.mpo import PairDPOTrainer
     from trainers.replay import replay_for, replay_pairs
@@ -213,11 +213,8 @@ def run(cfg: SelfCritiqueConfig, base: str, tasks: str, out: Path, data_dir: str
                 f"self_critique: no pair survived the order-swap check ({len(candidates)} candidate pairs from "
                 f"{len(examples)} prompts); train on more prompts or raise temperature"
             )
-        model, start = backend.model, getattr(backend, "start_adapter", None)
-        if start:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model.unload(), start, is_trainable=True)
+        start = getattr(backend, "start_adapter", None)
+        model = trainable_start(backend.model, start)
         with tempfile.TemporaryDirectory() as work:
             losses = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, cfg.sft_weight]} if cfg.sft_weight else {"loss_type": ["sigmoid"]}
             args = trl_args(DPOConfig, cfg, Path(work), beta=cfg.beta, max_length=None, **losses)

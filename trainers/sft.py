@@ -89,7 +89,7 @@ def fit_lora_sft(backend: Any, model: Any, examples: list, cfg: TrainConfig, pro
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
-    from trainers.common import lora_config, prepare_trainer, trl_args
+    from trainers.common import lora_config, prepare_trainer, trainable_start, trl_args
     from trainers.data import SFTCollator, index_dataset
 
     start = getattr(backend, "start_adapter", None)
@@ -101,12 +101,7 @@ def fit_lora_sft(backend: Any, model: Any, examples: list, cfg: TrainConfig, pro
         model.requires_grad_(True)
         new_adapter = False
     elif new_adapter and start is not None:  # a fresh copy of the warm-up adapter, trainable
-        from peft import PeftModel
-
-        if isinstance(model, PeftModel):
-            model = model.unload()
-        model = PeftModel.from_pretrained(model, str(start), is_trainable=True)
-        new_adapter = False
+        model, new_adapter = trainable_start(model, start), False
     with tempfile.TemporaryDirectory() as work:
         args = trl_args(TRLSFTConfig, cfg, Path(work), dataset_kwargs={"skip_prepare_dataset": True})
         trainer = (trainer_cls or SFTTrainer)(

@@ -1,6 +1,7 @@
-"""full_finetune=true (sft, remgcl): every weight trains and the result is a full checkpoint that
-loads like the base; a warm-up adapter is merged in first; REMGCL's alignment moves the image side
-only, also when the input embeddings train."""
+"""What a treatment trains from and writes: full_finetune=true (sft, remgcl) trains every weight and
+writes a full checkpoint that loads like the base, a warm-up adapter merged in first, REMGCL's
+alignment moving the image side only; mpo from a warm-up adapter (MPO after SFT) trains a copy of it
+against a frozen copy as the reference."""
 from __future__ import annotations
 
 import json
@@ -89,3 +90,26 @@ def test_full_finetune_refuses_qlora_and_is_not_offered_where_it_does_not_apply(
         SFTConfig(full_finetune=True, qlora=True)
     with pytest.raises(HarnessError, match="unknown key.*full_finetune"):
         load_config(SelfTrainConfig, overrides=["full_finetune=true"])
+
+
+def test_mpo_from_a_warm_up_trains_a_copy_against_the_warm_up_as_reference(random_tiny, tmp_path):
+    """MPO's order (the preference stage after SFT): at the first step the policy is the warm-up and so
+    is the reference, so both rewards are 0; a reference of the bare base would give the warm-up's
+    log-ratio to it instead."""
+    from trainers.mpo import MPOConfig
+    from trainers.mpo import run as mpo
+    from trainers.sft import SFTConfig
+    from trainers.sft import run as sft
+
+    warm = tmp_path / "warm"
+    sft(SFTConfig(**FEW, lora_r=2, learning_rate=5e-2), str(random_tiny), "geoqa", warm, progress=False)
+    cfg = MPOConfig(**{**FEW, "max_steps": 1, "limit": 12}, gold_chosen=True, warmup_ratio=0.0)  # lr > 0 at step 1
+    manifest = mpo(cfg, str(warm), "geoqa", tmp_path / "mpo", progress=False)
+    assert manifest["start_adapter"] == str(warm.resolve()) and manifest["data"]["pairs"] > 0
+    first = manifest["metrics"]["last_logged"]  # one step: its log is the forward before any update
+    assert first["rewards/chosen"] == pytest.approx(0, abs=1e-4)
+    assert first["rewards/rejected"] == pytest.approx(0, abs=1e-4)
+    assert json.loads((tmp_path / "mpo" / "adapter_config.json").read_text())["r"] == 2  # the warm-up's shape
+    assert not (tmp_path / "mpo" / "ref").exists()
+    warm_w, trained = _state(warm), _state(tmp_path / "mpo")
+    assert any(not torch.equal(warm_w[k], trained[k]) for k in warm_w)
