@@ -127,6 +127,15 @@ for v in "sft_only dpo_weight=0 bco_weight=0" "beta1 beta=1.0"; do
   held $S/$name
   $H diff $S/runs/$name $S/runs/mpo_gold --task geoqa --data-dir data/heldout
 done
+# ... the preference terms at a tenth and a quarter of MPO's weights (0.8 DPO, 0.2 BCO), and each term alone at its
+# own weight: how much preference weight costs what, and which term
+for v in "w10 dpo_weight=0.08 bco_weight=0.02" "w25 dpo_weight=0.2 bco_weight=0.05" "dpo_only bco_weight=0" \
+         "bco_only dpo_weight=0"; do
+  set -- $v; name=mpo_gold_$1; shift
+  build $name $MG "$@"
+  held $S/$name
+  $H diff $S/runs/$name $S/runs/mpo_gold_sft_only --task geoqa --data-dir data/heldout
+done
 # where the points go: the written arithmetic inside the template, with and without the preference terms
 .venv/bin/python bench/template_arithmetic.py $S/runs/tiny $S/runs/sft $S/runs/mpo_gold_sft_only $S/runs/mpo_gold $S/runs/mpo_gold_beta1
 # reading (the REMGCL row): the board's OCR rows read 2-4%. Epochs, the adapter, the weights it leaves fixed, the
@@ -159,3 +168,12 @@ for c in ocr_all_4000 ocr_frozen_patch_2000 ocr_lora_matrices_2000 ocr_random_in
 .venv/bin/python bench/ocr_capacity.py --digits $S/runs_ocr/tiny $S/runs_ocr/sft_ocr_e4 $S/runs_ocr/sft_ocr_e16 $S/runs_ocr/sft_ocr_fresh $S/runs_ocr/remgcl_ocr_fresh \
   $S/runs_ocr/ocr_all_2000 $S/runs_ocr/ocr_all_4000 $S/runs_ocr/ocr_frozen_patch_2000 $S/runs_ocr/ocr_lora_matrices_2000 $S/runs_ocr/ocr_random_init_2000
 .venv/bin/python bench/ocr_capacity.py --digits $S/runs_ocr/sft_ocr_fresh $S/runs_ocr/remgcl_ocr_fresh $S/runs_ocr/sft_ocr_fresh_lr5e3
+# REMGCL where the SFT baseline reads: every weight trained (full_finetune=true), the same fresh items and steps
+for t in sft remgcl; do
+  build ${t}_ocr_fresh_full $t --base tiny --task ocrbench --data-dir $S/ocr_fresh batch_size=32 epochs=14.3 learning_rate=1e-3 \
+    weight_decay=0.01 full_finetune=true replay=0
+  $H eval --ckpt $S/${t}_ocr_fresh_full --tasks ocrbench --data-dir data/heldout --output-dir $S/runs_ocr
+done
+$H diff $S/runs_ocr/remgcl_ocr_fresh_full $S/runs_ocr/sft_ocr_fresh_full --task ocrbench
+$H diff $S/runs_ocr/sft_ocr_fresh_full $S/runs_ocr/sft_ocr_fresh --task ocrbench
+.venv/bin/python bench/ocr_capacity.py --digits $S/runs_ocr/sft_ocr_fresh_full $S/runs_ocr/remgcl_ocr_fresh_full
