@@ -7,7 +7,7 @@ PIP := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
 # torchvision; ms-vlmeval is only read by the extraction conformance test. Versions: the lock.
 NO_DEPS := lmms-eval ms-vlmeval
 
-.PHONY: setup test test-slow test-vllm lock-vllm leaderboard seeds-board tiny data heldout heldout-board clean lock
+.PHONY: setup test test-slow test-vllm lock-vllm leaderboard seeds-board ocr-board tiny data heldout heldout-board clean lock
 
 setup: $(VENV_STAMP)
 
@@ -85,6 +85,12 @@ leaderboard: setup
 # seed-0 builds are the default board's): one build of a sampling treatment is one draw.
 seeds-board: setup
 	.venv/bin/harness leaderboard --spec leaderboards/default.yaml --seeds 0,1,2 --jobs 2
+
+# REMGCL where the SFT baseline reads: sft and remgcl training every weight on 4,474 fresh generator
+# OCR items (leaderboards/ocr_full.yaml; README "Why the OCR rows do not read").
+ocr-board: setup
+	$(PY) bench/ocr_capacity.py --write-data data/ocr_fresh
+	.venv/bin/harness leaderboard --spec leaderboards/ocr_full.yaml --jobs 2
 
 # Rebuild the bundled mini-sets (deterministic) and the embedded tiny checkpoint.
 data: setup

@@ -59,6 +59,20 @@ def test_heldout_board_reads_only_the_heldout_set_and_shares_only_identical_reci
         assert b.recipe == recipes[b.ckpt], b.ckpt
 
 
+def test_ocr_board_compares_sft_and_remgcl_on_one_recipe_and_the_fresh_items_make_writes():
+    """leaderboards/ocr_full.yaml: the two rows differ in the trainer only, train every weight, and
+    read the folder `make ocr-board` writes with bench/ocr_capacity.py (never a test or held-out split)."""
+    from harness.report.spec import load_spec
+
+    root = DATA.parent
+    rows = {c.name: c.recipe for c in load_spec(root / "leaderboards" / "ocr_full.yaml").checkpoints if c.recipe}
+    sft, remgcl = rows["sft_ocr_full"], rows["remgcl_full"]
+    assert (sft["trainer"], remgcl["trainer"]) == ("sft", "remgcl")
+    assert {k: v for k, v in sft.items() if k != "trainer"} == {k: v for k, v in remgcl.items() if k != "trainer"}
+    assert sft["config"]["full_finetune"] is True and sft["task"] == "ocrbench"
+    assert f"--write-data {sft['data_dir']}" in (root / "Makefile").read_text()
+
+
 def test_ocr_probe_reads_separable_inputs_and_not_noise():
     """bench/ocr_probe.py's linear probe, on simulated inputs with known truth."""
     import importlib.util
