@@ -325,7 +325,8 @@ def run(cfg: MPOConfig, base: str, tasks: str, out: Path, data_dir: str | Path |
             trainer = MPOTrainer(
                 model=trainable_start(backend.model, start), args=args, train_dataset=index_dataset(len(pairs)),
                 data_collator=PairCollator(backend, examples, pairs), processing_class=backend.tokenizer,
-                peft_config=None if start else lora_config(cfg), weights=(cfg.dpo_weight, cfg.bco_weight, cfg.sft_weight),
+                peft_config=None if start else lora_config(cfg),
+                weights=(cfg.dpo_weight, cfg.bco_weight, cfg.sft_weight),
             )
             prepare_trainer(trainer, progress, f"mpo {data['task']}")
             trainer.train()

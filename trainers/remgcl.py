@@ -330,7 +330,8 @@ def _summary(values: list[float]) -> dict[str, Any]:
 def run(cfg: REMGCLConfig, base: str, tasks: str, out: Path, data_dir: str | Path | None = None,
         overwrite: bool = False, progress: bool = True, device: str | None = None,
         sources: Sequence[Source] = ()) -> dict[str, Any]:
-    """SFT with the alignment loss on the train split of `tasks`; writes `out` (adapter + manifest)."""
+    """SFT with the alignment loss on the train split of `tasks`; writes `out` (an adapter, or with
+    full_finetune a full checkpoint, + manifest)."""
     from trl import SFTTrainer
 
     from trainers.common import load_base, quiet_libraries, save_trained, staged_output, train_metrics, write_manifest
