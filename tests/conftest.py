@@ -28,6 +28,15 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> sub
     return subprocess.run([*HARNESS, *args], cwd=cwd or REPO, env=full_env, capture_output=True, text=True, timeout=600)
 
 
+def checkpoint_weights(path: Path) -> dict:
+    """State dict of a checkpoint as evaluation loads it (an adapter merged into its base)."""
+    from harness.models.backend import HFBackend
+    from harness.models.checkpoints import resolve_checkpoint
+
+    backend = HFBackend(resolve_checkpoint(str(path)), device="cpu")
+    return {k: v.detach().clone() for k, v in backend.model.state_dict().items()}
+
+
 def geoqa_inputs(backend, k: int = 3) -> dict:
     """`backend`'s batched, left-padded inputs for k bundled geoqa test items of different prompt lengths."""
     from harness.core.images import open_image

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUNDLED, run_cli
+from conftest import BUNDLED, checkpoint_weights as _weights, run_cli
 from harness.errors import HarnessError
 
 torch = pytest.importorskip("torch")
@@ -21,15 +21,6 @@ FEW = dict(max_steps=3, batch_size=4, limit=8, logging_steps=1)
 
 
 # --- helpers ---------------------------------------------------------------------------------------
-def _weights(path: Path) -> dict[str, "torch.Tensor"]:
-    """State dict of a checkpoint as evaluation loads it (an adapter merged into its base)."""
-    from harness.models.backend import HFBackend
-    from harness.models.checkpoints import resolve_checkpoint
-
-    backend = HFBackend(resolve_checkpoint(str(path)), device="cpu")
-    return {k: v.detach().clone() for k, v in backend.model.state_dict().items()}
-
-
 def _changed(base: dict, trained: dict) -> list[str]:
     assert base.keys() == trained.keys()
     return [k for k in base if not torch.equal(base[k], trained[k])]

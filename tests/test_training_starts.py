@@ -8,21 +8,13 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from conftest import checkpoint_weights as _state, run_cli
 from harness.errors import HarnessError
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
 FEW = dict(max_steps=2, batch_size=4, limit=8, logging_steps=1)
-
-
-def _state(path) -> dict:
-    from harness.models.backend import HFBackend
-    from harness.models.checkpoints import resolve_checkpoint
-
-    backend = HFBackend(resolve_checkpoint(str(path)), device="cpu")
-    return {k: v.detach().clone() for k, v in backend.model.state_dict().items()}
 
 
 def test_sft_full_finetune_writes_a_full_checkpoint_that_eval_loads(random_tiny, tmp_path):
