@@ -6,6 +6,7 @@ import pytest
 
 from conftest import geoqa_inputs
 from harness.core.types import GenConfig
+from harness.models.decoding import cache_arg
 
 torch = pytest.importorskip("torch")
 
@@ -83,7 +84,7 @@ def test_shared_prefix_decoding_gives_the_logits_of_repeated_prompts(small_backe
             cache = make_cache(first.past_key_values)
             with context(cache):
                 out = model.generate(input_ids=ids.repeat_interleave(n, 0), attention_mask=mask.repeat_interleave(n, 0),
-                                     past_key_values=cache, generation_config=greedy)
+                                     **cache_arg(cache), generation_config=greedy)
         return out.sequences, torch.stack(out.logits, 1)
 
     def repeated(cache):

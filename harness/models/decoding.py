@@ -18,6 +18,7 @@ between calls.
 """
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 from harness.core.types import GenConfig
@@ -71,9 +72,9 @@ class PrefillOnce(Decoding):
         """Decode the n rows of each prompt from the prompt's prefilled cache (n copies of it)."""
         cache.batch_repeat_interleave(rows["input_ids"].shape[0] // prefix_mask.shape[0])
         if sampler:
-            return backend.model.generate(**rows, past_key_values=cache, generation_config=_greedy(backend, gen),
+            return backend.model.generate(**rows, **cache_arg(cache), generation_config=_greedy(backend, gen),
                                           logits_processor=sampler)
-        return backend.model.generate(**rows, past_key_values=cache, generation_config=backend.generation_config(gen, 1))
+        return backend.model.generate(**rows, **cache_arg(cache), generation_config=backend.generation_config(gen, 1))
 
 
 class SharedPrefix(PrefillOnce):
@@ -87,11 +88,28 @@ class SharedPrefix(PrefillOnce):
         shared = shared_prefix_cache(cache, prefix_mask, capacity=gen.budget + 1)
         sampler = sampler or ([] if gen.greedy else sampling_processors(gen.temperature, gen.top_k, gen.top_p))
         with decoding_with(backend.model, shared):
-            return backend.model.generate(**rows, past_key_values=shared, generation_config=_greedy(backend, gen),
+            return backend.model.generate(**rows, **cache_arg(shared), generation_config=_greedy(backend, gen),
                                           logits_processor=sampler)
 
 
 COPIES = Copies()
+
+
+@functools.cache
+def _cache_kwarg() -> str:
+    """What `generate` calls a prefilled cache: `cache` in transformers that renamed it (5.2x; the old
+    `past_key_values` warns there and goes in 6.0), `past_key_values` before (the vLLM lock's 5.19)."""
+    import inspect
+
+    from transformers.generation.utils import GenerationMixin
+
+    return "cache" if "cache" in inspect.signature(GenerationMixin.prepare_inputs_for_generation).parameters \
+        else "past_key_values"
+
+
+def cache_arg(cache: Any) -> dict[str, Any]:
+    """`generate`'s keyword for a prefilled cache, under this transformers' name for it."""
+    return {_cache_kwarg(): cache}
 
 
 def pick_decoding(model: Any, family: Any) -> Decoding:

@@ -337,6 +337,8 @@ def common_prefix_generate(backend: Any, texts: Sequence[str], images: Sequence[
     """
     import torch
 
+    from harness.models.decoding import cache_arg
+
     if not gen.greedy or not backend.shared_prefix or not texts:
         return None
     groups: dict[Any, list[int]] = {}
@@ -402,7 +404,7 @@ def common_prefix_generate(backend: Any, texts: Sequence[str], images: Sequence[
                                      row_counts=counts, own_valid=suffix_mask)
         torch.manual_seed(gen.seed)
         with decoding_with(backend.model, shared):
-            out = backend.model.generate(input_ids=row_ids, attention_mask=row_mask, past_key_values=shared,
+            out = backend.model.generate(input_ids=row_ids, attention_mask=row_mask, **cache_arg(shared),
                                          generation_config=greedy,
                                          **({"pixel_values": torch.cat(suffix_pixels)} if suffix_pixels else {}))
     decoded = backend.tokenizer.batch_decode(out[:, row_ids.shape[1]:], skip_special_tokens=True)
