@@ -26,6 +26,21 @@ build sfte_lr5e4 average --base tiny mode=deltas adapters=$S/sfte_lr5e4_a128_d05
 held $S/sfte_lr5e4
 .venv/bin/python bench/adapter_agreement.py $S/sfte_lr5e4_a128_d05 $S/sfte_lr5e4_a128_d10 $S/sfte_lr5e4_a64_d05 $S/sfte_lr5e4_a64_d10
 .venv/bin/python bench/adapter_agreement.py checkpoints/built/sft checkpoints/built/sft_a128_d10 checkpoints/built/sft_a64_d05 checkpoints/built/sft_a64_d10
+# sfte's fall: a shorter step or the blend? sft's update cut to the mean's length (0.82 of the members' mean
+# norm, 0.67 of sft's), the mean lengthened, pairs of members that agree more or less, and the seed's
+# 2:1 alphas one step lower (64 and 32); on the board's builds (make leaderboard first).
+B=checkpoints/built
+for x in 0.667 0.818; do [ -d $S/sft_x$x ] || .venv/bin/python bench/adapter_agreement.py $B/sft --scale $x --out $S/sft_x$x; held $S/sft_x$x; done
+for x in 1.222 1.5; do [ -d $S/sfte_x$x ] || .venv/bin/python bench/adapter_agreement.py $B/sfte --scale $x --out $S/sfte_x$x; held $S/sfte_x$x; done
+for d in 0.05 0.10; do
+  build sft_a32_d${d#0.} sft --base tiny --task geoqa epochs=4 batch_size=16 learning_rate=2e-3 lora_r=64 lora_alpha=32 lora_dropout=$d init_seed=0 replay=0.5
+  held $S/sft_a32_d${d#0.}
+done
+for v in "a64 $B/sft_a64_d05,$B/sft_a64_d10" "a128 $B/sft,$B/sft_a128_d10" "d05 $B/sft,$B/sft_a64_d05" "a32 $S/sft_a32_d05,$S/sft_a32_d10" \
+         "a64_a32 $B/sft_a64_d05,$B/sft_a64_d10,$S/sft_a32_d05,$S/sft_a32_d10"; do
+  set -- $v; build avg_$1 average --base tiny mode=deltas adapters=$2; held $S/avg_$1
+done
+.venv/bin/python bench/adapter_agreement.py $B/sft_a64_d05 $B/sft_a64_d10 $S/sft_a32_d05 $S/sft_a32_d10
 # mpo with only its SFT term: do the preference terms or the data cost the points?
 build mpo_sft_only mpo --base tiny --task geoqa samples_per_question=4 batch_size=16 epochs=2 gold_chosen=true \
   learning_rate=1e-3 lora_r=64 lora_alpha=128 replay=0.5 dpo_weight=0 bco_weight=0

@@ -193,6 +193,7 @@ def test_sft_trains_a_lora_that_harness_eval_loads(random_tiny, base_weights, tm
     assert saved["treatment"] == "sft" and saved["config"]["lora_r"] == 16 and saved["seed"] == 0
     assert saved["data"]["n"] == 8 and saved["data"]["task"] == "geoqa" and len(saved["data"]["hash"]) == 16
     assert saved["metrics"]["steps"] == 3 and saved["versions"]["trl"] and saved["base_hash"]
+    assert saved["threads"] == torch.get_num_threads()  # what a full-weight build needs to re-make its weights
     assert math.isfinite(saved["metrics"]["last_loss"])
     changed = _changed(base_weights, _weights(out))
     # all-linear LoRA reaches the language model, the vision tower and the projector.
@@ -323,6 +324,23 @@ def test_members_with_other_alphas_keep_their_own_scale(random_tiny, base_weight
         for name in avg:
             want = (a[name] + (2 * b[name] if ".lora_B." in name else b[name])) / 2
             torch.testing.assert_close(avg[name], want, rtol=0, atol=1e-7)
+
+
+def test_scaled_adapter_copy_is_the_same_update_made_longer(base_weights, two_adapters, tmp_path):
+    """bench/adapter_agreement.py --scale (behind the README's sfte cause): the copy's merged model is
+    base + s * (the adapter's update), in the same direction."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("agreement", Path(__file__).parent.parent / "bench" / "adapter_agreement.py")
+    agreement = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(agreement)
+    agreement.write_scaled(two_adapters[0], 0.5, tmp_path / "half")
+    half, full = _weights(tmp_path / "half"), _weights(two_adapters[0])
+    assert _changed(base_weights, full)
+    for k in base_weights:
+        torch.testing.assert_close(half[k] - base_weights[k], (full[k] - base_weights[k]) / 2, rtol=0, atol=1e-6)
+    with pytest.raises(SystemExit, match="exists"):
+        agreement.write_scaled(two_adapters[0], 2.0, tmp_path / "half")
 
 
 def test_average_rejects_mismatched_adapters(random_tiny, two_adapters, tmp_path):

@@ -414,7 +414,11 @@ def write_manifest(folder: Path, treatment: str, config: Any, base: str | None, 
                    data: dict[str, Any], metrics: dict[str, Any], start_adapter: str | None = None,
                    **extra: Any) -> dict[str, Any]:
     """manifest.json: how the checkpoint was made, enough to re-make it (`start_adapter`: the adapter
-    training continued from, with its own LoRA shape, which the config's lora_r/lora_alpha do not set)."""
+    training continued from, with its own LoRA shape, which the config's lora_r/lora_alpha do not set;
+    `threads`: a full-weight build re-makes the same weights only at the same thread count, since
+    some of its float sums are split by it; the board's LoRA builds were measured not to depend on it)."""
+    import torch
+
     from harness.core.scoring import library_versions
     from harness.core.store import atomic_write_json
 
@@ -427,6 +431,7 @@ def write_manifest(folder: Path, treatment: str, config: Any, base: str | None, 
         "data": data,
         "seed": getattr(config, "seed", None),
         "versions": library_versions(),
+        "threads": torch.get_num_threads(),
         "metrics": metrics,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **extra,
