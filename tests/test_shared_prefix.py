@@ -6,7 +6,7 @@ import pytest
 
 from conftest import geoqa_inputs
 from harness.core.types import GenConfig
-from harness.models.decoding import cache_arg
+from harness.models.shared_prefix import cache_arg
 
 torch = pytest.importorskip("torch")
 

@@ -18,7 +18,6 @@ between calls.
 """
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING, Any
 
 from harness.core.types import GenConfig
@@ -70,6 +69,8 @@ class PrefillOnce(Decoding):
 
     def continue_rows(self, backend, rows, cache, prefix_mask, gen, sampler):
         """Decode the n rows of each prompt from the prompt's prefilled cache (n copies of it)."""
+        from harness.models.shared_prefix import cache_arg
+
         cache.batch_repeat_interleave(rows["input_ids"].shape[0] // prefix_mask.shape[0])
         if sampler:
             return backend.model.generate(**rows, **cache_arg(cache), generation_config=_greedy(backend, gen),
@@ -82,7 +83,7 @@ class SharedPrefix(PrefillOnce):
     shares_prefix = True
 
     def continue_rows(self, backend, rows, cache, prefix_mask, gen, sampler):
-        from harness.models.shared_prefix import decoding_with, sampling_processors, shared_prefix_cache
+        from harness.models.shared_prefix import cache_arg, decoding_with, sampling_processors, shared_prefix_cache
 
         # +1: the last prompt token is written to each row's own part too.
         shared = shared_prefix_cache(cache, prefix_mask, capacity=gen.budget + 1)
@@ -93,23 +94,6 @@ class SharedPrefix(PrefillOnce):
 
 
 COPIES = Copies()
-
-
-@functools.cache
-def _cache_kwarg() -> str:
-    """What `generate` calls a prefilled cache: `cache` in transformers that renamed it (5.2x; the old
-    `past_key_values` warns there and goes in 6.0), `past_key_values` before (the vLLM lock's 5.19)."""
-    import inspect
-
-    from transformers.generation.utils import GenerationMixin
-
-    return "cache" if "cache" in inspect.signature(GenerationMixin.prepare_inputs_for_generation).parameters \
-        else "past_key_values"
-
-
-def cache_arg(cache: Any) -> dict[str, Any]:
-    """`generate`'s keyword for a prefilled cache, under this transformers' name for it."""
-    return {_cache_kwarg(): cache}
 
 
 def pick_decoding(model: Any, family: Any) -> Decoding:

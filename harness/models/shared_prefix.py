@@ -322,6 +322,23 @@ def follow_copies(backend: Any, expand) -> None:
         inner.rope_deltas = expand(inner.rope_deltas)
 
 
+@functools.cache
+def _cache_kwarg() -> str:
+    """What `generate` calls a prefilled cache: `cache` in transformers that renamed it (5.2x; the old
+    `past_key_values` warns there and goes in 6.0), `past_key_values` before (the vLLM lock's 5.19)."""
+    import inspect
+
+    from transformers.generation.utils import GenerationMixin
+
+    return "cache" if "cache" in inspect.signature(GenerationMixin.prepare_inputs_for_generation).parameters \
+        else "past_key_values"
+
+
+def cache_arg(cache: Any) -> dict[str, Any]:
+    """`generate`'s keyword for a prefilled cache, under this transformers' name for it."""
+    return {_cache_kwarg(): cache}
+
+
 def common_prefix_generate(backend: Any, texts: Sequence[str], images: Sequence[Sequence[Any]],
                            keys: Sequence[Any], gen: Any) -> list[str] | None:
     """Greedy replies to prompts where the prompts of one key share a token prefix, e.g. the
@@ -337,7 +354,6 @@ def common_prefix_generate(backend: Any, texts: Sequence[str], images: Sequence[
     """
     import torch
 
-    from harness.models.decoding import cache_arg
 
     if not gen.greedy or not backend.shared_prefix or not texts:
         return None
