@@ -323,7 +323,11 @@ def test_lora_adapter_roundtrip(built, backends, images, tmp_path):
     ref = resolve_checkpoint(str(adapter_dir))
     assert ref.kind == "adapter" and ref.base_path == base_dir.resolve()
     assert ref.content_hash != backends["llava"].content_hash
-    adapted = HFBackend(ref)
+    import warnings
+
+    with warnings.catch_warnings():  # loading an adapter prints no library deprecation notice
+        warnings.simplefilter("error", FutureWarning)
+        adapted = HFBackend(ref)
     ps = prompts(images)
     outputs = adapted.generate(ps, GenConfig(max_new_tokens=4))
     assert [len(o) for o in outputs] == [1, 1]

@@ -200,12 +200,12 @@ def load_base(base: str, qlora: bool = False, device: str | None = None,
                                "(merge the adapter first, or start sft/self_train/data_engine/remgcl/mpo/self_critique from it)")
         if qlora:
             raise HarnessError(f"--base {base} is an adapter: qlora=true cannot continue it; set qlora=false")
-        from peft import PeftModel
+        from harness.models.checkpoints import open_adapter
 
         inner = TINY_NAME if ref.base_path.resolve() == tiny_path().resolve() else str(ref.base_path)
         backend, base_name = load_base(inner, False, device, dtype=dtype)
         try:
-            backend.model = PeftModel.from_pretrained(backend.model, str(ref.path)).eval()
+            backend.model = open_adapter(backend.model, ref.path).eval()
         except Exception as e:  # PEFT raises many types for broken or mismatched adapters
             raise HarnessError(f"cannot load adapter {ref.path} to start {start_from_adapter} from: "
                                f"{str(e).splitlines()[0][:200]}; re-train or re-save it") from None
@@ -262,9 +262,11 @@ def trainable_start(model, start: str | None):
         return model
     from peft import PeftModel
 
+    from harness.models.checkpoints import open_adapter
+
     if isinstance(model, PeftModel):
         model = model.unload()
-    return PeftModel.from_pretrained(model, str(start), is_trainable=True)
+    return open_adapter(model, start, is_trainable=True)
 
 
 def lora_config(cfg: TrainConfig):

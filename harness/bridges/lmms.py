@@ -150,11 +150,12 @@ def _write_llava_processor_config(source: Path, dest: Path) -> None:
 
 
 def _merge_adapter(ref: CheckpointRef, dest: Path) -> None:
-    from peft import PeftModel
     from transformers import AutoModelForImageTextToText
 
+    from harness.models.checkpoints import open_adapter
+
     base = AutoModelForImageTextToText.from_pretrained(ref.base_path, dtype="auto")
-    merged = PeftModel.from_pretrained(base, ref.path).merge_and_unload()
+    merged = open_adapter(base, ref.path).merge_and_unload()
     merged.save_pretrained(dest)
 
 

@@ -86,11 +86,11 @@ class HFBackend:
         except Exception as e:  # transformers raises many types for broken files
             raise HarnessError(f"cannot load checkpoint {model_dir}: {_one_line(e)}; re-save or re-download it") from None
         if self.ref.kind == "adapter":
-            from peft import PeftModel
+            from harness.models.checkpoints import open_adapter
 
             try:
                 # Merged once at load: generation then runs at the base model's speed.
-                model = PeftModel.from_pretrained(model, self.ref.path).merge_and_unload()
+                model = open_adapter(model, self.ref.path).merge_and_unload()
             except Exception as e:
                 raise HarnessError(f"cannot load adapter {self.ref.path}: {_one_line(e)}; re-save it") from None
         return model.to(self.device).eval()

@@ -35,6 +35,18 @@ class CheckpointRef:
     api_model: str = ""  # ... and the model name it serves
 
 
+def open_adapter(model, path, **kwargs):
+    """`PeftModel.from_pretrained(model, path, **kwargs)`, without the FutureWarning PEFT 0.21 triggers by
+    reading transformers' deprecated `is_gradient_checkpointing` (nothing a user can act on)."""
+    import warnings
+
+    from peft import PeftModel
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return PeftModel.from_pretrained(model, str(path), **kwargs)
+
+
 def tiny_path() -> Path:
     import harness
 
