@@ -726,3 +726,18 @@ bootstrap: 200
     assert json.loads((tmp_path / "built" / "sft" / "manifest.json").read_text())["metrics"]["steps"] == 2
     run_leaderboard(load_spec(spec_file), build_recipe=counting)
     assert built == ["sft"]  # the folder exists: not trained again
+
+
+def test_a_sampling_treatment_rebuilt_at_its_seed_writes_the_same_bytes(random_tiny, tmp_path):
+    """README "The seeds in miniature": a fresh clone rebuilds every checkpoint byte for byte. mpo samples
+    its own replies, drops LoRA inputs at random and shuffles its pairs: all of it follows the seed."""
+    import trainers.mpo as mpo
+
+    def build(name: str, seed: int) -> bytes:
+        cfg = mpo.MPOConfig(**FEW, gold_chosen=True, lora_dropout=0.1, seed=seed)
+        mpo.run(cfg, str(random_tiny), "geoqa", tmp_path / name, progress=False)
+        return (tmp_path / name / "adapter_model.safetensors").read_bytes()
+
+    first = build("a", 0)
+    assert build("b", 0) == first
+    assert build("c", 1) != first  # another seed is another draw
