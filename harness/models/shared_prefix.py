@@ -354,7 +354,6 @@ def common_prefix_generate(backend: Any, texts: Sequence[str], images: Sequence[
     """
     import torch
 
-
     if not gen.greedy or not backend.shared_prefix or not texts:
         return None
     groups: dict[Any, list[int]] = {}
