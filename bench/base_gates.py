@@ -8,7 +8,10 @@ test layout, generator seed 77, ids disjoint from the test ids; never a test spl
   sampling  `harness compare` on geoqa: pass@4 well above pass@1 (room for the sampling treatments),
             self-select@3 replies that parse (>= 95%) and score at least greedy (majority@1 here)
   judging   `harness critic agreement` on the held-out critic questions' gold verdicts: > 65%
-Writes bench/results/base_gates.json (the figures and which gate held).
+Writes bench/results/base_gates.json (the figures and which gate held), and the geoqa figures split
+into the cells pretraining covers and the held-out outer angles (`cells`): a model that only copies
+a candidate cannot parse where none of its candidates parses (`copy_ceiling`), and on the outer
+angles a base that never saw them writes values among no choice.
 """
 from __future__ import annotations
 
@@ -38,6 +41,42 @@ def parse_rate(out: Path) -> float:
     """Share of self-select replies that name a candidate (the selection run's `extracted`)."""
     rows = [json.loads(line) for p in (out / "self_select").rglob("samples.jsonl") for line in p.open(encoding="utf-8")]
     return 100.0 * sum(r.get("extracted") is not None for r in rows) / max(1, len(rows))
+
+
+def geoqa_cells(data_dir: Path, run: Path, out: Path) -> dict[str, dict[str, float]]:
+    """geoqa per cell ("pretrained": x in PRETRAIN_X_VALUES, "held_out": the outer angles): greedy,
+    the compare curve's methods (per_item.csv), the self-select parse rate, and the share of n = 3
+    subsets with at least one parsed candidate, the most a reply copied from a candidate can parse."""
+    import csv
+    from collections import defaultdict
+    from itertools import combinations
+
+    from tasks.synth.geoqa import PRETRAIN_X_VALUES
+
+    meta = [json.loads(line) for line in (data_dir / "geoqa" / "test_meta.jsonl").open(encoding="utf-8")]
+    cell = {str(m["question_id"]): "pretrained" if m["x"] in PRETRAIN_X_VALUES else "held_out" for m in meta}
+    sums: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for line in (run / "geoqa" / "samples.jsonl").open(encoding="utf-8"):
+        r = json.loads(line)
+        sums[(cell[str(r["id"])], "greedy")].append(float(r["score"]))
+    for r in csv.DictReader((out / "per_item.csv").open(encoding="utf-8")):
+        if r["n"] in ("1", "3", "4"):
+            sums[(cell[r["id"]], f"{r['method']}@{r['n']}")].append(float(r["score"]))
+    for line in (out / "self_select" / "samples.jsonl").open(encoding="utf-8"):
+        r = json.loads(line)
+        sums[(cell[str(r["group"])], "select_parse_rate")].append(float(r.get("extracted") is not None))
+    parsed: dict[str, list[bool]] = defaultdict(list)
+    for line in (out / "samples.jsonl").open(encoding="utf-8"):
+        r = json.loads(line)
+        parsed[str(r["id"])].append(r.get("extracted") is not None)
+    for item, flags in parsed.items():
+        subsets = list(combinations(flags, 3))
+        sums[(cell[item], "copy_ceiling")].append(sum(map(any, subsets)) / max(1, len(subsets)))
+    table: dict[str, dict[str, float]] = defaultdict(dict)
+    for (name, figure), xs in sorted(sums.items()):
+        table[name][figure] = round(100.0 * sum(xs) / len(xs), 1)
+        table[name]["items"] = len(xs) if figure == "greedy" else table[name].get("items", 0)
+    return dict(table)
 
 
 def main(argv=None) -> int:
@@ -74,10 +113,13 @@ def main(argv=None) -> int:
         "pairwise agreement with gold > 65%": (figures["pairwise_agreement"] or 0) > 65.0,
         "OCR > 15%": greedy["ocrbench"] > 15.0,
     }
-    report = {"ckpt": args.ckpt, "data_dir": args.data_dir, "limit": args.limit, "figures": figures, "gates": gates}
+    cells = geoqa_cells(Path(args.data_dir), Path(args.output_dir) / name, out)
+    report = {"ckpt": args.ckpt, "data_dir": args.data_dir, "limit": args.limit, "figures": figures, "gates": gates,
+              "cells": cells}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(figures, indent=1))
+    print(json.dumps(cells, indent=1))
     for gate, held in gates.items():
         print(f"{'PASS' if held else 'FAIL'}  {gate}")
     return 0

@@ -3,6 +3,7 @@ one the harness sends, verdicts and scores come from gold, held-out cells stay o
 tokenized digit by digit, and a stopped run resumes to the same weights as an unbroken one."""
 from __future__ import annotations
 
+import copy
 import json
 import random
 from pathlib import Path
@@ -88,6 +89,63 @@ def test_batches_hold_one_format_and_every_format_is_drawn(sources):
         formats.add(batch[0].format)
     assert formats == set(FORMATS)
     assert {e.category for e in draw_batch(sources, rng, 8, curriculum=True)} == {"color_single"}
+
+
+def test_own_samples_become_selection_candidates_split_by_the_task_rule(sources):
+    """The second stage's selection items show the base's own sampled replies: each is filed right
+    or wrong by the task's own rule, only those replies (or gold where it has no right one) are
+    shown, at least one right, and the target stays the gold final answer."""
+    from harness.stats.selection import read_selection
+    from trainers.pretrain_data import attach_own, sample_own
+
+    rows = [copy.copy(s) for s in sources["geoqa"][:12]]
+    for s in rows:
+        s.own_right, s.own_wrong = [], []
+    x = rows[0].item.metadata["x"]
+
+    asked = iter(rows)
+
+    class Sampler:  # a model whose samples are known: the gold final answer, a slip, a value in no choice
+        def generate_images(self, texts, images, gen, n=1):
+            assert gen.temperature == 1.0 and n == 3
+            part = [next(asked) for _ in texts]
+            assert [s.prompt for s in part] == list(texts)
+            return [[s.right[-1], f"angle = {x}°. Answer: 999°", s.right[-1]] for s in part]
+
+    samples = sample_own(Sampler(), rows, 3, seed=0, batch=5)
+    assert list(samples) == [s.item.id for s in rows]
+    attach_own(rows, samples)
+    for s in rows:
+        assert s.own_right == [s.right[-1]] and s.own_wrong == [f"angle = {x}°. Answer: 999°"]
+    rows[1].own_right = []  # no right sample: gold stands in, so a right candidate is still shown
+    rng = random.Random(3)
+    for s in rows:
+        ex = _select(s, "geoqa", rng, n=4, needs_right=True, own=True)
+        shown = [line.split(": ", 1)[1] for line in ex.text.split("\n") if line.startswith("Model's Prediction")]
+        allowed = (s.own_right or s.right) + s.own_wrong
+        assert len(shown) == 4 and all(c in allowed for c in shown)
+        assert any(s.task.score(s.task.extract(c, s.item), s.item) == 1.0 for c in shown)
+        assert s.task.score(read_selection(s.task, ex.target, s.item), s.item) == 1.0
+    pool = {**sources, "geoqa": rows + sources["geoqa"][12:]}
+    only_select = {f: float(f == "select") for f in FORMATS}
+    geo_only = {"geoqa": 1.0, "aokvqa_mc": 0.0, "aokvqa_da": 0.0, "mmbench": 0.0, "ocrbench": 0.0}
+    for _ in range(5):  # own_share 1: every selection batch is drawn from the items with own samples
+        batch = draw_batch(pool, rng, 6, format_weights=only_select, task_weights=geo_only, own_share=1.0)
+        shown = [line.split(": ", 1)[1] for e in batch for line in e.text.split("\n") if line.startswith("Model's")]
+        assert set(shown) <= {c for s in rows for c in (s.own_right or s.right) + s.own_wrong}
+
+
+def test_a_mix_flag_overrides_named_weights_and_refuses_bad_ones():
+    from harness.errors import HarnessError
+    from trainers.pretrain_data import FORMAT_WEIGHTS, parse_weights
+
+    mix = parse_weights("select=0.3, pair=0.2", FORMAT_WEIGHTS, "mix")
+    assert mix == {**FORMAT_WEIGHTS, "select": 0.3, "pair": 0.2}
+    for bad in ("selekt=0.3", "select=-1", "select=much", "select"):
+        with pytest.raises(HarnessError, match="--mix .*NAME=WEIGHT"):
+            parse_weights(bad, FORMAT_WEIGHTS, "mix")
+    with pytest.raises(HarnessError, match="every weight is 0"):
+        parse_weights(",".join(f"{f}=0" for f in FORMAT_WEIGHTS), FORMAT_WEIGHTS, "mix")
 
 
 def test_numbers_are_tokenized_digit_by_digit():

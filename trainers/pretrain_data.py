@@ -16,13 +16,17 @@ sharpens a skill instead of inventing a format (issue 26). The formats (`FORMATS
 - point:    the critic's pointwise prompt -> a 0-100 score from gold (A-OKVQA: its VQA accuracy);
 - critique: self_critique's judge prompt (two replies, "Give the correct reply") -> the right one.
 
+A later stage (`sample_own`, `attach_own`) adds the base's own sampled replies as selection
+candidates: `harness compare` shows a model its own samples, whose slips (broken arithmetic, values
+among no choice) the generator's clean replies never have.
+
 Held-out cells (`HELD_OUT`): in the train splits, never in pretraining, so every treatment has
 something real to learn. They are declared in the manifest and the README.
 """
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -80,6 +84,28 @@ class Source:
     prompt: str
     right: list[str]  # replies scored right
     wrong: list[str]  # replies scored wrong
+    own_right: list[str] = field(default_factory=list)  # the base's own samples scored right (`attach_own`)
+    own_wrong: list[str] = field(default_factory=list)  # ... and scored wrong
+
+
+def parse_weights(spec: str, defaults: dict[str, float], flag: str) -> dict[str, float]:
+    """"select=0.25,pair=0.2": `defaults` with those entries replaced (an unknown name is an error)."""
+    from harness.errors import HarnessError
+
+    weights = dict(defaults)
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, value = part.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = -1.0
+        if name not in defaults or weight < 0:
+            raise HarnessError(f"--{flag} {spec!r}: {part!r} is not NAME=WEIGHT with NAME one of "
+                               f"{', '.join(defaults)} and WEIGHT >= 0")
+        weights[name] = weight
+    if not any(weights.values()):
+        raise HarnessError(f"--{flag} {spec!r}: every weight is 0; give at least one a positive weight")
+    return weights
 
 
 def load_sources(workdir: Path, scale: float, seed: int) -> dict[str, list[Source]]:
@@ -126,19 +152,22 @@ def _direct(s: Source, name: str, rng: random.Random) -> Example | None:
                    f"Answer: {s.item.metadata['answer_value']}°", "direct:geoqa")
 
 
-def _select(s: Source, name: str, rng: random.Random, n: int | None = None, needs_right: bool = False) -> Example | None:
+def _select(s: Source, name: str, rng: random.Random, n: int | None = None, needs_right: bool = False,
+            own: bool = False) -> Example | None:
     """R3V's selection prompt over n candidates, the gold final answer as the target. needs_right:
     at least one candidate is right (R3V's setup): with none right the target is in no candidate,
-    which teaches the model to answer past its candidates rather than pick among them."""
+    which teaches the model to answer past its candidates rather than pick among them. own: the
+    candidates are the base's own samples (a pool it has none of falls back to the generator's)."""
     from harness.stats.selection import selection_prompt
 
-    if name not in SELECT_TASKS or not s.wrong:
+    right, wrong = (s.own_right or s.right, s.own_wrong or s.wrong) if own else (s.right, s.wrong)
+    if name not in SELECT_TASKS or not wrong:
         return None
     n = n or rng.randint(1, MAX_CANDIDATES)
     share = rng.random()  # any mix, from all wrong to all right: the image decides, not the count
-    shown = [rng.choice(s.right) if rng.random() < share else rng.choice(s.wrong) for _ in range(n)]
-    if needs_right and not any(c in s.right for c in shown):
-        shown[rng.randrange(n)] = rng.choice(s.right)
+    shown = [rng.choice(right) if rng.random() < share else rng.choice(wrong) for _ in range(n)]
+    if needs_right and not any(c in right for c in shown):
+        shown[rng.randrange(n)] = rng.choice(right)
     gold = s.right[-1] if name == "geoqa" else s.right[0]  # the final answer alone ("Answer: 145°")
     return Example("select", name, s.item.category, selection_prompt(s.prompt, shown), s.image, gold,
                    f"select:{name}:{n}")
@@ -196,24 +225,57 @@ MAKERS: dict[str, Callable[[Source, str, random.Random], Example | None]] = {
 
 
 def draw_batch(sources: dict[str, list[Source]], rng: random.Random, size: int,
-               curriculum: bool = False, select_needs_right: bool = False) -> list[Example]:
+               curriculum: bool = False, select_needs_right: bool = False,
+               format_weights: dict[str, float] | None = None, task_weights: dict[str, float] | None = None,
+               own_share: float = 0.0) -> list[Example]:
     """One batch of one format and one task (the first steps: single-object colour questions only).
 
-    Selection batches share one candidate count, so their prompts have about the same length."""
+    Selection batches share one candidate count, so their prompts have about the same length; a
+    share `own_share` of them shows the base's own samples (drawn from the items that have them)."""
     if curriculum:
         pool = [s for s in sources["aokvqa_mc"] if s.item.category == "color_single"]
         return [_task(rng.choice(pool), "aokvqa_mc", rng) for _ in range(size)]
-    fmt = rng.choices(FORMATS, [FORMAT_WEIGHTS[f] for f in FORMATS])[0]
+    fw, tw = format_weights or FORMAT_WEIGHTS, task_weights or TASK_WEIGHTS
+    fmt = rng.choices(FORMATS, [fw[f] for f in FORMATS])[0]
     names = {"task": TASKS, "direct": ("geoqa",), "select": SELECT_TASKS}.get(fmt, JUDGE_TASKS)
-    name = rng.choices(names, [TASK_WEIGHTS[n] for n in names])[0]
-    maker = MAKERS[fmt]
+    name = rng.choices(names, [tw[n] for n in names])[0]
+    maker, pool = MAKERS[fmt], sources[name]
     if fmt == "select":
         n = rng.randint(1, MAX_CANDIDATES)
-        maker = lambda s, name, rng: _select(s, name, rng, n, select_needs_right)  # noqa: E731
+        owned = [s for s in pool if s.own_right or s.own_wrong] if own_share else []
+        own = bool(owned) and rng.random() < own_share
+        pool = owned if own else pool
+        maker = lambda s, name, rng: _select(s, name, rng, n, select_needs_right, own)  # noqa: E731
     batch: list[Example] = []
     while len(batch) < size:
-        ex = maker(rng.choice(sources[name]), name, rng)
+        ex = maker(rng.choice(pool), name, rng)
         if ex is not None:
             batch.append(ex)
     return batch
 
+
+
+# --- the base's own samples as selection candidates ------------------------------------------
+def sample_own(backend: Any, rows: list[Source], k: int, seed: int, batch: int = 16,
+               report: Callable[[int, int], None] | None = None) -> dict[str, list[str]]:
+    """k sampled replies (temperature 1, the task's own reply budget) per item of `rows`, by item id."""
+    from harness.core.types import GenConfig
+
+    out: dict[str, list[str]] = {}
+    for start in range(0, len(rows), batch):
+        part = rows[start:start + batch]
+        task = part[0].task
+        gen = GenConfig(max_new_tokens=task.max_new_tokens, temperature=1.0, seed=seed + start)
+        replies = backend.generate_images([s.prompt for s in part], [[s.image] for s in part], gen, n=k)
+        out.update({s.item.id: r for s, r in zip(part, replies)})
+        if report:
+            report(min(start + batch, len(rows)), len(rows))
+    return out
+
+
+def attach_own(rows: list[Source], samples: dict[str, list[str]]) -> None:
+    """Split each item's own samples into right and wrong by the task's rule (distinct replies only)."""
+    for s in rows:
+        for reply in dict.fromkeys(samples.get(s.item.id, [])):
+            good = s.task.score(s.task.extract(reply, s.item), s.item) >= 1.0
+            (s.own_right if good else s.own_wrong).append(reply)

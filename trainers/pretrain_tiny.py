@@ -14,6 +14,10 @@ The run is resumable: every `save_every` steps the model, optimizer, step and ra
 run cut into pieces trains the same as one that was not. When `steps` is reached the checkpoint
 is written to `--out` with its manifest (config, history, held-out probes, the held-out cells).
 
+A second stage continues a trained base (`--init-from` with every layer kept, a fresh schedule)
+on another mix (`--mix`, `--task-mix`) and with its own sampled replies as selection candidates
+(`--own-questions`): `make tiny-stage2` (README "The embedded default": second stage).
+
 Why it is shaped this way: tiny models trained briefly learn text shortcuts, not the image;
 single-object colour items come first as a curriculum, option order is shuffled so text priors give
 chance, and small images keep steps cheap on a CPU.
@@ -68,6 +72,18 @@ class PretrainConfig:
     # trained, so it recovers in a fraction of the from-scratch steps). Empty: a fresh model.
     init_from: str = ""
     keep_layers: str = ""  # comma-separated layer indices of init_from's LM, in order ("0,3")
+    # The mix, as overrides of pretrain_data's FORMAT_WEIGHTS / TASK_WEIGHTS ("select=0.25,pair=0.2").
+    mix: str = ""
+    task_mix: str = ""
+    # The base's own samples as selection candidates (a second stage, from init_from): `own_samples`
+    # replies sampled once per geoqa item for `own_questions` pool items (kept in the state folder,
+    # so a resumed run reuses them); `own_share` of the selection batches show them.
+    own_questions: int = 0
+    own_samples: int = 8
+    own_share: float = 0.5
+
+
+OWN_FILE = "own_samples.json"
 
 
 def state_dir(out: Path) -> Path:
@@ -91,11 +107,14 @@ def probe(backend, held: dict) -> dict[str, float]:
         task = rows[0][0].task
         outs = generate([ex for _, ex in rows], task.max_new_tokens)
         scores[name] = sum(task.score(task.extract(o, s.item), s.item) for o, (s, _) in zip(outs, rows)) / len(rows)
-    rows = held["select"]
-    outs = generate([ex for _, ex in rows], 48)
-    picks = [read_selection(s.task, o, s.item) for o, (s, _) in zip(outs, rows)]
-    scores["select_parsed"] = sum(p is not None for p in picks) / len(rows)
-    scores["select_acc"] = sum(s.task.score(p, s.item) for p, (s, _) in zip(picks, rows)) / len(rows)
+    for kind in ("select", "select_own"):  # generator candidates; the base's own samples (second stage)
+        rows = held.get(kind)
+        if not rows:
+            continue
+        outs = generate([ex for _, ex in rows], 48)
+        picks = [read_selection(s.task, o, s.item) for o, (s, _) in zip(outs, rows)]
+        scores[f"{kind}_parsed"] = sum(p is not None for p in picks) / len(rows)
+        scores[f"{kind}_acc"] = sum(s.task.score(p, s.item) for p, (s, _) in zip(picks, rows)) / len(rows)
     rows = held["pair"]
     outs = generate([ex for _, ex in rows], 16)
     scores["pair_agree"] = sum(parse_verdict(o) == gold for o, (gold, _) in zip(outs, rows)) / len(rows)
@@ -133,6 +152,8 @@ def save_state(sdir: Path, model, tokenizer_dir: Path, opt, step: int, rng: rand
     torch.save({"optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state()}, tmp / "optimizer.pt")
     (tmp / "state.json").write_text(json.dumps({"step": step, "seconds": round(seconds, 1), "history": history,
                                                 "rng": repr(rng.getstate())}) + "\n")
+    if (sdir / OWN_FILE).is_file():
+        shutil.copy2(sdir / OWN_FILE, tmp / OWN_FILE)
     old = sdir.with_name(sdir.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if sdir.exists():
@@ -183,6 +204,31 @@ def _fresh_model(sdir: Path, sources: dict, cfg: PretrainConfig) -> None:
                vision_hidden=cfg.vision_hidden, vision_layers=cfg.vision_layers, seed=cfg.seed)
 
 
+def own_candidates(backend, sdir: Path, sources: dict, held: dict, cfg: PretrainConfig) -> None:
+    """Sample (once; a resumed run reads them back) the base's own replies for the first
+    `own_questions` geoqa pool items and the probe items, attach them, and add the own-candidate
+    selection probe (n = 3, one right candidate at least, as R3V and `harness compare` have)."""
+    from trainers.pretrain_data import _select, attach_own, sample_own
+
+    pool, probe_rows = sources["geoqa"][: cfg.own_questions], [s for s, _ in held["task"]["geoqa"]]
+    path = sdir / OWN_FILE
+    if path.is_file():
+        samples = json.loads(path.read_text())
+    else:
+        t0 = time.time()
+        backend.model.eval()
+        report = lambda done, total: print(f"  own samples: {done}/{total} items ({time.time() - t0:.0f}s)", flush=True)  # noqa: E731
+        samples = sample_own(backend, pool + probe_rows, cfg.own_samples, cfg.seed, report=report)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(samples) + "\n")
+        os.replace(tmp, path)
+    attach_own(pool + probe_rows, samples)
+    rng = random.Random(f"own-probe:{cfg.seed}")
+    held["select_own"] = [(s, ex) for s in probe_rows if (ex := _select(s, "geoqa", rng, 3, True, True)) is not None]
+    right = sum(bool(s.own_right) for s in pool)
+    print(f"own samples: {len(pool)} items, {right} with a right sample", flush=True)
+
+
 def _preload() -> None:
     """Import now what later steps import lazily, so an hours-long run keeps the code it started with
     even if the checkout changes under it."""
@@ -202,8 +248,10 @@ def train(out: Path, cfg: PretrainConfig) -> dict | None:
 
     from harness.models.backend import HFBackend
     from harness.models.checkpoints import resolve_checkpoint
-    from trainers.pretrain_data import FORMAT_WEIGHTS, HELD_OUT, TASK_WEIGHTS, draw_batch, load_sources
+    from trainers.pretrain_data import FORMAT_WEIGHTS, HELD_OUT, TASK_WEIGHTS, draw_batch, load_sources, parse_weights
 
+    format_weights = parse_weights(cfg.mix, FORMAT_WEIGHTS, "mix")  # a bad flag fails before hours of work
+    task_weights = parse_weights(cfg.task_mix, TASK_WEIGHTS, "task-mix")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     _preload()
@@ -236,6 +284,12 @@ def train(out: Path, cfg: PretrainConfig) -> dict | None:
             torch.set_rng_state(saved["torch_rng"])
         step, history, spent = state["step"], state["history"], state["seconds"]
         print(f"model: {n_params / 1e6:.2f}M parameters; step {step} of {cfg.steps}", flush=True)
+        if cfg.own_questions:
+            own_candidates(backend, sdir, sources, held, cfg)
+        if step == 0 and cfg.init_from:  # where the second stage starts, on its own probe items
+            model.eval()
+            history.append({"step": 0, **probe(backend, held)})
+            print(f"  probes: {json.dumps(history[-1])}", flush=True)
         start, losses = time.time(), []
         while step < cfg.steps:
             if (cfg.minutes and time.time() - start > cfg.minutes * 60) or (cfg.pause_at and step == cfg.pause_at):
@@ -246,7 +300,8 @@ def train(out: Path, cfg: PretrainConfig) -> dict | None:
             for g in opt.param_groups:
                 g["lr"] = lr
             batch = draw_batch(sources, rng, cfg.batch_size, curriculum=step < cfg.curriculum_steps,
-                               select_needs_right=step >= cfg.select_right_from)
+                               select_needs_right=step >= cfg.select_right_from, format_weights=format_weights,
+                               task_weights=task_weights, own_share=cfg.own_share if cfg.own_questions else 0.0)
             model.train()
             inputs = backend.batch_inputs([e.text for e in batch], [[e.image] for e in batch],
                                           targets=[e.target for e in batch])
@@ -278,8 +333,8 @@ def train(out: Path, cfg: PretrainConfig) -> dict | None:
         "probes": history[-1] if history else {},
         "history": history,
         "parameters": n_params,
-        "formats": FORMAT_WEIGHTS,
-        "task_weights": TASK_WEIGHTS,
+        "formats": format_weights,
+        "task_weights": task_weights,
         "held_out": HELD_OUT,
         "command": "make tiny",
     }
@@ -305,7 +360,12 @@ def main() -> None:
         parser.add_argument(f"--{field.replace('_', '-')}", type=type(default), default=default)
     args = parser.parse_args()
     cfg = PretrainConfig(**{f: getattr(args, f) for f in asdict(PretrainConfig())})
-    manifest = train(Path(args.out), cfg)
+    from harness.errors import HarnessError
+
+    try:
+        manifest = train(Path(args.out), cfg)
+    except HarnessError as e:  # a bad flag: one line, no traceback, nothing written
+        raise SystemExit(f"error: {e}") from None
     if manifest:
         print(json.dumps({k: manifest[k] for k in ("steps", "train_seconds", "probes")}, indent=2))
 
