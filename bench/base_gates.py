@@ -75,7 +75,8 @@ def geoqa_cells(data_dir: Path, run: Path, out: Path) -> dict[str, dict[str, flo
     table: dict[str, dict[str, float]] = defaultdict(dict)
     for (name, figure), xs in sorted(sums.items()):
         table[name][figure] = round(100.0 * sum(xs) / len(xs), 1)
-        table[name]["items"] = len(xs) if figure == "greedy" else table[name].get("items", 0)
+    for name in table:
+        table[name]["items"] = len(sums[(name, "greedy")])
     return dict(table)
 
 

@@ -254,7 +254,6 @@ def draw_batch(sources: dict[str, list[Source]], rng: random.Random, size: int,
     return batch
 
 
-
 # --- the base's own samples as selection candidates ------------------------------------------
 def sample_own(backend: Any, rows: list[Source], k: int, seed: int, batch: int = 16,
                report: Callable[[int, int], None] | None = None) -> dict[str, list[str]]:
