@@ -7,7 +7,7 @@ PIP := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
 # torchvision; ms-vlmeval is only read by the extraction conformance test. Versions: the lock.
 NO_DEPS := lmms-eval ms-vlmeval
 
-.PHONY: setup test test-slow test-vllm lock-vllm leaderboard seeds-board ocr-board tiny tiny-stage2 data heldout heldout-board clean lock
+.PHONY: setup test test-slow test-vllm lock-vllm leaderboard seeds-board ocr-board tiny data heldout heldout-board clean lock
 
 setup: $(VENV_STAMP)
 
@@ -104,17 +104,14 @@ heldout: setup
 heldout-board: heldout
 	.venv/bin/harness leaderboard --spec leaderboards/heldout.yaml --jobs 2
 
-# The base model (issue 26): every format the tasks, treatments and `harness compare` use, numbers
-# digit by digit, declared held-out cells (trainers/pretrain_data.py). Resumable: the state lives in
-# checkpoints/tiny.pretrain/ (saved every 250 steps); rerun to continue, --minutes N stops a session early.
+# The base model (issue 26), in two resumable stages (state in checkpoints/<out>.pretrain/, saved every
+# 250 steps; rerun to continue). Stage 1 (~4.7 h of 2 cores): every format the tasks, treatments and
+# `harness compare` use, numbers digit by digit, declared held-out cells (trainers/pretrain_data.py).
+# Stage 2 (~45 min): 4,000 steps from stage 1 with the base's own sampled replies as selection
+# candidates and a mix weighted to selection, judging and OCR (README "The embedded default").
 tiny: setup
-	$(PY) -m trainers.pretrain_tiny --out checkpoints/tiny --steps 10000
-
-# The second stage (README "The embedded default", not shipped yet): from the shipped tiny, 4,000 steps
-# with the base's own sampled replies as selection candidates and a mix weighted to selection, judging
-# and OCR (~45 min of 2 cores; resumable like `make tiny`). Its gates: bench/base_gates.py --ckpt checkpoints/tiny-stage2
-tiny-stage2: setup
-	$(PY) -m trainers.pretrain_tiny --out checkpoints/tiny-stage2 --init-from checkpoints/tiny --keep-layers 0,1,2,3 \
+	$(PY) -m trainers.pretrain_tiny --out checkpoints/tiny-stage1 --steps 10000
+	$(PY) -m trainers.pretrain_tiny --out checkpoints/tiny --init-from checkpoints/tiny-stage1 --keep-layers 0,1,2,3 \
 		--seed 1 --steps 4000 --lr 5e-4 --warmup-steps 100 --curriculum-steps 0 --select-right-from 0 \
 		--mix task=0.35,direct=0.04,select=0.30,pair=0.18,point=0.05,critique=0.08 --task-mix geoqa=1.5,ocrbench=4 \
 		--own-questions 3000 --own-samples 6 --own-share 0.8 --eval-every 1000 --save-every 250 --threads 2

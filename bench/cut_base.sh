@@ -8,7 +8,7 @@ set -e
 S=${1:-runs/cut_base}
 # Resumable: the state lives in checkpoints/tiny-cut.pretrain/; the finished model is committed.
 [ -f checkpoints/tiny-cut/model.safetensors ] || .venv/bin/python -m trainers.pretrain_tiny --out checkpoints/tiny-cut \
-  --init-from checkpoints/tiny --keep-layers 0,2 --steps 3000 --lr 0.001 --warmup-steps 100 \
+  --init-from checkpoints/tiny-stage1 --keep-layers 0,2 --steps 3000 --lr 0.001 --warmup-steps 100 \
   --curriculum-steps 0 --select-right-from 0 --eval-every 500 --threads 2
 # Equal compute on held-out (never a test split; `make heldout` first): the board's sft recipe on
 # the cut base at 4 epochs (its cost halved) and at 8 (about the 4-layer recipe's wall time).

@@ -1,6 +1,6 @@
 #!/bin/bash
 # The experiments behind the README's "second stage" paragraphs (issue 26), on the held-out set only
-# (`make heldout` and `make tiny-stage2` first; never a test split). Scratch output goes under $1
+# (`make heldout` first; never a test split; `tiny` is the second stage, `checkpoints/tiny-stage1` the first). Scratch output goes under $1
 # (default runs/stage2); each checkpoint is built only when missing.
 #   bash bench/stage2_causes.sh [scratch dir]
 set -e
@@ -10,27 +10,39 @@ build() { out=$S/$1; shift; [ -d "$out" ] || $H train "$@" --out "$out"; }
 curve() { $H compare majority-vote self-select self-select-likelihood --ckpt "$1" --task geoqa --n 1..10 --limit 100 \
             --data-dir data/heldout --out "$S/compare_$2"; }
 # The gates of both bases, with the geoqa cells (bench/results/base_gates*.json).
-$PY bench/base_gates.py --ckpt tiny --limit 200 --output-dir "$S/gates-tiny"
-$PY bench/base_gates.py --ckpt checkpoints/tiny-stage2 --limit 200 --output-dir "$S/gates-stage2" --json bench/results/base_gates_stage2.json
+$PY bench/base_gates.py --ckpt checkpoints/tiny-stage1 --limit 200 --output-dir "$S/gates-stage1"
+$PY bench/base_gates.py --ckpt tiny --limit 200 --output-dir "$S/gates-stage2" --json bench/results/base_gates_stage2.json
 # The first, shorter try: 1,600 steps, own candidates in 60% of the selection batches.
-$PY -m trainers.pretrain_tiny --out "$S/tiny-stage2-short" --init-from checkpoints/tiny --keep-layers 0,1,2,3 --seed 1 \
+$PY -m trainers.pretrain_tiny --out "$S/tiny-stage2-short" --init-from checkpoints/tiny-stage1 --keep-layers 0,1,2,3 --seed 1 \
   --steps 1600 --lr 5e-4 --warmup-steps 100 --curriculum-steps 0 --select-right-from 0 \
   --mix task=0.40,direct=0.04,select=0.28,pair=0.16,point=0.05,critique=0.07 --task-mix geoqa=1.5,ocrbench=4 \
   --own-questions 1200 --own-samples 6 --own-share 0.6 --eval-every 400 --save-every 200 --threads 2
 $PY bench/base_gates.py --ckpt "$S/tiny-stage2-short" --limit 200 --output-dir "$S/gates-short" --json "$S/gates-short.json"
-# Judging: training budget or transfer? 1,500 steps of pairwise judging alone from the shipped tiny
+# Judging: training budget or transfer? 1,500 steps of pairwise judging alone from stage 1
 # (probe agreement on the pretraining tasks in its manifest), then the critic questions' gold votes.
-$PY -m trainers.pretrain_tiny --out "$S/pair_only" --init-from checkpoints/tiny --keep-layers 0,1,2,3 --seed 1 \
+$PY -m trainers.pretrain_tiny --out "$S/pair_only" --init-from checkpoints/tiny-stage1 --keep-layers 0,1,2,3 --seed 1 \
   --steps 1500 --lr 5e-4 --warmup-steps 100 --curriculum-steps 0 --select-right-from 0 \
   --mix task=0,direct=0,select=0,pair=1,point=0,critique=0 --eval-every 500 --save-every 250 --threads 2
 $H critic agreement --judge "$S/pair_only" --out "$S/agree_pair_only" --data-dir data/heldout
-# The selection format through the board's sft and self_train recipes (leaderboards/default.yaml), on the second stage.
-build sft sft --base checkpoints/tiny-stage2 --task geoqa epochs=4 batch_size=16 learning_rate=2.0e-3 lora_r=64 \
+# The selection format through the board's sft and self_train recipes as they were before select_replay, on the second stage.
+build sft sft --base tiny --task geoqa epochs=4 batch_size=16 learning_rate=2.0e-3 lora_r=64 \
   lora_alpha=128 lora_dropout=0.05 init_seed=0 replay=0.5
 ST="--task geoqa limit=160 samples_per_question=4 iterations=3 batch_size=16 learning_rate=2.0e-4 qa=cot refine=false select_candidates=2..10 select_extra_epochs=0 replay=0.5"
 build self_train self_train --base "$S/sft" $ST
-build self_train_base self_train --base checkpoints/tiny-stage2 $ST
+build self_train_base self_train --base tiny $ST
 curve "$S/sft" stage2_sft
 curve "$S/self_train/iter3" stage2_self_train
 curve "$S/self_train_base/iter3" stage2_self_train_from_base
-curve checkpoints/built/self_train/seed0/iter3 board_self_train
+# (board_self_train was the stage-1 board's build, measured before the base changed; `git checkout 5108496` rebuilds it)
+# sft's select_replay (now the board's): the base's own replies as select items in the warm-up, without
+# and with the reference rationale standing in where none of its replies is right; then self_train on each.
+build sft_sr sft --base tiny --task geoqa epochs=4 batch_size=16 learning_rate=2.0e-3 lora_r=64 \
+  lora_alpha=128 lora_dropout=0.05 init_seed=0 replay=0.5 select_replay=1.0 select_gold=false
+build sft_srg sft --base tiny --task geoqa epochs=4 batch_size=16 learning_rate=2.0e-3 lora_r=64 \
+  lora_alpha=128 lora_dropout=0.05 init_seed=0 replay=0.5 select_replay=1.0
+build st_sr self_train --base "$S/sft_sr" $ST
+build st_srg self_train --base "$S/sft_srg" $ST
+curve "$S/sft_sr" sft_sr
+curve "$S/sft_srg" sft_srg
+curve "$S/st_sr/iter3" st_sr
+curve "$S/st_srg/iter3" st_srg

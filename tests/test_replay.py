@@ -86,3 +86,74 @@ def test_sft_and_mpo_train_on_replay(random_tiny, tmp_path):
                                  gold_chosen=True, replay=1.0), str(random_tiny), "geoqa", tmp_path / "mpo",
                        progress=False)
     assert manifest["data"]["replay"]["n"] == 4 and manifest["data"]["given_pairs"] == 4
+
+
+def _base_replies(calls):
+    """Stands in for the base: every other question gets one right reply and two wrong ones, the rest only wrong ones."""
+
+    def sample(backend, examples, n, gen, batch_size, advance=lambda k=1: None):
+        calls.append((type(backend.model).__name__, gen, [e.item.id for e in examples]))
+        wrong = lambda e: f"Angles: 10°. Answer: ({'ABCD'[('ABCD'.index(e.item.target) + 1) % 4]})"
+        return [[f"Angles. Answer: ({e.item.target})", wrong(e), wrong(e)][:n] if i % 2 else [wrong(e)] * n
+                for i, e in enumerate(examples)]
+
+    return sample
+
+
+def test_select_replay_trains_select_items_over_the_bases_own_replies(random_tiny, tmp_path, monkeypatch):
+    import trainers.sampling as sampling
+    import trainers.sft as sft
+    from harness.stats.selection import selection_prompt
+    from trainers.sft import SFTConfig, run
+
+    calls, seen = [], []
+
+    def fit(backend, model, examples, *args, **kwargs):
+        seen.extend(examples)
+        return original(backend, model, examples, *args, **kwargs)
+
+    original = sft.fit_lora_sft
+    monkeypatch.setattr(sampling, "sample_answers", _base_replies(calls))
+    monkeypatch.setattr(sft, "fit_lora_sft", fit)
+    cfg = SFTConfig(max_steps=1, batch_size=2, limit=8, lora_r=2, select_replay=0.5, select_samples=3,
+                    select_candidates="2..3")
+    manifest = run(cfg, str(random_tiny), "geoqa", tmp_path / "sft", progress=False)
+    # 4 of the 8 questions asked, once, of the base itself, at the configured temperature
+    assert len(calls) == 1 and calls[0][0] == "LlavaForConditionalGeneration" and len(calls[0][2]) == 4
+    assert (calls[0][1].temperature, calls[0][1].top_p, calls[0][1].top_k) == (1.0, 1.0, 0)
+    assert manifest["data"]["select_replay"] == {"share": 0.5, "questions": 4, "samples": 12, "correct_samples": 2,
+                                                 "unparsed": 0, "gold_stand_ins": 2, "items": 4}
+    gold, replayed = seen[:8], seen[8:]
+    assert len(replayed) == 4 and {e.item.id for e in replayed} == set(calls[0][2])
+    for e in replayed:  # the compare prompt over its shown replies, one right; the target is the right reply's answer
+        question = next(g for g in gold if g.item.id == e.item.id)
+        shown = [line.split(": ", 1)[1] for line in e.text.splitlines() if line.startswith("Model's Prediction")]
+        assert 2 <= len(shown) <= 3 and e.text == selection_prompt(question.text, shown)
+        own_right = f"Angles. Answer: ({e.item.target})"
+        # the base's own right reply where it has one, else the reference rationale stands in
+        assert (own_right in shown) != (question.target in shown)
+        assert e.target.startswith("Answer:") and e.task.score(e.task.extract(e.target, e.item), e.item) == 1.0
+    with pytest.raises(HarnessError, match="select_replay must be in"):
+        SFTConfig(select_replay=1.5)
+    with pytest.raises(HarnessError, match="select_samples"):
+        SFTConfig(select_samples=1)
+
+
+def test_select_replay_without_gold_skips_the_questions_the_base_never_solves(monkeypatch):
+    from types import SimpleNamespace
+
+    import trainers.sampling as sampling
+    from harness.core.task import get_task
+    from trainers.data import load_examples
+    from trainers.replay import select_replay
+    from trainers.sft import SFTConfig
+
+    monkeypatch.setattr(sampling, "sample_answers", _base_replies([]))
+    examples = load_examples(get_task("geoqa"), DATA, limit=8)
+    base = SimpleNamespace(model=SimpleNamespace(eval=lambda: None))
+    data: dict = {}
+    items = select_replay(base, examples, data, SFTConfig(select_replay=1.0, select_samples=3, select_gold=False))
+    assert len(items) == 4 and data["select_replay"]["gold_stand_ins"] == 0
+    rationale = {e.item.id: e.target for e in examples}
+    assert all(rationale[e.item.id] not in e.text for e in items)  # no reference rationale shown
+    assert select_replay(base, examples, data, SFTConfig()) == []  # select_replay=0: nothing sampled

@@ -16,7 +16,7 @@ is written to `--out` with its manifest (config, history, held-out probes, the h
 
 A second stage continues a trained base (`--init-from` with every layer kept, a fresh schedule)
 on another mix (`--mix`, `--task-mix`) and with its own sampled replies as selection candidates
-(`--own-questions`): `make tiny-stage2` (README "The embedded default": second stage).
+(`--own-questions`): `make tiny` runs both stages (README "The embedded default").
 
 Why it is shaped this way: tiny models trained briefly learn text shortcuts, not the image;
 single-object colour items come first as a curriculum, option order is shuffled so text priors give

@@ -14,6 +14,9 @@ chain-of-thought replies forgets faster than one that answers with a letter). Th
 sampled or judged. In SFT-style treatments they join the training examples as they are; in the
 preference treatments (mpo, self_critique) each becomes a gold pair (`replay_pairs`): its reference
 reply chosen, a reply its task's own rule scores wrong rejected.
+
+`select_replay` (sft's select_replay=S) replays a format rather than a task: R3V select items over
+the base's own sampled replies, so a warm-up keeps the selection skill its base was pretrained with.
 """
 from __future__ import annotations
 
@@ -121,3 +124,39 @@ def replay_pairs(examples: Sequence["Example"], first_index: int, seed: int) -> 
         if wrong and e.target.strip():
             pairs.append(Pair(first_index + k, e.target.strip(), rng.choice(wrong), "replay"))
     return pairs
+
+
+def select_replay(backend: Any, examples: Sequence["Example"], data: dict[str, Any], cfg: Any,
+                  progress: bool = False) -> list["Example"]:
+    """R3V select items over the base's own replies: the base samples cfg.select_samples replies
+    to a share cfg.select_replay of the task `examples` (drawn by cfg.seed); each question with a
+    right and a wrong reply (by its task's rule) gives one item, the exact `harness compare`
+    self-select prompt with a right reply's answer as the target; with cfg.select_gold a question
+    with no right reply gets its reference rationale as one (the base's unsolved cells, the outer
+    angles, would otherwise never be selected from). Recorded in `data`."""
+    if not getattr(cfg, "select_replay", 0):
+        return []
+    from harness.core.types import GenConfig
+    from trainers.sampling import draw_on_main
+    from trainers.self_items import Sample, as_examples, build_items, judge
+
+    judged_ok = [i for i, e in enumerate(examples) if e.task is not None]
+    if not judged_ok:
+        raise HarnessError("select_replay needs task questions to judge the base's replies; train on a task or set select_replay=0")
+    rng = random.Random(f"select-replay:{cfg.seed}")
+    asked = [examples[i] for i in sorted(rng.sample(judged_ok, max(1, round(cfg.select_replay * len(judged_ok)))))]
+    gen = GenConfig(max_new_tokens=max(e.task.max_new_tokens for e in asked), temperature=cfg.select_temperature,
+                    top_p=1.0, top_k=0, seed=cfg.seed + 20_000)
+    backend.model.eval()
+    samples = draw_on_main(backend, asked, cfg.select_samples, gen, 32, progress, "select replay sampling")
+    judged, stats = judge(asked, samples, 0)
+    gold = 0
+    if getattr(cfg, "select_gold", False):  # else the cells the base never solves never show a right candidate
+        for e, row in zip(asked, judged):
+            if row and not any(x.score >= 1.0 for x in row):
+                row.append(Sample(0, e.target, e.task.extract(e.target, e.item), 1.0))
+                gold += 1
+    items = [it for it in build_items(asked, judged, rng, 1, False, cfg.select_candidates) if it.kind == "select"]
+    data["select_replay"] = {"share": cfg.select_replay, "questions": len(asked), "samples": stats["samples"],
+                             "correct_samples": stats["correct_samples"], "unparsed": stats["unparsed"], "gold_stand_ins": gold, "items": len(items)}
+    return as_examples(items, asked)

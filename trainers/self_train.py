@@ -33,32 +33,26 @@ from __future__ import annotations
 
 import random
 import time
-from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from trainers.common import TrainConfig, require
 from trainers.data import Example
+from trainers.self_items import (  # noqa: F401  (the item builders, re-exported for callers of self_train)
+    KINDS, REFINE_INSTRUCTION, Sample, SelfItem, as_examples, build_items, candidate_range, final_answer, item_counts,
+    judge, refine_prompt, selection_prompt)
 
 if TYPE_CHECKING:
     from harness.models.backend import HFBackend
     from trainers.formats import Source
 
-KINDS = ("qa", "cot", "refine", "select")
 QA_MODES = ("direct", "cot", "none")
-REFINE_INSTRUCTION = "Judge the correctness of the model's prediction and refine it."
 # R3V's plain QA data asks for the answer alone in a prompt of its own. Under the task's own
 # chain-of-thought prompt a bare "Answer: X" reply teaches answering before reasoning: measured on
 # tiny at lr 1e-3, 200 such items took geoqa from 66.7 to 41.0 (48.7 with this instruction added;
 # at the default lr 1e-4 the whole mix costs <= 1 point).
 QA_INSTRUCTION = "Answer directly, without reasoning."
-
-
-def refine_prompt(question: str, prediction: str) -> str:
-    """The self-refine request: the question as the task prompts it, one prediction, the instruction
-    (the line format follows `harness.stats.selection.selection_prompt`)."""
-    return "\n".join([question, f"Model's Prediction: {prediction}", REFINE_INSTRUCTION])
 
 
 @dataclass
@@ -95,62 +89,6 @@ class SelfTrainConfig(TrainConfig):
         require(self.select_extra_epochs >= 0, "select_extra_epochs must be >= 0")
 
 
-# --- data --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Sample:
-    """One sampled answer, judged by its task."""
-
-    iteration: int
-    text: str
-    extracted: Any
-    score: float
-
-
-@dataclass(frozen=True)
-class SelfItem:
-    """One training item: examples[index]'s images, `prompt` as the user turn, `target` as the reply."""
-
-    kind: str  # qa | cot | refine | select
-    index: int
-    prompt: str
-    target: str
-    target_from: int = 0  # the iteration of the sample the target comes from (0: the gold answer)
-    candidates: tuple[Sample, ...] = ()  # refine: the wrong prediction; select: the candidates shown
-
-    def record(self, examples: Sequence[Example], iteration: int) -> dict[str, Any]:
-        return {"kind": self.kind, "iteration": iteration, "id": examples[self.index].item.id, "prompt": self.prompt,
-                "target": self.target, "target_from": self.target_from,
-                "candidates": [c.text for c in self.candidates], "correct": [c.score >= 1.0 for c in self.candidates],
-                "candidates_from": [c.iteration for c in self.candidates]}
-
-
-def judge(examples: Sequence[Example], samples: Sequence[Sequence[str]], iteration: int) -> tuple[list[list[Sample]], dict[str, Any]]:
-    """Each output extracted and scored by its question's task, and this iteration's sample statistics."""
-    judged = []
-    for ex, outs in zip(examples, samples, strict=True):
-        row = []
-        for text in outs:
-            extracted = ex.task.extract(text, ex.item)
-            row.append(Sample(iteration, text, extracted, float(ex.task.score(extracted, ex.item))))
-        judged.append(row)
-    flat = [x for row in judged for x in row]
-    stats = {"iteration": iteration, "questions": len(examples), "samples": len(flat),
-             "correct_samples": sum(x.score >= 1.0 for x in flat),
-             "sample_accuracy": round(sum(x.score for x in flat) / max(1, len(flat)), 4),
-             "unparsed": sum(x.extracted is None for x in flat),
-             "questions_with_correct": sum(any(x.score >= 1.0 for x in row) for row in judged)}
-    return judged, stats
-
-
-def final_answer(ex: Example, rationale: str) -> str:
-    """The part of a correct rationale from its last "answer" marker on ("Answer: 130°"), when that
-    part alone is still scored correct; else the whole rationale."""
-    at = rationale.lower().rfind("answer")
-    if at >= 0 and ex.task.score(ex.task.extract(rationale[at:], ex.item), ex.item) >= 1.0:
-        return rationale[at:]
-    return rationale
-
-
 def qa_items(examples: Sequence[Example], mode: str = "direct") -> list[SelfItem]:
     """The gold data, one item per question (`examples` carry the task's reference rationale)."""
     if mode == "none":
@@ -162,86 +100,6 @@ def qa_items(examples: Sequence[Example], mode: str = "direct") -> list[SelfItem
         at = e.target.rfind("Answer:")
         items.append(SelfItem("qa", i, f"{e.text}\n{QA_INSTRUCTION}", e.target[at:] if at >= 0 else e.target))
     return items
-
-
-def candidate_range(spec: str) -> tuple[int, int]:
-    """'2..10' -> (2, 10); '3' -> (3, 3); anything else -> (0, 0), which the config refuses."""
-    lo, sep, hi = str(spec).partition("..")
-    try:
-        return (int(lo), int(hi)) if sep else (int(lo), int(lo))
-    except ValueError:
-        return 0, 0
-
-
-def build_items(examples: Sequence[Example], pool: Sequence[Sequence[Sample]], rng: random.Random,
-                select_per_question: int = 2, refine: bool = True, select_candidates: str = "2..3") -> list[SelfItem]:
-    """cot, refine and select items from the judged samples of every iteration so far (`pool[i]`:
-    question i's samples). Rationales and refined predictions come from the newest iteration that
-    has one, as R3V does; select candidates from the whole pool."""
-    items: list[SelfItem] = []
-    for index, (ex, samples) in enumerate(zip(examples, pool, strict=True)):
-        good = [x for x in samples if x.score >= 1.0]
-        bad = [x for x in samples if x.score <= 0.0 and x.text.strip()]
-        if not good:
-            continue
-        best = rng.choice(_newest(good))
-        items.append(SelfItem("cot", index, ex.text, best.text, best.iteration))
-        if not bad:
-            continue
-        if refine:
-            wrong, right = rng.choice(_newest(bad)), rng.choice(_newest(good))
-            items.append(SelfItem("refine", index, refine_prompt(ex.text, wrong.text), right.text, right.iteration, (wrong,)))
-        sets = _select_sets(good, bad, rng) if select_candidates == "2..3" else \
-            [_sized_set(good, bad, rng, candidate_range(select_candidates)) for _ in range(select_per_question)]
-        for shown in sets[:select_per_question]:
-            rng.shuffle(shown)
-            first_correct = next(x for x in shown if x.score >= 1.0)
-            items.append(SelfItem("select", index, selection_prompt(ex.text, [x.text for x in shown]),
-                                  final_answer(ex, first_correct.text), first_correct.iteration, tuple(shown)))
-    return items
-
-
-def _newest(samples: list[Sample]) -> list[Sample]:
-    last = max(x.iteration for x in samples)
-    return [x for x in samples if x.iteration == last]
-
-
-def selection_prompt(question: str, candidates: Sequence[str]) -> str:
-    # The exact prompt `harness compare ... self-select` builds, so the skill trained here is the one it asks for.
-    from harness.stats.selection import selection_prompt as build
-
-    return build(question, candidates)
-
-
-def _select_sets(good: list[Sample], bad: list[Sample], rng: random.Random) -> list[list[Sample]]:
-    """R3V's candidate sets: two correct + one wrong, one correct + two wrong (each when there are
-    enough samples), else one of each; in random order."""
-    sets = []
-    if len(good) >= 2:
-        sets.append(rng.sample(good, 2) + [rng.choice(bad)])
-    if len(bad) >= 2:
-        sets.append([rng.choice(good)] + rng.sample(bad, 2))
-    if not sets:
-        sets.append([good[0], bad[0]])
-    rng.shuffle(sets)
-    return sets
-
-
-def _sized_set(good: list[Sample], bad: list[Sample], rng: random.Random, sizes: tuple[int, int]) -> list[Sample]:
-    """n candidates (n uniform in `sizes`): one right answer, the rest drawn from all the question's
-    samples, without replacement while they last (a large n repeats samples, as sampling does)."""
-    n = rng.randint(*sizes)
-    rest = good + bad
-    rng.shuffle(rest)
-    shown = [rng.choice(good)] + [rest[i % len(rest)] for i in range(n - 1)]
-    return shown
-
-
-def item_counts(items: Sequence[SelfItem]) -> dict[str, Any]:
-    kinds = Counter(it.kind for it in items)
-    sizes = Counter(len(it.candidates) for it in items if it.kind == "select")
-    return {**{k: kinds[k] for k in KINDS}, "total": len(items),
-            "select_candidates": {str(n): sizes[n] for n in sorted(sizes)}}
 
 
 def kind_losses(backend: "HFBackend", items: Sequence[SelfItem], examples: Sequence[Example],
@@ -265,11 +123,6 @@ def kind_losses(backend: "HFBackend", items: Sequence[SelfItem], examples: Seque
         if losses:
             out[kind] = round(sum(losses) / len(losses), 4)
     return out
-
-
-def as_examples(items: Sequence[SelfItem], examples: Sequence[Example]) -> list[Example]:
-    """Training examples for SFTCollator: the item's prompt and target with its question's images."""
-    return [replace(examples[it.index], text=it.prompt, target=it.target) for it in items]
 
 
 # --- the treatment -------------------------------------------------------------------------------------

@@ -17,6 +17,12 @@ qlora=true the base is loaded in 4 bit (bitsandbytes, CUDA only; a clear error e
 full_finetune=true every weight of the base trains (TRL without a peft_config) and `out` is a full
 checkpoint (weights, tokenizer and processor: a model folder, not an adapter); started from an adapter
 (a warm-up) the adapter is merged into the weights first.
+
+With select_replay=S the base first samples `select_samples` replies to a share S of the task's
+questions and each question with a right and a wrong reply becomes one R3V select item over them
+(with select_gold, the default, the reference rationale stands in where no reply is right)
+(trainers/replay.py `select_replay`): a warm-up that trains only rationales would otherwise erase
+the base's selection format (README "The embedded default").
 """
 from __future__ import annotations
 
@@ -43,8 +49,26 @@ class SFTConfig(TrainConfig):
         metadata={"help": "train every weight of the base instead of a LoRA adapter (lora_* unused); writes a full checkpoint"},
     )
 
+    select_replay: float = field(
+        default=0.0,
+        metadata={"help": "sample this share of the task's questions from the base and train one select item "
+                          "(R3V's prompt over its own replies) per question with a right and a wrong reply (0: none)"},
+    )
+    select_samples: int = field(default=4, metadata={"help": "replies the base samples per select_replay question"})
+    select_candidates: str = field(default="2..10", metadata={"help": "candidates per select_replay item: 'LO..HI', drawn uniformly"})
+    select_temperature: float = field(default=1.0, metadata={"help": "temperature of the select_replay samples, in (0, 2]"})
+    select_gold: bool = field(default=True, metadata={"help": "a select_replay question none of the base's replies solves "
+                                                              "gets its reference rationale as the right candidate (false: skipped)"})
+
     def __post_init__(self) -> None:
         super().__post_init__()
+        from trainers.self_items import candidate_range
+
+        require(0.0 <= self.select_replay <= 1.0, "select_replay must be in [0, 1] (a share of the task's questions)")
+        require(self.select_samples >= 2, "select_samples must be >= 2 (a select item needs a right and a wrong reply)")
+        lo, hi = candidate_range(self.select_candidates)
+        require(2 <= lo <= hi <= 64, "select_candidates must be 'LO..HI' with 2 <= LO <= HI <= 64, e.g. 2..10")
+        require(0.0 < self.select_temperature <= 2.0, "select_temperature must be in (0, 2]")
         require(self.target in TARGETS, f"target must be one of {', '.join(TARGETS)}")
         require(not (self.full_finetune and self.qlora),
                 "full_finetune=true trains every weight and 4-bit weights cannot be trained; set qlora=false")
@@ -59,14 +83,16 @@ def run(cfg: SFTConfig, base: str, tasks: str, out: Path, data_dir: str | Path |
     from trainers.data import load_train_data
 
     quiet_libraries()
-    from trainers.replay import with_replay
+    from trainers.replay import select_replay, with_replay
 
     examples, data = load_train_data(tasks, data_dir, cfg.limit, cfg.target, sources)
+    asked = examples
     examples = with_replay(examples, data, cfg, data_dir)
     t0 = time.time()
     with staged_output(Path(out), overwrite) as stage:
         backend, base_name = load_base(base, cfg.qlora, device, start_from_adapter="sft",
                                        dtype="float32" if cfg.full_finetune else None)
+        examples = examples + select_replay(backend, asked, data, cfg, progress)
         trainer = fit_lora_sft(backend, backend.model, examples, cfg, progress, f"sft {data['task']}")
         metrics = train_metrics(trainer)
         metrics["wall_seconds"] = round(time.time() - t0, 1)
