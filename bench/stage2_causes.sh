@@ -46,3 +46,6 @@ curve "$S/sft_sr" sft_sr
 curve "$S/sft_srg" sft_srg
 curve "$S/st_sr/iter3" st_sr
 curve "$S/st_srg/iter3" st_srg
+# Harder select training in self-training: 4 extra passes over the select items alone each round.
+build st_srg_x4 self_train --base "$S/sft_srg" ${ST/select_extra_epochs=0/select_extra_epochs=4}
+curve "$S/st_srg_x4/iter3" st_srg_x4
