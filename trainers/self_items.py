@@ -87,6 +87,14 @@ def candidate_range(spec: str) -> tuple[int, int]:
         return 0, 0
 
 
+def check_candidates(spec: str, field_name: str = "select_candidates") -> None:
+    """A config's candidate range, refused with the one message both trainers give."""
+    from trainers.common import require
+
+    lo, hi = candidate_range(spec)
+    require(2 <= lo <= hi <= 64, f"{field_name} must be 'LO..HI' with 2 <= LO <= HI <= 64, e.g. 2..10")
+
+
 def build_items(examples: Sequence[Example], pool: Sequence[Sequence[Sample]], rng: random.Random,
                 select_per_question: int = 2, refine: bool = True, select_candidates: str = "2..3") -> list[SelfItem]:
     """cot, refine and select items from the judged samples of every iteration so far (`pool[i]`:

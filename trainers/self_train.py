@@ -40,8 +40,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 from trainers.common import TrainConfig, require
 from trainers.data import Example
 from trainers.self_items import (  # noqa: F401  (the item builders, re-exported for callers of self_train)
-    KINDS, REFINE_INSTRUCTION, Sample, SelfItem, as_examples, build_items, candidate_range, final_answer, item_counts,
-    judge, refine_prompt, selection_prompt)
+    KINDS, REFINE_INSTRUCTION, Sample, SelfItem, as_examples, build_items, candidate_range, check_candidates,
+    final_answer, item_counts, judge, refine_prompt, selection_prompt)
 
 if TYPE_CHECKING:
     from harness.models.backend import HFBackend
@@ -84,8 +84,7 @@ class SelfTrainConfig(TrainConfig):
         require(self.sample_batch_size >= 1, "sample_batch_size must be >= 1")
         require(self.select_per_question >= 0, "select_per_question must be >= 0")
         require(self.qa in QA_MODES, f"qa must be one of {', '.join(QA_MODES)}")
-        lo, hi = candidate_range(self.select_candidates)
-        require(2 <= lo <= hi <= 64, "select_candidates must be 'LO..HI' with 2 <= LO <= HI <= 64, e.g. 2..10")
+        check_candidates(self.select_candidates)
         require(self.select_extra_epochs >= 0, "select_extra_epochs must be >= 0")
 
 

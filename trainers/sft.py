@@ -62,12 +62,11 @@ class SFTConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from trainers.self_items import candidate_range
+        from trainers.self_items import check_candidates
 
         require(0.0 <= self.select_replay <= 1.0, "select_replay must be in [0, 1] (a share of the task's questions)")
         require(self.select_samples >= 2, "select_samples must be >= 2 (a select item needs a right and a wrong reply)")
-        lo, hi = candidate_range(self.select_candidates)
-        require(2 <= lo <= hi <= 64, "select_candidates must be 'LO..HI' with 2 <= LO <= HI <= 64, e.g. 2..10")
+        check_candidates(self.select_candidates)
         require(0.0 < self.select_temperature <= 2.0, "select_temperature must be in (0, 2]")
         require(self.target in TARGETS, f"target must be one of {', '.join(TARGETS)}")
         require(not (self.full_finetune and self.qlora),
