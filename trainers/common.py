@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -48,6 +49,12 @@ class TrainConfig:
     epochs: float = field(default=1.0, metadata={"help": "passes over the training examples"})
     max_steps: int = field(default=-1, metadata={"help": "stop after this many optimiser steps (-1: use epochs)"})
     batch_size: int = field(default=8, metadata={"help": "examples (or pairs) per optimiser step"})
+    micro_batches: int = field(
+        default=1,
+        metadata={"help": "split each step's batch into this many forward passes of similar cost (transformers' "
+                          "batch_rebalance sampler; gradients accumulate over the same examples, with less padding "
+                          "when lengths differ; SFT-style treatments only)"},
+    )
     limit: int | None = field(default=None, metadata={"help": "use only the first N train items of each task (None: all)"})
     seed: int = field(default=0, metadata={"help": "seed for LoRA init, data order and sampling"})
     init_seed: int | None = field(
@@ -86,6 +93,8 @@ class TrainConfig:
         require(self.epochs > 0 or self.max_steps > 0, "epochs must be > 0 (or set max_steps)")
         require(self.max_steps == -1 or self.max_steps >= 1, "max_steps must be -1 or >= 1")
         require(self.batch_size >= 1, "batch_size must be >= 1")
+        require(self.micro_batches >= 1 and self.batch_size % self.micro_batches == 0,
+                f"micro_batches must be >= 1 and divide batch_size ({self.batch_size}), got {self.micro_batches}")
         require(self.limit is None or self.limit >= 1, "limit must be >= 1 or null")
         require(self.logging_steps >= 1, "logging_steps must be >= 1")
         require(0.0 <= self.replay <= 10.0, "replay must be in [0, 10] (a share of the task's items)")
@@ -294,7 +303,10 @@ def trl_args(args_cls: type, cfg: TrainConfig, workdir: Path, **extra: Any):
         output_dir=str(workdir), seed=cfg.seed if cfg.init_seed is None else cfg.init_seed, data_seed=cfg.seed,
         learning_rate=cfg.learning_rate, lr_scheduler_type="linear", warmup_steps=cfg.warmup_ratio,  # a float < 1 is a ratio
         weight_decay=cfg.weight_decay, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=1,
+        per_device_train_batch_size=cfg.batch_size // cfg.micro_batches, gradient_accumulation_steps=cfg.micro_batches,
+        # Several micro-batches: each step's examples (the same draw) are split by length, so a long
+        # select item does not pad the short ones; the collator's dataset carries a "length" column.
+        train_sampling_strategy="batch_rebalance" if cfg.micro_batches > 1 else "random",
         logging_steps=cfg.logging_steps, save_strategy="no", report_to="none", disable_tqdm=True,
         # Our collators read the "idx" column; TRL would drop it as unknown to the model.
         remove_unused_columns=False, dataloader_num_workers=0,
@@ -302,6 +314,23 @@ def trl_args(args_cls: type, cfg: TrainConfig, workdir: Path, **extra: Any):
         use_cpu=not cuda, bf16=cuda and torch.cuda.is_bf16_supported(),
         **extra,
     )
+
+
+@functools.cache
+def seeded_rebalance(trainer_cls: type) -> type:
+    """`trainer_cls` whose batch_rebalance sampler (micro_batches > 1) shuffles by the run's data_seed:
+    transformers builds it with a fixed seed, and seeded builds must differ in data order."""
+    from transformers.trainer_pt_utils import BatchRebalanceSampler
+
+    class Seeded(trainer_cls):
+        def _get_train_sampler(self, train_dataset=None):
+            sampler = super()._get_train_sampler(train_dataset)
+            if isinstance(sampler, BatchRebalanceSampler):
+                sampler.seed = self.args.data_seed
+            return sampler
+
+    Seeded.__name__ = Seeded.__qualname__ = trainer_cls.__name__
+    return Seeded
 
 
 def prepare_trainer(trainer, progress: bool, label: str):

@@ -270,11 +270,31 @@ def given_pairs(examples: Sequence[Example]) -> list[Pair]:
     return [Pair(i, e.target, e.rejected, "given") for i, e in enumerate(examples) if e.rejected is not None]
 
 
-def index_dataset(n: int):
-    """A `datasets.Dataset` of row indices: TRL's trainers want a Dataset; the collators hold the data."""
+def index_dataset(n: int, lengths: Sequence[int] | None = None):
+    """A `datasets.Dataset` of row indices: TRL's trainers want a Dataset; the collators hold the data.
+    With `lengths` (row_lengths) a "length" column, which transformers' batch_rebalance sampler reads."""
     from datasets import Dataset
 
-    return Dataset.from_dict({"idx": list(range(n))})
+    columns: dict[str, list[int]] = {"idx": list(range(n))}
+    if lengths is not None:
+        columns["length"] = [int(x) for x in lengths]
+    return Dataset.from_dict(columns)
+
+
+def row_lengths(backend: "HFBackend", examples: Sequence[Example]) -> list[int]:
+    """Each example's approximate length in tokens, for length-balanced micro-batches: its text tokens
+    plus its images' (one image's count measured once, by collating an imaged row with and without it)."""
+    per_image = 0
+    imaged = next((e for e in examples if e.images and not e.messages), None)
+    if imaged is not None:
+        with_image = _length(backend, imaged, imaged.target)
+        per_image = max(0, with_image - _text_tokens(backend, imaged)) // len(imaged.images)
+    return [_text_tokens(backend, e) + per_image * len(e.images) for e in examples]
+
+
+def _text_tokens(backend: "HFBackend", e: Example) -> int:
+    texts = [str(m["content"]) for m in e.messages] if e.messages else [e.text, e.target]
+    return sum(_tokens(backend, t, 1 << 30) for t in texts)
 
 
 # --- the context ----------------------------------------------------------------------------------

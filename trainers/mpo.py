@@ -78,6 +78,7 @@ class MPOConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        require(self.micro_batches == 1, "micro_batches applies to SFT-style training; preference pairs train whole (set 1)")
         require(self.samples_per_question >= 2, "samples_per_question must be >= 2 (pairs need two samples)")
         require(0.7 <= self.temperature <= 1.0, "temperature must be in [0.7, 1.0] (MPO samples in that range)")
         require(0.0 < self.top_p <= 1.0, "top_p must be in (0, 1]")

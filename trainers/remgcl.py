@@ -72,6 +72,8 @@ class REMGCLConfig(SFTConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        require(self.micro_batches == 1, "micro_batches must be 1: the alignment loss contrasts each batch's images "
+                                         "against each other, and micro-batches would change its negatives")
         require(self.global_weight >= 0 and self.local_weight >= 0, "global_weight and local_weight must be >= 0")
         require(self.temperature > 0, "temperature must be > 0")
         require(self.negatives in NEGATIVES, f"negatives must be one of {', '.join(NEGATIVES)}")

@@ -65,6 +65,7 @@ class SelfCritiqueConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        require(self.micro_batches == 1, "micro_batches applies to SFT-style training; preference pairs train whole (set 1)")
         require(self.temperature > 0, "temperature must be > 0 (two greedy answers would be identical)")
         require(0.0 < self.top_p <= 1.0, "top_p must be in (0, 1]")
         require(self.max_new_tokens is None or self.max_new_tokens >= 1, "max_new_tokens must be >= 1 or null")

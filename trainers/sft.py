@@ -114,8 +114,8 @@ def fit_lora_sft(backend: Any, model: Any, examples: list, cfg: TrainConfig, pro
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
-    from trainers.common import lora_config, prepare_trainer, trainable_start, trl_args
-    from trainers.data import SFTCollator, index_dataset
+    from trainers.common import lora_config, prepare_trainer, seeded_rebalance, trainable_start, trl_args
+    from trainers.data import SFTCollator, index_dataset, row_lengths
 
     start = getattr(backend, "start_adapter", None)
     if getattr(cfg, "full_finetune", False):
@@ -129,8 +129,9 @@ def fit_lora_sft(backend: Any, model: Any, examples: list, cfg: TrainConfig, pro
         model, new_adapter = trainable_start(model, start), False
     with tempfile.TemporaryDirectory() as work:
         args = trl_args(TRLSFTConfig, cfg, Path(work), dataset_kwargs={"skip_prepare_dataset": True})
-        trainer = (trainer_cls or SFTTrainer)(
-            model=model, args=args, train_dataset=index_dataset(len(examples)),
+        lengths = row_lengths(backend, examples) if cfg.micro_batches > 1 else None
+        trainer = seeded_rebalance(trainer_cls or SFTTrainer)(
+            model=model, args=args, train_dataset=index_dataset(len(examples), lengths),
             data_collator=collator or SFTCollator(backend, examples), processing_class=backend.tokenizer,
             peft_config=lora_config(cfg) if new_adapter else None, **trainer_kwargs,
         )
