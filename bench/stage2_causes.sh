@@ -49,3 +49,8 @@ curve "$S/st_srg/iter3" st_srg
 # Harder select training in self-training: 4 extra passes over the select items alone each round.
 build st_srg_x4 self_train --base "$S/sft_srg" ${ST/select_extra_epochs=0/select_extra_epochs=4}
 curve "$S/st_srg_x4/iter3" st_srg_x4
+# Copying the chosen candidate whole instead of its answer alone (select_target=rationale; a quarter of
+# the answer-only replies name no choice at all): the warm-up's select curve.
+build sft_srr sft --base tiny --task geoqa epochs=4 batch_size=16 learning_rate=2.0e-3 lora_r=64 \
+  lora_alpha=128 lora_dropout=0.05 init_seed=0 replay=0.5 select_replay=1.0 micro_batches=2 select_target=rationale
+curve "$S/sft_srr" sft_srr

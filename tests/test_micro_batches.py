@@ -62,6 +62,32 @@ def test_micro_batches_see_the_steps_examples_with_less_padding_and_the_same_los
     assert split["first_loss"] == pytest.approx(whole["first_loss"], rel=1e-4)
 
 
+def test_micro_batches_take_the_same_gradient_step(random_tiny, monkeypatch):
+    """With plain SGD (the update is the gradient itself) one step over 4 length-balanced passes
+    moves every LoRA weight exactly as one pass over the whole batch does."""
+    import torch
+
+    import trainers.common as common
+
+    original = common.trl_args
+    monkeypatch.setattr(common, "trl_args", lambda *a, **k: original(*a, optim="sgd", **k))
+
+    def update(micro_batches):
+        from harness.models.backend import HFBackend
+        from harness.models.checkpoints import resolve_checkpoint
+        from trainers.sft import SFTConfig, fit_lora_sft
+
+        backend = HFBackend(resolve_checkpoint(str(random_tiny)), device="cpu")
+        cfg = SFTConfig(batch_size=8, max_steps=1, micro_batches=micro_batches, learning_rate=1.0, warmup_ratio=0.0)
+        trainer = fit_lora_sft(backend, backend.model, _examples(), cfg, False, "test")
+        return {k: v.detach().clone() for k, v in trainer.model.named_parameters() if "lora_B" in k}
+
+    whole, split = update(1), update(4)
+    assert any(v.abs().max() > 0 for v in whole.values())  # lora_B starts at 0: the step moved it
+    for name, value in whole.items():
+        torch.testing.assert_close(split[name], value, rtol=1e-4, atol=1e-7)
+
+
 def test_micro_batch_order_follows_the_seed(random_tiny):
     _, first = _fit(random_tiny, 2, seed=0, steps=4, batch_size=4)
     _, again = _fit(random_tiny, 2, seed=0, steps=4, batch_size=4)

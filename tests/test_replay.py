@@ -157,3 +157,29 @@ def test_select_replay_without_gold_skips_the_questions_the_base_never_solves(mo
     rationale = {e.item.id: e.target for e in examples}
     assert all(rationale[e.item.id] not in e.text for e in items)  # no reference rationale shown
     assert select_replay(base, examples, data, SFTConfig()) == []  # select_replay=0: nothing sampled
+
+
+def test_select_target_rationale_restates_the_first_right_candidate_whole(monkeypatch):
+    from types import SimpleNamespace
+
+    import trainers.sampling as sampling
+    from harness.core.task import get_task
+    from trainers.data import load_examples
+    from trainers.replay import select_replay
+    from trainers.self_train import SelfTrainConfig
+    from trainers.sft import SFTConfig
+
+    monkeypatch.setattr(sampling, "sample_answers", _base_replies([]))
+    examples = load_examples(get_task("geoqa"), DATA, limit=8)
+    base = SimpleNamespace(model=SimpleNamespace(eval=lambda: None))
+    cfg = dict(select_replay=1.0, select_samples=3, select_candidates="2..4")
+    answers = select_replay(base, examples, {}, SFTConfig(**cfg))
+    restated = select_replay(base, examples, {}, SFTConfig(**cfg, select_target="rationale"))
+    assert [e.text for e in restated] == [e.text for e in answers]  # the same prompts, only the reply differs
+    for short, whole in zip(answers, restated):
+        shown = [line.split(": ", 1)[1] for line in whole.text.splitlines() if line.startswith("Model's Prediction")]
+        right = [s for s in shown if whole.task.score(whole.task.extract(s, whole.item), whole.item) == 1.0]
+        assert whole.target == right[0] and whole.target.endswith(short.target) and short.target.startswith("Answer:")
+    for config in (SFTConfig, SelfTrainConfig):
+        with pytest.raises(HarnessError, match="select_target must be one of answer, rationale"):
+            config(select_target="letter")

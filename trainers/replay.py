@@ -156,7 +156,7 @@ def select_replay(backend: Any, examples: Sequence["Example"], data: dict[str, A
             if row and not any(x.score >= 1.0 for x in row):
                 row.append(Sample(0, e.target, e.task.extract(e.target, e.item), 1.0))
                 gold += 1
-    items = [it for it in build_items(asked, judged, rng, 1, False, cfg.select_candidates) if it.kind == "select"]
+    items = [it for it in build_items(asked, judged, rng, 1, False, cfg.select_candidates, cfg.select_target) if it.kind == "select"]
     data["select_replay"] = {"share": cfg.select_replay, "questions": len(asked), "samples": stats["samples"],
                              "correct_samples": stats["correct_samples"], "unparsed": stats["unparsed"], "gold_stand_ins": gold, "items": len(items)}
     return as_examples(items, asked)

@@ -13,6 +13,9 @@ from typing import Any, Sequence
 from trainers.data import Example
 
 KINDS = ("qa", "cot", "refine", "select")
+# What a select item's reply is: the chosen prediction's final answer (R3V's target), or the whole
+# chosen prediction restated, so the answer closes a span copied from one candidate.
+SELECT_TARGETS = ("answer", "rationale")
 REFINE_INSTRUCTION = "Judge the correctness of the model's prediction and refine it."
 
 
@@ -95,11 +98,19 @@ def check_candidates(spec: str, field_name: str = "select_candidates") -> None:
     require(2 <= lo <= hi <= 64, f"{field_name} must be 'LO..HI' with 2 <= LO <= HI <= 64, e.g. 2..10")
 
 
+def check_select_target(value: str) -> None:
+    from trainers.common import require
+
+    require(value in SELECT_TARGETS, f"select_target must be one of {', '.join(SELECT_TARGETS)}, got {value!r}")
+
+
 def build_items(examples: Sequence[Example], pool: Sequence[Sequence[Sample]], rng: random.Random,
-                select_per_question: int = 2, refine: bool = True, select_candidates: str = "2..3") -> list[SelfItem]:
+                select_per_question: int = 2, refine: bool = True, select_candidates: str = "2..3",
+                select_target: str = "answer") -> list[SelfItem]:
     """cot, refine and select items from the judged samples of every iteration so far (`pool[i]`:
     question i's samples). Rationales and refined predictions come from the newest iteration that
-    has one, as R3V does; select candidates from the whole pool."""
+    has one, as R3V does; select candidates from the whole pool. A select item's target is the first
+    right candidate's final answer, or with select_target="rationale" that candidate's whole text."""
     items: list[SelfItem] = []
     for index, (ex, samples) in enumerate(zip(examples, pool, strict=True)):
         good = [x for x in samples if x.score >= 1.0]
@@ -118,8 +129,9 @@ def build_items(examples: Sequence[Example], pool: Sequence[Sequence[Sample]], r
         for shown in sets[:select_per_question]:
             rng.shuffle(shown)
             first_correct = next(x for x in shown if x.score >= 1.0)
+            reply = first_correct.text if select_target == "rationale" else final_answer(ex, first_correct.text)
             items.append(SelfItem("select", index, selection_prompt(ex.text, [x.text for x in shown]),
-                                  final_answer(ex, first_correct.text), first_correct.iteration, tuple(shown)))
+                                  reply, first_correct.iteration, tuple(shown)))
     return items
 
 

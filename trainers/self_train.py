@@ -41,7 +41,7 @@ from trainers.common import TrainConfig, require
 from trainers.data import Example
 from trainers.self_items import (  # noqa: F401  (the item builders, re-exported for callers of self_train)
     KINDS, REFINE_INSTRUCTION, Sample, SelfItem, as_examples, build_items, candidate_range, check_candidates,
-    final_answer, item_counts, judge, refine_prompt, selection_prompt)
+    check_select_target, final_answer, item_counts, judge, refine_prompt, selection_prompt)
 
 if TYPE_CHECKING:
     from harness.models.backend import HFBackend
@@ -69,6 +69,7 @@ class SelfTrainConfig(TrainConfig):
     select_per_question: int = field(default=2, metadata={"help": "at most this many self-select items per question and iteration (0: none)"})
     refine: bool = field(default=True, metadata={"help": "build self-refine items"})
     select_candidates: str = field(default="2..3", metadata={"help": "candidates per select item: '2..3' (R3V's sets: 2 right + 1 wrong, 1 right + 2 wrong) or a range 'LO..HI' drawn uniformly (e.g. 2..10, what `harness compare --n` asks)"})
+    select_target: str = field(default="answer", metadata={"help": "a select item's reply: 'answer' (the right candidate's final answer, R3V's) or 'rationale' (that candidate restated whole)"})
     select_extra_epochs: int = field(default=0, metadata={"help": "after each iteration's training, at most this many more passes over the select items alone while their mean token loss is above the reasoning (cot) items' (0: none); both losses are reported"})
     learning_rate: float = field(default=1e-4, metadata={"help": "peak learning rate (1e-3 wrecked tiny's chain of thought: the new formats start at ~3 nats)"})
     qa: str = field(default="direct", metadata={"help": "plain question-answer items: 'direct' (the question + 'Answer directly...' -> the gold 'Answer: ...'), 'cot' (the task prompt -> its reference rationale) or 'none'"})
@@ -85,6 +86,7 @@ class SelfTrainConfig(TrainConfig):
         require(self.select_per_question >= 0, "select_per_question must be >= 0")
         require(self.qa in QA_MODES, f"qa must be one of {', '.join(QA_MODES)}")
         check_candidates(self.select_candidates)
+        check_select_target(self.select_target)
         require(self.select_extra_epochs >= 0, "select_extra_epochs must be >= 0")
 
 
@@ -164,7 +166,7 @@ def run(cfg: SelfTrainConfig, base: str, tasks: str, out: Path, data_dir: str | 
             stats["sampled_from"] = f"iter{k - 1}" if k > 1 else "start" if getattr(backend, "start_adapter", None) else "base"
             stats["sample_seconds"] = round(time.time() - t_iter, 1)
             items = base_items + build_items(examples, pool, rng, cfg.select_per_question, cfg.refine,
-                                             cfg.select_candidates)
+                                             cfg.select_candidates, cfg.select_target)
             stats["train_items"] = {**item_counts(items), **({"data_files": len(extra)} if extra else {})}
             if not items:
                 raise HarnessError(

@@ -56,17 +56,20 @@ class SFTConfig(TrainConfig):
     )
     select_samples: int = field(default=4, metadata={"help": "replies the base samples per select_replay question"})
     select_candidates: str = field(default="2..10", metadata={"help": "candidates per select_replay item: 'LO..HI', drawn uniformly"})
+    select_target: str = field(default="answer", metadata={"help": "a select_replay item's reply: 'answer' (the right "
+                                                              "reply's final answer) or 'rationale' (that reply restated whole)"})
     select_temperature: float = field(default=1.0, metadata={"help": "temperature of the select_replay samples, in (0, 2]"})
     select_gold: bool = field(default=True, metadata={"help": "a select_replay question none of the base's replies solves "
                                                               "gets its reference rationale as the right candidate (false: skipped)"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from trainers.self_items import check_candidates
+        from trainers.self_items import check_candidates, check_select_target
 
         require(0.0 <= self.select_replay <= 1.0, "select_replay must be in [0, 1] (a share of the task's questions)")
         require(self.select_samples >= 2, "select_samples must be >= 2 (a select item needs a right and a wrong reply)")
         check_candidates(self.select_candidates)
+        check_select_target(self.select_target)
         require(0.0 < self.select_temperature <= 2.0, "select_temperature must be in (0, 2]")
         require(self.target in TARGETS, f"target must be one of {', '.join(TARGETS)}")
         require(not (self.full_finetune and self.qlora),
