@@ -54,3 +54,5 @@ curve "$S/st_srg_x4/iter3" st_srg_x4
 build sft_srr sft --base tiny --task geoqa epochs=4 batch_size=16 learning_rate=2.0e-3 lora_r=64 \
   lora_alpha=128 lora_dropout=0.05 init_seed=0 replay=0.5 select_replay=1.0 micro_batches=2 select_target=rationale
 curve "$S/sft_srr" sft_srr
+# The share of selection replies that name none of the question's choices (extracted as nothing).
+for c in sft_srg sft_srr; do $PY -c "import json,sys; r=[json.loads(l) for l in open(sys.argv[1])]; print(sys.argv[2], f'{sum(x[\"extracted\"] is None for x in r)/len(r):.1%} of {len(r)} replies name no choice')" "$S/compare_$c/self_select/samples.jsonl" $c; done
