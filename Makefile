@@ -81,8 +81,9 @@ lock-vllm:
 leaderboard: setup
 	.venv/bin/harness leaderboard --spec leaderboards/default.yaml --jobs 2
 
-# The default board with seeds 0, 1 and 2 on its sampling rows (leaderboards/default-seeds/; the
-# seed-0 builds are the default board's): one build of a sampling treatment is one draw.
+# The default board with seeds 0, 1 and 2 on every trained row (leaderboards/default-seeds/; the
+# seed-0 builds are the default board's; seed k of mpo, sfte, self_train... reads seed k of what it
+# builds on): one build of a recipe is one draw.
 seeds-board: setup
 	.venv/bin/harness leaderboard --spec leaderboards/default.yaml --seeds 0,1,2 --jobs 2
 

@@ -4,8 +4,8 @@ norm against theirs. Behind the README's sfte cause (do SFTe's members cancel ea
 With --scale S --out DIR it writes a copy of ONE adapter whose update is S times as long (its
 lora_alpha times S; same direction): is a shorter step what the average loses?
 
-    .venv/bin/python bench/adapter_agreement.py checkpoints/built/sft checkpoints/built/sft_a128_d10 ...
-    .venv/bin/python bench/adapter_agreement.py checkpoints/built/sft --scale 0.82 --out runs/causes/sft_x0.82
+    .venv/bin/python bench/adapter_agreement.py checkpoints/built/sft/seed0 checkpoints/built/sft_a128_d10/seed0 ...
+    .venv/bin/python bench/adapter_agreement.py checkpoints/built/sft/seed0 --scale 0.82 --out runs/causes/sft_x0.82
 """
 from __future__ import annotations
 

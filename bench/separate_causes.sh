@@ -25,7 +25,7 @@ done
 build sfte_lr5e4 average --base tiny mode=deltas adapters=$S/sfte_lr5e4_a128_d05,$S/sfte_lr5e4_a128_d10,$S/sfte_lr5e4_a64_d05,$S/sfte_lr5e4_a64_d10
 held $S/sfte_lr5e4
 .venv/bin/python bench/adapter_agreement.py $S/sfte_lr5e4_a128_d05 $S/sfte_lr5e4_a128_d10 $S/sfte_lr5e4_a64_d05 $S/sfte_lr5e4_a64_d10
-.venv/bin/python bench/adapter_agreement.py checkpoints/built/sft checkpoints/built/sft_a128_d10 checkpoints/built/sft_a64_d05 checkpoints/built/sft_a64_d10
+.venv/bin/python bench/adapter_agreement.py checkpoints/built/sft/seed0 checkpoints/built/sft_a128_d10/seed0 checkpoints/built/sft_a64_d05/seed0 checkpoints/built/sft_a64_d10/seed0
 # sfte's fall: a shorter step or the blend? sft's update cut to the mean's length (0.82 of the members' mean
 # norm, 0.67 of sft's), the mean lengthened, pairs of members that agree more or less, and the seed's
 # 2:1 alphas one step lower (64 and 32); on the board's builds (make leaderboard first).
@@ -49,7 +49,7 @@ held $S/mpo_sft_only
 build self_critique_rpo1 self_critique --base checkpoints/built/heldout/sfte --task geoqa batch_size=8 replay=0.5 sft_weight=1.0
 held $S/self_critique_rpo1
 # self_train without the extra select passes (the boards' recipe now), iterations 1-3
-build self_train_nosel self_train --base checkpoints/built/sft --task geoqa limit=160 samples_per_question=4 iterations=3 \
+build self_train_nosel self_train --base checkpoints/built/sft/seed0 --task geoqa limit=160 samples_per_question=4 iterations=3 \
   batch_size=16 learning_rate=2e-4 qa=cot refine=false select_candidates=2..10 select_extra_epochs=0 replay=0.5
 for k in 1 2 3; do held $S/self_train_nosel/iter$k; done
 # the critic judge's recipe, chosen on the held-out gold votes (data/heldout/critic: 480 votes on 120
@@ -132,7 +132,7 @@ MG="mpo --base tiny --task geoqa samples_per_question=4 max_pairs_per_question=1
     learning_rate=2e-3 lora_r=64 lora_alpha=128 lora_dropout=0.05 replay=0.5"
 build mpo_gold $MG
 held $S/mpo_gold
-held checkpoints/built/sft  # the board's sft (make leaderboard builds it)
+held checkpoints/built/sft/seed0  # the board's sft (make leaderboard builds it)
 $H diff $S/runs/mpo_gold $S/runs/sft --task geoqa --data-dir data/heldout
 # ... its SFT term alone (the same pairs, dpo and bco weights 0), and its preference terms held closer to the
 # reference (beta 1.0 instead of MPO's 0.1)
@@ -153,7 +153,7 @@ for v in "w10 dpo_weight=0.08 bco_weight=0.02" "w25 dpo_weight=0.2 bco_weight=0.
 done
 # mpo in its paper's order, after sft (the boards' recipe now: lr 2e-4, 1 epoch from the sft warm-up), the
 # same with its SFT term alone (the preference terms' share of the change), and a 4x smaller step
-MA="mpo --base checkpoints/built/sft --task geoqa samples_per_question=4 gold_chosen=true batch_size=16 epochs=1 replay=0.5"
+MA="mpo --base checkpoints/built/sft/seed0 --task geoqa samples_per_question=4 gold_chosen=true batch_size=16 epochs=1 replay=0.5"
 for v in "lr2e4 learning_rate=2e-4" "lr2e4_sft_only learning_rate=2e-4 dpo_weight=0 bco_weight=0" "lr5e5 learning_rate=5e-5"; do
   set -- $v; name=mpo_after_sft_$1; shift
   build $name $MA "$@"

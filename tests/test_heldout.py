@@ -54,7 +54,7 @@ def test_heldout_board_reads_only_the_heldout_set_and_shares_only_identical_reci
     assert Path(held.data_dir).as_posix().endswith("data/heldout") and held.settings.limit
     recipes = {b.ckpt: b.recipe for c in default.checkpoints for b in c.builds() if b.recipe}
     shared = [b for c in held.checkpoints for b in c.builds() if b.recipe and b.ckpt in recipes]
-    assert {Path(b.ckpt).name for b in shared} >= {"sft", "sfte", "remgcl"}
+    assert {Path(b.ckpt).parent.name for b in shared} >= {"sft", "sfte", "sft_small", "remgcl"}  # <row>/seed0
     for b in shared:
         assert b.recipe == recipes[b.ckpt], b.ckpt
 

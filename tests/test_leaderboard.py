@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import pytest
@@ -227,7 +228,8 @@ bootstrap: 200
         ("{name: b, runs: r, path: p}", "{name, runs: DIR} and nothing else"),
         ("{name: b, seeds: [1, 1], recipe: {trainer: sft}}", "distinct integers"),
         ("{name: b, seeds: [1], path: p}", "seeds need a recipe"),
-        ("{name: b, seeds: [1], recipe: {trainer: average}}", "seeds need a recipe"),
+        ("{name: b, seeds: [1], recipe: {trainer: average, members: {trainer: sft}}}", "seeds need a recipe"),
+        ("{name: b, seeds: [1], recipe: {trainer: average, include: [x, y]}}", "a seeded average takes each seed's builds"),
         ("{name: b, colour: red, path: p}", "unknown key(s) colour"),
         ("{name: b, seeds: [1], path: elsewhere/iter1, recipe: {trainer: self_train, out: st}}",
          "a seeded recipe with out needs the row's path inside out"),
@@ -268,6 +270,68 @@ def test_seeded_build_of_a_recipe_with_out_writes_each_seeds_iterations(tmp_path
     assert built == [str(out / "seed0"), str(out / "seed1")]  # i2's builds were made by i1's
     folders = [r.run_dir for r in plan_board(spec).runs]
     assert len(set(folders)) == len(folders) == 5
+
+
+def test_a_seeded_chain_reads_each_seeds_builds(tmp_path, monkeypatch):
+    """Rows that read seeded rows (mpo from sft, an average of seeded members) build seed k from those
+    rows' seed-k builds, after them; `--seeds` carries the whole chain to the new seeds."""
+    from harness.report.leaderboard import build_checkpoints
+    from harness.report.spec import with_seeds
+
+    b = tmp_path / "built"
+    path = _spec(tmp_path, f"""baseline: a
+checkpoints:
+  - a
+  - {{name: sft, seeds: [0], path: {b}/sft, recipe: {{trainer: sft, base: a}}}}
+  - {{name: m2, seeds: [0], path: {b}/m2, recipe: {{trainer: sft, base: a}}}}
+  - {{name: avg, seeds: [0], path: {b}/avg, recipe: {{trainer: average, base: a, include: [{b}/sft, {b}/m2]}}}}
+  - {{name: mpo, seeds: [0], path: {b}/mpo, recipe: {{trainer: mpo, base: {b}/sft/}}}}
+  - {{name: st3, seeds: [0], path: {b}/st/iter3, recipe: {{trainer: self_train, base: {b}/avg, out: {b}/st}}}}
+  - {{name: dpo, seeds: [0], path: {b}/dpo, recipe: {{trainer: self_critique, base: {b}/st/iter3}}}}
+tasks: [geoqa]
+""")
+    spec = with_seeds(load_spec(path), [0, 2])
+    rows = {c.name: c for c in spec.checkpoints}
+    assert [x.recipe["include"] for x in rows["avg"].builds()] == [[f"{b}/sft/seed{k}", f"{b}/m2/seed{k}"] for k in (0, 2)]
+    assert [x.recipe["base"] for x in rows["mpo"].builds()] == [f"{b}/sft/seed{k}" for k in (0, 2)]
+    assert [x.recipe["base"] for x in rows["st3"].builds()] == [f"{b}/avg/seed{k}" for k in (0, 2)]
+    assert [x.recipe["base"] for x in rows["dpo"].builds()] == [f"{b}/st/seed{k}/iter3" for k in (0, 2)]
+    assert [x.recipe["config"]["seed"] for x in rows["avg"].builds()] == [0, 2]
+    built = []
+
+    def build_recipe(c):
+        for ref in [c.recipe["base"], *c.recipe.get("include", [])]:
+            assert ref == "a" or Path(ref).is_dir(), f"{c.name} seed {c.seed} built before {ref}"
+        built.append((c.name, c.seed))
+        Path(c.ckpt).mkdir(parents=True)
+
+    import harness.report.spec as spec_module
+
+    monkeypatch.setattr(spec_module, "recipe_fingerprint", lambda c, data=None: {"recipe": c.recipe})  # no base to hash
+    build_checkpoints(spec, build_recipe)
+    assert sorted(built) == sorted((n, k) for n in ("sft", "m2", "avg", "mpo", "st3", "dpo") for k in (0, 2))
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ("{name: s, seeds: [0], recipe: {trainer: sft}}, {name: m, recipe: {trainer: mpo, base: checkpoints/built/s}}",
+         "checkpoint 'm': it reads checkpoints/built/s, the seeded row 's', which has one build per seed; give 'm' "
+         "seeds too, or name one build, e.g. checkpoints/built/s/seed0"),
+        ("{name: s, seeds: [0], recipe: {trainer: sft}}, {name: m, seeds: [0, 1], recipe: {trainer: mpo, base: checkpoints/built/s}}",
+         "its seed 1 reads 's''s seed-1 build, which 's' does not have"),
+        ("{name: s, seeds: [0], recipe: {trainer: sft}}, "
+         "{name: e, seeds: [0], recipe: {trainer: average, include: [checkpoints/built/s, mine/adapter]}}",
+         "mine/adapter is not a seeded row of this board"),
+    ],
+)
+def test_rows_reading_a_seeded_row_are_checked(tmp_path, rows, message):
+    with pytest.raises(HarnessError, match=re.escape(message)):
+        load_spec(_spec(tmp_path, f"baseline: a\ncheckpoints: [a, {rows}]\ntasks: [geoqa]\n"))
+    judge = "judge: {name: j, recipe: {trainer: critic, base: checkpoints/built/s}}\n"
+    with pytest.raises(HarnessError, match=re.escape("checkpoint 'j': it reads checkpoints/built/s")):
+        load_spec(_spec(tmp_path, f"baseline: a\ncheckpoints: [a, {{name: s, seeds: [0], recipe: {{trainer: sft}}}}]\n"
+                                  f"tasks: [geoqa]\n{judge}"))
 
 
 def test_ci_and_correction_keys(tmp_path):

@@ -2,7 +2,7 @@
 Multimodal Large Language Models via Mixed Preference Optimization", InternVL2-8B-MPO).
 
     harness train mpo --base tiny --task geoqa --out checkpoints/built/mpo [samples_per_question=4 ...]
-    harness train mpo --base checkpoints/built/sft --task geoqa --out ckpts/mpo-after-sft   (MPO's order)
+    harness train mpo --base checkpoints/built/sft/seed0 --task geoqa --out ckpts/mpo-after-sft   (MPO's order)
 
 1. Pairs from the model's own samples, by correctness: K samples per training question
    (temperature 0.7-1.0); chosen = a correct, parsed answer, rejected = a wrong or unparsed one;

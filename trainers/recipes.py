@@ -21,6 +21,12 @@ the row's path + /seed<k> and the recipe's config `seed: k`:
 
       - {name: mpo, seeds: [0, 1, 2], recipe: {trainer: mpo, base: tiny, task: geoqa, config: {...}}}
 
+A seeded row whose recipe reads another seeded row (its `base`, or an average's `include`) reads that
+row's build of the same seed (CheckpointSpec.upstream), so seed k of a chain is one draw of all of it:
+
+      - {name: sft, seeds: [0, 1, 2], recipe: {trainer: sft, base: tiny, task: geoqa}}
+      - {name: mpo, seeds: [0, 1, 2], recipe: {trainer: mpo, base: checkpoints/built/sft, task: geoqa}}
+
 A recipe trains on data files with `data:` (a `PATH[:RATIO],...` string, or a list of paths and
 `{path, ratio, format, image_folder, long_rows}` mappings; trainers/formats.py), alone or beside `task`; the
 leaderboard's staleness check hashes those files (`data_fingerprint`), so an edited file is a changed recipe:

@@ -34,24 +34,36 @@ class CheckpointSpec:
     primary: str | None = None  # its primary task, "none", or None: undeclared (harness.stats.board)
     seed: int | None = None  # set on one seed's build of a seeds row
     api_base: str | None = None  # a served row (`api: {model, base_url}`): ckpt is openai:MODEL, this its URL
+    # The seeded rows this seeded row's recipe reads (its `base` or an `include`, as written): seed k
+    # reads their seed-k builds, so a chain (sft -> mpo, the members -> sfte) is drawn seed by seed.
+    upstream: dict[str, CheckpointSpec] = field(default_factory=dict, repr=False)
+
+    def seed_path(self, k: int) -> str:
+        """Where seed k's build of this row lies: <ckpt>/seed<k>, or for a recipe with `out` (one build
+        writes several checkpoints, self_train's iterations) <out>/seed<k>/<the row's path inside out>."""
+        out = (self.recipe or {}).get("out")
+        if out is None:
+            return str(Path(self.ckpt) / f"seed{k}")
+        return str(Path(out) / f"seed{k}" / Path(self.ckpt).relative_to(out))
 
     def builds(self) -> list[CheckpointSpec]:
-        """The checkpoints this row stands for: itself, or one per seed (config seed = k): <ckpt>/seed<k>,
-        or for a recipe with `out` (one build writes several checkpoints, self_train's iterations)
-        <out>/seed<k>/<the row's path inside out>, so each seed's build writes its own iterations."""
+        """The checkpoints this row stands for: itself, or one per seed (config seed = k) at seed_path(k),
+        each reading its upstream rows' builds of the same seed."""
         if self.seeds is None:
             return [self]
         out = []
         for k in self.seeds:
             recipe = None
-            path = Path(self.ckpt) / f"seed{k}"
             if self.recipe is not None:
                 recipe = {**self.recipe, "config": {**(self.recipe.get("config") or {}), "seed": k}}
                 if "out" in recipe:
-                    build = Path(recipe["out"])
-                    recipe["out"] = str(build / f"seed{k}")
-                    path = build / f"seed{k}" / Path(self.ckpt).relative_to(build)
-            out.append(CheckpointSpec(self.name, str(path), recipe, seed=k))
+                    recipe["out"] = str(Path(recipe["out"]) / f"seed{k}")
+                if recipe.get("base") in self.upstream:
+                    recipe["base"] = self.upstream[recipe["base"]].seed_path(k)
+                if recipe.get("include"):
+                    recipe["include"] = [self.upstream[r].seed_path(k) if r in self.upstream else r
+                                         for r in recipe["include"]]
+            out.append(CheckpointSpec(self.name, self.seed_path(k), recipe, seed=k))
         return out
 
 
@@ -109,6 +121,9 @@ def load_spec(path: Path) -> LeaderboardSpec:
         if key not in raw:
             raise bad(f"missing required key {key!r}")
     ckpts = _checkpoint_rows(raw, bad, path)
+    judge = _judge(raw.get("judge"), bad, path)
+    if judge.get("judge_build") is not None:
+        _seeded_reads(judge["judge_build"], ckpts, bad)  # the judge is built once: it cannot read a seeded row
     tasks = _task_entries(raw["tasks"] or [], bad)
     blind = _blind_rows(raw.get("blind") or [], ckpts, bad)
     ci, correction = _board_options(raw, bad)
@@ -122,7 +137,7 @@ def load_spec(path: Path) -> LeaderboardSpec:
         tasks=tasks, blind=blind, data_dir=raw.get("data_dir"), settings=settings,
         seed=settings.gen.seed, bootstrap=as_int(raw.get("bootstrap", 10_000), f"{path}: bootstrap", minimum=100),
         output_dir=output_dir, limit=settings.limit,
-        ci=ci, correction=correction, **_judge(raw.get("judge"), bad, path),
+        ci=ci, correction=correction, **judge,
     )
 
 
@@ -162,7 +177,41 @@ def _checkpoint_rows(raw: dict[str, Any], bad: Callable[[str], HarnessError], pa
         raise bad("checkpoint names must be unique")
     if raw["baseline"] not in names:
         raise bad(f"baseline {raw['baseline']!r} is not one of the checkpoints ({', '.join(names)})")
+    for c in ckpts:
+        c.upstream = _seeded_reads(c, ckpts, bad)
     return ckpts
+
+
+def _seeded_reads(c: CheckpointSpec, rows: list[CheckpointSpec], bad: Callable[[str], HarnessError]) -> dict[str, CheckpointSpec]:
+    """The seeded rows whose checkpoint `c`'s recipe reads, by the reference as written. A seeded
+    row has no checkpoint of its own, only seed<k> builds, so what reads it must be seeded too
+    (and with seeds it has); a seeded average takes every member from seeded rows."""
+    import os
+
+    seeded = {os.path.normpath(r.ckpt): r for r in rows if r.seeds is not None and r is not c}
+    recipe = c.recipe or {}
+    include = [r for r in recipe.get("include") or [] if isinstance(r, str)]
+    refs = [r for r in [recipe.get("base"), *include] if isinstance(r, str)]
+    reads = {r: seeded[os.path.normpath(r)] for r in refs if os.path.normpath(r) in seeded}
+    if not reads:
+        if c.seeds is not None and recipe.get("trainer") == "average":
+            raise bad(f"checkpoint {c.name!r}: a seeded average takes each seed's builds of its include rows; "
+                      "seed those rows too (seeds: [...] on each)")
+        return {}
+    first = next(iter(reads.values()))
+    if c.seeds is None:
+        raise bad(f"checkpoint {c.name!r}: it reads {first.ckpt}, the seeded row {first.name!r}, which has one build "
+                  f"per seed; give {c.name!r} seeds too, or name one build, e.g. {first.seed_path(first.seeds[0])}")
+    for r, up in reads.items():
+        missing = sorted(set(c.seeds) - set(up.seeds or []))
+        if missing:
+            raise bad(f"checkpoint {c.name!r}: its seed {missing[0]} reads {up.name!r}'s seed-{missing[0]} build, "
+                      f"which {up.name!r} does not have; give both rows the same seeds")
+    unseeded = [r for r in include if r not in reads]
+    if recipe.get("trainer") == "average" and unseeded:
+        raise bad(f"checkpoint {c.name!r}: a seeded average takes each seed's builds of its include rows; "
+                  f"{unseeded[0]} is not a seeded row of this board")
+    return reads
 
 
 def _task_entries(entries: list[Any], bad: Callable[[str], HarnessError]) -> list[TaskSpec]:
@@ -258,9 +307,9 @@ def _checkpoint_row(entry: Any, bad: Callable[[str], HarnessError], path: Path) 
         if not (isinstance(seeds, list) and seeds and all(isinstance(k, int) and not isinstance(k, bool) for k in seeds)
                 and len(set(seeds)) == len(seeds)):
             raise bad(f"checkpoint {name!r}: seeds must be a list of distinct integers, e.g. [0, 1, 2]")
-        if recipe is None or recipe.get("trainer") == "average":
-            raise bad(f"checkpoint {name!r}: seeds need a recipe of one trainer (not average, whose own seeds "
-                      "are its members)")
+        if recipe is None or (recipe.get("trainer") == "average" and ({"members", "seeds"} & set(recipe))):
+            raise bad(f"checkpoint {name!r}: seeds need a recipe: one trainer's, or an average of seeded rows "
+                      "(an average with members takes its own seeds as its members')")
         if "out" in recipe and not _inside(entry.get("path"), recipe["out"]):
             raise bad(f"checkpoint {name!r}: a seeded recipe with out needs the row's path inside out, "
                       f"e.g. {recipe['out']}/iter1")
