@@ -6,7 +6,7 @@
 # self_train iter3 on the test split (100 items, K = 10; runs/compare_seed<k>).
 #   bash bench/seeds_claims.sh [runs dir] [seeds board csv]
 R=${1:-runs}; H=.venv/bin/harness
-diff() {  # row_a row_b task [seed]: the "(all)" line of a - b
+delta() {  # row_a row_b task [seed]: the "(all)" line of a - b
   a=$R/$1; b=$R/$2; [ -n "$4" ] && { a=$a/seed$4; [ -d "$b/seed$4" ] && b=$b/seed$4; }
   printf '%-44s ' "$1 - $2 ($3${4:+, seed $4})"
   COLUMNS=200 $H diff "$a" "$b" --task "$3" --first 0 | grep "(all)"
@@ -28,8 +28,8 @@ seeds=$(ls -d "$R"/sft/seed* | sed 's/.*seed//' | sort -n)
 for pair in "sft tiny geoqa" "sfte sft geoqa" "sfte sft_a128_d10 geoqa" "sfte sft_a64_d05 geoqa" "sfte sft_a64_d10 geoqa" \
             "mpo sft geoqa" "self_train_iter3 sft geoqa" "self_train_small_iter3 sft_small geoqa" "self_critique sfte geoqa" \
             "data_engine tiny geoqa" "remgcl sft_ocr ocrbench"; do
-  diff $pair
-  for k in $seeds; do diff $pair $k; done
+  delta $pair
+  for k in $seeds; do delta $pair $k; done
 done
 COLUMNS=200 $H diff "$R/data_engine" "$R/tiny" --task geoqa --first 0
 for k in $seeds; do

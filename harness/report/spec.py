@@ -8,6 +8,7 @@ the engine never imports trainers/).
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -186,17 +187,16 @@ def _seeded_reads(c: CheckpointSpec, rows: list[CheckpointSpec], bad: Callable[[
     """The seeded rows whose checkpoint `c`'s recipe reads, by the reference as written. A seeded
     row has no checkpoint of its own, only seed<k> builds, so what reads it must be seeded too
     (and with seeds it has); a seeded average takes every member from seeded rows."""
-    import os
-
     seeded = {os.path.normpath(r.ckpt): r for r in rows if r.seeds is not None and r is not c}
     recipe = c.recipe or {}
     include = [r for r in recipe.get("include") or [] if isinstance(r, str)]
     refs = [r for r in [recipe.get("base"), *include] if isinstance(r, str)]
     reads = {r: seeded[os.path.normpath(r)] for r in refs if os.path.normpath(r) in seeded}
+    unseeded = [r for r in include if r not in reads]
+    if c.seeds is not None and recipe.get("trainer") == "average" and (unseeded or not include):
+        raise bad(f"checkpoint {c.name!r}: a seeded average takes each seed's builds of its include rows; "
+                  f"{unseeded[0] if unseeded else 'it includes none'} is not a seeded row of this board")
     if not reads:
-        if c.seeds is not None and recipe.get("trainer") == "average":
-            raise bad(f"checkpoint {c.name!r}: a seeded average takes each seed's builds of its include rows; "
-                      "seed those rows too (seeds: [...] on each)")
         return {}
     first = next(iter(reads.values()))
     if c.seeds is None:
@@ -207,10 +207,6 @@ def _seeded_reads(c: CheckpointSpec, rows: list[CheckpointSpec], bad: Callable[[
         if missing:
             raise bad(f"checkpoint {c.name!r}: its seed {missing[0]} reads {up.name!r}'s seed-{missing[0]} build, "
                       f"which {up.name!r} does not have; give both rows the same seeds")
-    unseeded = [r for r in include if r not in reads]
-    if recipe.get("trainer") == "average" and unseeded:
-        raise bad(f"checkpoint {c.name!r}: a seeded average takes each seed's builds of its include rows; "
-                  f"{unseeded[0]} is not a seeded row of this board")
     return reads
 
 
